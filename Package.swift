@@ -1,0 +1,61 @@
+// swift-tools-version:6.0
+// gemma-node: tensor-parallel Gemma inference over MPI.
+// Layers (dependencies point down only):
+//   gemma-node (CLI) -> GemmaServer -> GemmaEngine -> GemmaWire/GemmaTokenizer/GemmaModel
+//   -> GemmaParallel -> GemmaKernels; GemmaMPI (+CMPI) is the only code that knows MPI exists.
+import PackageDescription
+
+/// Release builds of the C kernels get -O3; debug builds also get -O2 so `swift test`
+/// does not run scalar-slow kernels (SwiftPM compiles C at -O0 in debug otherwise).
+let kernelCFlags: [CSetting] = [
+    .unsafeFlags(["-O3"], .when(configuration: .release)),
+    .unsafeFlags(["-O2"], .when(configuration: .debug)),
+]
+let swiftFast: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "gemma-node",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "gemma-node", targets: ["gemma-node"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C shims
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CWire", linkerSettings: [.linkedLibrary("protobuf-c")]),
+        .target(name: "CKernels", cSettings: kernelCFlags),
+
+        // Swift layers
+        .target(name: "GemmaKernels", dependencies: ["CKernels"], swiftSettings: swiftFast),
+        .target(name: "GemmaParallel", dependencies: ["GemmaKernels"], swiftSettings: swiftFast),
+        // File formats: GGUF, safetensors (memory-mapped, sliced reads). No model semantics.
+        .target(name: "GemmaFormats", dependencies: ["GemmaKernels"], swiftSettings: swiftFast),
+        .target(name: "GemmaModel", dependencies: ["GemmaParallel", "GemmaKernels", "GemmaFormats"], swiftSettings: swiftFast),
+        .target(name: "GemmaTokenizer", dependencies: ["CWire", "GemmaFormats"]),
+        .target(name: "GemmaWire", dependencies: ["CWire"]),
+        .target(name: "GemmaEngine", dependencies: ["GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels"], swiftSettings: swiftFast),
+        .target(name: "GemmaMPI", dependencies: ["CMPI", "GemmaParallel"]),
+        .executableTarget(
+            name: "gemma-node",
+            dependencies: [
+                "GemmaEngine", "GemmaMPI", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels", "GemmaFormats", "CKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftFast
+        ),
+
+        // Tests
+        .testTarget(name: "GemmaKernelsTests", dependencies: ["GemmaKernels", "CKernels"]),
+        .testTarget(name: "GemmaParallelTests", dependencies: ["GemmaParallel"]),
+        .testTarget(name: "GemmaWireTests", dependencies: ["GemmaWire"]),
+        .testTarget(name: "GemmaFormatsTests", dependencies: ["GemmaFormats"]),
+        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer", "GemmaFormats"]),
+        .testTarget(name: "GemmaModelTests", dependencies: ["GemmaModel", "GemmaParallel", "GemmaEngine"]),
+        .testTarget(name: "GemmaNodeTests", dependencies: ["gemma-node"]),
+    ]
+)

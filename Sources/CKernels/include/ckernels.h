@@ -1,0 +1,3 @@
+// SIMD kernels with runtime CPU dispatch.
+#pragma once
+void ckernels_placeholder(void);

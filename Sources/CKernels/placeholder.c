@@ -1,0 +1,2 @@
+#include "ckernels.h"
+void ckernels_placeholder(void) {}

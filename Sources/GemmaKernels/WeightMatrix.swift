@@ -1,0 +1,115 @@
+// Weight storage in its checkpoint format (f32, f16, bf16 or a GGML block format) and the
+// matrix-times-activations entry point the model calls. The per-format dot products live
+// in QuantFormats.swift (scalar twins) and CKernels (SIMD); this file only dispatches.
+
+/// GGML tensor type ids (as stored in GGUF files). Only the types the engine reads.
+public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8
+    case q4_K = 12, q5_K = 13, q6_K = 14, bf16 = 30
+
+    /// Values per block (1 for plain floats).
+    public var blockSize: Int {
+        switch self {
+        case .f32, .f16, .bf16: return 1
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: return 32
+        case .q4_K, .q5_K, .q6_K: return 256
+        }
+    }
+    /// Bytes per block.
+    public var bytesPerBlock: Int {
+        switch self {
+        case .f32: return 4
+        case .f16, .bf16: return 2
+        case .q4_0: return 18
+        case .q4_1: return 20
+        case .q5_0: return 22
+        case .q5_1: return 24
+        case .q8_0: return 34
+        case .q4_K: return 144
+        case .q5_K: return 176
+        case .q6_K: return 210
+        }
+    }
+    /// Bytes of one row of `count` values; nil when `count` is not a whole number of blocks.
+    public func rowBytes(_ count: Int) -> Int? {
+        count % blockSize == 0 ? count / blockSize * bytesPerBlock : nil
+    }
+    public var description: String {
+        switch self {
+        case .f32: return "F32"
+        case .f16: return "F16"
+        case .bf16: return "BF16"
+        case .q4_0: return "Q4_0"
+        case .q4_1: return "Q4_1"
+        case .q5_0: return "Q5_0"
+        case .q5_1: return "Q5_1"
+        case .q8_0: return "Q8_0"
+        case .q4_K: return "Q4_K"
+        case .q5_K: return "Q5_K"
+        case .q6_K: return "Q6_K"
+        }
+    }
+}
+
+/// Owned, 64-byte-aligned raw memory. Allocated once at load, freed when the last reference goes.
+public final class AlignedBuffer: @unchecked Sendable {
+    public let byteCount: Int
+    public let pointer: UnsafeMutableRawPointer
+
+    public init(byteCount: Int) {
+        self.byteCount = byteCount
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+    }
+    deinit { pointer.deallocate() }
+
+    public func floats(count: Int? = nil) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: pointer.assumingMemoryBound(to: Float.self), count: count ?? byteCount / 4)
+    }
+}
+
+/// A 2-D weight `[rows, cols]` (PyTorch `[out_features, in_features]`), row-major, each
+/// row `cols` values in `type`'s encoding (quant blocks run along `cols`).
+public struct WeightMatrix: @unchecked Sendable {
+    public let type: WeightType
+    public let rows: Int
+    public let cols: Int
+    public let rowBytes: Int
+    public let storage: AlignedBuffer
+
+    /// Allocates zeroed storage; the loader copies the rank's slice into `storage`.
+    public init(type: WeightType, rows: Int, cols: Int) throws {
+        guard let rb = type.rowBytes(cols) else {
+            throw KernelError.notBlockAligned(type: type, count: cols)
+        }
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        self.rowBytes = rb
+        self.storage = AlignedBuffer(byteCount: rb * rows)
+    }
+
+    public var byteCount: Int { rowBytes * rows }
+    public func row(_ r: Int) -> UnsafeRawPointer { UnsafeRawPointer(storage.pointer + r * rowBytes) }
+
+    /// Builds an f32 matrix from values (tests, small replicated tensors).
+    public static func f32(rows: Int, cols: Int, values: [Float]) throws -> WeightMatrix {
+        precondition(values.count == rows * cols)
+        let m = try WeightMatrix(type: .f32, rows: rows, cols: cols)
+        values.withUnsafeBytes { m.storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        return m
+    }
+}
+
+public enum KernelError: Error, CustomStringConvertible, Equatable {
+    case notBlockAligned(type: WeightType, count: Int)
+    case unsupportedType(UInt32)
+
+    public var description: String {
+        switch self {
+        case let .notBlockAligned(type, count):
+            return "\(count) values are not a whole number of \(type) blocks (\(type.blockSize) values each)"
+        case let .unsupportedType(id): return "unsupported tensor type id \(id)"
+        }
+    }
+}

@@ -1,0 +1,88 @@
+// The collective operations the engine needs, independent of how they are carried out.
+// `GemmaMPI.MPICommunicator` implements them over Open MPI; `LocalCommunicator` runs N ranks
+// as threads in one process for fast multi-rank tests. Nothing in this file knows MPI exists.
+
+/// A group of ranks that compute one model together.
+///
+/// Contract for every collective: all ranks of the group call it in the same order with
+/// buffers of the same length; it returns on every rank with the same result. Methods are
+/// called from one thread per rank (the engine thread).
+public protocol Communicator: AnyObject, Sendable {
+    /// This process's rank, 0 ..< size. Rank 0 is the coordinator.
+    var rank: Int { get }
+    /// Number of ranks in the group.
+    var size: Int { get }
+
+    /// In-place element-wise sum over all ranks.
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// In-place element-wise maximum over all ranks.
+    func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// Broadcast a byte message of any length from `root`. `bytes` is ignored on other ranks.
+    /// When `idle` is true the receiving ranks wait without spinning a core (used while
+    /// waiting for the next step plan, which may take arbitrarily long).
+    func broadcast(_ bytes: [UInt8], root: Int, idle: Bool) throws -> [UInt8]
+    /// Gather one fixed-size record of floats from every rank to every rank:
+    /// the result is `size * record.count` floats, rank r's record at `r * record.count`.
+    func allGather(_ record: [Float]) throws -> [Float]
+    /// Block until every rank has arrived.
+    func barrier() throws
+}
+
+/// Errors raised by communicators and by the cluster-wide agreement helpers.
+public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
+    /// A collective failed in the transport; `message` carries the transport's own text.
+    case transport(operation: String, code: Int32, message: String)
+    /// Another rank reported an error; every rank throws this with the same text.
+    case remote(rank: Int, message: String)
+    /// Buffers of different lengths were passed on different ranks.
+    case mismatchedLength(operation: String, expected: Int, got: Int)
+    /// The operation was cancelled because another rank aborted.
+    case aborted(String)
+
+    public var description: String {
+        switch self {
+        case let .transport(op, code, message): return "\(op) failed (code \(code)): \(message)"
+        case let .remote(rank, message): return "rank \(rank): \(message)"
+        case let .mismatchedLength(op, e, g): return "\(op): buffer length \(g) on this rank, \(e) on rank 0"
+        case let .aborted(m): return "aborted: \(m)"
+        }
+    }
+}
+
+extension Communicator {
+    public var isCoordinator: Bool { rank == 0 }
+
+    /// Cluster-wide agreement on success: every rank passes its local error (or nil); if any
+    /// rank failed, every rank throws `CommunicatorError.remote` with the lowest failing
+    /// rank's message, so all ranks report the same text and none hangs in a later
+    /// collective. Call it after every step that can fail on some ranks only (loading,
+    /// validating input).
+    public func agree(_ localError: Error?) throws {
+        var flag: [Float] = [localError == nil ? Float(size) : Float(rank)]
+        try flag.withUnsafeMutableBufferPointer { buffer in
+            // min(failing rank) == -max(-rank); encode "no error" as size.
+            buffer[0] = -buffer[0]
+            try allReduceMax(buffer)
+            buffer[0] = -buffer[0]
+        }
+        let firstFailing = Int(flag[0])
+        if firstFailing >= size { return }
+        let text: String
+        if let localError, rank == firstFailing {
+            text = String(describing: localError)
+        } else {
+            text = ""
+        }
+        let bytes = try broadcast(Array(text.utf8), root: firstFailing, idle: false)
+        throw CommunicatorError.remote(rank: firstFailing, message: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Convenience: run `body` on every rank and agree on the outcome (see `agree`).
+    public func agreeOn<T>(_ body: () throws -> T) throws -> T {
+        var result: T?
+        var failure: Error?
+        do { result = try body() } catch { failure = error }
+        try agree(failure)
+        return result!
+    }
+}
