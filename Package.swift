@@ -56,6 +56,7 @@ let package = Package(
         .testTarget(name: "GemmaFormatsTests", dependencies: ["GemmaFormats"]),
         .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer", "GemmaFormats"]),
         .testTarget(name: "GemmaModelTests", dependencies: ["GemmaModel", "GemmaParallel", "GemmaEngine"]),
+        .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire"]),
         .testTarget(name: "GemmaNodeTests", dependencies: ["gemma-node"]),
     ]
 )
