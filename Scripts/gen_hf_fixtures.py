@@ -27,8 +27,11 @@ from transformers import (
     Gemma3ForCausalLM,
     Gemma3ForConditionalGeneration,
     Gemma3TextConfig,
+    Gemma4Config,
     Gemma4ForCausalLM,
+    Gemma4ForConditionalGeneration,
     Gemma4TextConfig,
+    Gemma4VisionConfig,
     GemmaConfig,
     GemmaForCausalLM,
     SiglipVisionConfig,
@@ -450,6 +453,20 @@ def gemma4_dense_keqv():
     )
 
 
+def gemma4_dense_keqv_multimodal():
+    # Released Gemma 4 checkpoints (31B included) are Gemma4ForConditionalGeneration: decoder in
+    # text_config, tensors under model.language_model.*, plus vision tensors to skip.
+    vision = Gemma4VisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=8, patch_size=4, pooling_kernel_size=2, position_embedding_size=64,
+    )
+    return Gemma4Config(
+        text_config=gemma4_dense_keqv().to_dict(), vision_config=vision.to_dict(), audio_config=None,
+        boi_token_id=250, eoi_token_id=251, image_token_id=252, boa_token_id=253, eoa_token_index=254,
+        audio_token_id=255, video_token_id=249,
+    )
+
+
 def gemma4_moe():
     return Gemma4TextConfig(
         vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=G4_INTERMEDIATE, num_hidden_layers=3,
@@ -517,11 +534,15 @@ SPECS = [
                "(layer 4 sliding reuses layer 3, layer 5 full reuses layer 2); use_double_wide_mlp (consumers have "
                "intermediate 128, others 64); sliding head_dim 16, full head_dim 32 (per_layer_config); nq 4, nkv 1; "
                "proportional RoPE 0.25 on full layers; final softcap 5.0; random layer_scalar. " + COMMON_NOTE),
-    dict(name="gemma4_dense_keqv", generation="gemma4", cls=Gemma4ForCausalLM, config=gemma4_dense_keqv, seed=505,
+    dict(name="gemma4_dense_keqv", generation="gemma4", cls=Gemma4ForConditionalGeneration,
+         config=gemma4_dense_keqv_multimodal, seed=505,
          norm_style="plain", post_norms=POST_G4, final_cap=5.0,
          notes="Gemma 4 dense, 31B-style: 3 layers S,S,F; intermediate 64; attention_k_eq_v with num_global_key_value_heads 1 "
                "(full layers: 1 KV head of dim 32, no v_proj, V = raw K) vs nkv 2 of dim 16 on sliding layers; no PLE; "
-               "final softcap 5.0. " + COMMON_NOTE),
+               "final softcap 5.0. Saved as Gemma4ForConditionalGeneration like the released checkpoints: config.json has "
+               "model_type gemma4 with the decoder in text_config (written with per_layer_config), text tensors are "
+               "model.language_model.*, plus model.vision_tower.* and model.embed_vision.* tensors (tiny vision "
+               "tower, no audio) that a text-only loader must skip. Reference from token ids only. " + COMMON_NOTE),
     dict(name="gemma4_moe", generation="gemma4", cls=Gemma4ForCausalLM, config=gemma4_moe, seed=707,
          norm_style="plain", post_norms=POST_G4, final_cap=5.0,
          notes="Gemma 4 MoE, 26B-A4B-style: 3 layers S,S,F; dense MLP (64) plus an 8-expert top-2 MoE block "
