@@ -1,6 +1,12 @@
+// `gemma-node tokenize`: not built yet. It already accepts the shared flags so scripts can be
+// written against it, and it says so and exits non-zero instead of pretending to work.
 import ArgumentParser
 
 struct TokenizeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "(not implemented yet)")
+    static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "Print the token ids of a prompt. (not implemented yet)")
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var prompt: PromptOptions
+
     func run() throws { throw NotImplemented(command: "tokenize") }
 }

@@ -1,0 +1,88 @@
+// How every rank joins the cluster and leaves it: picks the transport (MPI under mpirun, a
+// world of one otherwise), runs a command's body on every rank, and turns failures into the
+// same message and a non-zero exit on every rank, without leaving any rank hanging.
+import ArgumentParser
+import Foundation
+import GemmaMPI
+import GemmaParallel
+
+/// Facts about this process's machine, as one rank reports them.
+enum HostInfo {
+    /// Cores this process may run on (honours CPU affinity and cgroup limits).
+    static var availableCores: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+    static var hostName: String { ProcessInfo.processInfo.hostName }
+}
+
+/// Runs a command body on every rank of the cluster.
+///
+/// Failure rules (DESIGN: a failure on one rank must not hang the others):
+/// - An error that all ranks already agree on (`CommunicatorError.remote`, from
+///   `Communicator.agree`) is printed identically by every rank, MPI is finalised, and every
+///   rank exits with status 1.
+/// - Any other error on a multi-rank world may have left other ranks waiting in a collective,
+///   so the rank prints it and aborts the whole job (`MPI_Abort`), which mpirun turns into a
+///   non-zero exit.
+enum ClusterSession {
+    /// Environment override for the transport: `mpi` forces MPI (singleton init without
+    /// mpirun, used by tests), `solo` forces a world of one.
+    static let transportVariable = "GEMMA_NODE_TRANSPORT"
+
+    static func run(_ body: (any Communicator) throws -> Void) throws {
+        MPICommunicator.lineBufferStandardOutput()
+        let choice = ProcessInfo.processInfo.environment[transportVariable] ?? "auto"
+        let useMPI: Bool
+        switch choice {
+        case "mpi": useMPI = true
+        case "solo": useMPI = false
+        case "auto", "": useMPI = MPICommunicator.isLaunchedByMPI
+        default:
+            printError("\(transportVariable) must be auto, mpi or solo, got \"\(choice)\"")
+            throw ExitCode.failure
+        }
+        var mpi: MPICommunicator?
+        let comm: any Communicator
+        if useMPI {
+            do {
+                let started = try MPICommunicator()
+                mpi = started
+                comm = started
+            } catch {
+                printError("cannot start MPI: \(error)")
+                throw ExitCode.failure
+            }
+        } else {
+            comm = SoloCommunicator()
+        }
+
+        var failure: Error?
+        do { try body(comm) } catch { failure = error }
+
+        if let failure {
+            if let exit = failure as? ExitCode, exit.isSuccess {
+                try? mpi?.finalize()
+                throw exit
+            }
+            let agreed: Bool
+            if case CommunicatorError.remote = failure { agreed = true } else { agreed = false }
+            if agreed || comm.size == 1 {
+                if !(failure is ExitCode) { printError("\(failure)") }
+                try? mpi?.finalize()
+                throw ExitCode.failure
+            }
+            if let mpi { mpi.abort("\(failure)") }
+            printError("\(failure)")
+            throw ExitCode.failure
+        }
+        do {
+            try mpi?.finalize()
+        } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// Writes `gemma-node: error: <message>` to stderr.
+    static func printError(_ message: String) {
+        FileHandle.standardError.write(Data("gemma-node: error: \(message)\n".utf8))
+    }
+}

@@ -1,0 +1,68 @@
+// Option groups shared by the subcommands, spelled like llama.cpp's flags where they overlap
+// (-m, -p, -n, -t, -c, --temp, --top-k, --top-p, --min-p, --seed), so users can switch tools
+// without relearning. Validation of values that need the model (context length) is left to
+// the commands.
+import ArgumentParser
+import Foundation
+
+/// Which model to load and how much compute each rank may use.
+struct ModelOptions: ParsableArguments {
+    @Option(name: [.short, .customLong("model")],
+            help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
+    var model: String?
+
+    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on.")
+    var threads: Int?
+
+    @Option(name: [.short, .customLong("ctx-size")], help: "Context size in tokens (0 = the model's own maximum).")
+    var ctxSize: Int = 4096
+
+    /// The model path to load: `-m` if given, else the default model (see `DefaultModel`).
+    var resolvedModelPath: String { model ?? DefaultModel.path().path }
+
+    /// Threads per rank: `-t` if given, else every core this process may run on.
+    var resolvedThreads: Int { threads ?? HostInfo.availableCores }
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
+        if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
+    }
+}
+
+/// The prompt and how many tokens to produce.
+struct PromptOptions: ParsableArguments {
+    @Option(name: [.short, .customLong("prompt")], help: "Prompt text.")
+    var prompt: String?
+
+    @Option(name: [.short, .customLong("n-predict")], help: "Tokens to generate (-1 = until end of sequence or full context).")
+    var nPredict: Int = -1
+
+    func validate() throws {
+        if nPredict < -1 { throw ValidationError("-n/--n-predict must be -1 or more, got \(nPredict)") }
+    }
+}
+
+/// Sampling parameters. Defaults are Gemma's generation config (top-k 64, top-p 0.95, T 1).
+struct SamplingOptions: ParsableArguments {
+    @Option(name: .customLong("temp"), help: "Temperature (0 = greedy).")
+    var temperature: Float = 1.0
+
+    @Option(name: .customLong("top-k"), help: "Keep the k most likely tokens (0 = all).")
+    var topK: Int = 64
+
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling: keep the smallest set with this much probability (1 = off).")
+    var topP: Float = 0.95
+
+    @Option(name: .customLong("min-p"), help: "Drop tokens less likely than min-p times the most likely (0 = off).")
+    var minP: Float = 0.0
+
+    @Option(name: .customLong("seed"), help: "Random seed (default: random). The same seed gives the same tokens at any rank count.")
+    var seed: UInt64?
+
+    func validate() throws {
+        if !(temperature >= 0) { throw ValidationError("--temp must be 0 or positive, got \(temperature)") }
+        if topK < 0 { throw ValidationError("--top-k must be 0 or positive, got \(topK)") }
+        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+        if !(minP >= 0 && minP <= 1) { throw ValidationError("--min-p must be in [0, 1], got \(minP)") }
+    }
+}
