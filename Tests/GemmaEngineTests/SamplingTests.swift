@@ -1,0 +1,222 @@
+// Distributed sampling against a plain single-process reference over the concatenated logits,
+// at 1, 2 and 4 ranks (LocalCommunicator), plus edge cases and a distribution check.
+import Foundation
+import Testing
+@testable import GemmaEngine
+import GemmaModel
+import GemmaParallel
+
+/// Reference sampler: sorts the whole vocabulary, then applies the filters in Hugging Face's
+/// order (temperature, top-k, top-p, min-p) and takes the Gumbel-max draw. It shares only the
+/// noise function with the code under test.
+func referenceSample(_ logits: [Float], sampleable: Int, settings s: SamplerSettings, step: UInt64) -> Int32? {
+    var c: [(v: Float, id: Int)] = []
+    for i in 0..<sampleable where !logits[i].isNaN && logits[i] > -.infinity { c.append((logits[i], i)) }
+    c.sort { $0.v > $1.v || ($0.v == $1.v && $0.id < $1.id) }
+    guard let first = c.first else { return nil }
+    if s.temperature == 0 || s.topK == 1 { return Int32(first.id) }
+    if s.topK > 0 { c = Array(c.prefix(s.topK)) }
+    let t = Double(s.temperature)
+    let sTop = Double(first.v) / t
+    if s.topP < 1 {
+        let z = c.reduce(0.0) { $0 + exp(Double($1.v) / t - sTop) }
+        var before = 0.0
+        var kept: [(v: Float, id: Int)] = []
+        for e in c {
+            if !kept.isEmpty && before >= Double(s.topP) { break }
+            before += exp(Double(e.v) / t - sTop) / z
+            kept.append(e)
+        }
+        c = kept
+    }
+    if s.minP > 0 { c = c.filter { exp(Double($0.v) / t - sTop) >= Double(s.minP) } }
+    let key = SamplingNoise.key(seed: s.seed, step: step)
+    var best: (score: Float, id: Int)?
+    for e in c {
+        let score = SamplingNoise.score(logit: e.v, id: e.id, temperature: s.temperature, key: key)
+        if best == nil || score > best!.score || (score == best!.score && e.id < best!.id) { best = (score, e.id) }
+    }
+    return best.map { Int32($0.id) }
+}
+
+/// Runs the distributed sampler at `ranks` ranks over rows of full logits, each rank seeing
+/// only its contiguous vocabulary slice. Returns rank 0's ids after checking all ranks agree.
+func distributedSample(rows: [[Float]], requests: [SampleRequest], sampleable: Int, ranks: Int,
+                       initialNucleus: Int = 64) throws -> (ids: [Int32], stats: SamplingStats) {
+    let vocab = rows[0].count
+    let results = try LocalCommunicator.run(ranks: ranks) { comm -> [Int32] in
+        let per = vocab / comm.size
+        let range = (comm.rank * per)..<((comm.rank + 1) * per)
+        var flat: [Float] = []
+        for row in rows { flat.append(contentsOf: row[range]) }
+        var sampler = DistributedSampler()
+        sampler.initialNucleusCandidates = initialNucleus
+        var stats = SamplingStats()
+        return try flat.withUnsafeBufferPointer { buf in
+            let slice = LogitsSlice(vocabRange: range, rows: rows.count, values: buf)
+            var ids = try sampler.sample(requests, logits: slice, sampleableVocab: sampleable, comm: comm, stats: &stats)
+            // Smuggle the stats out through rank 0's result.
+            ids.append(Int32(stats.rounds))
+            return ids
+        }
+    }
+    for r in results { #expect(r == results[0], "ranks disagree") }
+    var ids = results[0]
+    var stats = SamplingStats()
+    stats.rounds = Int(ids.removeLast())
+    return (ids, stats)
+}
+
+/// Deterministic test data.
+struct TestRNG {
+    var state: UInt64
+    mutating func next() -> UInt64 { state &+= 1; return SamplingNoise.mix(state) }
+    mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+    mutating func normal() -> Float {
+        let u1 = max(unit(), 1e-300), u2 = unit()
+        return Float(sqrt(-2 * log(u1)) * cos(2 * Double.pi * u2))
+    }
+}
+
+func randomLogits(_ rng: inout TestRNG, vocab: Int, style: Int) -> [Float] {
+    var row = (0..<vocab).map { _ in rng.normal() * Float(1 + style) }
+    switch style % 4 {
+    case 1: // Coarse values: many exact ties.
+        row = row.map { ($0 * 2).rounded() / 2 }
+    case 2: // Some masked ids.
+        for i in 0..<vocab where rng.next() % 5 == 0 { row[i] = -.infinity }
+    case 3: // One dominant id.
+        row[Int(rng.next() % UInt64(vocab))] += 12
+    default: break
+    }
+    return row
+}
+
+let settingsGrid: [SamplerSettings] = [
+    SamplerSettings(temperature: 0, topK: 64, topP: 0.95, minP: 0),
+    SamplerSettings(temperature: 1, topK: 64, topP: 0.95, minP: 0),
+    SamplerSettings(temperature: 0.7, topK: 5, topP: 1, minP: 0),
+    SamplerSettings(temperature: 1.3, topK: 40, topP: 0.5, minP: 0.05),
+    SamplerSettings(temperature: 1, topK: 0, topP: 1, minP: 0),
+    SamplerSettings(temperature: 0.8, topK: 0, topP: 1, minP: 0.1),
+    SamplerSettings(temperature: 1, topK: 0, topP: 0.9, minP: 0),
+    SamplerSettings(temperature: 2, topK: 0, topP: 0.99, minP: 0.01),
+    SamplerSettings(temperature: 1, topK: 300, topP: 1, minP: 0),   // k above the vocabulary
+    SamplerSettings(temperature: 1, topK: 1, topP: 1, minP: 0),
+    // Hot and narrow: the filters' exact boundaries decide most draws here.
+    SamplerSettings(temperature: 4, topK: 3, topP: 1, minP: 0),
+    SamplerSettings(temperature: 3, topK: 0, topP: 0.3, minP: 0),
+]
+
+@Suite struct SamplingTests {
+    @Test(arguments: [1, 2, 4])
+    func matchesReferenceOnRandomLogits(ranks: Int) throws {
+        var rng = TestRNG(state: 42)
+        let vocab = 256
+        var rows: [[Float]] = []
+        var requests: [SampleRequest] = []
+        var expected: [Int32] = []
+        for trial in 0..<240 {
+            let settingsBase = settingsGrid[trial % settingsGrid.count]
+            var s = settingsBase
+            s.seed = rng.next()
+            let step = rng.next() % 1000
+            // Padding ids above `sampleable` must never be chosen.
+            let row = randomLogits(&rng, vocab: vocab, style: trial / settingsGrid.count)
+            rows.append(row)
+            requests.append(SampleRequest(row: rows.count - 1, settings: s, stepIndex: step))
+            expected.append(referenceSample(row, sampleable: 250, settings: s, step: step) ?? -1)
+        }
+        let (ids, _) = try distributedSample(rows: rows, requests: requests, sampleable: 250, ranks: ranks)
+        #expect(ids == expected)
+        #expect(ids.allSatisfy { $0 >= 0 && $0 < 250 })
+    }
+
+    @Test func sameSeedSameTokensAtAnyRankCount() throws {
+        var rng = TestRNG(state: 7)
+        let rows = (0..<30).map { _ in randomLogits(&rng, vocab: 128, style: 0) }
+        let requests = rows.indices.map {
+            SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: 0, topP: 0.95, minP: 0, seed: 99), stepIndex: UInt64($0))
+        }
+        let one = try distributedSample(rows: rows, requests: requests, sampleable: 128, ranks: 1).ids
+        let two = try distributedSample(rows: rows, requests: requests, sampleable: 128, ranks: 2).ids
+        let four = try distributedSample(rows: rows, requests: requests, sampleable: 128, ranks: 4).ids
+        #expect(one == two && two == four)
+        // A different seed changes at least some draws (the seed is actually used).
+        let other = requests.map { r -> SampleRequest in var r = r; r.settings.seed = 100; return r }
+        #expect(try distributedSample(rows: rows, requests: other, sampleable: 128, ranks: 2).ids != one)
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func greedyTiesGoToLowestId(ranks: Int) throws {
+        var row = [Float](repeating: 0, count: 64)
+        row[50] = 3; row[17] = 3; row[40] = 3  // ties on different ranks at 2 and 4 ranks
+        let r = [SampleRequest(row: 0, settings: .greedy, stepIndex: 0)]
+        #expect(try distributedSample(rows: [row], requests: r, sampleable: 64, ranks: ranks).ids == [17])
+        // Temperature 0 is greedy whatever the other settings.
+        let t0 = [SampleRequest(row: 0, settings: SamplerSettings(temperature: 0, topK: 0, topP: 0.3, minP: 0.2, seed: 5), stepIndex: 3)]
+        #expect(try distributedSample(rows: [row], requests: t0, sampleable: 64, ranks: ranks).ids == [17])
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func topPEdges(ranks: Int) throws {
+        var rng = TestRNG(state: 3)
+        let rows = (0..<40).map { _ in randomLogits(&rng, vocab: 64, style: 0) }
+        let argmax = rows.map { row in Int32(row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!) }
+        // Tiny p keeps only the most likely id, with or without top-k.
+        for k in [0, 10] {
+            let tiny = rows.indices.map { SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: k, topP: 1e-6, minP: 0, seed: UInt64($0)), stepIndex: 0) }
+            #expect(try distributedSample(rows: rows, requests: tiny, sampleable: 64, ranks: ranks).ids == argmax)
+        }
+        // p = 1 is the same as no top-p: equals the reference with top-p off.
+        let full = rows.indices.map { SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: 0, topP: 1, minP: 0, seed: UInt64($0)), stepIndex: 1) }
+        let want = rows.indices.map { referenceSample(rows[$0], sampleable: 64, settings: full[$0].settings, step: 1)! }
+        #expect(try distributedSample(rows: rows, requests: full, sampleable: 64, ranks: ranks).ids == want)
+        // min-p = 1 keeps only ids as likely as the best one.
+        let minP = rows.indices.map { SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: 0, topP: 1, minP: 1, seed: UInt64($0)), stepIndex: 2) }
+        #expect(try distributedSample(rows: rows, requests: minP, sampleable: 64, ranks: ranks).ids == argmax)
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func nucleusSearchGrowsUntilExact(ranks: Int) throws {
+        // A nearly flat distribution: p = 0.99 needs almost every id, far more than the first
+        // 4 candidates per rank, so the search must run several rounds and still be exact.
+        var rng = TestRNG(state: 11)
+        let rows = (0..<8).map { _ in (0..<256).map { _ in rng.normal() * 0.1 } }
+        let s = SamplerSettings(temperature: 1, topK: 0, topP: 0.99, minP: 0, seed: 1234)
+        let requests = rows.indices.map { SampleRequest(row: $0, settings: s, stepIndex: UInt64($0)) }
+        let want = rows.indices.map { referenceSample(rows[$0], sampleable: 256, settings: s, step: UInt64($0))! }
+        let got = try distributedSample(rows: rows, requests: requests, sampleable: 256, ranks: ranks, initialNucleus: 4)
+        #expect(got.ids == want)
+        #expect(got.stats.rounds >= 3)
+    }
+
+    @Test func drawsFollowTheSoftmax() throws {
+        // 20,000 draws from softmax([0, 1, 2, 3] / 0.8); each frequency's standard deviation is
+        // at most sqrt(0.25 / 20000) = 0.0035, so 0.015 is over 4 sigma: a wrong distribution
+        // (e.g. a missing temperature, or noise that is not Gumbel) fails, a right one passes.
+        let logits: [Float] = [0, 1, 2, 3]
+        let n = 20_000
+        let requests = (0..<n).map { SampleRequest(row: 0, settings: SamplerSettings(temperature: 0.8, topK: 0, topP: 1, minP: 0, seed: UInt64($0)), stepIndex: 0) }
+        let ids = try distributedSample(rows: [logits], requests: requests, sampleable: 4, ranks: 2).ids
+        var counts = [0, 0, 0, 0]
+        for id in ids { counts[Int(id)] += 1 }
+        let e = logits.map { exp(Double($0) / 0.8) }
+        let z = e.reduce(0, +)
+        for i in 0..<4 {
+            #expect(abs(Double(counts[i]) / Double(n) - e[i] / z) < 0.015, "id \(i): \(counts[i]) of \(n)")
+        }
+    }
+
+    @Test func rejectsBadSettingsAndEmptyRows() throws {
+        let row: [Float] = [.nan, -.infinity, -.infinity, -.infinity]
+        let greedy = [SampleRequest(row: 0, settings: .greedy, stepIndex: 0)]
+        #expect(throws: SamplingError.noCandidates(row: 0)) {
+            try distributedSample(rows: [row], requests: greedy, sampleable: 4, ranks: 2)
+        }
+        let bad = [SampleRequest(row: 0, settings: SamplerSettings(temperature: -1), stepIndex: 0)]
+        #expect(throws: SamplingError.self) {
+            try distributedSample(rows: [[0, 1]], requests: bad, sampleable: 2, ranks: 1)
+        }
+    }
+}
