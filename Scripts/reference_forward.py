@@ -11,6 +11,7 @@ few lines of numpy that can be printed next to the Swift values.
     python3 Scripts/reference_forward.py                       # every fixture in Tests/Fixtures/hf
     python3 Scripts/reference_forward.py Tests/Fixtures/hf/gemma2_softcap [--f32]
     python3 Scripts/reference_forward.py --mutations   # which fixture catches which classic bug
+    python3 Scripts/reference_forward.py --dump=2 Tests/Fixtures/hf/gemma4_e_style   # one layer's intermediates
 
 Computes in float64 by default (so the diff to transformers' float32 output is transformers'
 own rounding error), or in float32 with --f32 (closer to what the engine does).
@@ -29,6 +30,14 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests
 DT = np.float64
 # --mutations: deliberately wrong variants (common bugs, GEMMA_SPEC.md §8) that the fixtures must catch.
 MUT = None
+# --dump=LAYER: intermediate values of one layer, to print next to the engine's own debug output.
+TRACE_LAYER = None
+TRACE = []
+
+
+def tr(i, label, a):
+    if TRACE_LAYER is not None and i == TRACE_LAYER:
+        TRACE.append((label, a))
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +247,9 @@ def forward(tc, w, ids):
             nkv = over.get("num_key_value_heads", nkv)
         inv = inv_freq(per_type[t] if per_type else rp, d)
 
+        tr(i, "layer input x", x)
         h = norm(x, pre + "input_layernorm.weight")
+        tr(i, "input_layernorm(x)", h)
         q = lin(h, pre + "self_attn.q_proj.weight").reshape(T, nq, d)
         if gen >= 3:
             q = norm(q, pre + "self_attn.q_norm.weight")
@@ -255,6 +266,9 @@ def forward(tc, w, ids):
                 v = rms(v, eps)  # v_norm has no weight
             k = rope(k, inv)
             kv_store[i] = (k, v)
+        tr(i, f"q after norm+rope [T, {nq}, {d}]", q)
+        tr(i, f"k after norm+rope [T, {k.shape[1]}, {d}]" + (" (shared)" if gen == 4 and i >= first_shared else ""), k)
+        tr(i, f"v [T, {v.shape[1]}, {d}]", v)
         if gen == 1 or MUT == "scale_head_dim":
             scale = d ** -0.5
         elif gen == 4:
@@ -262,7 +276,9 @@ def forward(tc, w, ids):
         else:
             scale = tc.get("query_pre_attn_scalar", 256) ** -0.5
         a = attention(q, k, v, scale, tc.get("attn_logit_softcapping") if gen in (2, 3) else None, window)
+        tr(i, "attention output before o_proj", a)
         a = lin(a, pre + "self_attn.o_proj.weight")
+        tr(i, "o_proj output", a)
 
         def mlp(z):
             g = gelu_tanh(lin(z, pre + "mlp.gate_proj.weight"))
@@ -309,6 +325,7 @@ def forward(tc, w, ids):
                 x = x + norm(lin(g, pre + "per_layer_projection.weight"), pre + "post_per_layer_input_norm.weight")
             if gen == 4 and MUT != "no_layer_scalar":
                 x = x * w[pre + "layer_scalar"]
+        tr(i, "layer output", x)
         hidden.append(x)
 
     x = norm(x, "norm.weight")
@@ -396,6 +413,20 @@ def main(argv):
         DT = np.float32
     dirs = args or sorted(os.path.join(FIXTURES, n) for n in os.listdir(FIXTURES)
                           if os.path.isfile(os.path.join(FIXTURES, n, "expected.json")))
+    dump = [a for a in argv if a.startswith("--dump=")]
+    if dump:
+        global TRACE_LAYER
+        TRACE_LAYER = int(dump[0].split("=", 1)[1])
+        for d in dirs:
+            tc, w = load_model(d)
+            ids = json.load(open(os.path.join(d, "expected.json")))["prompt_tokens"]
+            TRACE.clear()
+            forward(tc, w, ids)
+            print(f"{os.path.basename(os.path.normpath(d))} layer {TRACE_LAYER}: first 4 values at positions 0 and {len(ids) - 1}")
+            for label, a in TRACE:
+                a = np.asarray(a).reshape(a.shape[0], -1)
+                print(f"  {label:<40} {np.array2string(a[0, :4], precision=6)}  {np.array2string(a[-1, :4], precision=6)}")
+        return 0
     if "--mutations" in argv:
         return 0 if mutation_table(dirs) else 1
     results = [check(d) for d in dirs]
