@@ -8,8 +8,35 @@ import GemmaParallel
 
 /// Facts about this process's machine, as one rank reports them.
 enum HostInfo {
-    /// Cores this process may run on (honours CPU affinity and cgroup limits).
-    static var availableCores: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+    /// Cores this process may run on. Honours CPU affinity (mpirun's binding, taskset), which
+    /// Foundation's `activeProcessorCount` ignores on Linux: read from /proc/self/status.
+    static var availableCores: Int {
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }),
+           let count = cpuListCount(String(line.dropFirst("Cpus_allowed_list:".count))) {
+            return count
+        }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Number of CPUs in a Linux CPU list such as "0-3,6,8-9"; nil if it does not parse.
+    static func cpuListCount(_ list: String) -> Int? {
+        var total = 0
+        for part in list.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ",") {
+            let bounds = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            switch bounds.count {
+            case 1:
+                guard bounds[0] != nil else { return nil }
+                total += 1
+            case 2:
+                guard let low = bounds[0], let high = bounds[1], high >= low else { return nil }
+                total += high - low + 1
+            default:
+                return nil
+            }
+        }
+        return total > 0 ? total : nil
+    }
     static var hostName: String { ProcessInfo.processInfo.hostName }
 }
 

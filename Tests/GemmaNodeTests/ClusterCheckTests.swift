@@ -68,6 +68,16 @@ import Testing
         #expect(mpi.stdout.contains("allreduce ok"))
     }
 
+    @Test func reportedCoresFollowCPUAffinity() throws {
+        // Under mpirun's binding or taskset a rank may use fewer cores than the machine has;
+        // its default thread count must follow.
+        let result = try GemmaNodeBinary.launch(URL(fileURLWithPath: "/usr/bin/env"),
+                                                ["taskset", "-c", "0", GemmaNodeBinary.url.path, "cluster-check", "--repetitions", "1"],
+                                                environment: GemmaNodeBinary.environment(), timeout: 60)
+        #expect(result.status == 0, "\(result.all)")
+        #expect(result.stdout.contains("cores 1, threads 1,"), "\(result.stdout)")
+    }
+
     // Subcommands not built yet. Remove a name here when its command is built (and test it).
     static let notBuilt = ["generate", "chat", "logits", "tokenize", "serve", "bench", "inspect"]
 

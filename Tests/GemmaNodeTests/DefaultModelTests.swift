@@ -1,4 +1,5 @@
-// Default model path resolution: the cache under $HOME unless GEMMA_NODE_MODEL overrides it.
+// Default model path resolution (the cache under $HOME unless GEMMA_NODE_MODEL overrides it)
+// and the host facts a rank reports (CPU list parsing).
 import Foundation
 import Testing
 @testable import gemma_node
@@ -17,5 +18,20 @@ import Testing
     @Test func emptyOverrideIsIgnored() {
         let path = DefaultModel.path(environment: ["HOME": "/h", "GEMMA_NODE_MODEL": ""])
         #expect(path.path == "/h/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf")
+    }
+}
+
+@Suite struct HostInfoTests {
+    @Test func parsesLinuxCPULists() {
+        #expect(HostInfo.cpuListCount("0") == 1)
+        #expect(HostInfo.cpuListCount("0-3") == 4)
+        #expect(HostInfo.cpuListCount("0-3,6,8-9\n") == 7)
+        #expect(HostInfo.cpuListCount("") == nil)
+        #expect(HostInfo.cpuListCount("3-1") == nil)
+        #expect(HostInfo.cpuListCount("a-b") == nil)
+    }
+
+    @Test func availableCoresIsPositive() {
+        #expect(HostInfo.availableCores >= 1)
     }
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: sets up (packages, default model, release build) and
+# runs gemma-node on 4 ranks of this machine under mpirun. Arguments go to gemma-node;
+# without any it runs the default job. RANKS=N changes the rank count.
+#
+#   Scripts/run.sh                          # default job
+#   Scripts/run.sh cluster-check            # check MPI and measure all-reduce
+#   Scripts/run.sh generate -p "Hello" -n 32
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODEL_PATH="$("$ROOT/Scripts/setup.sh" | tail -n 1)"
+export GEMMA_NODE_MODEL="${GEMMA_NODE_MODEL:-$MODEL_PATH}"
+export OPENBLAS_NUM_THREADS=1
+
+if [ "$#" -eq 0 ]; then
+    # The default job. Switch to a `generate` on the default model once that command exists.
+    set -- cluster-check
+fi
+
+RANKS="${RANKS:-4}"
+MPI_ARGS=(-n "$RANKS" --oversubscribe --bind-to none)
+if [ "$(id -u)" = 0 ]; then MPI_ARGS+=(--allow-run-as-root); fi
+exec mpirun "${MPI_ARGS[@]}" "$ROOT/.build/release/gemma-node" "$@"
