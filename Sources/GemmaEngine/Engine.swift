@@ -1,0 +1,378 @@
+// The coordinator/worker step loop (DESIGN.md §5-6). Rank 0 schedules sequences into steps,
+// broadcasts each `PlannedStep`, and every rank (rank 0 included) runs the same step: release
+// freed slots, validate, forward, then the sampling exchange. Failures are agreed across
+// ranks so every rank reports the same message. Continuous batching (a request queue feeding
+// `Coordinator.step`) is left to the server; this file already batches many sequences.
+import Foundation
+import GemmaModel
+import GemmaParallel
+
+/// Errors raised by the engine itself (model and transport errors pass through).
+public enum EngineError: Error, CustomStringConvertible, Equatable {
+    case tokenOutOfVocabulary(token: Int32, vocabSize: Int)
+    case contextExceeded(slot: Int, needed: Int, maxContext: Int)
+    case slotOutOfRange(slot: Int, slots: Int)
+    case emptyPrompt(requestId: UInt64)
+    case tooManyRequests(requested: Int, slots: Int)
+    case notCoordinator(String)
+    case badPlan(String)
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfVocabulary(token, vocab):
+            return "token id \(token) is outside the vocabulary (0..<\(vocab))"
+        case let .contextExceeded(slot, needed, maxContext):
+            return "sequence in slot \(slot) needs \(needed) positions, more than the context of \(maxContext)"
+        case let .slotOutOfRange(slot, slots): return "slot \(slot) outside 0..<\(slots)"
+        case let .emptyPrompt(id): return "request \(id) has an empty prompt"
+        case let .tooManyRequests(n, slots):
+            return "\(n) requests at once need \(n) KV slots, the model has \(slots)"
+        case let .notCoordinator(what): return "\(what) runs on rank 0 only"
+        case let .badPlan(m): return "step plan: \(m)"
+        }
+    }
+}
+
+/// A generation request as the coordinator receives it.
+public struct GenerationRequest: Sendable, Equatable {
+    public var id: UInt64
+    public var promptTokens: [Int32]
+    /// Most tokens to generate; generation also stops at a stop token or a full context.
+    public var maxNewTokens: Int
+    public var sampling: SamplerSettings
+    /// Ids that end the sequence (not included in the output), e.g. the model's EOS ids.
+    public var stopTokens: Set<Int32>
+
+    public init(id: UInt64, promptTokens: [Int32], maxNewTokens: Int, sampling: SamplerSettings,
+                stopTokens: Set<Int32> = []) {
+        self.id = id
+        self.promptTokens = promptTokens
+        self.maxNewTokens = maxNewTokens
+        self.sampling = sampling
+        self.stopTokens = stopTokens
+    }
+}
+
+/// Why a sequence ended.
+public enum FinishReason: String, Sendable, Equatable {
+    /// A stop token was sampled.
+    case stop
+    /// `maxNewTokens` generated, or the context is full.
+    case length
+}
+
+/// A finished generation.
+public struct GenerationResult: Sendable, Equatable {
+    public var id: UInt64
+    public var promptTokens: [Int32]
+    /// Generated ids, without the stop token.
+    public var tokens: [Int32]
+    public var finishReason: FinishReason
+}
+
+/// Where the time of the steps went, measured on the rank that owns the engine. Prefill
+/// figures cover steps that carried any prompt tokens; decode figures the other steps.
+public struct EngineTimings: Sendable, Equatable {
+    public var steps = 0
+    public var prefillTokens = 0
+    public var prefillSeconds = 0.0
+    public var decodeTokens = 0
+    public var decodeSeconds = 0.0
+    /// Inside `model.forward` (includes its all-reduces: the model does not split them out).
+    public var forwardSeconds = 0.0
+    /// Plan broadcast, decoding and the agreement on success.
+    public var controlSeconds = 0.0
+    /// The sampling exchange (local selection + allGather rounds).
+    public var samplingSeconds = 0.0
+    public var samplingRounds = 0
+    /// Floats this rank sent in sampling records.
+    public var samplingFloatsSent = 0
+
+    public init() {}
+
+    public var prefillTokensPerSecond: Double { prefillSeconds > 0 ? Double(prefillTokens) / prefillSeconds : 0 }
+    public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(decodeTokens) / decodeSeconds : 0 }
+}
+
+/// The per-rank half of the engine: executes plans. Every rank owns one; the coordinator's
+/// `Coordinator` drives rank 0's.
+public final class StepExecutor {
+    public let model: any ShardedCausalLM
+    public let comm: any Communicator
+    public let codec: any StepPlanCodec
+    public private(set) var timings = EngineTimings()
+    var sampler = DistributedSampler()
+
+    public init(model: any ShardedCausalLM, comm: any Communicator, codec: any StepPlanCodec) {
+        self.model = model
+        self.comm = comm
+        self.codec = codec
+    }
+
+    /// Checks a plan against the model's limits; identical on every rank (same plan, same
+    /// model dimensions), so an error here is raised everywhere.
+    func validate(_ plan: PlannedStep) throws {
+        for slot in plan.freeSlots where slot < 0 || slot >= model.slots {
+            throw EngineError.slotOutOfRange(slot: slot, slots: model.slots)
+        }
+        var seen = Set<Int>()
+        for w in plan.work {
+            guard w.slot >= 0 && w.slot < model.slots else {
+                throw EngineError.slotOutOfRange(slot: w.slot, slots: model.slots)
+            }
+            guard seen.insert(w.slot).inserted else { throw EngineError.badPlan("slot \(w.slot) appears twice") }
+            guard !w.tokens.isEmpty, w.startPosition >= 0 else { throw EngineError.badPlan("empty work for slot \(w.slot)") }
+            for t in w.tokens where t < 0 || Int(t) >= model.vocabSize {
+                throw EngineError.tokenOutOfVocabulary(token: t, vocabSize: model.vocabSize)
+            }
+            if w.startPosition + w.tokens.count > model.maxContext {
+                throw EngineError.contextExceeded(slot: w.slot, needed: w.startPosition + w.tokens.count,
+                                                  maxContext: model.maxContext)
+            }
+            if w.wantSample { try DistributedSampler.validate(w.sampling) }
+        }
+        if plan.tokenCount > model.maxBatchTokens {
+            throw EngineError.badPlan("\(plan.tokenCount) tokens in one step, the model takes at most \(model.maxBatchTokens)")
+        }
+    }
+
+    /// Runs one plan on this rank: receives it (workers) or sends it (coordinator), releases
+    /// slots, forwards, samples. Returns the plan and the sampled ids (one per work item with
+    /// `wantSample`, in plan order); identical on every rank.
+    ///
+    /// `coordinatorFailure` (rank 0 only) is an error found by the scheduler itself: it is
+    /// agreed like any other, so every rank throws it with the same text.
+    func execute(sending plan: PlannedStep?, coordinatorFailure: Error? = nil) throws -> (plan: PlannedStep, sampled: [Int32]) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var failure: Error? = coordinatorFailure
+        var received: PlannedStep?
+        do {
+            if comm.isCoordinator {
+                guard let plan else { throw EngineError.notCoordinator("sending a plan") }
+                let bytes = try codec.encode(plan)
+                if comm.size > 1 { _ = try comm.broadcast(bytes, root: 0, idle: false) }
+                received = plan
+            } else {
+                // Waiting here may last arbitrarily long: do not spin a core.
+                received = try codec.decode(try comm.broadcast([], root: 0, idle: true))
+            }
+        } catch let error as CommunicatorError {
+            throw error  // a transport failure: there is nothing left to agree over
+        } catch {
+            failure = error
+        }
+        var slice: LogitsSlice?
+        var forwardNanos: UInt64 = 0
+        if failure == nil, let step = received {
+            do {
+                for slot in step.freeSlots { model.release(slot: slot) }
+                if !step.shutdown {
+                    try validate(step)
+                    let batch = Self.batch(for: step)
+                    let f0 = DispatchTime.now().uptimeNanoseconds
+                    if !batch.isEmpty { slice = try model.forward(batch) }
+                    forwardNanos = DispatchTime.now().uptimeNanoseconds - f0
+                }
+            } catch {
+                failure = error
+            }
+        }
+        try comm.agree(failure)
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        guard let step = received else { throw EngineError.badPlan("no plan") }  // unreachable after agree
+
+        var sampled: [Int32] = []
+        var stats = SamplingStats()
+        if let slice, !step.shutdown {
+            var requests: [SampleRequest] = []
+            var row = 0
+            for w in step.work where w.wantSample {
+                requests.append(SampleRequest(row: row, settings: w.sampling, stepIndex: w.stepIndex))
+                row += 1
+            }
+            if !requests.isEmpty {
+                sampled = try sampler.sample(requests, logits: slice, sampleableVocab: model.sampleableVocab,
+                                             comm: comm, stats: &stats)
+            }
+        }
+        let t2 = DispatchTime.now().uptimeNanoseconds
+
+        timings.steps += 1
+        timings.forwardSeconds += Double(forwardNanos) / 1e9
+        timings.controlSeconds += Double(t1 - t0 - forwardNanos) / 1e9  // broadcast, decode, validate, agree
+        timings.samplingSeconds += Double(t2 - t1) / 1e9
+        timings.samplingRounds += stats.rounds
+        timings.samplingFloatsSent += stats.floatsSent
+        let seconds = Double(t2 - t0) / 1e9
+        let prefill = step.work.filter(\.isPrefillChunk).reduce(0) { $0 + $1.tokens.count }
+        if prefill > 0 {
+            timings.prefillTokens += prefill
+            timings.prefillSeconds += seconds
+        } else if !step.work.isEmpty {
+            timings.decodeTokens += step.work.reduce(0) { $0 + $1.tokens.count }
+            timings.decodeSeconds += seconds
+        }
+        return (step, sampled)
+    }
+
+    /// The model batch of a plan: every work item's tokens in order, logits wanted after the
+    /// last token of items that sample.
+    static func batch(for plan: PlannedStep) -> [BatchEntry] {
+        var batch: [BatchEntry] = []
+        batch.reserveCapacity(plan.tokenCount)
+        for w in plan.work {
+            for (i, t) in w.tokens.enumerated() {
+                batch.append(BatchEntry(slot: w.slot, token: t, position: w.startPosition + i,
+                                        wantLogits: w.wantSample && i == w.tokens.count - 1))
+            }
+        }
+        return batch
+    }
+
+    /// The worker loop (ranks other than 0): execute plans until a shutdown plan arrives.
+    /// An agreed error ends the loop with that error on every rank.
+    public func runWorker() throws {
+        while true {
+            let (plan, _) = try execute(sending: nil)
+            if plan.shutdown { return }
+        }
+    }
+}
+
+/// Rank 0's scheduler: admits requests into KV slots, builds steps (decode tokens of every
+/// running sequence plus prompt chunks up to the model's `maxBatchTokens`), and turns sampled
+/// ids into outputs.
+public final class Coordinator {
+    public let executor: StepExecutor
+    private var nextStepId: UInt64 = 0
+    /// Slots to release in the next plan.
+    private var pendingFrees: [Int] = []
+
+    /// One running sequence.
+    struct Sequence {
+        let request: GenerationRequest
+        let slot: Int
+        /// Prompt then generated ids; `tokens[cached...]` are not yet in the KV cache.
+        var tokens: [Int32]
+        var cached = 0
+        var generated: [Int32] = []
+        var finish: FinishReason?
+    }
+
+    public init(executor: StepExecutor) throws {
+        guard executor.comm.isCoordinator else { throw EngineError.notCoordinator("Coordinator") }
+        self.executor = executor
+    }
+
+    public var timings: EngineTimings { executor.timings }
+
+    /// Generates for every request at once (one KV slot each) and returns results in request
+    /// order. Workers must be in `runWorker` meanwhile.
+    public func generate(_ requests: [GenerationRequest]) throws -> [GenerationResult] {
+        let model = executor.model
+        guard requests.count <= model.slots else {
+            throw EngineError.tooManyRequests(requested: requests.count, slots: model.slots)
+        }
+        var seqs: [Sequence] = []
+        for (i, r) in requests.enumerated() {
+            guard !r.promptTokens.isEmpty else { throw EngineError.emptyPrompt(requestId: r.id) }
+            // Checked again on every rank when the plans run; here it fails before any compute.
+            if let error = validateTokens(r.promptTokens, model: model, slot: i) { throw error }
+            var s = Sequence(request: r, slot: i, tokens: r.promptTokens)
+            if r.maxNewTokens <= 0 { s.finish = .length }
+            seqs.append(s)
+        }
+        while seqs.contains(where: { $0.finish == nil }) {
+            let plan = buildStep(seqs)
+            let (_, sampled) = try executor.execute(sending: plan)
+            pendingFrees = []
+            var next = 0
+            for w in plan.work {
+                guard let i = seqs.firstIndex(where: { $0.slot == w.slot && $0.finish == nil }) else { continue }
+                seqs[i].cached += w.tokens.count
+                guard w.wantSample else { continue }
+                guard next < sampled.count else { throw EngineError.badPlan("sampler returned too few ids") }
+                let token = sampled[next]
+                next += 1
+                if seqs[i].request.stopTokens.contains(token) {
+                    seqs[i].finish = .stop
+                } else {
+                    seqs[i].generated.append(token)
+                    seqs[i].tokens.append(token)
+                    if seqs[i].generated.count >= seqs[i].request.maxNewTokens
+                        || seqs[i].tokens.count > model.maxContext {
+                        seqs[i].finish = .length
+                    }
+                }
+                if seqs[i].finish != nil { pendingFrees.append(seqs[i].slot) }
+            }
+        }
+        // Every slot this call used must be free for the next call.
+        pendingFrees = seqs.map(\.slot)
+        return seqs.map {
+            GenerationResult(id: $0.request.id, promptTokens: $0.request.promptTokens, tokens: $0.generated,
+                             finishReason: $0.finish ?? .length)
+        }
+    }
+
+    /// Ends every worker's loop (and releases the slots still held). With `failure`, every
+    /// rank (this one included) then throws it as an agreed `CommunicatorError.remote`.
+    public func shutdown(reason: String = "done", failure: Error? = nil) throws {
+        let plan = PlannedStep(stepId: nextStepId, freeSlots: pendingFrees, shutdown: true, shutdownReason: reason)
+        nextStepId += 1
+        pendingFrees = []
+        _ = try executor.execute(sending: plan, coordinatorFailure: failure)
+    }
+
+    /// The next step: one decode token for each sequence past its prompt, then prompt chunks
+    /// in slot order while the token budget lasts.
+    func buildStep(_ seqs: [Sequence]) -> PlannedStep {
+        let budgetTotal = max(1, executor.model.maxBatchTokens)
+        var budget = budgetTotal
+        var work: [PlannedWork] = []
+        for s in seqs where s.finish == nil && s.cached >= s.request.promptTokens.count && budget > 0 {
+            work.append(PlannedWork(slot: s.slot, requestId: s.request.id, tokens: [s.tokens[s.cached]],
+                                    startPosition: s.cached, isPrefillChunk: false, wantSample: true,
+                                    sampling: s.request.sampling, stepIndex: UInt64(s.generated.count)))
+            budget -= 1
+        }
+        for s in seqs where s.finish == nil && s.cached < s.request.promptTokens.count && budget > 0 {
+            let remaining = s.request.promptTokens.count - s.cached
+            let n = min(remaining, budget)
+            work.append(PlannedWork(slot: s.slot, requestId: s.request.id,
+                                    tokens: Array(s.tokens[s.cached..<(s.cached + n)]),
+                                    startPosition: s.cached, isPrefillChunk: true, wantSample: n == remaining,
+                                    sampling: s.request.sampling, stepIndex: UInt64(s.generated.count)))
+            budget -= n
+        }
+        let plan = PlannedStep(stepId: nextStepId, work: work, freeSlots: pendingFrees)
+        nextStepId += 1
+        return plan
+    }
+}
+
+/// Convenience for commands and tests: runs `requests` on a whole cluster. Rank 0 generates
+/// and then shuts the workers down; other ranks serve plans until then. Returns the results
+/// on rank 0 and nil elsewhere; an agreed error is thrown on every rank.
+public func runGeneration(_ requests: [GenerationRequest], model: any ShardedCausalLM, comm: any Communicator,
+                          codec: any StepPlanCodec) throws -> (results: [GenerationResult], timings: EngineTimings)? {
+    let executor = StepExecutor(model: model, comm: comm, codec: codec)
+    guard comm.isCoordinator else {
+        try executor.runWorker()
+        return nil
+    }
+    let coordinator = try Coordinator(executor: executor)
+    let results: [GenerationResult]
+    do {
+        results = try coordinator.generate(requests)
+    } catch let error as CommunicatorError {
+        throw error  // already agreed (or a transport failure): workers left their loop too
+    } catch {
+        // A scheduler error on rank 0 (e.g. too many requests): the workers are waiting for a
+        // plan, so send them a shutdown and agree on the error; every rank throws it.
+        try coordinator.shutdown(reason: "\(error)", failure: error)
+        throw error  // not reached: the agreement above throws
+    }
+    try coordinator.shutdown()
+    return (results, coordinator.timings)
+}
