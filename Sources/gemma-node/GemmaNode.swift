@@ -1,5 +1,6 @@
 // The gemma-node command line: one subcommand per file under Commands/.
 import ArgumentParser
+import GemmaMPI
 
 @main
 struct GemmaNode: ParsableCommand {
@@ -11,6 +12,13 @@ struct GemmaNode: ParsableCommand {
             ServeCommand.self, BenchCommand.self, InspectCommand.self, ClusterCheckCommand.self,
         ]
     )
+
+    /// Line-buffers stdout before any command prints: under mpirun it is a pipe, and rank
+    /// output would otherwise arrive late and out of order.
+    static func main() {
+        MPICommunicator.lineBufferStandardOutput()
+        main(nil)
+    }
 }
 
 /// Thrown by subcommands that are not built yet: says so and exits non-zero.
