@@ -1,33 +1,54 @@
 // The two operations the model needs from a weight matrix, whatever its format:
 //   matmul: y[t, r] = sum_c W[r, c] * x[t, c] for a batch of token activations
 //   dequantizeRow: one row of W as f32 (embedding lookups)
-// Format-specific work is delegated to the per-format kernels; this file only dispatches
-// and splits output rows across the thread pool.
+// matmul hands the work to the C kernels (CKernels: per-format SIMD dot products, activation
+// quantization, the persistent thread pool); the Swift scalar path (`KernelLevel.reference`)
+// is the twin that tests and debugging compare against.
 
-import Foundation
+import CKernels
 
-/// Fixed set of worker threads for one rank's compute (`-t`). `parallelFor` splits
-/// `0..<count` into contiguous chunks, one per thread, and returns when all are done.
+/// Fixed set of worker threads for one rank's compute (`-t`): `threads - 1` persistent workers
+/// plus the calling thread, woken per call through an atomic generation counter (spin, then
+/// futex), with no allocation per call. One call at a time per pool (calls must not nest).
 public final class ThreadPool: @unchecked Sendable {
     public let threads: Int
+    let handle: OpaquePointer
 
     public init(threads: Int) {
-        self.threads = max(1, threads)
+        let requested = max(1, threads)
+        // ck_pool_create only fails when the process is out of memory: nothing sensible to do then.
+        guard let h = ck_pool_create(Int32(requested)) else {
+            preconditionFailure("cannot create a thread pool of \(requested) threads (out of memory)")
+        }
+        handle = h
+        self.threads = Int(ck_pool_threads(h))
     }
 
-    /// Runs `body(start, end)` over disjoint chunks covering `0..<count`.
+    deinit { ck_pool_destroy(handle) }
+
+    /// Runs `body(start, end)` over disjoint chunks covering `0..<count`: one contiguous chunk per
+    /// thread (at least `minChunk` items each), the calling thread taking part.
     public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> Void) {
+        parallelForThreads(count, minChunk: minChunk) { start, end, _ in body(start, end) }
+    }
+
+    /// As `parallelFor`, also passing the index (0..<threads) of the thread running the chunk,
+    /// for per-thread scratch buffers.
+    public func parallelForThreads(_ count: Int, minChunk: Int = 1, _ body: (Int, Int, Int) -> Void) {
+        guard count > 0 else { return }
         let chunks = min(threads, max(1, count / max(1, minChunk)))
         if chunks <= 1 {
-            body(0, count)
+            body(0, count, 0)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendableBox(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { i in
-                let start = count * i / chunks
-                let end = count * (i + 1) / chunks
-                if start < end { box.value(start, end) }
+        let grain = (count + chunks - 1) / chunks
+        withoutActuallyEscaping(body) { escapable in
+            var closure = escapable
+            withUnsafeMutablePointer(to: &closure) { ctx in
+                ck_pool_run(handle, { ctx, begin, end, thread in
+                    let f = ctx!.assumingMemoryBound(to: ((Int, Int, Int) -> Void).self)
+                    f.pointee(Int(begin), Int(end), Int(thread))
+                }, ctx, Int64(count), Int64(grain))
             }
         }
     }
@@ -41,7 +62,9 @@ public struct UnsafeSendableBox<T>: @unchecked Sendable {
 }
 
 /// y[t * yStride + r] = dot(W[r, :], x[t * xStride ..< t * xStride + cols]) for
-/// t in 0..<tokens, r in 0..<W.rows.
+/// t in 0..<tokens, r in 0..<W.rows, with the active kernel level (`Kernels.active`).
+/// Block formats quantize x per block to int8 first (as llama.cpp does); the error this adds
+/// is bounded in docs/KERNELS.md.
 public func matmul(
     _ w: WeightMatrix,
     x: UnsafePointer<Float>, xStride: Int,
@@ -49,64 +72,45 @@ public func matmul(
     y: UnsafeMutablePointer<Float>, yStride: Int,
     pool: ThreadPool
 ) {
-    let xs = UnsafeSendableBox(x)
-    let ys = UnsafeSendableBox(y)
-    pool.parallelFor(w.rows, minChunk: 16) { r0, r1 in
-        for t in 0..<tokens {
-            let xt = xs.value + t * xStride
-            let yt = ys.value + t * yStride
-            for r in r0..<r1 {
-                yt[r] = dotRow(w, row: r, x: xt)
+    matmul(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: Kernels.active)
+}
+
+/// As `matmul(_:x:xStride:tokens:y:yStride:pool:)` with an explicit kernel level (tests, benchmarks).
+public func matmul(
+    _ w: WeightMatrix,
+    x: UnsafePointer<Float>, xStride: Int,
+    tokens: Int,
+    y: UnsafeMutablePointer<Float>, yStride: Int,
+    pool: ThreadPool, level: KernelLevel
+) {
+    if level == .reference {
+        let xs = UnsafeSendableBox(x)
+        let ys = UnsafeSendableBox(y)
+        pool.parallelFor(w.rows, minChunk: 16) { r0, r1 in
+            for t in 0..<tokens {
+                let xt = xs.value + t * xStride
+                let yt = ys.value + t * yStride
+                for r in r0..<r1 { yt[r] = dotRow(w, row: r, x: xt) }
             }
         }
+        return
     }
+    let rc = ck_matmul(pool.handle, level.cLevel, w.type.rawValue, w.storage.pointer, w.rowBytes,
+                       Int64(w.rows), Int64(w.cols), x, Int64(xStride), Int64(tokens), y, Int64(yStride))
+    // Every WeightType has a kernel and WeightMatrix guarantees whole blocks, so a failure here
+    // is a programming error or memory exhaustion, never bad input.
+    precondition(rc == 0, "ck_matmul failed (\(rc)) for \(w.type) [\(w.rows), \(w.cols)]")
 }
 
 /// One row of W dotted with an f32 vector of length W.cols (scalar reference path).
 @inline(__always)
 public func dotRow(_ w: WeightMatrix, row r: Int, x: UnsafePointer<Float>) -> Float {
-    let p = w.row(r)
-    switch w.type {
-    case .f32:
-        let wp = p.assumingMemoryBound(to: Float.self)
-        var acc: Float = 0
-        for c in 0..<w.cols { acc += wp[c] * x[c] }
-        return acc
-    case .f16:
-        let wp = p.assumingMemoryBound(to: UInt16.self)
-        var acc: Float = 0
-        for c in 0..<w.cols { acc += halfToFloat(wp[c]) * x[c] }
-        return acc
-    case .bf16:
-        let wp = p.assumingMemoryBound(to: UInt16.self)
-        var acc: Float = 0
-        for c in 0..<w.cols { acc += Float(bitPattern: UInt32(wp[c]) << 16) * x[c] }
-        return acc
-    default:
-        var tmp = [Float](repeating: 0, count: w.cols)
-        tmp.withUnsafeMutableBufferPointer { dequantizeRow(w, row: r, into: $0.baseAddress!) }
-        var acc: Float = 0
-        for c in 0..<w.cols { acc += tmp[c] * x[c] }
-        return acc
-    }
+    referenceDot(w.type, w.row(r), x, count: w.cols)
 }
 
 /// Writes row `r` of W as W.cols floats.
 public func dequantizeRow(_ w: WeightMatrix, row r: Int, into out: UnsafeMutablePointer<Float>) {
-    let p = w.row(r)
-    switch w.type {
-    case .f32:
-        out.update(from: p.assumingMemoryBound(to: Float.self), count: w.cols)
-    case .f16:
-        let wp = p.assumingMemoryBound(to: UInt16.self)
-        for c in 0..<w.cols { out[c] = halfToFloat(wp[c]) }
-    case .bf16:
-        let wp = p.assumingMemoryBound(to: UInt16.self)
-        for c in 0..<w.cols { out[c] = Float(bitPattern: UInt32(wp[c]) << 16) }
-    default:
-        // Block formats: filled in by QuantFormats (issue 4).
-        for c in 0..<w.cols { out[c] = .nan }
-    }
+    dequantize(w.type, w.row(r), count: w.cols, into: out)
 }
 
 /// IEEE 754 half -> float (handles subnormals, inf, nan).

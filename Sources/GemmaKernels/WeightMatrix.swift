@@ -104,12 +104,14 @@ public struct WeightMatrix: @unchecked Sendable {
 public enum KernelError: Error, CustomStringConvertible, Equatable {
     case notBlockAligned(type: WeightType, count: Int)
     case unsupportedType(UInt32)
+    case shapeMismatch(expected: Int, got: Int)
 
     public var description: String {
         switch self {
         case let .notBlockAligned(type, count):
             return "\(count) values are not a whole number of \(type) blocks (\(type.blockSize) values each)"
         case let .unsupportedType(id): return "unsupported tensor type id \(id)"
+        case let .shapeMismatch(expected, got): return "expected \(expected) values, got \(got)"
         }
     }
 }

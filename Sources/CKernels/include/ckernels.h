@@ -1,3 +1,74 @@
-// SIMD kernels with runtime CPU dispatch.
+// C kernels for gemma-node: per-format dot products (scalar, AVX2, AVX-512/VNNI, NEON) with
+// runtime CPU dispatch, activation quantization, a persistent thread pool and the matmul
+// driver. Swift reaches these through GemmaKernels; nothing here knows about models.
 #pragma once
-void ckernels_placeholder(void);
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Instruction-set levels. CK_LEVEL_AUTO asks for the best one the CPU supports.
+enum {
+    CK_LEVEL_SCALAR = 0,
+    CK_LEVEL_AVX2 = 1,
+    CK_LEVEL_AVX512 = 2,
+    CK_LEVEL_NEON = 3,
+    CK_LEVEL_AUTO = -1,
+};
+
+/// Best level this CPU supports (cpuid is read once).
+int ck_best_level(void);
+/// Level used by ck_matmul: GEMMA_NODE_KERNELS (scalar|avx2|avx512|neon|auto) if set, else best.
+int ck_active_level(void);
+/// Forces the level used by ck_matmul (clamped to what the CPU supports); returns the level set.
+int ck_set_active_level(int level);
+/// 1 when `level` can run on this CPU.
+int ck_level_supported(int level);
+/// 1 when `level` has a SIMD kernel of its own for GGML type `type` (else it falls back to scalar C).
+int ck_level_has_kernel(int level, uint32_t type);
+
+/// Bytes of one prepared activation row for a weight of GGML type `type` and `cols` columns:
+/// int8 blocks (see ck_quantize_act) for block formats, cols*4 for f32/f16/bf16 (x as is).
+/// Returns 0 for an unknown type or cols not a whole number of blocks.
+size_t ck_act_row_bytes(uint32_t type, int64_t cols);
+/// Prepares x[0..cols) for dot products with weights of `type`: for 32-blocks, per block
+/// {f32 d, f32 s = d*sum(q), i8 q[32]}; for 256-blocks, per block {f32 d, i16 bsums[16], i8 q[256]};
+/// q = round(x/d), d = max|x|/127. f32/f16/bf16: copies x. Returns 0 on success.
+int ck_quantize_act(uint32_t type, const float *x, int64_t cols, void *out);
+/// Dot product of one weight row (GGML `type`, `cols` values) with a prepared activation row,
+/// using the kernels of `level` (CK_LEVEL_AUTO = active level). NaN for an unknown type.
+float ck_dot(int level, uint32_t type, const void *wrow, const void *act, int64_t cols);
+/// Q8_0 weight row times an f32 vector, dequantizing in registers (activation scheme (a),
+/// kept for measurement; the matmul uses quantized activations).
+float ck_dot_q8_0_f32(int level, const void *wrow, const float *x, int64_t cols);
+
+/// IEEE half -> float and float -> half (round to nearest even), portable C.
+float ck_half_to_float(uint16_t h);
+uint16_t ck_float_to_half(float f);
+
+/// Persistent worker pool: `threads - 1` workers plus the calling thread.
+typedef struct ck_pool ck_pool;
+typedef void (*ck_task_fn)(void *ctx, int64_t begin, int64_t end, int thread);
+ck_pool *ck_pool_create(int threads);
+void ck_pool_destroy(ck_pool *pool);
+int ck_pool_threads(const ck_pool *pool);
+/// Runs fn over [0, count) in chunks of `grain` items, handed out dynamically; returns when all
+/// are done. Calls must not nest or overlap on one pool.
+void ck_pool_run(ck_pool *pool, ck_task_fn fn, void *ctx, int64_t count, int64_t grain);
+
+/// y[t*yStride + r] = dot(W[r, :], x[t*xStride ...]) for r < rows, t < tokens, at `level`
+/// (CK_LEVEL_AUTO = active). W rows are `rowBytes` apart. Uses the pool's scratch for the
+/// quantized activations (grown on first use, then reused). Returns 0, or -1 for a bad type/shape,
+/// -2 when scratch memory cannot be allocated.
+int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t rowBytes,
+              int64_t rows, int64_t cols, const float *x, int64_t xStride, int64_t tokens,
+              float *y, int64_t yStride);
+
+/// Monotonic clock in seconds (benchmarks).
+double ck_now(void);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,175 @@
+// Runtime kernel selection (cpuid once, GEMMA_NODE_KERNELS override) and the matmul driver:
+// activations are quantized once per call into the pool's scratch, then output rows are handed
+// out to the pool in chunks; each weight row is read once and reused for every token.
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <strings.h>
+#include "ck_internal.h"
+
+void *ck_pool_scratch(ck_pool *p, size_t bytes);
+
+static pthread_once_t level_once = PTHREAD_ONCE_INIT;
+static int best_level = CK_LEVEL_SCALAR;
+static _Atomic int active_level = CK_LEVEL_SCALAR;
+
+static void detect(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        best_level = CK_LEVEL_AVX2;
+    if (best_level == CK_LEVEL_AVX2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
+        best_level = CK_LEVEL_AVX512;
+#elif defined(__aarch64__)
+    best_level = CK_LEVEL_NEON;
+#endif
+    int level = best_level;
+    const char *env = getenv("GEMMA_NODE_KERNELS");
+    if (env) {
+        if (!strcasecmp(env, "scalar")) level = CK_LEVEL_SCALAR;
+        else if (!strcasecmp(env, "avx2")) level = CK_LEVEL_AVX2;
+        else if (!strcasecmp(env, "avx512")) level = CK_LEVEL_AVX512;
+        else if (!strcasecmp(env, "neon")) level = CK_LEVEL_NEON;
+        if (!ck_level_supported(level)) level = best_level;
+    }
+    atomic_store(&active_level, level);
+}
+
+int ck_best_level(void) {
+    pthread_once(&level_once, detect);
+    return best_level;
+}
+
+int ck_level_supported(int level) {
+    int best = ck_best_level();
+    switch (level) {
+    case CK_LEVEL_SCALAR: return 1;
+    case CK_LEVEL_AVX2: return best == CK_LEVEL_AVX2 || best == CK_LEVEL_AVX512;
+    case CK_LEVEL_AVX512: return best == CK_LEVEL_AVX512;
+    case CK_LEVEL_NEON: return best == CK_LEVEL_NEON;
+    default: return 0;
+    }
+}
+
+int ck_active_level(void) {
+    pthread_once(&level_once, detect);
+    return atomic_load(&active_level);
+}
+
+int ck_set_active_level(int level) {
+    pthread_once(&level_once, detect);
+    if (level == CK_LEVEL_AUTO || !ck_level_supported(level)) level = best_level;
+    atomic_store(&active_level, level);
+    return level;
+}
+
+static ck_dot_fn level_kernel(int level, uint32_t type) {
+    switch (level) {
+    case CK_LEVEL_AVX2: return ck_avx2_kernel(type);
+    case CK_LEVEL_AVX512: return ck_avx512_kernel(type);
+    case CK_LEVEL_NEON: return ck_neon_kernel(type);
+    default: return 0;
+    }
+}
+
+int ck_level_has_kernel(int level, uint32_t type) {
+    return level != CK_LEVEL_SCALAR && level_kernel(level, type) != 0;
+}
+
+static ck_dot_fn kernel(int level, uint32_t type) {
+    if (level == CK_LEVEL_AUTO) level = ck_active_level();
+    if (!ck_level_supported(level)) level = CK_LEVEL_SCALAR;
+    ck_dot_fn f = level_kernel(level, type);
+    return f ? f : ck_scalar_kernel(type);
+}
+
+float ck_dot(int level, uint32_t type, const void *wrow, const void *act, int64_t cols) {
+    ck_dot_fn f = kernel(level, type);
+    int bs = ck_block_size(type);
+    if (!f || bs == 0 || cols % bs != 0) return __builtin_nanf("");
+    return f(wrow, act, cols);
+}
+
+float ck_dot_q8_0_f32(int level, const void *wrow, const float *x, int64_t cols) {
+    if (level == CK_LEVEL_AUTO) level = ck_active_level();
+    if (!ck_level_supported(level)) level = CK_LEVEL_SCALAR;
+    switch (level) {
+    case CK_LEVEL_AVX2: return ck_q8_0_f32_avx2(wrow, x, cols);
+    case CK_LEVEL_AVX512: return ck_q8_0_f32_avx512(wrow, x, cols);
+    case CK_LEVEL_NEON: return ck_q8_0_f32_neon(wrow, x, cols);
+    default: return ck_q8_0_f32_scalar(wrow, x, cols);
+    }
+}
+
+typedef struct {
+    ck_dot_fn fn;
+    uint32_t type;
+    const uint8_t *w;
+    size_t row_bytes;
+    const uint8_t *act;
+    size_t act_stride;  // bytes between tokens' activation rows
+    const float *x;
+    int64_t x_stride;
+    int64_t tokens, cols;
+    float *y;
+    int64_t y_stride;
+} mm_ctx;
+
+static void quant_task(void *c, int64_t t0, int64_t t1, int thread) {
+    (void)thread;
+    mm_ctx *m = c;
+    for (int64_t t = t0; t < t1; t++)
+        ck_quantize_act(m->type, m->x + t * m->x_stride, m->cols, (void *)(m->act + t * m->act_stride));
+}
+
+// Rows in groups of 4 (1 when decoding): the group's weights stay in L1 while each token's
+// activations stream past, so a batch of T tokens reads the weights once, not T times.
+static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
+    (void)thread;
+    const mm_ctx *m = c;
+    const int64_t T = m->tokens;
+    if (T == 1) {
+        for (int64_t r = r0; r < r1; r++) m->y[r] = m->fn(m->w + r * m->row_bytes, m->act, m->cols);
+        return;
+    }
+    for (int64_t g = r0; g < r1; g += 4) {
+        int64_t ge = g + 4 < r1 ? g + 4 : r1;
+        for (int64_t t = 0; t < T; t++) {
+            const uint8_t *a = m->act + t * m->act_stride;
+            float *yt = m->y + t * m->y_stride;
+            for (int64_t r = g; r < ge; r++) yt[r] = m->fn(m->w + r * m->row_bytes, a, m->cols);
+        }
+    }
+}
+
+int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row_bytes,
+              int64_t rows, int64_t cols, const float *x, int64_t x_stride, int64_t tokens,
+              float *y, int64_t y_stride) {
+    ck_dot_fn fn = kernel(level, type);
+    size_t arb = ck_act_row_bytes(type, cols);
+    if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
+    if (rows == 0 || tokens == 0) return 0;
+    mm_ctx m = {fn, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride};
+    if (ck_block_size(type) == 1) {
+        m.act = (const uint8_t *)x;  // plain float weights read x directly
+        m.act_stride = (size_t)x_stride * 4;
+    } else {
+        if (!pool) return -2;
+        uint8_t *s = ck_pool_scratch(pool, arb * (size_t)tokens);
+        if (!s) return -2;
+        m.act = s;
+        m.act_stride = arb;
+        if (tokens >= 8) ck_pool_run(pool, quant_task, &m, tokens, 1);
+        else quant_task(&m, 0, tokens, 0);
+    }
+    int threads = ck_pool_threads(pool);
+    // About 8 chunks per thread for load balance when a core is shared or slower, but at
+    // least 16 rows per chunk so the atomic counter stays off the profile.
+    int64_t grain = rows / ((int64_t)threads * 8);
+    if (grain < 16) grain = 16;
+    if (threads == 1) grain = rows;
+    ck_pool_run(pool, mm_task, &m, rows, grain);
+    return 0;
+}

@@ -1,0 +1,70 @@
+// Private declarations shared by the kernel files: GGML block layouts, activation blocks,
+// small inline helpers and the per-level kernel tables.
+#pragma once
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include "include/ckernels.h"
+
+enum {
+    CK_F32 = 0, CK_F16 = 1, CK_Q4_0 = 2, CK_Q4_1 = 3, CK_Q5_0 = 6, CK_Q5_1 = 7, CK_Q8_0 = 8,
+    CK_Q4_K = 12, CK_Q5_K = 13, CK_Q6_K = 14, CK_BF16 = 30,
+};
+
+// GGML weight blocks (GEMMA_SPEC.md 7.2). Fields are read with memcpy-style loads because a
+// row of 34-, 18- or 210-byte blocks gives no alignment guarantees beyond 2 bytes.
+typedef struct { uint16_t d; int8_t qs[32]; } blk_q8_0;
+typedef struct { uint16_t d; uint8_t qs[16]; } blk_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } blk_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } blk_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } blk_q5_1;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } blk_q4_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } blk_q5_K;
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } blk_q6_K;
+_Static_assert(sizeof(blk_q8_0) == 34, "q8_0");
+_Static_assert(sizeof(blk_q4_0) == 18, "q4_0");
+_Static_assert(sizeof(blk_q4_1) == 20, "q4_1");
+_Static_assert(sizeof(blk_q5_0) == 22, "q5_0");
+_Static_assert(sizeof(blk_q5_1) == 24, "q5_1");
+_Static_assert(sizeof(blk_q4_K) == 144, "q4_K");
+_Static_assert(sizeof(blk_q5_K) == 176, "q5_K");
+_Static_assert(sizeof(blk_q6_K) == 210, "q6_K");
+
+// Activation blocks. 32-blocks carry s = d * sum(q) so the constant offsets of Q4_0/Q5_0
+// (-8, -16) and the minimum of Q4_1/Q5_1 cost one multiply per block. 256-blocks carry sums of
+// each 16 values (bsums) for the K-quant minimums and Q6_K's -32 offset.
+typedef struct { float d; float s; int8_t q[32]; } ck_q8a;
+typedef struct { float d; int16_t bsums[16]; int8_t q[256]; } ck_q8k;
+_Static_assert(sizeof(ck_q8a) == 40, "q8a");
+_Static_assert(sizeof(ck_q8k) == 292, "q8k");
+
+/// Dot of one weight row with a prepared activation row of n values.
+typedef float (*ck_dot_fn)(const void *w, const void *act, int64_t n);
+
+static inline uint16_t ck_ld16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t ck_ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/// 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block.
+static inline void ck_kscale(const uint8_t *s, int j, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+        *m = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    }
+}
+
+/// Block size (values) of a GGML type, 0 if unknown.
+int ck_block_size(uint32_t type);
+/// Bytes per block of a GGML type, 0 if unknown.
+int ck_block_bytes(uint32_t type);
+
+ck_dot_fn ck_scalar_kernel(uint32_t type);
+ck_dot_fn ck_avx2_kernel(uint32_t type);
+ck_dot_fn ck_avx512_kernel(uint32_t type);
+ck_dot_fn ck_neon_kernel(uint32_t type);
+float ck_q8_0_f32_scalar(const void *w, const float *x, int64_t n);
+float ck_q8_0_f32_avx2(const void *w, const float *x, int64_t n);
+float ck_q8_0_f32_avx512(const void *w, const float *x, int64_t n);
+float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n);

@@ -1,0 +1,182 @@
+// Persistent worker pool. Workers wait for a new generation number (spinning briefly, then
+// sleeping on a futex on Linux), take chunks from a shared atomic counter and report back through
+// a pending counter; the caller works too and then waits for the pending count to reach zero.
+// No allocation per run.
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include "ck_internal.h"
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CK_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define CK_PAUSE() __asm__ __volatile__("yield")
+#else
+#define CK_PAUSE() ((void)0)
+#endif
+
+// Spin about this many pause iterations (tens of microseconds) before sleeping: long enough
+// to cover the gap between two matmuls of one decode step, short enough not to burn a core
+// while the rank waits for the network or the user.
+#define CK_SPIN 20000
+
+struct ck_pool {
+    int threads;
+    pthread_t *workers;
+    _Atomic uint32_t gen;      // bumped once per run (and at shutdown)
+    _Atomic uint32_t pending;  // workers that have not finished the current run
+    _Atomic int64_t next;      // next chunk index
+    _Atomic int sleepers;      // workers parked on the futex
+    _Atomic int stop;
+    ck_task_fn fn;
+    void *ctx;
+    int64_t count, grain, chunks;
+    // Scratch for ck_matmul's quantized activations (grown on demand, reused).
+    void *scratch;
+    size_t scratch_bytes;
+};
+
+typedef struct { ck_pool *pool; int index; } worker_arg;
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t expected) {
+#if defined(__linux__)
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+#else
+    (void)addr; (void)expected;
+    sched_yield();
+#endif
+}
+
+static void futex_wake_all(_Atomic uint32_t *addr) {
+#if defined(__linux__)
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+#else
+    (void)addr;
+#endif
+}
+
+static void run_chunks(ck_pool *p, int thread) {
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (c >= p->chunks) break;
+        int64_t b = c * p->grain, e = b + p->grain;
+        if (e > p->count) e = p->count;
+        p->fn(p->ctx, b, e, thread);
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker_arg wa = *(worker_arg *)arg;
+    free(arg);
+    ck_pool *p = wa.pool;
+    // Generation 0 is the pool's state at creation: a run may start before this thread does.
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (++spins < CK_SPIN) {
+                CK_PAUSE();
+            } else {
+                atomic_fetch_add(&p->sleepers, 1);
+                // Re-check after announcing ourselves so a bump in between is not missed.
+                if (atomic_load(&p->gen) == seen) futex_wait(&p->gen, seen);
+                atomic_fetch_sub(&p->sleepers, 1);
+                spins = 0;
+            }
+        }
+        seen = g;
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+        run_chunks(p, wa.index);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
+            futex_wake_all(&p->pending);
+    }
+    return NULL;
+}
+
+ck_pool *ck_pool_create(int threads) {
+    if (threads < 1) threads = 1;
+    ck_pool *p = calloc(1, sizeof(ck_pool));
+    if (!p) return NULL;
+    p->threads = threads;
+    if (threads > 1) {
+        p->workers = calloc((size_t)threads - 1, sizeof(pthread_t));
+        if (!p->workers) { free(p); return NULL; }
+        for (int i = 1; i < threads; i++) {
+            worker_arg *wa = malloc(sizeof(worker_arg));
+            if (wa) { wa->pool = p; wa->index = i; }
+            if (!wa || pthread_create(&p->workers[i - 1], NULL, worker_main, wa) != 0) {
+                free(wa);
+                p->threads = i;  // run with the workers that did start
+                break;
+            }
+        }
+    }
+    return p;
+}
+
+void ck_pool_destroy(ck_pool *p) {
+    if (!p) return;
+    if (p->threads > 1) {
+        atomic_store_explicit(&p->stop, 1, memory_order_release);
+        atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+        futex_wake_all(&p->gen);
+        for (int i = 0; i < p->threads - 1; i++) pthread_join(p->workers[i], NULL);
+    }
+    free(p->workers);
+    free(p->scratch);
+    free(p);
+}
+
+int ck_pool_threads(const ck_pool *p) { return p ? p->threads : 1; }
+
+void ck_pool_run(ck_pool *p, ck_task_fn fn, void *ctx, int64_t count, int64_t grain) {
+    if (count <= 0) return;
+    if (grain < 1) grain = 1;
+    int64_t chunks = (count + grain - 1) / grain;
+    if (!p || p->threads == 1 || chunks == 1) {
+        fn(ctx, 0, count, 0);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    p->count = count;
+    p->grain = grain;
+    p->chunks = chunks;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->pending, (uint32_t)(p->threads - 1), memory_order_relaxed);
+    // seq_cst pairs with the worker's sleepers++ / gen re-check: one of the two sees the other.
+    atomic_fetch_add(&p->gen, 1);
+    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
+    run_chunks(p, 0);
+    int spins = 0;
+    uint32_t left;
+    while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0) {
+        if (++spins < CK_SPIN) CK_PAUSE();
+        else futex_wait(&p->pending, left);
+    }
+}
+
+void *ck_pool_scratch(ck_pool *p, size_t bytes) {
+    if (p->scratch_bytes >= bytes) return p->scratch;
+    void *n = NULL;
+    size_t size = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&n, 64, size) != 0) return NULL;
+    free(p->scratch);
+    p->scratch = n;
+    p->scratch_bytes = size;
+    return n;
+}
+
+double ck_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,307 @@
+// Every SIMD kernel against its scalar twins on random data (several lengths, odd block
+// counts, float tails), the matmul driver (threads, batched tokens, strides) and the pool.
+//
+// Tolerances. Let a = x quantized per block to int8 (d_b = max|x| / 127 over the block of 32 or
+// 256 values the kernel uses), W = max_i |w_i| over the row, S = sum_i (|w_i| + W) |x_i|.
+// * SIMD vs portable C (same quantized activations): both form the same exact integer sums per
+//   block/group and differ only in the order of f32 additions of at most 8 terms per block;
+//   worst-case f32 summation error is (terms) * 2^-24 * sum|terms| <= 4096 * 6e-8 * S ~ 2.4e-4 S
+//   for the longest rows here, so 1e-4 S would be too tight in theory: we allow 3e-4 S.
+//   The offsets/minimums (-8 d, -16 d, m, dmin*m, -32 d*sc) are summed separately from the
+//   unsigned products; their magnitude per element is at most about W, hence the W in S.
+// * Any C level vs the Swift reference (exact x, Double sums): adds the activation rounding,
+//   |sum_i w_i (x_i - a_i)| <= sum_i |w_i| d_b(i) / 2, which is a hard bound.
+
+import CKernels
+import Foundation
+import Testing
+@testable import GemmaKernels
+
+/// A random row of `type` with `cols` values: random bytes with finite f16 scales of varied size.
+func randomRow(_ type: WeightType, cols: Int, rng: inout SplitMix) -> [UInt8] {
+    let rowBytes = type.rowBytes(cols)!
+    var bytes = (0..<rowBytes).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+    func putHalf(_ off: Int, _ v: Float) {
+        let h = Float16(v).bitPattern
+        bytes[off] = UInt8(h & 0xFF)
+        bytes[off + 1] = UInt8(h >> 8)
+    }
+    func scale() -> Float { (rng.uniform() * 2 - 1) * Float(pow(2.0, Double(-12 + Int(rng.next() % 10)))) }
+    switch type {
+    case .f32:
+        for i in 0..<cols {
+            let v = rng.normal()
+            withUnsafeBytes(of: v.bitPattern.littleEndian) { for k in 0..<4 { bytes[4 * i + k] = $0[k] } }
+        }
+    case .f16:
+        for i in 0..<cols { putHalf(2 * i, rng.normal()) }
+    case .bf16:
+        for i in 0..<cols {
+            let b = floatToBF16(rng.normal())
+            bytes[2 * i] = UInt8(b & 0xFF)
+            bytes[2 * i + 1] = UInt8(b >> 8)
+        }
+    default:
+        let bpb = type.bytesPerBlock
+        for b in 0..<cols / type.blockSize {
+            let o = b * bpb
+            switch type {
+            case .q8_0, .q4_0, .q5_0: putHalf(o, scale())
+            case .q4_1, .q5_1, .q4_K, .q5_K: putHalf(o, scale()); putHalf(o + 2, scale())
+            case .q6_K: putHalf(o + 208, scale())
+            default: break
+            }
+        }
+    }
+    return bytes
+}
+
+/// Column counts per format: single block, odd block counts, and (for floats) ragged tails.
+func testSizes(_ type: WeightType) -> [Int] {
+    switch type.blockSize {
+    case 1: return [1, 7, 15, 16, 17, 33, 63, 64, 65, 100, 640, 1023, 2048]
+    case 32: return [32, 64, 96, 224, 1056, 2048]
+    default: return [256, 512, 768, 1280, 2048]
+    }
+}
+
+struct DotCase {
+    let w: [UInt8]
+    let x: [Float]
+    let type: WeightType
+    var cols: Int { x.count }
+
+    /// S of the tolerance comment and the activation-rounding bound.
+    func bounds() -> (s: Double, quant: Double) {
+        var wf = [Float](repeating: 0, count: cols)
+        w.withUnsafeBytes { p in wf.withUnsafeMutableBufferPointer { dequantize(type, p.baseAddress!, count: cols, into: $0.baseAddress!) } }
+        let wmax = Double(wf.map(abs).max() ?? 0)
+        var s = 0.0, q = 0.0
+        let bs = type.blockSize == 1 ? 0 : type.blockSize == 32 ? 32 : 256
+        for i in 0..<cols { s += (Double(abs(wf[i])) + wmax) * Double(abs(x[i])) }
+        if bs > 0 {
+            for b in 0..<cols / bs {
+                let d = Double(x[b * bs..<(b + 1) * bs].map(abs).max()!) / 127
+                for i in b * bs..<(b + 1) * bs { q += Double(abs(wf[i])) * d / 2 }
+            }
+        }
+        return (s, q)
+    }
+
+    func reference() -> Float {
+        w.withUnsafeBytes { p in x.withUnsafeBufferPointer { referenceDot(type, p.baseAddress!, $0.baseAddress!, count: cols) } }
+    }
+
+    func kernel(_ level: KernelLevel) -> Float {
+        var act = [UInt8](repeating: 0, count: ck_act_row_bytes(type.rawValue, Int64(cols)))
+        let rc = x.withUnsafeBufferPointer { xp in act.withUnsafeMutableBytes { ck_quantize_act(type.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) } }
+        precondition(rc == 0)
+        return w.withUnsafeBytes { wp in act.withUnsafeBytes { ck_dot(level.cLevel, type.rawValue, wp.baseAddress!, $0.baseAddress!, Int64(cols)) } }
+    }
+}
+
+let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupported)
+
+@Suite struct KernelTests {
+    @Test func dispatchSeesThisCPU() {
+        // The project machine has AVX-512 VNNI; any x86-64 CI box has at least AVX2. Print what ran.
+        print("kernel levels: best \(Kernels.best), active \(Kernels.active), testing \(cLevels)")
+        #expect(Kernels.best.isSupported)
+        for t in [WeightType.f32, .f16, .bf16, .q8_0, .q5_0, .q4_K, .q6_K] where Kernels.best != .scalar {
+            #expect(Kernels.best.hasKernel(for: t), "\(Kernels.best) lacks a kernel for \(t)")
+        }
+    }
+
+    @Test(arguments: WeightType.allCases)
+    func simdMatchesScalarTwins(_ type: WeightType) {
+        var rng = SplitMix(seed: UInt64(type.rawValue) + 100)
+        for cols in testSizes(type) {
+            for trial in 0..<3 {
+                // Activations of varied scale per block, as real hidden states are.
+                let x = (0..<cols).map { i in rng.normal() * Float(1 << ((i / 32 + trial) % 6)) }
+                let c = DotCase(w: randomRow(type, cols: cols, rng: &rng), x: x, type: type)
+                let (s, qb) = c.bounds()
+                let ref = Double(c.reference())
+                let scalar = Double(c.kernel(.scalar))
+                #expect(abs(scalar - ref) <= qb + 3e-4 * s, "\(type) cols \(cols): scalar C \(scalar) vs reference \(ref)")
+                for level in cLevels where level != .scalar {
+                    let fast = Double(c.kernel(level))
+                    #expect(abs(fast - scalar) <= 3e-4 * s, "\(type) cols \(cols) \(level): \(fast) vs scalar C \(scalar) (S \(s))")
+                    #expect(abs(fast - ref) <= qb + 3e-4 * s, "\(type) cols \(cols) \(level): \(fast) vs reference \(ref)")
+                }
+            }
+        }
+    }
+
+    /// Real rows of the default model (fixtures) through every level.
+    @Test(arguments: try QuantFixture.names(prefix: "real_"))
+    func realRows(_ name: String) throws {
+        let f = try QuantFixture.load(name)
+        let rows = f.type == .f32 ? 1 : 2
+        let cols = f.values.count / rows
+        let rb = f.type.rowBytes(cols)!
+        var rng = SplitMix(seed: 5)
+        for r in 0..<rows {
+            let x = (0..<cols).map { _ in rng.normal() }
+            let c = DotCase(w: Array(f.bytes[r * rb..<(r + 1) * rb]), x: x, type: f.type)
+            let (s, qb) = c.bounds()
+            let ref = Double(c.reference())
+            for level in cLevels {
+                let v = Double(c.kernel(level))
+                #expect(abs(v - ref) <= qb + 3e-4 * s, "\(name) row \(r) \(level): \(v) vs \(ref)")
+            }
+        }
+    }
+
+    /// Activation scheme (a), kept for measurement: Q8_0 times f32 x, no activation rounding.
+    @Test func q8_0WithFloatActivations() {
+        var rng = SplitMix(seed: 77)
+        for cols in testSizes(.q8_0) {
+            let x = (0..<cols).map { _ in rng.normal() }
+            let c = DotCase(w: randomRow(.q8_0, cols: cols, rng: &rng), x: x, type: .q8_0)
+            let (s, _) = c.bounds()
+            let ref = Double(c.reference())
+            for level in cLevels {
+                let v = Double(c.w.withUnsafeBytes { w in x.withUnsafeBufferPointer { ck_dot_q8_0_f32(level.cLevel, w.baseAddress!, $0.baseAddress!, Int64(cols)) } })
+                #expect(abs(v - ref) <= 3e-4 * s, "cols \(cols) \(level)")
+            }
+        }
+    }
+
+    /// Activation quantization: bsums/s match the int8 values, |q| <= 127, reconstruction within d/2.
+    @Test func activationQuantization() {
+        var rng = SplitMix(seed: 3)
+        let cols = 512
+        var x = (0..<cols).map { _ in rng.normal() * 3 }
+        for i in 256..<288 { x[i] = 0 }  // an all-zero block
+        var a32 = [UInt8](repeating: 0, count: ck_act_row_bytes(WeightType.q8_0.rawValue, Int64(cols)))
+        var a256 = [UInt8](repeating: 0, count: ck_act_row_bytes(WeightType.q4_K.rawValue, Int64(cols)))
+        #expect(a32.count == cols / 32 * 40 && a256.count == cols / 256 * 292)
+        x.withUnsafeBufferPointer { xp in
+            a32.withUnsafeMutableBytes { _ = ck_quantize_act(WeightType.q8_0.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) }
+            a256.withUnsafeMutableBytes { _ = ck_quantize_act(WeightType.q6_K.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) }
+        }
+        a32.withUnsafeBytes { p in
+            for b in 0..<cols / 32 {
+                let d = p.load(fromByteOffset: 40 * b, as: Float.self), s = p.load(fromByteOffset: 40 * b + 4, as: Float.self)
+                var sum = 0
+                for j in 0..<32 {
+                    let q = Int(p.load(fromByteOffset: 40 * b + 8 + j, as: Int8.self))
+                    sum += q
+                    #expect(abs(q) <= 127)
+                    #expect(abs(Float(q) * d - x[32 * b + j]) <= d / 2 * 1.0001)
+                }
+                #expect(s == d * Float(sum))
+            }
+        }
+        a256.withUnsafeBytes { p in
+            for b in 0..<cols / 256 {
+                let d = p.load(fromByteOffset: 292 * b, as: Float.self)
+                for g in 0..<16 {
+                    var sum = 0
+                    for j in 0..<16 {
+                        let q = Int(p.load(fromByteOffset: 292 * b + 36 + 16 * g + j, as: Int8.self))
+                        sum += q
+                        #expect(abs(Float(q) * d - x[256 * b + 16 * g + j]) <= d / 2 * 1.0001)
+                    }
+                    #expect(Int(p.load(fromByteOffset: 292 * b + 4 + 2 * g, as: Int16.self)) == sum)
+                }
+            }
+        }
+    }
+}
+
+@Suite struct MatmulTests {
+    /// The driver must give exactly what ck_dot gives per (row, token): same kernel, same
+    /// quantized activations, whatever the threads, row grouping or strides.
+    @Test(arguments: [WeightType.q8_0, .q5_0, .q4_K, .q6_K, .f32, .bf16, .q4_1, .q5_K])
+    func matmulEqualsPerRowDots(_ type: WeightType) throws {
+        var rng = SplitMix(seed: 99 + UInt64(type.rawValue))
+        let rows = 37, cols = type.blockSize == 256 ? 512 : 96
+        let m = try WeightMatrix(type: type, rows: rows, cols: cols)
+        for r in 0..<rows {
+            let bytes = randomRow(type, cols: cols, rng: &rng)
+            bytes.withUnsafeBytes { m.storage.pointer.advanced(by: r * m.rowBytes).copyMemory(from: $0.baseAddress!, byteCount: m.rowBytes) }
+        }
+        for tokens in [1, 3, 9] {
+            let xStride = cols + 5, yStride = rows + 3
+            let x = (0..<tokens * xStride).map { _ in rng.normal() }
+            for threads in [1, 2, 3] {
+                let pool = ThreadPool(threads: threads)
+                for level in cLevels {
+                    var y = [Float](repeating: .nan, count: tokens * yStride)
+                    x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: xStride, tokens: tokens, y: $0.baseAddress!, yStride: yStride, pool: pool, level: level) }
+                    }
+                    var bad = 0
+                    for t in 0..<tokens {
+                        let xt = Array(x[t * xStride..<t * xStride + cols])
+                        for r in 0..<rows {
+                            let w = Array(UnsafeRawBufferPointer(start: m.row(r), count: m.rowBytes))
+                            let want = DotCase(w: w, x: xt, type: type).kernel(level)
+                            if y[t * yStride + r].bitPattern != want.bitPattern { bad += 1 }
+                        }
+                    }
+                    #expect(bad == 0, "\(type) tokens \(tokens) threads \(threads) \(level): \(bad) outputs differ")
+                    // Padding between strided outputs is untouched.
+                    #expect(y[rows].isNaN)
+                }
+            }
+        }
+    }
+
+    /// The reference path (Swift twin) and the fast path agree within the activation-rounding bound.
+    @Test func referenceLevelMatchesFast() throws {
+        var rng = SplitMix(seed: 1234)
+        let rows = 20, cols = 512
+        let values = (0..<rows * cols).map { _ in rng.normal() }
+        let m = try values.withUnsafeBufferPointer { try WeightMatrix.quantizing($0, rows: rows, cols: cols, to: .q8_0) }
+        let x = (0..<cols).map { _ in rng.normal() }
+        let pool = ThreadPool(threads: 2)
+        var yr = [Float](repeating: 0, count: rows), yf = yr
+        x.withUnsafeBufferPointer { xp in
+            yr.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: cols, tokens: 1, y: $0.baseAddress!, yStride: rows, pool: pool, level: .reference) }
+            yf.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: cols, tokens: 1, y: $0.baseAddress!, yStride: rows, pool: pool, level: Kernels.best) }
+        }
+        for r in 0..<rows {
+            let w = Array(UnsafeRawBufferPointer(start: m.row(r), count: m.rowBytes))
+            let (s, qb) = DotCase(w: w, x: x, type: .q8_0).bounds()
+            #expect(abs(Double(yr[r]) - Double(yf[r])) <= qb + 3e-4 * s)
+        }
+    }
+
+    @Test func forcingALevel() {
+        let before = Kernels.active
+        #expect(Kernels.force(.scalar) == .scalar)
+        #expect(Kernels.active == .scalar)
+        #expect(Kernels.force(.reference) == .reference)
+        #expect(Kernels.active == .reference)
+        Kernels.force(before)
+        #expect(Kernels.active == before)
+    }
+}
+
+@Suite struct ThreadPoolTests {
+    /// Every index covered exactly once, over many back-to-back runs (the barrier must hold).
+    @Test(arguments: [1, 2, 3, 5])
+    func coversEachIndexOnce(_ threads: Int) {
+        let pool = ThreadPool(threads: threads)
+        #expect(pool.threads == threads)
+        for count in [0, 1, 2, 7, 100, 1001] {
+            for minChunk in [1, 16] {
+                let hits = UnsafeMutablePointer<Int32>.allocate(capacity: max(count, 1))
+                defer { hits.deallocate() }
+                hits.initialize(repeating: 0, count: max(count, 1))
+                let box = UnsafeSendableBox(hits)
+                for _ in 0..<50 {
+                    pool.parallelForThreads(count, minChunk: minChunk) { s, e, t in
+                        precondition(t >= 0 && t < threads)
+                        for i in s..<e { box.value[i] += 1 }
+                    }
+                }
+                let ok = (0..<count).allSatisfy { hits[$0] == 50 }
+                #expect(ok, "threads \(threads) count \(count) minChunk \(minChunk)")
+            }
+        }
+    }
+}
