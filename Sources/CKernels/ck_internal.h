@@ -30,10 +30,10 @@ _Static_assert(sizeof(blk_q4_K) == 144, "q4_K");
 _Static_assert(sizeof(blk_q5_K) == 176, "q5_K");
 _Static_assert(sizeof(blk_q6_K) == 210, "q6_K");
 
-// Activation blocks. 32-blocks carry s = d * sum(q) so the constant offsets of Q4_0/Q5_0
-// (-8, -16) and the minimum of Q4_1/Q5_1 cost one multiply per block. 256-blocks carry sums of
+// Activation blocks. 32-blocks carry sum(q) so the constant offsets of Q4_0/Q5_0 (-8, -16)
+// become one integer correction and the minimum of Q4_1/Q5_1 one multiply per block. 256-blocks carry sums of
 // each 16 values (bsums) for the K-quant minimums and Q6_K's -32 offset.
-typedef struct { float d; float s; int8_t q[32]; } ck_q8a;
+typedef struct { float d; int32_t sum; int8_t q[32]; } ck_q8a;
 typedef struct { float d; int16_t bsums[16]; int8_t q[256]; } ck_q8k;
 _Static_assert(sizeof(ck_q8a) == 40, "q8a");
 _Static_assert(sizeof(ck_q8k) == 292, "q8k");

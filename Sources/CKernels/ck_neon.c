@@ -77,7 +77,7 @@ static float dot_q4_0(const void *w, const void *act, int64_t n) {
         int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
         float d = ck_half_to_float(ck_ld16(&b[i].d));
         acc += (float)dot32(lo, hi, a[i].q) * (d * a[i].d);
-        corr += d * a[i].s;
+        corr += d * a[i].d * (float)a[i].sum;
     }
     return acc - 8.0f * corr;
 }
@@ -100,7 +100,7 @@ static float dot_q5_0(const void *w, const void *act, int64_t n) {
         int8x16_t hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), h1));
         float d = ck_half_to_float(ck_ld16(&b[i].d));
         acc += (float)dot32(lo, hi, a[i].q) * (d * a[i].d);
-        corr += d * a[i].s;
+        corr += d * a[i].d * (float)a[i].sum;
     }
     return acc - 16.0f * corr;
 }

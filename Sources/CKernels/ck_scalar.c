@@ -76,10 +76,13 @@ size_t ck_act_row_bytes(uint32_t type, int64_t cols) {
     return (size_t)(cols / 256) * sizeof(ck_q8k);
 }
 
+// Round to nearest even by the 1.5 * 2^23 trick (exact for |v| < 2^22; here |v| <= 127 + tiny),
+// which compilers vectorise, unlike nearbyintf's libm call. Clamped to +-127 so the
+// activation is never -128 (the SIMD sign tricks rely on that).
 static inline int8_t q8(float v) {
-    float r = nearbyintf(v);
-    if (r > 127.0f) r = 127.0f;
-    if (r < -127.0f) r = -127.0f;
+    float r = (v + 12582912.0f) - 12582912.0f;
+    r = r > 127.0f ? 127.0f : r;
+    r = r < -127.0f ? -127.0f : r;
     return (int8_t)r;
 }
 
@@ -102,7 +105,7 @@ int ck_quantize_act(uint32_t type, const float *x, int64_t cols, void *out) {
                 sum += o[b].q[j];
             }
             o[b].d = d;
-            o[b].s = d * (float)sum;
+            o[b].sum = sum;
         }
         return 0;
     }
@@ -176,7 +179,7 @@ static float dot_q4_0(const void *w, const void *act, int64_t n) {
             s += (b[i].qs[j] & 0xF) * a[i].q[j] + (b[i].qs[j] >> 4) * a[i].q[j + 16];
         float d = ck_half_to_float(ck_ld16(&b[i].d));
         acc += (float)s * (d * a[i].d);
-        corr += d * a[i].s;
+        corr += d * a[i].d * (float)a[i].sum;
     }
     return acc - 8.0f * corr;
 }
@@ -190,7 +193,7 @@ static float dot_q4_1(const void *w, const void *act, int64_t n) {
         for (int j = 0; j < 16; j++)
             s += (b[i].qs[j] & 0xF) * a[i].q[j] + (b[i].qs[j] >> 4) * a[i].q[j + 16];
         acc += (float)s * (ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d);
-        corr += ck_half_to_float(ck_ld16(&b[i].m)) * a[i].s;
+        corr += ck_half_to_float(ck_ld16(&b[i].m)) * a[i].d * (float)a[i].sum;
     }
     return acc + corr;
 }
@@ -213,7 +216,7 @@ static float dot_q5_0(const void *w, const void *act, int64_t n) {
         int s = q5_dot(b[i].qs, ck_ld32(b[i].qh), a[i].q);
         float d = ck_half_to_float(ck_ld16(&b[i].d));
         acc += (float)s * (d * a[i].d);
-        corr += d * a[i].s;
+        corr += d * a[i].d * (float)a[i].sum;
     }
     return acc - 16.0f * corr;
 }
@@ -225,7 +228,7 @@ static float dot_q5_1(const void *w, const void *act, int64_t n) {
     for (int64_t i = 0; i < n / 32; i++) {
         int s = q5_dot(b[i].qs, ck_ld32(b[i].qh), a[i].q);
         acc += (float)s * (ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d);
-        corr += ck_half_to_float(ck_ld16(&b[i].m)) * a[i].s;
+        corr += ck_half_to_float(ck_ld16(&b[i].m)) * a[i].d * (float)a[i].sum;
     }
     return acc + corr;
 }

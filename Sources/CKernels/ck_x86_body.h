@@ -32,7 +32,23 @@ static inline CK_TARGET float CK_NAME(hsum8)(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline CK_TARGET float CK_NAME(h2f)(const void *p) { return _cvtsh_ss(ck_ld16(p)); }
+// f16 -> f32 from memory. Not _cvtsh_ss (or movd of a 16-bit load): compilers turn those into
+// vpinsrw into whatever register is at hand, a false dependency that chained every block's
+// scale to an accumulator's FMA (measured: half speed). A 32-bit load (vmovd, no input
+// dependency) of the half and its neighbour, converted, lane 0. h2f_end is for a half that
+// ends a block (Q6_K's d): it loads the two bytes before instead and takes lane 1.
+static inline CK_TARGET __m128i CK_NAME(ld32x)(const void *p) {
+    __m128i v;
+    __asm__("vmovd %1, %0" : "=x"(v) : "m"(*(const uint32_t *)p));  // opaque: stays a vmovd
+    return v;
+}
+static inline CK_TARGET float CK_NAME(h2f)(const void *p) {
+    return _mm_cvtss_f32(_mm_cvtph_ps(CK_NAME(ld32x)(p)));
+}
+static inline CK_TARGET float CK_NAME(h2f_end)(const void *p) {
+    __m128 v = _mm_cvtph_ps(CK_NAME(ld32x)((const uint8_t *)p - 2));
+    return _mm_cvtss_f32(_mm_movehdup_ps(v));
+}
 
 // 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..15, high nibbles in bytes 16..31.
 static inline CK_TARGET __m256i CK_NAME(nibbles32)(const uint8_t *p) {
@@ -117,52 +133,148 @@ CK_FLOAT_DOT(f16, 2)
 CK_FLOAT_DOT(bf16, 2)
 #undef CK_FLOAT_DOT
 
-// ---- 32-blocks times ck_q8a. Two independent accumulators hide the FMA latency.
+// ---- 32-blocks times ck_q8a. Four blocks per iteration into four register accumulators:
+// each block ends in a convert + FMA, and one accumulator would serialise on FMA latency.
+
+#define CK_BLOCKS4(nb, STEP)                                                                \
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;               \
+    int64_t i = 0;                                                                          \
+    for (; i + 4 <= (nb); i += 4) { STEP(i, acc0); STEP(i + 1, acc1); STEP(i + 2, acc2); STEP(i + 3, acc3); } \
+    for (; i < (nb); i++) STEP(i, acc0);                                                    \
+    float total = CK_NAME(hsum8)(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+
+// Adds k to int32 lane 0 only: folds a per-block integer correction into the lane sums.
+static inline CK_TARGET __m256i CK_NAME(lane0)(__m256i p, int k) {
+    return _mm256_add_epi32(p, _mm256_zextsi128_si256(_mm_cvtsi32_si128(k)));
+}
 
 static CK_TARGET float CK_NAME(dot_q8_0)(const void *w, const void *act, int64_t n) {
     const blk_q8_0 *b = w;
     const ck_q8a *a = act;
-    const int64_t nb = n / 32;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i qw = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        __m256i qa = _mm256_loadu_si256((const __m256i *)a[i].q);
-        // |w| (unsigned) times a with w's sign: u8 x s8 as the instructions want.
-        __m256i p = CK_NAME(dot4)(_mm256_setzero_si256(), _mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));
-        __m256 sc = _mm256_set1_ps(CK_NAME(h2f)(&b[i].d) * a[i].d);
-        acc[i & 1] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[i & 1]);
-    }
-    return CK_NAME(hsum8)(_mm256_add_ps(acc[0], acc[1]));
+    // |w| (unsigned) times a with w's sign: the u8 x s8 form the instructions want.
+#define STEP(j, acc) {                                                                      \
+        __m256i qw = _mm256_loadu_si256((const __m256i *)b[j].qs);                          \
+        __m256i qa = _mm256_loadu_si256((const __m256i *)a[j].q);                           \
+        __m256i p = CK_NAME(dot4)(_mm256_setzero_si256(), _mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw)); \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[j].d) * a[j].d), _mm256_cvtepi32_ps(p), acc); }
+    CK_BLOCKS4(n / 32, STEP)
+#undef STEP
+    return total;
 }
 
-// Shared loop for Q4_0/Q4_1/Q5_0/Q5_1: q in 0..15 or 0..31 (unsigned), offset/min handled
-// with the activation block sum s.
-#define CK_Q32_DOT(fmt, blk, QEXPR, DEXPR, CEXPR, FINISH)                                   \
+#if CK_VNNI
+// 512-bit versions for the default model's hottest formats (Q8_0: LM head and attn_v; Q5_0:
+// q/k/gate/up): two blocks per vector. AVX-512 has no vpsignb, so |w| and the sign transfer
+// use abs and a mask from the sign bits.
+static inline CK_TARGET __m512i CK_NAME(two32)(const int8_t *p0, const int8_t *p1) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p0)),
+                              _mm256_loadu_si256((const __m256i *)p1), 1);
+}
+static inline CK_TARGET __m512 CK_NAME(two_scales)(float s0, float s1) {
+    return _mm512_insertf32x8(_mm512_set1_ps(s0), _mm256_set1_ps(s1), 1);
+}
+// Signed w times signed a, both 64 bytes, summed in fours.
+static inline CK_TARGET __m512i CK_NAME(sdot64)(__m512i w, __m512i a) {
+    __mmask64 neg = _mm512_movepi8_mask(w);
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w),
+                               _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a));
+}
+
+static CK_TARGET float CK_NAME(dot_q8_0_512)(const void *w, const void *act, int64_t n) {
+    const blk_q8_0 *b = w;
+    const ck_q8a *a = act;
+    const int64_t nb = n / 32;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+#define STEP2(j, acc) {                                                                       \
+        __m512i p = CK_NAME(sdot64)(CK_NAME(two32)(b[j].qs, b[j + 1].qs), CK_NAME(two32)(a[j].q, a[j + 1].q)); \
+        __m512 sc = CK_NAME(two_scales)(CK_NAME(h2f)(&b[j].d) * a[j].d, CK_NAME(h2f)(&b[j + 1].d) * a[j + 1].d); \
+        acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc); }
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) { STEP2(i, acc0); STEP2(i + 2, acc1); }
+    for (; i + 2 <= nb; i += 2) STEP2(i, acc0);
+#undef STEP2
+    float total = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    if (i < nb) total += CK_NAME(dot_q8_0)(b + i, a + i, 32);
+    return total;
+}
+
+// Two Q5_0 blocks as 64 signed values q - 16, in the order of the two activation blocks.
+static inline CK_TARGET __m512i CK_NAME(q5_0_two)(const blk_q5_0 *b0, const blk_q5_0 *b1) {
+    __m256i x = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)b1->qs), _mm_loadu_si128((const __m128i *)b0->qs));
+    // 128-bit lanes [lo0, lo1, hi0, hi1] -> [lo0, hi0, lo1, hi1]
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1);
+    v = _mm512_and_si512(_mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0F));
+    uint64_t hb = (uint64_t)ck_ld32(b0->qh) | (uint64_t)ck_ld32(b1->qh) << 32;
+    v = _mm512_or_si512(v, _mm512_maskz_mov_epi8((__mmask64)hb, _mm512_set1_epi8(0x10)));
+    return _mm512_sub_epi8(v, _mm512_set1_epi8(16));
+}
+
+static CK_TARGET float CK_NAME(dot_q5_0)(const void *w, const void *act, int64_t n);
+static CK_TARGET float CK_NAME(dot_q5_0_512)(const void *w, const void *act, int64_t n) {
+    const blk_q5_0 *b = w;
+    const ck_q8a *a = act;
+    const int64_t nb = n / 32;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+#define STEP2(j, acc) {                                                                       \
+        __m512i p = CK_NAME(sdot64)(CK_NAME(q5_0_two)(&b[j], &b[j + 1]), CK_NAME(two32)(a[j].q, a[j + 1].q)); \
+        __m512 sc = CK_NAME(two_scales)(CK_NAME(h2f)(&b[j].d) * a[j].d, CK_NAME(h2f)(&b[j + 1].d) * a[j + 1].d); \
+        acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc); }
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) { STEP2(i, acc0); STEP2(i + 2, acc1); }
+    for (; i + 2 <= nb; i += 2) STEP2(i, acc0);
+#undef STEP2
+    float total = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    if (i < nb) total += CK_NAME(dot_q5_0)(b + i, a + i, 32);
+    return total;
+}
+#endif
+
+// Q4_0 / Q5_0: unsigned q (0..15 / 0..31) times a, minus offset * sum(a) folded into lane 0.
+#define CK_QOFF_DOT(fmt, blk, QEXPR, OFF)                                                   \
     static CK_TARGET float CK_NAME(dot_##fmt)(const void *w, const void *act, int64_t n) {  \
         const blk *b = w;                                                                   \
         const ck_q8a *a = act;                                                              \
-        const int64_t nb = n / 32;                                                          \
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};                         \
-        float corr = 0.0f;                                                                  \
-        for (int64_t i = 0; i < nb; i++) {                                                  \
-            __m256i u = QEXPR;                                                              \
-            __m256i p = CK_NAME(dot4)(_mm256_setzero_si256(), u,                            \
-                                      _mm256_loadu_si256((const __m256i *)a[i].q));         \
-            float d = CK_NAME(h2f)(&b[i].d);                                                \
-            acc[i & 1] = _mm256_fmadd_ps(_mm256_set1_ps(DEXPR), _mm256_cvtepi32_ps(p), acc[i & 1]); \
-            corr += CEXPR;                                                                  \
-        }                                                                                   \
-        float s = CK_NAME(hsum8)(_mm256_add_ps(acc[0], acc[1]));                           \
-        return FINISH;                                                                      \
+        CK_BLOCKS4(n / 32, STEP)                                                            \
+        return total;                                                                       \
     }
-CK_Q32_DOT(q4_0, blk_q4_0, CK_NAME(nibbles32)(b[i].qs), d * a[i].d, d * a[i].s, s - 8.0f * corr)
-CK_Q32_DOT(q4_1, blk_q4_1, CK_NAME(nibbles32)(b[i].qs), d * a[i].d,
-           CK_NAME(h2f)(&b[i].m) * a[i].s, s + corr)
-CK_Q32_DOT(q5_0, blk_q5_0, _mm256_or_si256(CK_NAME(nibbles32)(b[i].qs), CK_NAME(bits32)(b[i].qh)),
-           d * a[i].d, d * a[i].s, s - 16.0f * corr)
-CK_Q32_DOT(q5_1, blk_q5_1, _mm256_or_si256(CK_NAME(nibbles32)(b[i].qs), CK_NAME(bits32)(b[i].qh)),
-           d * a[i].d, CK_NAME(h2f)(&b[i].m) * a[i].s, s + corr)
-#undef CK_Q32_DOT
+#define STEP(j, acc) {                                                                      \
+        __m256i p = CK_NAME(dot4)(CK_NAME(lane0)(_mm256_setzero_si256(), -OFF * a[j].sum), QEXPR(j), \
+                                  _mm256_loadu_si256((const __m256i *)a[j].q));             \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[j].d) * a[j].d), _mm256_cvtepi32_ps(p), acc); }
+#define OFF 8
+#define QEXPR(j) CK_NAME(nibbles32)(b[j].qs)
+CK_QOFF_DOT(q4_0, blk_q4_0, QEXPR, OFF)
+#undef QEXPR
+#undef OFF
+#define OFF 16
+#define QEXPR(j) _mm256_or_si256(CK_NAME(nibbles32)(b[j].qs), CK_NAME(bits32)(b[j].qh))
+CK_QOFF_DOT(q5_0, blk_q5_0, QEXPR, OFF)
+#undef QEXPR
+#undef OFF
+#undef STEP
+#undef CK_QOFF_DOT
+
+// Q4_1 / Q5_1: d*q + m; the minimum contributes m * d_a * sum(a), kept in a float lane 0 term.
+#define CK_QMIN_DOT(fmt, blk, QEXPR)                                                        \
+    static CK_TARGET float CK_NAME(dot_##fmt)(const void *w, const void *act, int64_t n) {  \
+        const blk *b = w;                                                                   \
+        const ck_q8a *a = act;                                                              \
+        CK_BLOCKS4(n / 32, STEP)                                                            \
+        return total;                                                                       \
+    }
+#define STEP(j, acc) {                                                                      \
+        __m256i p = CK_NAME(dot4)(_mm256_setzero_si256(), QEXPR(j), _mm256_loadu_si256((const __m256i *)a[j].q)); \
+        __m256 mf = _mm256_zextps128_ps256(_mm_set_ss(CK_NAME(h2f)(&b[j].m) * a[j].d * (float)a[j].sum)); \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[j].d) * a[j].d), _mm256_cvtepi32_ps(p), _mm256_add_ps(acc, mf)); }
+#define QEXPR(j) CK_NAME(nibbles32)(b[j].qs)
+CK_QMIN_DOT(q4_1, blk_q4_1, QEXPR)
+#undef QEXPR
+#define QEXPR(j) _mm256_or_si256(CK_NAME(nibbles32)(b[j].qs), CK_NAME(bits32)(b[j].qh))
+CK_QMIN_DOT(q5_1, blk_q5_1, QEXPR)
+#undef QEXPR
+#undef STEP
+#undef CK_QMIN_DOT
+#undef CK_BLOCKS4
 
 // ---- 256-blocks times ck_q8k
 
@@ -248,7 +360,7 @@ static CK_TARGET float CK_NAME(dot_q6_K)(const void *w, const void *act, int64_t
         __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums),
                                         _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)));
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].d) * a[i].d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f_end)(&b[i].d) * a[i].d), _mm256_cvtepi32_ps(sumi), acc);
     }
     return CK_NAME(hsum8)(acc);
 }
@@ -287,10 +399,15 @@ ck_dot_fn CK_NAME(ck_kernel)(uint32_t type) {
     case CK_F32: return CK_NAME(dot_f32);
     case CK_F16: return CK_NAME(dot_f16);
     case CK_BF16: return CK_NAME(dot_bf16);
+#if CK_VNNI
+    case CK_Q8_0: return CK_NAME(dot_q8_0_512);
+    case CK_Q5_0: return CK_NAME(dot_q5_0_512);
+#else
     case CK_Q8_0: return CK_NAME(dot_q8_0);
+    case CK_Q5_0: return CK_NAME(dot_q5_0);
+#endif
     case CK_Q4_0: return CK_NAME(dot_q4_0);
     case CK_Q4_1: return CK_NAME(dot_q4_1);
-    case CK_Q5_0: return CK_NAME(dot_q5_0);
     case CK_Q5_1: return CK_NAME(dot_q5_1);
     case CK_Q4_K: return CK_NAME(dot_q4_K);
     case CK_Q5_K: return CK_NAME(dot_q5_K);

@@ -34,7 +34,7 @@ int ck_level_has_kernel(int level, uint32_t type);
 /// Returns 0 for an unknown type or cols not a whole number of blocks.
 size_t ck_act_row_bytes(uint32_t type, int64_t cols);
 /// Prepares x[0..cols) for dot products with weights of `type`: for 32-blocks, per block
-/// {f32 d, f32 s = d*sum(q), i8 q[32]}; for 256-blocks, per block {f32 d, i16 bsums[16], i8 q[256]};
+/// {f32 d, i32 sum(q), i8 q[32]}; for 256-blocks, per block {f32 d, i16 bsums[16], i8 q[256]};
 /// q = round(x/d), d = max|x|/127. f32/f16/bf16: copies x. Returns 0 on success.
 int ck_quantize_act(uint32_t type, const float *x, int64_t cols, void *out);
 /// Dot product of one weight row (GGML `type`, `cols` values) with a prepared activation row,
@@ -68,6 +68,12 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
 
 /// Monotonic clock in seconds (benchmarks).
 double ck_now(void);
+
+/// Benchmark: best-of-`reps` seconds for one matmul of a synthetic [rows, cols] `type` weight
+/// times `tokens` activations on `threads` threads at `level`. f32_scheme = 1 times Q8_0 with f32
+/// activations dequantized in registers (scheme (a)) instead of quantized activations. -1 on error.
+double ck_bench_matmul(int level, uint32_t type, int64_t rows, int64_t cols, int threads,
+                       int64_t tokens, int reps, int f32_scheme);
 
 #ifdef __cplusplus
 }
