@@ -27,7 +27,7 @@ let package = Package(
     targets: [
         // C shims
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
-        .target(name: "CWire", linkerSettings: [.linkedLibrary("protobuf-c")]),
+        .target(name: "CWire", exclude: ["proto"], linkerSettings: [.linkedLibrary("protobuf-c")]),
         .target(name: "CKernels", cSettings: kernelCFlags),
 
         // Swift layers

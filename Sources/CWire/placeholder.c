@@ -1,2 +1,0 @@
-#include "cwire.h"
-void cwire_placeholder(void) {}

@@ -1,0 +1,142 @@
+// The control-plane messages as plain Swift values (mirrors of Sources/CWire/proto/gemma_node.proto).
+// They hold no C memory: GemmaWire's codec copies into protobuf-c structs only while packing.
+
+/// The wire protocol's version. Bump it whenever a change to the .proto would be misread by a
+/// rank built from an older commit; ranks refuse to talk across versions.
+public enum WireProtocol {
+    /// Version spoken by this build.
+    public static let version: UInt32 = 1
+}
+
+/// Start-up handshake: every rank sends one so mismatched builds or models refuse to start.
+/// Its field numbers are frozen forever, so a Hello decodes across versions and the mismatch
+/// can be reported with both numbers (see `checkHello`).
+public struct Hello: Sendable, Equatable {
+    public var protocolVersion: UInt32
+    /// Identifies the loaded model (e.g. size + header hash); must match across ranks.
+    public var modelFingerprint: String
+    public var rank: UInt32
+    public var worldSize: UInt32
+    public var host: String
+    /// Compute threads the rank uses (informational).
+    public var threads: UInt32
+
+    public init(protocolVersion: UInt32 = WireProtocol.version, modelFingerprint: String, rank: UInt32,
+                worldSize: UInt32, host: String, threads: UInt32 = 0) {
+        self.protocolVersion = protocolVersion
+        self.modelFingerprint = modelFingerprint
+        self.rank = rank
+        self.worldSize = worldSize
+        self.host = host
+        self.threads = threads
+    }
+}
+
+/// How to pick the next token of one sequence. The zero value (`SamplingParams()`) is what an
+/// absent field decodes to: temperature 0, i.e. greedy.
+public struct SamplingParams: Sendable, Equatable {
+    /// 0 = argmax. Finite, >= 0.
+    public var temperature: Float
+    /// 0 = whole vocabulary. >= 0.
+    public var topK: Int32
+    /// In [0, 1].
+    public var topP: Float
+    /// In [0, 1]; 0 = off.
+    public var minP: Float
+    /// With `SequenceWork.stepIndexInSequence` fully determines the draw.
+    public var seed: UInt64
+
+    public init(temperature: Float = 0, topK: Int32 = 0, topP: Float = 0, minP: Float = 0, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+        self.seed = seed
+    }
+}
+
+/// One sequence's share of a step: a decode token or a chunk of its prompt.
+public struct SequenceWork: Sendable, Equatable {
+    /// KV-cache slot of the sequence.
+    public var slot: UInt32
+    /// Opaque to workers (logs).
+    public var requestId: UInt64
+    /// Fed in order at positions `startPosition ..< startPosition + tokenIds.count`. Non-empty,
+    /// every id >= 0 (the model checks the upper bound against its vocabulary).
+    public var tokenIds: [Int32]
+    public var startPosition: UInt32
+    public var isPrefillChunk: Bool
+    /// Sample (or summarize logits) after the last token.
+    public var wantLogits: Bool
+    public var sampling: SamplingParams
+    /// Index of the token to sample within the sequence's generated tokens (keys the noise).
+    public var stepIndexInSequence: UInt64
+
+    public init(slot: UInt32, requestId: UInt64 = 0, tokenIds: [Int32], startPosition: UInt32,
+                isPrefillChunk: Bool = false, wantLogits: Bool = true, sampling: SamplingParams = SamplingParams(),
+                stepIndexInSequence: UInt64 = 0) {
+        self.slot = slot
+        self.requestId = requestId
+        self.tokenIds = tokenIds
+        self.startPosition = startPosition
+        self.isPrefillChunk = isPrefillChunk
+        self.wantLogits = wantLogits
+        self.sampling = sampling
+        self.stepIndexInSequence = stepIndexInSequence
+    }
+}
+
+/// Everything a worker needs for one step (continuous batching: decode tokens of many
+/// sequences and prefill chunks in one plan).
+public struct StepPlan: Sendable, Equatable {
+    /// Always `WireProtocol.version` for plans built here; decode rejects any other value.
+    public var protocolVersion: UInt32
+    public var stepId: UInt64
+    /// At most one entry per slot.
+    public var work: [SequenceWork]
+    /// Finished or cancelled slots, released before `work` runs.
+    public var freeSlots: [UInt32]
+    public var shutdown: Bool
+    public var shutdownReason: String
+
+    public init(protocolVersion: UInt32 = WireProtocol.version, stepId: UInt64, work: [SequenceWork] = [],
+                freeSlots: [UInt32] = [], shutdown: Bool = false, shutdownReason: String = "") {
+        self.protocolVersion = protocolVersion
+        self.stepId = stepId
+        self.work = work
+        self.freeSlots = freeSlots
+        self.shutdown = shutdown
+        self.shutdownReason = shutdownReason
+    }
+
+    /// Tokens the step feeds through the model.
+    public var tokenCount: Int { work.reduce(0) { $0 + $1.tokenIds.count } }
+}
+
+/// Stop the worker loop.
+public struct Shutdown: Sendable, Equatable {
+    public var reason: String
+    /// True: the job ends in error (exit non-zero).
+    public var error: Bool
+
+    public init(reason: String, error: Bool = false) {
+        self.reason = reason
+        self.error = error
+    }
+}
+
+/// Anything the coordinator (or a rank, for `hello`) puts on the wire.
+public enum WireMessage: Sendable, Equatable {
+    case hello(Hello)
+    case plan(StepPlan)
+    case shutdown(Shutdown)
+
+    /// Name used in error messages.
+    public var kind: String {
+        switch self {
+        case .hello: return "Hello"
+        case .plan: return "StepPlan"
+        case .shutdown: return "Shutdown"
+        }
+    }
+}
