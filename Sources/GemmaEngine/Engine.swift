@@ -318,7 +318,9 @@ public final class Coordinator {
     /// Ends every worker's loop (and releases the slots still held). With `failure`, every
     /// rank (this one included) then throws it as an agreed `CommunicatorError.remote`.
     public func shutdown(reason: String = "done", failure: Error? = nil) throws {
-        let plan = PlannedStep(stepId: nextStepId, freeSlots: pendingFrees, shutdown: true, shutdownReason: reason)
+        // Bounded: the wire refuses strings over 4 KiB, and the reason is informational.
+        let plan = PlannedStep(stepId: nextStepId, freeSlots: pendingFrees, shutdown: true,
+                               shutdownReason: String(reason.utf8.prefix(1024)) ?? "")
         nextStepId += 1
         pendingFrees = []
         _ = try executor.execute(sending: plan, coordinatorFailure: failure)

@@ -8,11 +8,12 @@ import GemmaParallel
 
 /// Runs `requests` on `ranks` in-process ranks with a fresh toy model per rank.
 func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sampleable: Int? = nil,
-            maxContext: Int = 64, slots: Int = 4, maxBatchTokens: Int = 8) throws -> [GenerationResult] {
+            maxContext: Int = 64, slots: Int = 4, maxBatchTokens: Int = 8,
+            codec: any StepPlanCodec = TestPlanCodec()) throws -> [GenerationResult] {
     let out = try LocalCommunicator.run(ranks: ranks) { comm -> [GenerationResult]? in
         let model = ToyModel(vocabSize: vocab, sampleableVocab: sampleable, rank: comm.rank, ranks: comm.size,
                              maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens)
-        return try runGeneration(requests, model: model, comm: comm, codec: TestPlanCodec())?.results
+        return try runGeneration(requests, model: model, comm: comm, codec: codec)?.results
     }
     guard let results = out[0] else { throw EngineError.notCoordinator("test") }
     for r in out.dropFirst() { #expect(r == nil) }
@@ -37,6 +38,25 @@ func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sample
             #expect(r.promptTokens == prompts[i])
             #expect(r.finishReason == .length)
         }
+    }
+
+    /// The production codec (GemmaWire protobuf-c) carries every field the engine uses.
+    @Test func wireCodecRoundTripsPlansAndRunsTheLoop() throws {
+        let codec = WirePlanCodec()
+        let plan = PlannedStep(stepId: 7, work: [
+            PlannedWork(slot: 2, requestId: 99, tokens: [5, 6, 7], startPosition: 11, isPrefillChunk: true, wantSample: true,
+                        sampling: SamplerSettings(temperature: 0.7, topK: 40, topP: 0.9, minP: 0.05, seed: .max), stepIndex: 3),
+            PlannedWork(slot: 0, requestId: 1, tokens: [1], startPosition: 0, isPrefillChunk: false, wantSample: false,
+                        sampling: .greedy, stepIndex: 0),
+        ], freeSlots: [1, 3])
+        #expect(try codec.decode(codec.encode(plan)) == plan)
+        let stop = PlannedStep(stepId: 8, freeSlots: [0], shutdown: true, shutdownReason: "done")
+        #expect(try codec.decode(codec.encode(stop)) == stop)
+        #expect(throws: (any Error).self) { try codec.decode([0xFF, 0x01, 0x02]) }
+
+        let requests = [GenerationRequest(id: 0, promptTokens: Array(1...11).map(Int32.init), maxNewTokens: 9, sampling: sampled),
+                        GenerationRequest(id: 1, promptTokens: [4], maxNewTokens: 5, sampling: fullVocab)]
+        #expect(try runToy(requests, ranks: 4, codec: codec) == runToy(requests, ranks: 1))
     }
 
     @Test func batchedEqualsAlone() throws {
