@@ -9,10 +9,14 @@ import CWire
 extension WireMessage {
     /// The envelope bytes of this message (protobuf, deterministic for equal values).
     /// Strings lose any NUL characters (protobuf-c stores them as C strings).
-    public func encode() -> [UInt8] {
+    public func encode() -> [UInt8] { encode(envelopeVersion: WireProtocol.version) }
+
+    /// Encoding with another envelope version: only tests use it, to play a rank from
+    /// another commit.
+    func encode(envelopeVersion: UInt32) -> [UInt8] {
         let arena = CArena()
         let env = arena.make(GemmaNode__Envelope.self, gemma_node__envelope__init)
-        env.pointee.protocol_version = WireProtocol.version
+        env.pointee.protocol_version = envelopeVersion
         switch self {
         case .hello(let h):
             env.pointee.body_case = GEMMA_NODE__ENVELOPE__BODY_HELLO

@@ -1,0 +1,66 @@
+// Wire bytes pinned two ways: small messages against bytes worked out by hand from the
+// protobuf encoding rules (independent of protobuf-c), and larger ones against committed
+// files in Tests/Fixtures/wire/. Any change to those bytes is a protocol change.
+// Regenerate the files (only after a deliberate protocol change that bumps the version):
+//   GEMMA_WIRE_WRITE_GOLDEN=1 swift test --filter GoldenTests
+import Foundation
+import Testing
+@testable import GemmaWire
+
+enum Golden {
+    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures/wire")
+
+    /// Name -> message of every golden file.
+    static let messages: [(String, WireMessage)] = [
+        ("hello", .hello(Samples.hello)),
+        ("shutdown", .shutdown(Samples.shutdown)),
+        ("plan_empty", .plan(StepPlan(stepId: 1))),
+        ("plan_decode_1", .plan(Samples.decodePlan(sequences: 1))),
+        ("plan_decode_16", .plan(Samples.decodePlan(sequences: 16))),
+        ("plan_mixed", .plan(Samples.mixedPlan)),
+        ("plan_shutdown", .plan(Samples.shutdownPlan)),
+        ("plan_prefill_512", .plan(Samples.prefillPlan(tokens: 512))),
+    ]
+
+    static func bytes(_ name: String) throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: dir.appendingPathComponent("\(name).bin")))
+    }
+}
+
+@Suite struct GoldenTests {
+    @Test func shutdownMatchesHandEncoding() {
+        // envelope{1: version 1 (08 01), 4: Shutdown (22 07){1: "bye" (0a 03 ..), 2: true (10 01)}}
+        let expected: [UInt8] = [0x08, 0x01, 0x22, 0x07, 0x0a, 0x03, 0x62, 0x79, 0x65, 0x10, 0x01]
+        #expect(WireMessage.shutdown(Shutdown(reason: "bye", error: true)).encode() == expected)
+    }
+
+    @Test func planMatchesHandEncoding() throws {
+        let plan = StepPlan(stepId: 5, work: [
+            SequenceWork(slot: 1, tokenIds: [300, 2], startPosition: 4, wantLogits: true),
+        ], freeSlots: [7])
+        let work: [UInt8] = [0x08, 0x01,                     // slot 1
+                             0x1a, 0x03, 0xac, 0x02, 0x02,   // token_ids packed [300, 2]
+                             0x20, 0x04,                     // start_position 4
+                             0x30, 0x01,                     // want_logits
+                             0x3a, 0x00]                     // sampling {} (all defaults)
+        let body: [UInt8] = [0x08, 0x01, 0x10, 0x05, 0x1a, UInt8(work.count)] + work + [0x22, 0x01, 0x07]
+        let expected: [UInt8] = [0x08, 0x01, 0x1a, UInt8(body.count)] + body
+        #expect(plan.encode() == expected)
+        #expect(try StepPlan.decode(expected) == plan)
+    }
+
+    @Test(arguments: Golden.messages.map(\.0))
+    func committedBytes(name: String) throws {
+        let message = try #require(Golden.messages.first { $0.0 == name }?.1)
+        let url = Golden.dir.appendingPathComponent("\(name).bin")
+        let encoded = message.encode()
+        if ProcessInfo.processInfo.environment["GEMMA_WIRE_WRITE_GOLDEN"] == "1" {
+            try FileManager.default.createDirectory(at: Golden.dir, withIntermediateDirectories: true)
+            try Data(encoded).write(to: url)
+        }
+        let golden = try Golden.bytes(name)
+        #expect(encoded == golden, "encoding of \(name) changed: a protocol change needs a version bump")
+        #expect(try WireMessage.decode(golden) == message)
+    }
+}
