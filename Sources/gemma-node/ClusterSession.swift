@@ -44,8 +44,8 @@ enum HostInfo {
 ///
 /// Failure rules (DESIGN: a failure on one rank must not hang the others):
 /// - An error that all ranks already agree on (`CommunicatorError.remote`, from
-///   `Communicator.agree`) is printed identically by every rank, MPI is finalised, and every
-///   rank exits with status 1.
+///   `Communicator.agree`, or a `ClusterFailure`) is printed identically by every rank, MPI is
+///   finalised, and every rank exits with status 1.
 /// - Any other error on a multi-rank world may have left other ranks waiting in a collective,
 ///   so the rank prints it and aborts the whole job (`MPI_Abort`), which mpirun turns into a
 ///   non-zero exit.
@@ -89,8 +89,10 @@ enum ClusterSession {
                 try? mpi?.finalize()
                 throw exit
             }
-            let agreed: Bool
-            if case CommunicatorError.remote = failure { agreed = true } else { agreed = false }
+            // Errors every rank raised identically: `agree`'s, and `ClusterFailure`s computed
+            // from data all ranks hold (the handshake's verdict).
+            var agreed = failure is ClusterFailure
+            if case CommunicatorError.remote = failure { agreed = true }
             if agreed || comm.size == 1 {
                 if !(failure is ExitCode) { printError("\(failure)") }
                 try? mpi?.finalize()

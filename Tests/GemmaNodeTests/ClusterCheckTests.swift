@@ -1,6 +1,7 @@
 // The gemma-node binary as users run it: cluster-check under the real mpirun at 2 and 4 ranks
-// (all-reduce verified, world reported, failures stop every rank), the idle-wait CPU budget,
-// the world of one, and the subcommands that are not built yet.
+// (handshake, all-reduce verified, StepPlans identical on every rank, world reported, failures
+// and mismatched ranks stop every rank), the idle-wait CPU budget, the world of one, and the
+// subcommands that are not built yet.
 import Foundation
 import Testing
 
@@ -22,7 +23,48 @@ import Testing
             // floats, bytes, median us, algbw, busbw: a positive latency and bandwidth.
             #expect(fields.count == 5 && fields[2] > 0 && fields[3] > 0, "no benchmark row for \(size):\n\(result.stdout)")
         }
+        #expect(result.stdout.contains("handshake ok: protocol version 1, model no model"))
+        // Every rank printed the hashes of the plans it decoded; all must be the same.
+        let planLines = result.stdout.split(separator: "\n").filter { $0.hasPrefix("stepplans rank ") }
+        #expect(planLines.count == ranks, "\(result.stdout)")
+        let hashes = Set(planLines.map { $0.split(separator: ":", maxSplits: 1).last.map(String.init) ?? "" })
+        #expect(hashes.count == 1 && (hashes.first?.split(separator: " ").count ?? 0) == 4, "\(planLines)")
+        #expect(result.stdout.contains("stepplans ok: 4 plans"))
         #expect(result.stdout.contains("cluster-check ok"))
+    }
+
+    @Test(arguments: [2, 4])
+    func rankWithAnotherProtocolVersionStopsEveryRank(ranks: Int) throws {
+        let stale = ranks - 1
+        let result = try GemmaNodeBinary.mpirun(ranks: ranks, ["cluster-check", "--repetitions", "2"],
+                                                environment: ["GEMMA_NODE_PROTOCOL_VERSION_OVERRIDE": "\(stale):99"])
+        #expect(!result.timedOut)
+        #expect(result.status != 0)
+        let message = "gemma-node: error: rank \(stale) speaks protocol version 99, coordinator speaks 1; rebuild all ranks from the same commit"
+        #expect(result.stderr.occurrences(of: message) == ranks, "\(result.all)")
+        #expect(!result.stdout.contains("allreduce ok"))
+    }
+
+    @Test func rankWithAnotherModelStopsEveryRank() throws {
+        let model = URL(fileURLWithPath: #filePath).path  // any file: this test's source
+        let result = try GemmaNodeBinary.mpirun(ranks: 2, ["cluster-check", "-m", model],
+                                                environment: ["GEMMA_NODE_FINGERPRINT_OVERRIDE": "1:other-model"])
+        #expect(result.status != 0)
+        #expect(result.stderr.occurrences(of: "gemma-node: error: rank 1 loaded model \"other-model\", coordinator loaded \"ClusterCheckTests.swift ") == 2,
+                "\(result.all)")
+    }
+
+    @Test func sameModelFileOnEveryRankPassesTheHandshake() throws {
+        let model = URL(fileURLWithPath: #filePath).path
+        let result = try GemmaNodeBinary.mpirun(ranks: 2, ["cluster-check", "--repetitions", "2", "-m", model])
+        #expect(result.status == 0, "\(result.all)")
+        #expect(result.stdout.contains("handshake ok: protocol version 1, model ClusterCheckTests.swift "))
+    }
+
+    @Test func missingModelIsReportedByEveryRank() throws {
+        let result = try GemmaNodeBinary.mpirun(ranks: 2, ["cluster-check", "-m", "/nonexistent/model.gguf"])
+        #expect(result.status != 0)
+        #expect(result.stderr.occurrences(of: "gemma-node: error: rank 0: model not found: /nonexistent/model.gguf") == 2, "\(result.all)")
     }
 
     @Test(arguments: [2, 4])

@@ -38,7 +38,9 @@ enum GemmaNodeBinary {
     static func mpirun(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:],
                        timeout: TimeInterval = 60) throws -> ProcessOutput {
         let mpirun = URL(fileURLWithPath: "/usr/bin/env")
-        let args = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", String(ranks), url.path] + arguments
+        // -x exports the test's variables to every rank explicitly (as on a real cluster).
+        let exports = extra.keys.sorted().flatMap { ["-x", $0] }
+        let args = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", String(ranks)] + exports + [url.path] + arguments
         return try launch(mpirun, args, environment: environment(extra), timeout: timeout)
     }
 

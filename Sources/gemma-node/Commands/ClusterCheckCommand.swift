@@ -1,9 +1,12 @@
-// `gemma-node cluster-check`: proves a cluster works before a model is loaded. Every rank
-// reports itself, all-reduce results are verified exactly, latency and bandwidth are measured
-// at activation-sized buffers, and hidden flags exercise the failure and idle paths for tests.
+// `gemma-node cluster-check`: proves a cluster works before a model is loaded. Ranks shake
+// hands (protocol version, model fingerprint), report themselves, all-reduce results are
+// verified exactly, StepPlans are broadcast and compared on every rank, latency and bandwidth
+// are measured at activation-sized buffers, and hidden flags exercise the failure and idle
+// paths for tests.
 import ArgumentParser
 import Foundation
 import GemmaParallel
+import GemmaWire
 
 struct ClusterCheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,6 +16,9 @@ struct ClusterCheckCommand: ParsableCommand {
 
     @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank to report. Default: the cores this rank may run on.")
     var threads: Int?
+
+    @Option(name: [.short, .customLong("model")], help: "Also check that every rank sees the same model file or directory (by fingerprint).")
+    var model: String?
 
     @Option(help: "Timed all-reduce calls per buffer size (the median is reported).")
     var repetitions: Int = 50
@@ -48,8 +54,12 @@ struct ClusterCheckCommand: ParsableCommand {
     func run() throws {
         let sizes = parsedSizes ?? []
         try ClusterSession.run { comm in
+            let hellos = try StartupHandshake.run(comm, modelPath: model, threads: threads ?? HostInfo.availableCores)
             let world = try exchangeReports(comm)
-            if comm.isCoordinator { printWorld(world, comm: comm) }
+            if comm.isCoordinator {
+                printWorld(world, comm: comm)
+                print("handshake ok: protocol version \(hellos[0].protocolVersion), model \(hellos[0].modelFingerprint)")
+            }
 
             try comm.agree(comm.rank == failRank ? InjectedFailure(rank: comm.rank) : nil)
             if comm.rank == crashRank { throw InjectedFailure(rank: comm.rank) }
@@ -60,6 +70,7 @@ struct ClusterCheckCommand: ParsableCommand {
                 print("allreduce ok: sums and maxima exact at \(verified) sizes, results bit-identical on all \(comm.size) ranks")
             }
 
+            try checkStepPlans(comm)
             try benchmark(comm, sizes: sizes)
             if let idleSeconds { try measureIdle(comm, seconds: idleSeconds) }
             if comm.isCoordinator { print("cluster-check ok") }
@@ -139,6 +150,68 @@ struct ClusterCheckCommand: ParsableCommand {
         return sizes.count
     }
 
+    // MARK: control plane
+
+    /// Plans like the engine's: one decode token, a 16-sequence decode batch, a 512-token
+    /// prefill chunk, and a shutdown. Built the same way on every rank.
+    static func samplePlans() -> [StepPlan] {
+        let sampling = SamplingParams(temperature: 0.7, topK: 64, topP: 0.95, minP: 0.05, seed: 42)
+        let single = StepPlan(stepId: 1, work: [
+            SequenceWork(slot: 0, requestId: 7, tokenIds: [1234], startPosition: 17, sampling: sampling, stepIndexInSequence: 3),
+        ])
+        var decodes: [SequenceWork] = []
+        for i in 0..<16 {
+            let token = Int32(i * 37 + 5)
+            decodes.append(SequenceWork(slot: UInt32(i), requestId: UInt64(100 + i), tokenIds: [token],
+                                        startPosition: UInt32(100 + i), sampling: sampling, stepIndexInSequence: UInt64(i)))
+        }
+        let batch = StepPlan(stepId: 2, work: decodes, freeSlots: [16, 17])
+        var prompt: [Int32] = []
+        for i in 0..<512 { prompt.append(Int32((i * 7919) % 262_144)) }
+        let chunk = SequenceWork(slot: 18, requestId: 9, tokenIds: prompt, startPosition: 0,
+                                 isPrefillChunk: true, wantLogits: false, sampling: sampling)
+        let prefill = StepPlan(stepId: 3, work: [chunk])
+        let shutdown = StepPlan(stepId: 4, shutdown: true, shutdownReason: "cluster-check done")
+        return [single, batch, prefill, shutdown]
+    }
+
+    /// The coordinator broadcasts each plan as a worker would wait for it (idle broadcast);
+    /// every rank decodes it, compares it with the plan it expects, and prints a hash of the
+    /// decoded plan (re-encoded), so a test can see the plans are identical everywhere.
+    private func checkStepPlans(_ comm: any Communicator) throws {
+        let plans = Self.samplePlans()
+        var hashes: [UInt64] = []
+        var problem: String?
+        var bytesSent = 0
+        for plan in plans {
+            let bytes = try comm.broadcast(comm.isCoordinator ? plan.encode() : [], root: 0, idle: true)
+            bytesSent += bytes.count
+            do {
+                let decoded = try StepPlan.decode(bytes)
+                if decoded != plan, problem == nil { problem = "StepPlan \(plan.stepId) decoded differently on rank \(comm.rank)" }
+                var hasher = FNV1a()
+                hasher.add(decoded.encode())
+                hashes.append(hasher.value)
+            } catch {
+                if problem == nil { problem = "StepPlan \(plan.stepId) undecodable on rank \(comm.rank): \(error)" }
+                hashes.append(0)
+            }
+        }
+        print("stepplans rank \(comm.rank): \(hashes.map { String($0, radix: 16) }.joined(separator: " "))")
+        // All ranks compare a digest of their hashes (48 bits as three exact floats).
+        var digest = FNV1a()
+        for h in hashes { digest.add(withUnsafeBytes(of: h.littleEndian) { Array($0) }) }
+        let record = (0..<3).map { Float((digest.value >> (16 * UInt64($0))) & 0xFFFF) }
+        let all = try comm.allGather(record)
+        for other in 0..<comm.size where problem == nil && Array(all[other * 3 ..< other * 3 + 3]) != record {
+            problem = "rank \(other) decoded different StepPlans than rank \(comm.rank)"
+        }
+        try comm.agree(problem.map { CheckFailure($0) })
+        if comm.isCoordinator {
+            print("stepplans ok: \(plans.count) plans (\(bytesSent) bytes) decoded identically on all \(comm.size) ranks")
+        }
+    }
+
     // MARK: performance
 
     /// Median per-call time per size on each rank; the coordinator prints the slowest rank's
@@ -212,15 +285,9 @@ struct CheckFailure: Error, CustomStringConvertible {
 }
 
 private func fnv1a(_ values: [Float]) -> UInt64 {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for v in values {
-        var bits = v.bitPattern
-        for _ in 0..<4 {
-            hash = (hash ^ UInt64(bits & 0xFF)) &* 0x100_0000_01b3
-            bits >>= 8
-        }
-    }
-    return hash
+    var hasher = FNV1a()
+    for v in values { hasher.add(withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) }) }
+    return hasher.value
 }
 
 func median(_ values: [Double]) -> Double {
