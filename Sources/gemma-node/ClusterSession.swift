@@ -44,7 +44,7 @@ enum HostInfo {
 ///
 /// Failure rules (DESIGN: a failure on one rank must not hang the others):
 /// - An error that all ranks already agree on (`CommunicatorError.remote`, from
-///   `Communicator.agree`, or a `ClusterFailure`) is printed identically by every rank, MPI is
+///   `Communicator.agree`, or a `SameOnEveryRankError`) is printed identically by every rank, MPI is
 ///   finalised, and every rank exits with status 1.
 /// - Any other error on a multi-rank world may have left other ranks waiting in a collective,
 ///   so the rank prints it and aborts the whole job (`MPI_Abort`), which mpirun turns into a
@@ -89,9 +89,9 @@ enum ClusterSession {
                 try? mpi?.finalize()
                 throw exit
             }
-            // Errors every rank raised identically: `agree`'s, and `ClusterFailure`s computed
-            // from data all ranks hold (the handshake's verdict).
-            var agreed = failure is ClusterFailure
+            // Errors every rank raised identically: `agree`'s, and `SameOnEveryRankError`s
+            // computed from data all ranks hold (the handshake's verdict).
+            var agreed = failure is any SameOnEveryRankError
             if case CommunicatorError.remote = failure { agreed = true }
             if agreed || comm.size == 1 {
                 if !(failure is ExitCode) { printError("\(failure)") }

@@ -6,10 +6,14 @@ import Foundation
 import GemmaParallel
 import GemmaWire
 
-/// An error every rank raises identically (computed from data all ranks hold), so the
-/// session treats it like an agreed error: printed by every rank, exit 1, no abort. Never
-/// throw it for a condition only some ranks see: use `Communicator.agree` for those.
-struct ClusterFailure: Error, CustomStringConvertible {
+/// Marks errors that every rank raises identically, at the same point, because they are
+/// computed from data all ranks hold (argv, a broadcast message). `ClusterSession` treats them
+/// like agreed errors: printed by every rank, exit 1, no `MPI_Abort`. Never conform an error
+/// that only some ranks can see (file I/O, memory): pass those through `Communicator.agree`.
+protocol SameOnEveryRankError: Error {}
+
+/// A `SameOnEveryRankError` with a plain message (the handshake's verdict, for example).
+struct ClusterFailure: SameOnEveryRankError, CustomStringConvertible {
     let description: String
 }
 
