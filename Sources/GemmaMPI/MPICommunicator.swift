@@ -113,6 +113,18 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         exit(exitCode)
     }
 
+    /// Makes one deliberately invalid MPI call (a barrier on MPI_COMM_NULL) through the same
+    /// checked path as every other call and returns the error it produced, or nil if MPI
+    /// accepted it. Lets tests prove errors come back typed, with MPI's text, not as aborts.
+    public func probeErrorPath() -> Error? {
+        do {
+            try lock.withLock { try Self.check(MPI_Barrier(gn_comm_null()), "MPI_Barrier(MPI_COMM_NULL)") }
+            return nil
+        } catch {
+            return error
+        }
+    }
+
     // MARK: collectives
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {

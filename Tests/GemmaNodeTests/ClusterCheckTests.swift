@@ -86,6 +86,14 @@ import Testing
         #expect(result.stderr.contains("rank 1 of 4: fatal: injected failure on rank 1"), "\(result.all)")
     }
 
+    @Test func mpiErrorsComeBackTypedWithMPIsText() throws {
+        // A barrier on MPI_COMM_NULL must throw CommunicatorError.transport, not abort the job.
+        let result = try GemmaNodeBinary.mpirun(ranks: 2, ["cluster-check", "--repetitions", "1", "--probe-mpi-error"])
+        #expect(result.status == 0, "\(result.all)")
+        #expect(result.stdout.contains("mpi error path: MPI_Barrier(MPI_COMM_NULL) failed (code "), "\(result.stdout)")
+        #expect(result.stdout.contains("MPI_ERR_COMM"), "\(result.stdout)")
+    }
+
     @Test func idleWorkerUsesUnderTenPercentOfACore() throws {
         let result = try GemmaNodeBinary.mpirun(ranks: 2, ["cluster-check", "--repetitions", "2", "--idle-seconds", "2"])
         #expect(result.status == 0, "\(result.all)")

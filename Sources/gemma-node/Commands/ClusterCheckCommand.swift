@@ -5,6 +5,7 @@
 // paths for tests.
 import ArgumentParser
 import Foundation
+import GemmaMPI
 import GemmaParallel
 import GemmaWire
 
@@ -37,6 +38,9 @@ struct ClusterCheckCommand: ParsableCommand {
 
     @Flag(help: ArgumentHelp("With --idle-seconds: wait in a blocking broadcast instead (for comparison).", visibility: .hidden))
     var idleBlocking = false
+
+    @Flag(help: ArgumentHelp("Make one invalid MPI call and print the typed error it gives.", visibility: .hidden))
+    var probeMpiError = false
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
@@ -73,6 +77,10 @@ struct ClusterCheckCommand: ParsableCommand {
             try checkStepPlans(comm)
             try benchmark(comm, sizes: sizes)
             if let idleSeconds { try measureIdle(comm, seconds: idleSeconds) }
+            if probeMpiError, comm.isCoordinator {
+                let outcome = (comm as? MPICommunicator)?.probeErrorPath().map { "\($0)" } ?? "no error (not MPI, or MPI accepted the call)"
+                print("mpi error path: \(outcome)")
+            }
             if comm.isCoordinator { print("cluster-check ok") }
         }
     }
