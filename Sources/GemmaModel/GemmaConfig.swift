@@ -1,0 +1,340 @@
+// The one mirror of a Gemma `config.json` (Gemma 1-4, text-only or with the decoder nested
+// in `text_config`), with every class default applied in one place per generation
+// (`Defaults`). GGUF metadata is meant to map onto this same struct (seam: the memberwise
+// `init(generation:...)` fields filled from GGUF keys); nothing here reads weights.
+import Foundation
+
+/// Which Gemma generation a config describes.
+public enum GemmaGeneration: String, Codable, Sendable {
+    case gemma1 = "gemma", gemma2 = "gemma2", gemma3 = "gemma3", gemma4 = "gemma4"
+}
+
+/// Attention kind of one layer.
+public enum LayerType: String, Codable, Sendable {
+    case sliding = "sliding_attention"
+    case full = "full_attention"
+}
+
+/// RoPE parameters of one layer type (`rope_parameters[type]` in new-style configs).
+public struct RopeParameters: Codable, Sendable, Equatable {
+    /// "default", "linear" or (Gemma 4) "proportional".
+    public var ropeType: String
+    public var ropeTheta: Double
+    /// Linear/proportional scaling factor (positions divided by it); nil = 1.
+    public var factor: Double?
+    /// Proportional RoPE: fraction of the head's frequency pairs that rotate.
+    public var partialRotaryFactor: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case ropeType = "rope_type", ropeTheta = "rope_theta", factor, partialRotaryFactor = "partial_rotary_factor"
+    }
+    public init(ropeType: String = "default", ropeTheta: Double, factor: Double? = nil, partialRotaryFactor: Double? = nil) {
+        self.ropeType = ropeType
+        self.ropeTheta = ropeTheta
+        self.factor = factor
+        self.partialRotaryFactor = partialRotaryFactor
+    }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        ropeType = try c.decodeIfPresent(String.self, forKey: .ropeType) ?? "default"
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
+        factor = try c.decodeIfPresent(Double.self, forKey: .factor)
+        partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
+    }
+}
+
+/// A config that is valid JSON but not a model this engine can run.
+public enum GemmaConfigError: Error, CustomStringConvertible, Equatable {
+    case unknownModelType(String)
+    case unsupported(String)
+    case invalid(String)
+    case unreadable(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .unknownModelType(t): return "model_type \"\(t)\" is not a Gemma text model (expected gemma, gemma2, gemma3, gemma3_text, gemma4, gemma4_text)"
+        case let .unsupported(m): return m
+        case let .invalid(m): return "invalid config: \(m)"
+        case let .unreadable(p, r): return "cannot read \(p): \(r)"
+        }
+    }
+}
+
+/// Decoder hyper-parameters of a Gemma model, resolved (defaults applied, layer types and
+/// RoPE per layer type filled in). Encodes back to config.json spelling.
+public struct GemmaConfig: Codable, Sendable, Equatable {
+    public var generation: GemmaGeneration
+    /// The text decoder's model_type as written (`gemma3_text`, ...).
+    public var modelType: String
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var numKeyValueHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Double
+    public var maxPositionEmbeddings: Int
+    /// Attention scale is queryPreAttnScalar^-0.5 (Gemma 1: head_dim).
+    public var queryPreAttnScalar: Double
+    public var attnLogitSoftcapping: Double?
+    public var finalLogitSoftcapping: Double?
+    /// Keys a sliding layer sees, the current one included; nil = no sliding layers.
+    public var slidingWindow: Int?
+    public var layerTypes: [LayerType]
+    /// RoPE per layer type.
+    public var ropeParameters: [LayerType: RopeParameters]
+    public var tieWordEmbeddings: Bool
+    public var hiddenActivation: String
+    public var bosTokenId: Int?
+    public var eosTokenIds: [Int]
+    public var attentionBias: Bool
+    // Gemma 4 (parsed so the refusal can name the feature; not run yet, issue 5).
+    public var globalHeadDim: Int?
+    public var numGlobalKeyValueHeads: Int?
+    public var hiddenSizePerLayerInput: Int?
+    public var numKvSharedLayers: Int?
+    public var attentionKEqV: Bool?
+    public var enableMoeBlock: Bool?
+    public var useDoubleWideMlp: Bool?
+    public var numExperts: Int?
+    public var topKExperts: Int?
+    public var moeIntermediateSize: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case modelType = "model_type", textConfig = "text_config"
+        case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+        case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim", rmsNormEps = "rms_norm_eps"
+        case maxPositionEmbeddings = "max_position_embeddings", queryPreAttnScalar = "query_pre_attn_scalar"
+        case attnLogitSoftcapping = "attn_logit_softcapping", finalLogitSoftcapping = "final_logit_softcapping"
+        case slidingWindow = "sliding_window", slidingWindowPattern = "sliding_window_pattern"
+        case slidingWindowPatternPrivate = "_sliding_window_pattern"
+        case layerTypes = "layer_types", ropeParameters = "rope_parameters", ropeTheta = "rope_theta"
+        case ropeLocalBaseFreq = "rope_local_base_freq", ropeScaling = "rope_scaling"
+        case tieWordEmbeddings = "tie_word_embeddings", hiddenActivation = "hidden_activation", hiddenAct = "hidden_act"
+        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", attentionBias = "attention_bias"
+        case globalHeadDim = "global_head_dim", numGlobalKeyValueHeads = "num_global_key_value_heads"
+        case hiddenSizePerLayerInput = "hidden_size_per_layer_input", numKvSharedLayers = "num_kv_shared_layers"
+        case attentionKEqV = "attention_k_eq_v", enableMoeBlock = "enable_moe_block", useDoubleWideMlp = "use_double_wide_mlp"
+        case numExperts = "num_experts", topKExperts = "top_k_experts", moeIntermediateSize = "moe_intermediate_size"
+        case perLayerConfig = "per_layer_config"
+    }
+
+    /// Class defaults of transformers 5.23.0 per generation (GEMMA_SPEC §1.2): the only place
+    /// they are written down.
+    struct Defaults {
+        var vocab = 256000, hidden = 3072, intermediate = 24576, layers = 28, heads = 16, kvHeads = 16, headDim = 256
+        var maxPosition = 8192
+        var queryPreAttnScalar: Double? = nil  // nil = head_dim (Gemma 1 uses 1/sqrt(head_dim))
+        var attnSoftcap: Double? = nil, finalSoftcap: Double? = nil
+        var slidingWindow: Int? = nil
+        var patternEvery: Int? = nil          // layer i full iff (i+1) % p == 0; nil = all full
+        var slidingFirstAlternating = false   // Gemma 2: even layers sliding
+        var fullTheta = 10000.0, slidingTheta = 10000.0
+
+        static func of(_ g: GemmaGeneration) -> Defaults {
+            var d = Defaults()
+            switch g {
+            case .gemma1: break
+            case .gemma2:
+                d.hidden = 2304; d.intermediate = 9216; d.layers = 26; d.heads = 8; d.kvHeads = 4
+                d.queryPreAttnScalar = 256; d.attnSoftcap = 50; d.finalSoftcap = 30; d.slidingWindow = 4096
+                d.slidingFirstAlternating = true
+            case .gemma3:
+                d.vocab = 262208; d.hidden = 2304; d.intermediate = 9216; d.layers = 26; d.heads = 8; d.kvHeads = 4
+                d.maxPosition = 131072; d.queryPreAttnScalar = 256; d.slidingWindow = 4096; d.patternEvery = 6
+                d.fullTheta = 1_000_000
+            case .gemma4:
+                d.vocab = 262144; d.hidden = 2304; d.intermediate = 9216; d.layers = 30; d.heads = 8; d.kvHeads = 4
+                d.maxPosition = 131072; d.queryPreAttnScalar = 1; d.slidingWindow = 512; d.patternEvery = 6
+                d.fullTheta = 1_000_000
+            }
+            return d
+        }
+    }
+
+    /// Reads `config.json` in a model directory.
+    public static func load(directory: URL) throws -> GemmaConfig {
+        let url = directory.appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw GemmaConfigError.unreadable(path: url.path, reason: "file missing or unreadable")
+        }
+        do {
+            return try JSONDecoder().decode(GemmaConfig.self, from: data)
+        } catch let error as GemmaConfigError {
+            throw error
+        } catch {
+            throw GemmaConfigError.unreadable(path: url.path, reason: "\(error)")
+        }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let top = try decoder.container(keyedBy: CodingKeys.self)
+        // Multimodal checkpoints nest the decoder in text_config; some keys may sit at the top.
+        let text = top.contains(.textConfig) ? try top.nestedContainer(keyedBy: CodingKeys.self, forKey: .textConfig) : top
+        func get<T: Decodable>(_ type: T.Type, _ key: CodingKeys) throws -> T? {
+            if let v = try? text.decodeIfPresent(T.self, forKey: key) { return v }
+            return try? top.decodeIfPresent(T.self, forKey: key)
+        }
+        let topType = try top.decodeIfPresent(String.self, forKey: .modelType) ?? ""
+        let textType = try text.decodeIfPresent(String.self, forKey: .modelType) ?? topType
+        modelType = textType
+        switch textType {
+        case "gemma": generation = .gemma1
+        case "gemma2": generation = .gemma2
+        case "gemma3", "gemma3_text": generation = .gemma3
+        case "gemma4", "gemma4_text": generation = .gemma4
+        default: throw GemmaConfigError.unknownModelType(textType)
+        }
+        let d = Defaults.of(generation)
+        vocabSize = try get(Int.self, .vocabSize) ?? d.vocab
+        hiddenSize = try get(Int.self, .hiddenSize) ?? d.hidden
+        intermediateSize = try get(Int.self, .intermediateSize) ?? d.intermediate
+        numHiddenLayers = try get(Int.self, .numHiddenLayers) ?? d.layers
+        numAttentionHeads = try get(Int.self, .numAttentionHeads) ?? d.heads
+        numKeyValueHeads = try get(Int.self, .numKeyValueHeads) ?? d.kvHeads
+        headDim = try get(Int.self, .headDim) ?? d.headDim
+        rmsNormEps = try get(Double.self, .rmsNormEps) ?? 1e-6
+        maxPositionEmbeddings = try get(Int.self, .maxPositionEmbeddings) ?? d.maxPosition
+        // Gemma 1 has no such key: scale 1/sqrt(head_dim).
+        queryPreAttnScalar = generation == .gemma1 ? Double(headDim)
+            : (try get(Double.self, .queryPreAttnScalar) ?? d.queryPreAttnScalar ?? Double(headDim))
+        // An explicit null means "off"; a missing key means the class default.
+        func optionalDouble(_ key: CodingKeys, _ fallback: Double?) -> Double? {
+            let c = text.contains(key) ? text : (top.contains(key) ? top : nil)
+            guard let c else { return fallback }
+            return (try? c.decodeNil(forKey: key)) == true ? nil : ((try? c.decode(Double.self, forKey: key)) ?? fallback)
+        }
+        attnLogitSoftcapping = generation == .gemma1 ? nil : optionalDouble(.attnLogitSoftcapping, d.attnSoftcap)
+        finalLogitSoftcapping = generation == .gemma1 ? nil : optionalDouble(.finalLogitSoftcapping, d.finalSoftcap)
+        slidingWindow = generation == .gemma1 ? nil : (try get(Int.self, .slidingWindow) ?? d.slidingWindow)
+
+        if let types = try get([LayerType].self, .layerTypes) {
+            layerTypes = types
+        } else {
+            let n = numHiddenLayers
+            if d.slidingFirstAlternating {
+                layerTypes = (0..<n).map { ($0 + 1) % 2 != 0 ? .sliding : .full }
+            } else if let p0 = d.patternEvery {
+                let p = try get(Int.self, .slidingWindowPattern) ?? get(Int.self, .slidingWindowPatternPrivate) ?? p0
+                layerTypes = (0..<n).map { p > 0 && ($0 + 1) % p == 0 ? .full : .sliding }
+            } else {
+                layerTypes = Array(repeating: .full, count: n)
+            }
+        }
+        if generation == .gemma4, !layerTypes.isEmpty { layerTypes[layerTypes.count - 1] = .full }
+
+        // RoPE: new style is either per layer type or one flat dict for all layers; old style
+        // has rope_theta (+ rope_local_base_freq, rope_scaling merged into full layers only).
+        var rope: [LayerType: RopeParameters] = [:]
+        if let perType = try get([String: RopeParameters].self, .ropeParameters) {
+            for (k, v) in perType { if let t = LayerType(rawValue: k) { rope[t] = v } }
+        } else if let flat = try get(RopeParameters.self, .ropeParameters) {
+            rope[.full] = flat
+            rope[.sliding] = flat
+        }
+        if rope[.full] == nil {
+            var full = RopeParameters(ropeTheta: try get(Double.self, .ropeTheta) ?? d.fullTheta)
+            if generation == .gemma3, let scaling = try get(RopeParameters.self, .ropeScaling) {
+                full.ropeType = scaling.ropeType
+                full.factor = scaling.factor
+            }
+            rope[.full] = full
+        }
+        if rope[.sliding] == nil {
+            let theta = generation == .gemma3 || generation == .gemma4
+                ? (try get(Double.self, .ropeLocalBaseFreq) ?? d.slidingTheta)
+                : rope[.full]?.ropeTheta ?? d.slidingTheta
+            rope[.sliding] = RopeParameters(ropeTheta: theta)
+        }
+        ropeParameters = rope
+
+        tieWordEmbeddings = try get(Bool.self, .tieWordEmbeddings) ?? true
+        let act = try get(String.self, .hiddenActivation) ?? get(String.self, .hiddenAct) ?? "gelu_pytorch_tanh"
+        // Legacy "gelu" is rewritten to the tanh approximation by transformers.
+        hiddenActivation = act == "gelu" ? "gelu_pytorch_tanh" : act
+        bosTokenId = try get(Int.self, .bosTokenId)
+        if let one = try get(Int.self, .eosTokenId) { eosTokenIds = [one] } else { eosTokenIds = try get([Int].self, .eosTokenId) ?? [] }
+        attentionBias = try get(Bool.self, .attentionBias) ?? false
+
+        globalHeadDim = try get(Int.self, .globalHeadDim)
+        numGlobalKeyValueHeads = try get(Int.self, .numGlobalKeyValueHeads)
+        hiddenSizePerLayerInput = try get(Int.self, .hiddenSizePerLayerInput)
+        numKvSharedLayers = try get(Int.self, .numKvSharedLayers)
+        attentionKEqV = try get(Bool.self, .attentionKEqV)
+        enableMoeBlock = try get(Bool.self, .enableMoeBlock)
+        useDoubleWideMlp = try get(Bool.self, .useDoubleWideMlp)
+        numExperts = try get(Int.self, .numExperts)
+        topKExperts = try get(Int.self, .topKExperts)
+        moeIntermediateSize = try get(Int.self, .moeIntermediateSize)
+        try validate()
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(modelType, forKey: .modelType)
+        try c.encode(vocabSize, forKey: .vocabSize)
+        try c.encode(hiddenSize, forKey: .hiddenSize)
+        try c.encode(intermediateSize, forKey: .intermediateSize)
+        try c.encode(numHiddenLayers, forKey: .numHiddenLayers)
+        try c.encode(numAttentionHeads, forKey: .numAttentionHeads)
+        try c.encode(numKeyValueHeads, forKey: .numKeyValueHeads)
+        try c.encode(headDim, forKey: .headDim)
+        try c.encode(rmsNormEps, forKey: .rmsNormEps)
+        try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try c.encode(queryPreAttnScalar, forKey: .queryPreAttnScalar)
+        try c.encode(attnLogitSoftcapping, forKey: .attnLogitSoftcapping)
+        try c.encode(finalLogitSoftcapping, forKey: .finalLogitSoftcapping)
+        try c.encode(slidingWindow, forKey: .slidingWindow)
+        try c.encode(layerTypes, forKey: .layerTypes)
+        try c.encode(Dictionary(uniqueKeysWithValues: ropeParameters.map { ($0.key.rawValue, $0.value) }), forKey: .ropeParameters)
+        try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try c.encode(hiddenActivation, forKey: .hiddenActivation)
+        try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
+        try c.encode(eosTokenIds, forKey: .eosTokenId)
+        try c.encode(attentionBias, forKey: .attentionBias)
+    }
+
+    func validate() throws {
+        func positive(_ v: Int, _ name: String) throws {
+            if v <= 0 { throw GemmaConfigError.invalid("\(name) must be positive, got \(v)") }
+        }
+        try positive(vocabSize, "vocab_size"); try positive(hiddenSize, "hidden_size")
+        try positive(intermediateSize, "intermediate_size"); try positive(numHiddenLayers, "num_hidden_layers")
+        try positive(numAttentionHeads, "num_attention_heads"); try positive(numKeyValueHeads, "num_key_value_heads")
+        try positive(headDim, "head_dim"); try positive(maxPositionEmbeddings, "max_position_embeddings")
+        if headDim % 2 != 0 { throw GemmaConfigError.invalid("head_dim must be even for RoPE, got \(headDim)") }
+        if layerTypes.count != numHiddenLayers {
+            throw GemmaConfigError.invalid("layer_types has \(layerTypes.count) entries for \(numHiddenLayers) layers")
+        }
+        if numAttentionHeads % numKeyValueHeads != 0 {
+            throw GemmaConfigError.invalid("num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
+        }
+        if layerTypes.contains(.sliding), (slidingWindow ?? 0) <= 0 {
+            throw GemmaConfigError.invalid("sliding layers need a positive sliding_window")
+        }
+    }
+
+    /// Throws when the forward pass cannot run this config yet (Gemma 4 until issue 5).
+    public func checkSupported() throws {
+        if generation == .gemma4 {
+            var features = ["plain-w norms, v_norm and attention scale 1.0"]
+            if (hiddenSizePerLayerInput ?? 0) > 0 { features.append("per-layer embeddings") }
+            if (numKvSharedLayers ?? 0) > 0 { features.append("KV sharing") }
+            if attentionKEqV == true { features.append("attention_k_eq_v") }
+            if enableMoeBlock == true { features.append("MoE") }
+            throw GemmaConfigError.unsupported("Gemma 4 is not supported yet: " + features.joined(separator: ", "))
+        }
+        if attentionBias { throw GemmaConfigError.unsupported("attention_bias = true is not supported (no released Gemma uses it)") }
+        if hiddenActivation != "gelu_pytorch_tanh" {
+            throw GemmaConfigError.unsupported("hidden activation \(hiddenActivation) is not supported (Gemma uses gelu_pytorch_tanh)")
+        }
+    }
+
+    /// Norm weights stored as w for a (1 + w) multiplier (Gemma 1-3 safetensors).
+    public var normAddsOne: Bool { generation != .gemma4 }
+    /// Gemma 2+ have post-attention and post-feed-forward norms.
+    public var hasPostNorms: Bool { generation != .gemma1 }
+    public var hasQKNorm: Bool { generation == .gemma3 || generation == .gemma4 }
+}

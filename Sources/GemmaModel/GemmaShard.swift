@@ -1,0 +1,378 @@
+// One rank's shard of a Gemma 1/2/3 text decoder and its batched forward pass: one
+// config-driven path (flags for post-norms, QK-norm, soft-caps, window pattern, query scale),
+// tensor-parallel over a `Communicator`. Loading lives in GemmaLoader.swift, the KV cache in
+// KVCache.swift; this file is the math.
+//
+// Dimension legend (per step):
+//   T   tokens in the batch (<= maxBatchTokens)      H   hidden size
+//   d   head dim          nqR / nkvR   query / KV heads on this rank
+//   IR  MLP columns on this rank        VR  vocabulary rows on this rank
+//   R   rows that want logits (<= T)
+import Foundation
+import GemmaKernels
+import GemmaParallel
+
+/// Input errors of `forward`; identical on every rank for the same batch, so the engine can
+/// agree on them without extra messages.
+public enum GemmaModelError: Error, CustomStringConvertible, Equatable {
+    case tokenOutOfVocabulary(token: Int32, vocabSize: Int)
+    case slotOutOfRange(slot: Int, slots: Int)
+    case positionBeyondContext(slot: Int, position: Int, maxContext: Int)
+    case positionGap(slot: Int, expected: Int, got: Int)
+    case batchTooLarge(tokens: Int, maxBatchTokens: Int)
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfVocabulary(t, v): return "token id \(t) is outside the vocabulary (0..<\(v))"
+        case let .slotOutOfRange(s, n): return "KV-cache slot \(s) is out of range (0..<\(n))"
+        case let .positionBeyondContext(s, p, c): return "slot \(s): position \(p) is beyond the context of \(c) tokens"
+        case let .positionGap(s, e, g): return "slot \(s): position \(g) does not continue the cached prefix (next position is \(e); 0 restarts the slot)"
+        case let .batchTooLarge(t, m): return "a step of \(t) tokens exceeds maxBatchTokens \(m)"
+        }
+    }
+}
+
+/// Weights of one decoder layer on this rank. Norm vectors already hold the multiplier
+/// (1 + w for Gemma 1-3 checkpoints).
+struct LayerWeights {
+    let type: LayerType
+    let shard: LayerShard
+    /// [H] each; pre/post feed-forward and post-attention are empty where the generation has none.
+    let inputNorm: [Float], postAttentionNorm: [Float], preFeedforwardNorm: [Float], postFeedforwardNorm: [Float]
+    /// [d] each, empty without QK-norm.
+    let qNorm: [Float], kNorm: [Float]
+    /// q: [nqR * d, H]; k, v: [nkvR * d, H]
+    let q: ColumnParallelLinear, k: ColumnParallelLinear, v: ColumnParallelLinear
+    /// [H, nqR * d]
+    let o: RowParallelLinear
+    /// gate, up: [IR, H]
+    let gate: ColumnParallelLinear, up: ColumnParallelLinear
+    /// [H, IR]
+    let down: RowParallelLinear
+}
+
+/// Scratch buffers for one step, allocated once at load (llama2.c's RunState).
+struct Activations {
+    let x: AlignedBuffer       // [T, H] residual stream (replicated)
+    let normed: AlignedBuffer  // [T, H]
+    let branch: AlignedBuffer  // [T, H] o_proj / down_proj output (all-reduced)
+    let q: AlignedBuffer       // [T, nqR * d]
+    let k: AlignedBuffer       // [T, nkvR * d]
+    let v: AlignedBuffer       // [T, nkvR * d]
+    let attn: AlignedBuffer    // [T, nqR * d]
+    let gate: AlignedBuffer    // [T, IR]
+    let up: AlignedBuffer      // [T, IR]
+    let cos: AlignedBuffer     // [T, d/2] per layer type, refilled per layer type change
+    let sin: AlignedBuffer     // [T, d/2]
+    let scores: AlignedBuffer  // [threads, maxKeys]
+    let logitRows: AlignedBuffer // [T, H] final-normed rows that want logits
+    let logits: AlignedBuffer  // [T, VR]
+
+    init(config c: GemmaConfig, maxTokens t: Int, qWidth: Int, kvWidth: Int, mlpWidth: Int, vocabWidth: Int, threads: Int, maxKeys: Int) {
+        func floats(_ n: Int) -> AlignedBuffer { AlignedBuffer(byteCount: n * MemoryLayout<Float>.stride) }
+        let h = c.hiddenSize
+        x = floats(t * h); normed = floats(t * h); branch = floats(t * h)
+        q = floats(t * qWidth); k = floats(t * kvWidth); v = floats(t * kvWidth); attn = floats(t * qWidth)
+        gate = floats(t * mlpWidth); up = floats(t * mlpWidth)
+        cos = floats(t * c.headDim / 2); sin = floats(t * c.headDim / 2)
+        scores = floats(threads * maxKeys)
+        logitRows = floats(t * h); logits = floats(t * vocabWidth)
+    }
+}
+
+/// This rank's shard of a Gemma 1/2/3 decoder. Create with `GemmaShard.load`.
+public final class GemmaShard: ShardedCausalLM {
+    public let config: GemmaConfig
+    public let plan: ShardPlan
+    public let comm: any Communicator
+    public let pool: ThreadPool
+    public let vocabSize: Int
+    public let sampleableVocab: Int
+    public let vocabRange: Range<Int>
+    public let maxContext: Int
+    public let slots: Int
+    public let maxBatchTokens: Int
+
+    /// Called after the embedding (index 0) and after each layer (index i + 1) with the
+    /// residual stream [T, H], and with the final-norm output at index L: the layout of
+    /// transformers' `hidden_states`, for localising mismatches in tests.
+    public var hiddenStateObserver: ((Int, UnsafeBufferPointer<Float>) -> Void)?
+
+    let layers: [LayerWeights]
+    /// [VR, H] vocab-parallel embedding; the tied LM head unless `lmHead` is set.
+    let embedding: VocabParallelEmbedding
+    /// [VR, H] separate LM head (untied checkpoints).
+    let lmHead: VocabParallelEmbedding?
+    /// [H] final norm multiplier.
+    let finalNorm: [Float]
+    /// sqrt(H) rounded to the embedding dtype (GEMMA_SPEC §2.2).
+    let embedScale: Float
+    /// RoPE inverse frequencies per layer type, [d/2].
+    let inverseFrequencies: [LayerType: [Float]]
+    let attentionScale: Float
+    let cache: KVCache
+    let act: Activations
+
+    init(config: GemmaConfig, plan: ShardPlan, comm: any Communicator, pool: ThreadPool, layers: [LayerWeights],
+         embedding: VocabParallelEmbedding, lmHead: VocabParallelEmbedding?, finalNorm: [Float],
+         maxContext: Int, slots: Int, maxBatchTokens: Int) {
+        self.config = config
+        self.plan = plan
+        self.comm = comm
+        self.pool = pool
+        self.layers = layers
+        self.embedding = embedding
+        self.lmHead = lmHead
+        self.finalNorm = finalNorm
+        self.vocabSize = config.vocabSize
+        // Gemma 3 4B+ configs pad the vocabulary to 262208; the tokenizer has 262144 entries.
+        self.sampleableVocab = config.vocabSize > 262144 ? 262144 : config.vocabSize
+        self.vocabRange = embedding.vocabRange
+        self.maxContext = maxContext
+        self.slots = slots
+        self.maxBatchTokens = maxBatchTokens
+
+        var scale = Float(Double(config.hiddenSize).squareRoot())
+        switch embedding.weight.type {
+        case .bf16: scale = bf16ToFloat(floatToBF16(scale))
+        case .f16: scale = Float(Float16(scale))
+        default: break
+        }
+        embedScale = scale
+
+        var inv: [LayerType: [Float]] = [:]
+        let d = config.headDim
+        for (type, rope) in config.ropeParameters {
+            // As transformers: inv[j] = 1 / theta^(2j/d) in f32, divided by the linear factor.
+            let factor = Float(rope.ropeType == "linear" ? (rope.factor ?? 1) : 1)
+            inv[type] = (0..<(d / 2)).map { j in
+                Float(1.0 / pow(rope.ropeTheta, Double(2 * j) / Double(d))) / factor
+            }
+        }
+        inverseFrequencies = inv
+        attentionScale = Float(1.0 / config.queryPreAttnScalar.squareRoot())
+
+        let shards = layers.map(\.shard)
+        cache = KVCache(layers: shards.map { s in
+            KVCache.LayerSpec(kvHeads: s.kvHeads.count, headDim: s.headDim,
+                              capacity: KVCache.capacity(window: nil, maxContext: maxContext, maxBatchTokens: maxBatchTokens))
+        }.enumerated().map { i, spec in
+            var spec = spec
+            if layers[i].type == .sliding, let w = config.slidingWindow {
+                spec.capacity = KVCache.capacity(window: w, maxContext: maxContext, maxBatchTokens: maxBatchTokens)
+            }
+            return spec
+        }, slots: slots)
+        let qWidth = shards.map { $0.qHeads.count * $0.headDim }.max() ?? 0
+        let kvWidth = shards.map { $0.kvHeads.count * $0.headDim }.max() ?? 0
+        let mlpWidth = shards.map { $0.mlpColumns.count }.max() ?? 0
+        act = Activations(config: config, maxTokens: maxBatchTokens, qWidth: qWidth, kvWidth: kvWidth, mlpWidth: mlpWidth,
+                          vocabWidth: embedding.vocabRange.count, threads: pool.threads, maxKeys: cache.maxCapacity)
+    }
+
+    public func release(slot: Int) {
+        if slot >= 0 && slot < slots { cache.lengths[slot] = 0 }
+    }
+
+    /// Checks a batch without changing anything; the same batch gives the same error on every rank.
+    public func validate(_ batch: [BatchEntry]) throws {
+        if batch.count > maxBatchTokens { throw GemmaModelError.batchTooLarge(tokens: batch.count, maxBatchTokens: maxBatchTokens) }
+        var next: [Int: Int] = [:]
+        for e in batch {
+            guard e.slot >= 0 && e.slot < slots else { throw GemmaModelError.slotOutOfRange(slot: e.slot, slots: slots) }
+            guard e.token >= 0 && Int(e.token) < vocabSize else { throw GemmaModelError.tokenOutOfVocabulary(token: e.token, vocabSize: vocabSize) }
+            guard e.position >= 0 && e.position < maxContext else {
+                throw GemmaModelError.positionBeyondContext(slot: e.slot, position: e.position, maxContext: maxContext)
+            }
+            let expected = next[e.slot] ?? cache.lengths[e.slot]
+            // Position 0 restarts a slot (its old entries are never read again).
+            guard e.position == expected || (e.position == 0 && next[e.slot] == nil) else {
+                throw GemmaModelError.positionGap(slot: e.slot, expected: expected, got: e.position)
+            }
+            next[e.slot] = e.position + 1
+        }
+    }
+
+    public func forward(_ batch: [BatchEntry]) throws -> LogitsSlice {
+        try validate(batch)
+        let t = batch.count
+        let h = config.hiddenSize
+        let x = act.x.floats(), normed = act.normed.floats()
+
+        try embedding.lookup(batch.map(\.token), scale: embedScale, into: x.baseAddress!, comm: comm)
+        observe(0, x, t * h)
+        for (i, layer) in layers.enumerated() {
+            try transformerBlock(layer, index: i, batch: batch)
+            if i + 1 < layers.count { observe(i + 1, x, t * h) }
+        }
+        for e in batch where e.position == 0 || e.position >= cache.lengths[e.slot] {
+            cache.lengths[e.slot] = e.position + 1
+        }
+
+        // Final norm and LM head only for the rows that want logits.
+        let wanted = batch.indices.filter { batch[$0].wantLogits }
+        rmsNorm(x.baseAddress!, rows: t, weight: finalNorm, into: normed.baseAddress!)
+        observe(layers.count, normed, t * h)
+        let rows = act.logitRows.floats()
+        for (r, i) in wanted.enumerated() {
+            (rows.baseAddress! + r * h).update(from: normed.baseAddress! + i * h, count: h)
+        }
+        let head = lmHead ?? embedding
+        let vr = vocabRange.count
+        let logits = act.logits.floats(count: wanted.count * vr)
+        if !wanted.isEmpty { head.logits(rows.baseAddress!, tokens: wanted.count, into: logits.baseAddress!, pool: pool) }
+        if let cap = config.finalLogitSoftcapping {
+            let c = Float(cap)
+            for j in 0..<logits.count { logits[j] = c * tanhf(logits[j] / c) }
+        }
+        return LogitsSlice(vocabRange: vocabRange, rows: wanted.count, values: UnsafeBufferPointer(logits))
+    }
+
+    /// One decoder layer, as in the papers' figure (GEMMA_SPEC §3).
+    func transformerBlock(_ l: LayerWeights, index: Int, batch: [BatchEntry]) throws {
+        let t = batch.count
+        let x = act.x.floats().baseAddress!, n = act.normed.floats().baseAddress!, b = act.branch.floats().baseAddress!
+        let h = config.hiddenSize
+
+        rmsNorm(x, rows: t, weight: l.inputNorm, into: n)
+        try attention(l, index: index, batch: batch, input: n, into: b)        // includes o_proj + all-reduce
+        if config.hasPostNorms { rmsNorm(b, rows: t, weight: l.postAttentionNorm, into: b) }
+        add(b, into: x, count: t * h)
+
+        // Gemma 1 names its pre-MLP norm post_attention_layernorm.
+        rmsNorm(x, rows: t, weight: config.hasPostNorms ? l.preFeedforwardNorm : l.postAttentionNorm, into: n)
+        try mlp(l, tokens: t, input: n, into: b)                               // includes down_proj + all-reduce
+        if config.hasPostNorms { rmsNorm(b, rows: t, weight: l.postFeedforwardNorm, into: b) }
+        add(b, into: x, count: t * h)
+    }
+
+    /// down(gelu_tanh(gate(x)) * up(x)), column- then row-parallel.
+    func mlp(_ l: LayerWeights, tokens t: Int, input: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) throws {
+        let h = config.hiddenSize, width = l.gate.outPerRank
+        let g = act.gate.floats().baseAddress!, u = act.up.floats().baseAddress!
+        l.gate(input, xStride: h, tokens: t, into: g, yStride: width, pool: pool)
+        l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
+        for j in 0..<(t * width) { g[j] = geluTanh(g[j]) * u[j] }
+        try l.down(g, xStride: width, tokens: t, into: out, pool: pool, comm: comm)
+    }
+
+    /// Self-attention over this rank's heads: projections, QK-norm, RoPE, cache append,
+    /// scores over the cache (causal, sliding window, soft-cap), o_proj and all-reduce.
+    func attention(_ l: LayerWeights, index: Int, batch: [BatchEntry], input: UnsafeMutablePointer<Float>,
+                   into out: UnsafeMutablePointer<Float>) throws {
+        let t = batch.count, h = config.hiddenSize, d = l.shard.headDim
+        let nq = l.shard.qHeads.count, nkv = l.shard.kvHeads.count
+        let q = act.q.floats().baseAddress!, k = act.k.floats().baseAddress!, v = act.v.floats().baseAddress!
+        l.q(input, xStride: h, tokens: t, into: q, yStride: nq * d, pool: pool)
+        l.k(input, xStride: h, tokens: t, into: k, yStride: nkv * d, pool: pool)
+        l.v(input, xStride: h, tokens: t, into: v, yStride: nkv * d, pool: pool)
+        if config.hasQKNorm {
+            rmsNorm(q, rows: t * nq, weight: l.qNorm, into: q)
+            rmsNorm(k, rows: t * nkv, weight: l.kNorm, into: k)
+        }
+        fillRope(l.type, batch: batch, headDim: d)
+        applyRope(q, tokens: t, heads: nq, headDim: d)
+        applyRope(k, tokens: t, heads: nkv, headDim: d)
+        for (i, e) in batch.enumerated() {
+            cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
+        }
+
+        let window = l.type == .sliding ? config.slidingWindow : nil
+        let softcap = config.attnLogitSoftcapping.map(Float.init)
+        let scale = attentionScale
+        let a = act.attn.floats().baseAddress!
+        let ctx = UnsafeSendableBox((q: q, a: a, scores: act.scores.floats().baseAddress!, maxKeys: cache.maxCapacity,
+                                     entries: batch, shard: l.shard, cache: cache))
+        pool.parallelForThreads(t * nq) { start, end, thread in
+            let c = ctx.value
+            let scores = c.scores + thread * c.maxKeys
+            for item in start..<end {
+                let i = item / nq, head = item % nq
+                let e = c.entries[i]
+                let first = window.map { max(0, e.position - $0 + 1) } ?? 0
+                let qv = c.q + (i * nq + head) * d
+                let kvh = c.shard.localKVHead(forLocalQueryHead: head)
+                var maxScore = -Float.infinity
+                for (j, p) in (first...e.position).enumerated() {
+                    let kp = c.cache.key(layer: index, slot: e.slot, position: p, head: kvh)
+                    var s: Float = 0
+                    for x in 0..<d { s += qv[x] * kp[x] }
+                    s *= scale
+                    if let cap = softcap { s = cap * tanhf(s / cap) }
+                    scores[j] = s
+                    maxScore = max(maxScore, s)
+                }
+                let count = e.position - first + 1
+                var sum: Float = 0
+                for j in 0..<count { scores[j] = expf(scores[j] - maxScore); sum += scores[j] }
+                let o = c.a + (i * nq + head) * d
+                o.initialize(repeating: 0, count: d)
+                for (j, p) in (first...e.position).enumerated() {
+                    let w = scores[j] / sum
+                    let vp = c.cache.value(layer: index, slot: e.slot, position: p, head: kvh)
+                    for x in 0..<d { o[x] += w * vp[x] }
+                }
+            }
+        }
+        try l.o(a, xStride: nq * d, tokens: t, into: out, pool: pool, comm: comm)
+    }
+
+    /// cos/sin [T, d/2] of this layer type's frequencies at each entry's position.
+    func fillRope(_ type: LayerType, batch: [BatchEntry], headDim d: Int) {
+        let cos = act.cos.floats().baseAddress!, sin = act.sin.floats().baseAddress!
+        let inv = inverseFrequencies[type] ?? []
+        for (i, e) in batch.enumerated() {
+            for j in 0..<(d / 2) {
+                let angle = Float(e.position) * inv[j]
+                cos[i * d / 2 + j] = cosf(angle)
+                sin[i * d / 2 + j] = sinf(angle)
+            }
+        }
+    }
+
+    /// Rotate-half RoPE in place on [T, heads, d]: dimension j pairs with j + d/2.
+    func applyRope(_ p: UnsafeMutablePointer<Float>, tokens t: Int, heads: Int, headDim d: Int) {
+        let cos = act.cos.floats().baseAddress!, sin = act.sin.floats().baseAddress!
+        let half = d / 2
+        for i in 0..<t {
+            for hd in 0..<heads {
+                let v = p + (i * heads + hd) * d
+                for j in 0..<half {
+                    let c = cos[i * half + j], s = sin[i * half + j]
+                    let a = v[j], b = v[j + half]
+                    v[j] = a * c - b * s
+                    v[j + half] = b * c + a * s
+                }
+            }
+        }
+    }
+
+    /// y = x / sqrt(mean(x²) + eps) * weight, row by row (rows of weight.count values), in place allowed.
+    func rmsNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: [Float], into y: UnsafeMutablePointer<Float>) {
+        let n = weight.count
+        let eps = Float(config.rmsNormEps)
+        weight.withUnsafeBufferPointer { w in
+            for r in 0..<rows {
+                let xr = x + r * n, yr = y + r * n
+                var ss: Float = 0
+                for i in 0..<n { ss += xr[i] * xr[i] }
+                let inv = 1 / (ss / Float(n) + eps).squareRoot()
+                for i in 0..<n { yr[i] = xr[i] * inv * w[i] }
+            }
+        }
+    }
+
+    func add(_ b: UnsafeMutablePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { x[i] += b[i] }
+    }
+
+    func observe(_ index: Int, _ buffer: UnsafeMutableBufferPointer<Float>, _ count: Int) {
+        hiddenStateObserver?(index, UnsafeBufferPointer(rebasing: buffer[0..<count]))
+    }
+}
+
+/// 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), the tanh GELU every Gemma uses.
+@inline(__always)
+func geluTanh(_ z: Float) -> Float {
+    0.5 * z * (1 + tanhf(0.7978845608028654 * (z + 0.044715 * z * z * z)))
+}
