@@ -7,10 +7,12 @@ import Testing
     @Test func typicalPlanSizes() {
         let one = Samples.decodePlan(sequences: 1).encode().count
         let sixteen = Samples.decodePlan(sequences: 16).encode().count
+        let sixtyFour = Samples.decodePlan(sequences: 64).encode().count
         let prefill = Samples.prefillPlan(tokens: 512).encode().count
-        print("wire sizes: decode x1 = \(one) B, decode x16 = \(sixteen) B, prefill 512 tokens = \(prefill) B")
+        print("wire sizes: decode x1 = \(one) B, decode x16 = \(sixteen) B, decode x64 = \(sixtyFour) B, prefill 512 tokens = \(prefill) B")
         #expect(one <= 64)
         #expect(sixteen <= 16 * 48)
+        #expect(sixtyFour <= 64 * 48)
         // Token ids up to 262,143 are 1-3 byte varints.
         #expect(prefill <= 512 * 3 + 64)
     }
