@@ -75,7 +75,6 @@ public struct ShardPlan: Sendable, Equatable {
         guard ranks >= 1 else { throw ShardPlanError.badRankCount(ranks) }
         self.ranks = ranks
         self.vocabSize = vocabSize
-        vocabRanges = try Self.partition(vocabSize, ranks: ranks, dimension: "vocab_size", unit: 1, uneven: false)
         var planned: [[LayerShard]] = []
         for (i, dims) in layers.enumerated() {
             let heads = try Self.partition(dims.numHeads, ranks: ranks, dimension: "num_attention_heads (layer \(i))", unit: 1, uneven: false)
@@ -93,6 +92,8 @@ public struct ShardPlan: Sendable, Equatable {
             })
         }
         self.layers = planned
+        // Checked last so that the more telling head/MLP reason is reported first.
+        vocabRanges = try Self.partition(vocabSize, ranks: ranks, dimension: "vocab_size", unit: 1, uneven: false)
     }
 
     /// Splits `size` into `ranks` contiguous ranges of whole `unit`s: equal ones (error when

@@ -107,6 +107,7 @@ struct FixtureTests {
         #expect(logits.count == expected.logits.count)
         #expect(logits.first?.count == expected.logits.first?.count)
         let diff = maxAbsDiff(logits, expected.logits)
+        print("fixture \(fixture) ranks \(ranks) prefill: max |logit diff| \(diff)")
         #expect(diff <= logitTolerance, "\(fixture) at \(ranks) ranks: max |logit diff| \(diff)")
         #expect(greedy == expected.greedyTokens, "\(fixture) at \(ranks) ranks")
     }
