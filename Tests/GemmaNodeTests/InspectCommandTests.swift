@@ -1,0 +1,35 @@
+// `gemma-node inspect` as users see it: the built binary on a fixture model directory.
+import Foundation
+import Testing
+
+@Suite("inspect command")
+struct InspectCommandTests {
+    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures").appendingPathComponent("hf")
+
+    @Test func printsArchitectureAndPerRankShares() throws {
+        let out = try GemmaNodeBinary.run(["inspect", "-m", fixtures.appendingPathComponent("gemma3_pattern").path, "--ranks", "4"])
+        #expect(out.status == 0, "\(out.all)")
+        #expect(out.stdout.contains("architecture: gemma3 (gemma3_text), 7 layers [SSSSSFS]"))
+        #expect(out.stdout.contains("KV heads replicated"))
+        #expect(out.stdout.contains("rank 3: q heads [3, 4), kv heads [1, 2), mlp columns [96, 128), vocab [192, 256)"))
+    }
+
+    @Test func jsonOutputParses() throws {
+        let out = try GemmaNodeBinary.run(["inspect", "-m", fixtures.appendingPathComponent("gemma1_mqa").path, "--ranks", "2", "--json"])
+        #expect(out.status == 0, "\(out.all)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+        let ranks = try #require(json["perRank"] as? [[String: Any]])
+        #expect(ranks.count == 2)
+        #expect(ranks.map { $0["kvHeads"] as? [Int] } == [[0, 1], [0, 1]])  // MQA: the one KV head on both ranks
+        let bytes = ranks.compactMap { $0["weightBytes"] as? Int }
+        #expect(bytes.count == 2 && bytes[0] == bytes[1] && bytes[0] > 0)
+        #expect((json["totalWeightBytes"] as? Int).map { $0 > bytes[0] } == true)
+    }
+
+    @Test func refusesAnImpossibleSplitWithTheReason() throws {
+        let out = try GemmaNodeBinary.run(["inspect", "-m", fixtures.appendingPathComponent("gemma2_softcap").path, "--ranks", "3"])
+        #expect(out.status != 0)
+        #expect(out.stderr.contains("cannot split num_attention_heads (layer 0) = 4 evenly across 3 ranks"), "\(out.all)")
+    }
+}
