@@ -1,7 +1,8 @@
 // The one mirror of a Gemma `config.json` (Gemma 1-4, text-only or with the decoder nested
 // in `text_config`), with every class default applied in one place per generation
-// (`Defaults`). GGUF metadata is meant to map onto this same struct (seam: the memberwise
-// `init(generation:...)` fields filled from GGUF keys); nothing here reads weights.
+// (`Defaults`). GGUF metadata maps onto this same struct through `init(configDictionary:)`:
+// the GGUF loader renames its keys to config.json names and sets `normAddsOne = false` (GGUF
+// stores the norm multiplier itself). Nothing here reads weights.
 import Foundation
 
 /// Which Gemma generation a config describes.
@@ -100,6 +101,9 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
     public var numExperts: Int?
     public var topKExperts: Int?
     public var moeIntermediateSize: Int?
+    /// Norm weights are stored as w for a (1 + w) multiplier: Gemma 1-3 safetensors. False for
+    /// Gemma 4 and for every GGUF file (converters bake the + 1 in). Not part of config.json.
+    public var normAddsOne: Bool
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type", textConfig = "text_config"
@@ -152,6 +156,15 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
             }
             return d
         }
+    }
+
+    /// Decodes a config.json-shaped dictionary (the seam for GGUF metadata mapped to HF names).
+    public init(configDictionary: [String: Any]) throws {
+        guard JSONSerialization.isValidJSONObject(configDictionary) else {
+            throw GemmaConfigError.invalid("config dictionary is not JSON-serialisable")
+        }
+        let data = try JSONSerialization.data(withJSONObject: configDictionary)
+        self = try JSONDecoder().decode(GemmaConfig.self, from: data)
     }
 
     /// Reads `config.json` in a model directory.
@@ -268,6 +281,7 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         numExperts = try get(Int.self, .numExperts)
         topKExperts = try get(Int.self, .topKExperts)
         moeIntermediateSize = try get(Int.self, .moeIntermediateSize)
+        normAddsOne = generation != .gemma4
         try validate()
     }
 
@@ -332,8 +346,6 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         }
     }
 
-    /// Norm weights stored as w for a (1 + w) multiplier (Gemma 1-3 safetensors).
-    public var normAddsOne: Bool { generation != .gemma4 }
     /// Gemma 2+ have post-attention and post-feed-forward norms.
     public var hasPostNorms: Bool { generation != .gemma1 }
     public var hasQKNorm: Bool { generation == .gemma3 || generation == .gemma4 }

@@ -112,3 +112,16 @@ struct ShardPlanTests {
         }
     }
 }
+
+@Suite("GemmaConfig seam for GGUF metadata")
+struct ConfigDictionaryTests {
+    @Test func dictionaryDecodesLikeConfigJSON() throws {
+        let fromFile = try GemmaConfig.load(directory: hfFixtures.appendingPathComponent("gemma2_softcap"))
+        let data = try Data(contentsOf: hfFixtures.appendingPathComponent("gemma2_softcap").appendingPathComponent("config.json"))
+        let dict = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        var fromDict = try GemmaConfig(configDictionary: dict)
+        #expect(fromDict == fromFile && fromDict.normAddsOne)
+        fromDict.normAddsOne = false  // what a GGUF loader sets
+        #expect(fromDict != fromFile)
+    }
+}
