@@ -103,8 +103,19 @@ float ck_dot_q8_0_f32(int level, const void *wrow, const float *x, int64_t cols)
     }
 }
 
+static ck_dot4_fn kernel4(int level, uint32_t type) {
+    if (level == CK_LEVEL_AUTO) level = ck_active_level();
+    if (!ck_level_supported(level)) return 0;
+    switch (level) {
+    case CK_LEVEL_AVX2: return ck_kernel4_avx2(type);
+    case CK_LEVEL_AVX512: return ck_kernel4_avx512(type);
+    default: return 0;
+    }
+}
+
 typedef struct {
     ck_dot_fn fn;
+    ck_dot4_fn fn4;
     uint32_t type;
     const uint8_t *w;
     size_t row_bytes;
@@ -124,8 +135,9 @@ static void quant_task(void *c, int64_t t0, int64_t t1, int thread) {
         ck_quantize_act(m->type, m->x + t * m->x_stride, m->cols, (void *)(m->act + t * m->act_stride));
 }
 
-// Rows in groups of 4 (1 when decoding): the group's weights stay in L1 while each token's
-// activations stream past, so a batch of T tokens reads the weights once, not T times.
+// Row by row, every token per row: the row stays in L1 while the tokens' activations stream
+// from L2, so a batch of T tokens reads the weights from memory once, not T times. Formats with
+// a four-token kernel also decode each weight block once per four tokens.
 static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
     (void)thread;
     const mm_ctx *m = c;
@@ -134,14 +146,27 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
         for (int64_t r = r0; r < r1; r++) m->y[r] = m->fn(m->w + r * m->row_bytes, m->act, m->cols);
         return;
     }
-    for (int64_t g = r0; g < r1; g += 4) {
-        int64_t ge = g + 4 < r1 ? g + 4 : r1;
-        for (int64_t t = 0; t < T; t++) {
-            const uint8_t *a = m->act + t * m->act_stride;
-            float *yt = m->y + t * m->y_stride;
-            for (int64_t r = g; r < ge; r++) yt[r] = m->fn(m->w + r * m->row_bytes, a, m->cols);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *wr = m->w + r * m->row_bytes;
+        int64_t t = 0;
+        if (m->fn4) {
+            for (; t + 4 <= T; t += 4) {
+                float out[4];
+                m->fn4(wr, m->act + t * m->act_stride, m->act_stride, m->cols, out);
+                for (int k = 0; k < 4; k++) m->y[(t + k) * m->y_stride + r] = out[k];
+            }
         }
+        for (; t < T; t++) m->y[t * m->y_stride + r] = m->fn(wr, m->act + t * m->act_stride, m->cols);
     }
+}
+
+/// Four-token kernel test hook: out[0..3] for activation rows `stride` bytes apart; returns -1
+/// when `level` has no four-token kernel for `type`.
+int ck_dot4(int level, uint32_t type, const void *wrow, const void *act, size_t stride, int64_t cols, float *out) {
+    ck_dot4_fn f = kernel4(level, type);
+    if (!f) return -1;
+    f(wrow, act, stride, cols, out);
+    return 0;
 }
 
 int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row_bytes,
@@ -151,7 +176,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     size_t arb = ck_act_row_bytes(type, cols);
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
-    mm_ctx m = {fn, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride};
+    mm_ctx m = {fn, kernel4(level, type), type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride};
     if (ck_block_size(type) == 1) {
         m.act = (const uint8_t *)x;  // plain float weights read x directly
         m.act_stride = (size_t)x_stride * 4;

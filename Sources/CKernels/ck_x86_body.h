@@ -394,6 +394,128 @@ float CK_TARGET CK_NAME(ck_q8_0_f32)(const void *w, const float *x, int64_t n) {
 #endif
 }
 
+// ---- Four tokens at once (prefill): each weight block is decoded once and dotted with four
+// tokens' activations (rows of the prepared activations `stride` bytes apart), so the decode
+// work (nibbles, fifth bits, scales) is paid once per four tokens. out[t] for t < 4.
+
+#define CK_ACT(t, type) ((const type *)((const uint8_t *)act + (t) * stride))
+
+static CK_TARGET void CK_NAME(dot4t_q8_0)(const void *w, const void *act, size_t stride, int64_t n, float *out) {
+    const blk_q8_0 *b = w;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++) {
+        __m256i qw = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        __m256i u = _mm256_sign_epi8(qw, qw);
+        float d = CK_NAME(h2f)(&b[i].d);
+        for (int t = 0; t < 4; t++) {
+            const ck_q8a *a = CK_ACT(t, ck_q8a) + i;
+            __m256i p = CK_NAME(dot4)(_mm256_setzero_si256(), u, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a->q), qw));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = CK_NAME(hsum8)(acc[t]);
+}
+
+#define CK_OFF4(fmt, blk, QEXPR, OFF)                                                        \
+static CK_TARGET void CK_NAME(dot4t_##fmt)(const void *w, const void *act, size_t stride, int64_t n, float *out) { \
+    const blk *b = w;                                                                        \
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
+    for (int64_t i = 0; i < n / 32; i++) {                                                   \
+        __m256i u = QEXPR(i);                                                                \
+        float d = CK_NAME(h2f)(&b[i].d);                                                     \
+        for (int t = 0; t < 4; t++) {                                                        \
+            const ck_q8a *a = CK_ACT(t, ck_q8a) + i;                                         \
+            __m256i p = CK_NAME(dot4)(CK_NAME(lane0)(_mm256_setzero_si256(), -OFF * a->sum), u, \
+                                      _mm256_loadu_si256((const __m256i *)a->q));           \
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc[t]); \
+        }                                                                                    \
+    }                                                                                        \
+    for (int t = 0; t < 4; t++) out[t] = CK_NAME(hsum8)(acc[t]);                             \
+}
+#define QEXPR(j) CK_NAME(nibbles32)(b[j].qs)
+CK_OFF4(q4_0, blk_q4_0, QEXPR, 8)
+#undef QEXPR
+#define QEXPR(j) _mm256_or_si256(CK_NAME(nibbles32)(b[j].qs), CK_NAME(bits32)(b[j].qh))
+CK_OFF4(q5_0, blk_q5_0, QEXPR, 16)
+#undef QEXPR
+#undef CK_OFF4
+
+static CK_TARGET void CK_NAME(dot4t_q4_K)(const void *w, const void *act, size_t stride, int64_t n, float *out) {
+    const blk_q4_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 accm[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / 256; i++) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) ck_kscale(b[i].scales, j, &sc[j], &m[j]);
+        __m256i q[8], sc32[8], sc16[8];
+        for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            q[2 * c] = _mm256_and_si256(v, m4);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        for (int j = 0; j < 8; j++) { sc32[j] = _mm256_set1_epi32(sc[j]); sc16[j] = _mm256_set1_epi16(sc[j]); }
+        float d = CK_NAME(h2f)(&b[i].d), dmin = CK_NAME(h2f)(&b[i].dmin);
+        for (int t = 0; t < 4; t++) {
+            const ck_q8k *a = CK_ACT(t, ck_q8k) + i;
+            __m256i sumi = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++)
+                sumi = _mm256_add_epi32(sumi, CK_NAME(dot4s)(q[j], _mm256_loadu_si256((const __m256i *)(a->q + 32 * j)), sc32[j], sc16[j]));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(sumi), acc[t]);
+            accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a->d), _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a->bsums)), accm[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = CK_NAME(hsum8)(acc[t]) - CK_NAME(hsum8)(accm[t]);
+}
+
+static CK_TARGET void CK_NAME(dot4t_q6_K)(const void *w, const void *act, size_t stride, int64_t n, float *out) {
+    const blk_q6_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / 256; i++) {
+        const int8_t *sc = b[i].scales;
+        __m256i q[8], sc32[8], sc16[8];
+        for (int h = 0; h < 2; h++) {
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+        }
+        for (int k = 0; k < 8; k++) {
+            int s0 = sc[2 * k], s1 = sc[2 * k + 1];
+            sc32[k] = _mm256_set_m128i(_mm_set1_epi32(s1), _mm_set1_epi32(s0));
+            sc16[k] = _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
+        }
+        __m256i sc16all = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        float d = CK_NAME(h2f_end)(&b[i].d);
+        for (int t = 0; t < 4; t++) {
+            const ck_q8k *a = CK_ACT(t, ck_q8k) + i;
+            __m256i sumi = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++)
+                sumi = _mm256_add_epi32(sumi, CK_NAME(dot4s)(q[k], _mm256_loadu_si256((const __m256i *)(a->q + 32 * k)), sc32[k], sc16[k]));
+            __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), sc16all);
+            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = CK_NAME(hsum8)(acc[t]);
+}
+#undef CK_ACT
+
+ck_dot4_fn CK_NAME(ck_kernel4)(uint32_t type) {
+    switch (type) {
+    case CK_Q8_0: return CK_NAME(dot4t_q8_0);
+    case CK_Q4_0: return CK_NAME(dot4t_q4_0);
+    case CK_Q5_0: return CK_NAME(dot4t_q5_0);
+    case CK_Q4_K: return CK_NAME(dot4t_q4_K);
+    case CK_Q6_K: return CK_NAME(dot4t_q6_K);
+    default: return 0;
+    }
+}
+
 ck_dot_fn CK_NAME(ck_kernel)(uint32_t type) {
     switch (type) {
     case CK_F32: return CK_NAME(dot_f32);

@@ -153,6 +153,32 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
         }
     }
 
+    /// Four-token (prefill) kernels against the one-token kernel of the same level, token by token.
+    @Test(arguments: [WeightType.q8_0, .q4_0, .q5_0, .q4_K, .q6_K])
+    func fourTokenKernels(_ type: WeightType) {
+        var rng = SplitMix(seed: 4000 + UInt64(type.rawValue))
+        for cols in testSizes(type) {
+            let w = randomRow(type, cols: cols, rng: &rng)
+            let xs = (0..<4).map { t in (0..<cols).map { i in rng.normal() * Float(1 << ((i / 32 + t) % 5)) } }
+            let arb = ck_act_row_bytes(type.rawValue, Int64(cols))
+            var act = [UInt8](repeating: 0, count: 4 * arb)
+            act.withUnsafeMutableBytes { ap in
+                for t in 0..<4 { xs[t].withUnsafeBufferPointer { _ = ck_quantize_act(type.rawValue, $0.baseAddress!, Int64(cols), ap.baseAddress! + t * arb) } }
+            }
+            for level in cLevels where level != .scalar {
+                var out = [Float](repeating: .nan, count: 4)
+                let rc = w.withUnsafeBytes { wp in act.withUnsafeBytes { ap in out.withUnsafeMutableBufferPointer {
+                    ck_dot4(level.cLevel, type.rawValue, wp.baseAddress!, ap.baseAddress!, arb, Int64(cols), $0.baseAddress!) } } }
+                #expect(rc == 0, "\(level) has no four-token kernel for \(type)")
+                for t in 0..<4 {
+                    let c = DotCase(w: w, x: xs[t], type: type)
+                    let one = c.kernel(level)
+                    #expect(abs(Double(out[t]) - Double(one)) <= 3e-4 * c.bounds().s, "\(type) cols \(cols) \(level) token \(t): \(out[t]) vs \(one)")
+                }
+            }
+        }
+    }
+
     /// Activation scheme (a), kept for measurement: Q8_0 times f32 x, no activation rounding.
     @Test func q8_0WithFloatActivations() {
         var rng = SplitMix(seed: 77)
@@ -233,13 +259,20 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
                     x.withUnsafeBufferPointer { xp in
                         y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: xStride, tokens: tokens, y: $0.baseAddress!, yStride: yStride, pool: pool, level: level) }
                     }
+                    // One token runs exactly ck_dot's kernel: bit-equal. Batches may use the
+                    // four-token kernels (same integer sums, other f32 order): 3e-4 S as above.
                     var bad = 0
                     for t in 0..<tokens {
                         let xt = Array(x[t * xStride..<t * xStride + cols])
                         for r in 0..<rows {
                             let w = Array(UnsafeRawBufferPointer(start: m.row(r), count: m.rowBytes))
-                            let want = DotCase(w: w, x: xt, type: type).kernel(level)
-                            if y[t * yStride + r].bitPattern != want.bitPattern { bad += 1 }
+                            let c = DotCase(w: w, x: xt, type: type)
+                            let want = c.kernel(level), got = y[t * yStride + r]
+                            if tokens == 1 {
+                                if got.bitPattern != want.bitPattern { bad += 1 }
+                            } else if !(abs(Double(got) - Double(want)) <= 3e-4 * c.bounds().s) {
+                                bad += 1
+                            }
                         }
                     }
                     #expect(bad == 0, "\(type) tokens \(tokens) threads \(threads) \(level): \(bad) outputs differ")
