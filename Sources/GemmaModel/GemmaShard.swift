@@ -62,21 +62,32 @@ struct Activations {
     let attn: AlignedBuffer    // [T, nqR * d]
     let gate: AlignedBuffer    // [T, IR]
     let up: AlignedBuffer      // [T, IR]
-    let cos: AlignedBuffer     // [T, d/2] per layer type, refilled per layer type change
-    let sin: AlignedBuffer     // [T, d/2]
+    /// RoPE tables per layer type, filled once per step: [T, d/2] each.
+    let cos: [LayerType: AlignedBuffer]
+    let sin: [LayerType: AlignedBuffer]
     let scores: AlignedBuffer  // [threads, maxKeys]
     let logitRows: AlignedBuffer // [T, H] final-normed rows that want logits
-    let logits: AlignedBuffer  // [T, VR]
+    /// [rows, VR]: sized for one row per slot at load (the steady state: each sequence wants
+    /// the logits of its last token). A step wanting more rows (e.g. logits at every prompt
+    /// position) grows it once; sizing it for maxBatchTokens rows up front would cost
+    /// maxBatchTokens x VR floats (512 MiB for a 262144 vocabulary on one rank).
+    var logits: AlignedBuffer
+    var logitCapacityRows: Int
+    let vocabWidth: Int
 
-    init(config c: GemmaConfig, maxTokens t: Int, qWidth: Int, kvWidth: Int, mlpWidth: Int, vocabWidth: Int, threads: Int, maxKeys: Int) {
+    init(config c: GemmaConfig, maxTokens t: Int, qWidth: Int, kvWidth: Int, mlpWidth: Int, vocabWidth: Int, threads: Int, maxKeys: Int, logitRows rows: Int) {
         func floats(_ n: Int) -> AlignedBuffer { AlignedBuffer(byteCount: n * MemoryLayout<Float>.stride) }
         let h = c.hiddenSize
         x = floats(t * h); normed = floats(t * h); branch = floats(t * h)
         q = floats(t * qWidth); k = floats(t * kvWidth); v = floats(t * kvWidth); attn = floats(t * qWidth)
         gate = floats(t * mlpWidth); up = floats(t * mlpWidth)
-        cos = floats(t * c.headDim / 2); sin = floats(t * c.headDim / 2)
+        cos = [.sliding: floats(t * c.headDim / 2), .full: floats(t * c.headDim / 2)]
+        sin = [.sliding: floats(t * c.headDim / 2), .full: floats(t * c.headDim / 2)]
         scores = floats(threads * maxKeys)
-        logitRows = floats(t * h); logits = floats(t * vocabWidth)
+        logitRows = floats(t * h)
+        logitCapacityRows = min(rows, t)
+        logits = floats(logitCapacityRows * vocabWidth)
+        self.vocabWidth = vocabWidth
     }
 }
 
@@ -111,7 +122,7 @@ public final class GemmaShard: ShardedCausalLM {
     let inverseFrequencies: [LayerType: [Float]]
     let attentionScale: Float
     let cache: KVCache
-    let act: Activations
+    var act: Activations
 
     init(config: GemmaConfig, plan: ShardPlan, comm: any Communicator, pool: ThreadPool, layers: [LayerWeights],
          embedding: VocabParallelEmbedding, lmHead: VocabParallelEmbedding?, finalNorm: [Float],
@@ -167,7 +178,8 @@ public final class GemmaShard: ShardedCausalLM {
         let kvWidth = shards.map { $0.kvHeads.count * $0.headDim }.max() ?? 0
         let mlpWidth = shards.map { $0.mlpColumns.count }.max() ?? 0
         act = Activations(config: config, maxTokens: maxBatchTokens, qWidth: qWidth, kvWidth: kvWidth, mlpWidth: mlpWidth,
-                          vocabWidth: embedding.vocabRange.count, threads: pool.threads, maxKeys: cache.maxCapacity)
+                          vocabWidth: embedding.vocabRange.count, threads: pool.threads, maxKeys: cache.maxCapacity,
+                          logitRows: slots)
     }
 
     public func release(slot: Int) {
@@ -200,6 +212,7 @@ public final class GemmaShard: ShardedCausalLM {
         let x = act.x.floats(), normed = act.normed.floats()
 
         try embedding.lookup(batch.map(\.token), scale: embedScale, into: x.baseAddress!, comm: comm)
+        for type in Set(config.layerTypes) { fillRope(type, batch: batch, headDim: config.headDim) }
         observe(0, x, t * h)
         for (i, layer) in layers.enumerated() {
             try transformerBlock(layer, index: i, batch: batch)
@@ -219,6 +232,10 @@ public final class GemmaShard: ShardedCausalLM {
         }
         let head = lmHead ?? embedding
         let vr = vocabRange.count
+        if wanted.count > act.logitCapacityRows {
+            act.logitCapacityRows = wanted.count
+            act.logits = AlignedBuffer(byteCount: wanted.count * vr * MemoryLayout<Float>.stride)
+        }
         let logits = act.logits.floats(count: wanted.count * vr)
         if !wanted.isEmpty { head.logits(rows.baseAddress!, tokens: wanted.count, into: logits.baseAddress!, pool: pool) }
         if let cap = config.finalLogitSoftcapping {
@@ -270,9 +287,8 @@ public final class GemmaShard: ShardedCausalLM {
             rmsNorm(q, rows: t * nq, weight: l.qNorm, into: q)
             rmsNorm(k, rows: t * nkv, weight: l.kNorm, into: k)
         }
-        fillRope(l.type, batch: batch, headDim: d)
-        applyRope(q, tokens: t, heads: nq, headDim: d)
-        applyRope(k, tokens: t, heads: nkv, headDim: d)
+        applyRope(q, type: l.type, tokens: t, heads: nq, headDim: d)
+        applyRope(k, type: l.type, tokens: t, heads: nkv, headDim: d)
         for (i, e) in batch.enumerated() {
             cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
         }
@@ -317,10 +333,10 @@ public final class GemmaShard: ShardedCausalLM {
         try l.o(a, xStride: nq * d, tokens: t, into: out, pool: pool, comm: comm)
     }
 
-    /// cos/sin [T, d/2] of this layer type's frequencies at each entry's position.
+    /// cos/sin [T, d/2] of a layer type's frequencies at each entry's position.
     func fillRope(_ type: LayerType, batch: [BatchEntry], headDim d: Int) {
-        let cos = act.cos.floats().baseAddress!, sin = act.sin.floats().baseAddress!
-        let inv = inverseFrequencies[type] ?? []
+        guard let cosBuffer = act.cos[type], let sinBuffer = act.sin[type], let inv = inverseFrequencies[type] else { return }
+        let cos = cosBuffer.floats().baseAddress!, sin = sinBuffer.floats().baseAddress!
         for (i, e) in batch.enumerated() {
             for j in 0..<(d / 2) {
                 let angle = Float(e.position) * inv[j]
@@ -331,8 +347,9 @@ public final class GemmaShard: ShardedCausalLM {
     }
 
     /// Rotate-half RoPE in place on [T, heads, d]: dimension j pairs with j + d/2.
-    func applyRope(_ p: UnsafeMutablePointer<Float>, tokens t: Int, heads: Int, headDim d: Int) {
-        let cos = act.cos.floats().baseAddress!, sin = act.sin.floats().baseAddress!
+    func applyRope(_ p: UnsafeMutablePointer<Float>, type: LayerType, tokens t: Int, heads: Int, headDim d: Int) {
+        guard let cosBuffer = act.cos[type], let sinBuffer = act.sin[type] else { return }
+        let cos = cosBuffer.floats().baseAddress!, sin = sinBuffer.floats().baseAddress!
         let half = d / 2
         for i in 0..<t {
             for hd in 0..<heads {
