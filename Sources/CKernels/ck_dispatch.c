@@ -116,6 +116,7 @@ static ck_dot4_fn kernel4(int level, uint32_t type) {
 typedef struct {
     ck_dot_fn fn;
     ck_dot4_fn fn4;
+    int level;
     uint32_t type;
     const uint8_t *w;
     size_t row_bytes;
@@ -128,11 +129,21 @@ typedef struct {
     int64_t y_stride;
 } mm_ctx;
 
+int ck_quantize_act_at(int level, uint32_t type, const float *x, int64_t cols, void *out) {
+    if (level == CK_LEVEL_AUTO) level = ck_active_level();
+    if (!ck_level_supported(level)) level = CK_LEVEL_SCALAR;
+    switch (level) {
+    case CK_LEVEL_AVX2: return ck_quant_act_avx2(type, x, cols, out);
+    case CK_LEVEL_AVX512: return ck_quant_act_avx512(type, x, cols, out);
+    default: return ck_quantize_act(type, x, cols, out);
+    }
+}
+
 static void quant_task(void *c, int64_t t0, int64_t t1, int thread) {
     (void)thread;
     mm_ctx *m = c;
     for (int64_t t = t0; t < t1; t++)
-        ck_quantize_act(m->type, m->x + t * m->x_stride, m->cols, (void *)(m->act + t * m->act_stride));
+        ck_quantize_act_at(m->level, m->type, m->x + t * m->x_stride, m->cols, (void *)(m->act + t * m->act_stride));
 }
 
 // Row by row, every token per row: the row stays in L1 while the tokens' activations stream
@@ -176,7 +187,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     size_t arb = ck_act_row_bytes(type, cols);
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
-    mm_ctx m = {fn, kernel4(level, type), type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride};
+    mm_ctx m = {fn, kernel4(level, type), level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride};
     if (ck_block_size(type) == 1) {
         m.act = (const uint8_t *)x;  // plain float weights read x directly
         m.act_stride = (size_t)x_stride * 4;

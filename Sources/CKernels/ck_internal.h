@@ -69,6 +69,9 @@ ck_dot_fn ck_neon_kernel(uint32_t type);
 /// Four-token kernels (NULL where a level has none: the driver then calls the 1-token kernel).
 ck_dot4_fn ck_kernel4_avx2(uint32_t type);
 ck_dot4_fn ck_kernel4_avx512(uint32_t type);
+/// SIMD activation quantizers, bit-identical to ck_quantize_act.
+int ck_quant_act_avx2(uint32_t type, const float *x, int64_t cols, void *out);
+int ck_quant_act_avx512(uint32_t type, const float *x, int64_t cols, void *out);
 float ck_q8_0_f32_scalar(const void *w, const float *x, int64_t n);
 float ck_q8_0_f32_avx2(const void *w, const float *x, int64_t n);
 float ck_q8_0_f32_avx512(const void *w, const float *x, int64_t n);

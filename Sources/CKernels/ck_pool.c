@@ -22,10 +22,11 @@
 #define CK_PAUSE() ((void)0)
 #endif
 
-// Spin about this many pause iterations (tens of microseconds) before sleeping: long enough
-// to cover the gap between two matmuls of one decode step, short enough not to burn a core
-// while the rank waits for the network or the user.
-#define CK_SPIN 20000
+// Spin this long before sleeping on the futex: long enough to bridge the gap between two
+// matmuls of one decode step (norms, attention), short enough not to burn a core while the
+// rank waits for the network or the user. Time-based because `pause` costs 10-140 cycles
+// depending on the CPU (about 15 ns here).
+#define CK_SPIN_SECONDS 200e-6
 
 struct ck_pool {
     int threads;
@@ -81,15 +82,17 @@ static void *worker_main(void *arg) {
     for (;;) {
         uint32_t g;
         int spins = 0;
+        double start = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
-            if (++spins < CK_SPIN) {
-                CK_PAUSE();
-            } else {
+            CK_PAUSE();
+            if ((++spins & 63) != 0) continue;
+            if (start == 0) start = ck_now();
+            if (ck_now() - start > CK_SPIN_SECONDS) {
                 atomic_fetch_add(&p->sleepers, 1);
                 // Re-check after announcing ourselves so a bump in between is not missed.
                 if (atomic_load(&p->gen) == seen) futex_wait(&p->gen, seen);
                 atomic_fetch_sub(&p->sleepers, 1);
-                spins = 0;
+                start = 0;
             }
         }
         seen = g;
@@ -157,10 +160,13 @@ void ck_pool_run(ck_pool *p, ck_task_fn fn, void *ctx, int64_t count, int64_t gr
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
     run_chunks(p, 0);
     int spins = 0;
+    double start = 0;
     uint32_t left;
     while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0) {
-        if (++spins < CK_SPIN) CK_PAUSE();
-        else futex_wait(&p->pending, left);
+        CK_PAUSE();
+        if ((++spins & 63) != 0) continue;
+        if (start == 0) start = ck_now();
+        if (ck_now() - start > CK_SPIN_SECONDS) futex_wait(&p->pending, left);
     }
 }
 

@@ -516,6 +516,68 @@ ck_dot4_fn CK_NAME(ck_kernel4)(uint32_t type) {
     }
 }
 
+// ---- Activation quantization, bit-identical to the portable C in ck_scalar.c (same IEEE
+// operations: max|x|, d = amax/127, id = 1/d, round-to-nearest-even of x*id, clamp +-127).
+
+static inline CK_TARGET float CK_NAME(hmax8)(__m256 m) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+static inline CK_TARGET int CK_NAME(hsumi)(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+static inline CK_TARGET float CK_NAME(amax)(const float *x, int n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+    return CK_NAME(hmax8)(m);
+}
+// 32 values -> 32 int8 at q; i[0..3] get the int32 values (8 each) for the sums.
+static inline CK_TARGET void CK_NAME(q32)(const float *x, __m256 idv, int8_t *q, __m256i i[4]) {
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    for (int k = 0; k < 4; k++) {
+        __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        i[k] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+    }
+    __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, b);
+}
+
+int CK_TARGET CK_NAME(ck_quant_act)(uint32_t type, const float *x, int64_t cols, void *out) {
+    int bs = ck_block_size(type);
+    if (bs == 1) return ck_quantize_act(type, x, cols, out);
+    if (bs == 0 || cols % bs) return -1;
+    __m256i iv[4];
+    if (bs == 32) {
+        ck_q8a *o = out;
+        for (int64_t b = 0; b < cols / 32; b++, x += 32) {
+            float d = CK_NAME(amax)(x, 32) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            CK_NAME(q32)(x, _mm256_set1_ps(id), o[b].q, iv);
+            o[b].d = d;
+            o[b].sum = CK_NAME(hsumi)(_mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3])));
+        }
+        return 0;
+    }
+    ck_q8k *o = out;
+    for (int64_t b = 0; b < cols / 256; b++, x += 256) {
+        float d = CK_NAME(amax)(x, 256) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 idv = _mm256_set1_ps(id);
+        for (int c = 0; c < 8; c++) {
+            CK_NAME(q32)(x + 32 * c, idv, o[b].q + 32 * c, iv);
+            o[b].bsums[2 * c] = (int16_t)CK_NAME(hsumi)(_mm256_add_epi32(iv[0], iv[1]));
+            o[b].bsums[2 * c + 1] = (int16_t)CK_NAME(hsumi)(_mm256_add_epi32(iv[2], iv[3]));
+        }
+        o[b].d = d;
+    }
+    return 0;
+}
+
 ck_dot_fn CK_NAME(ck_kernel)(uint32_t type) {
     switch (type) {
     case CK_F32: return CK_NAME(dot_f32);

@@ -195,6 +195,25 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
     }
 
     /// Activation quantization: sums/bsums match the int8 values, |q| <= 127, reconstruction within d/2.
+    /// The SIMD activation quantizers produce the portable C's bytes exactly.
+    @Test func simdActivationQuantizationIsBitIdentical() {
+        var rng = SplitMix(seed: 31)
+        for type in [WeightType.q8_0, .q4_K] {
+            for cols in [256, 768, 2048] {
+                var x = (0..<cols).map { i in rng.normal() * Float(1 << (i / 32 % 9)) / 16 }
+                for i in 0..<32 { x[i] = 0 }  // zero block
+                let n = ck_act_row_bytes(type.rawValue, Int64(cols))
+                var want = [UInt8](repeating: 0, count: n)
+                x.withUnsafeBufferPointer { xp in want.withUnsafeMutableBytes { _ = ck_quantize_act(type.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) } }
+                for level in cLevels {
+                    var got = [UInt8](repeating: 0xEE, count: n)
+                    x.withUnsafeBufferPointer { xp in got.withUnsafeMutableBytes { _ = ck_quantize_act_at(level.cLevel, type.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) } }
+                    #expect(got == want, "\(type) cols \(cols) \(level)")
+                }
+            }
+        }
+    }
+
     @Test func activationQuantization() {
         var rng = SplitMix(seed: 3)
         let cols = 512

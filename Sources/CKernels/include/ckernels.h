@@ -37,6 +37,9 @@ size_t ck_act_row_bytes(uint32_t type, int64_t cols);
 /// {f32 d, i32 sum(q), i8 q[32]}; for 256-blocks, per block {f32 d, i16 bsums[16], i8 q[256]};
 /// q = round(x/d), d = max|x|/127. f32/f16/bf16: copies x. Returns 0 on success.
 int ck_quantize_act(uint32_t type, const float *x, int64_t cols, void *out);
+/// As ck_quantize_act with the SIMD code of `level` (CK_LEVEL_AUTO = active); the output is
+/// bit-identical at every level.
+int ck_quantize_act_at(int level, uint32_t type, const float *x, int64_t cols, void *out);
 /// Dot product of one weight row (GGML `type`, `cols` values) with a prepared activation row,
 /// using the kernels of `level` (CK_LEVEL_AUTO = active level). NaN for an unknown type.
 float ck_dot(int level, uint32_t type, const void *wrow, const void *act, int64_t cols);
