@@ -225,6 +225,19 @@ public final class SafetensorsArchive: @unchecked Sendable {
         }
     }
 
+    /// Drops a tensor's pages from this process's resident memory once its slice is copied
+    /// (the mapping is read-only and file-backed, so a later read simply faults them back in).
+    /// Keeps a loading rank's peak near its own share of the weights instead of share + file.
+    public func evict(_ name: String) {
+        guard let info = tensors[name], info.byteCount > 0 else { return }
+        let region = regions[info.fileIndex]
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (info.offset / page) * page
+        let end = min(region.size, info.offset + info.byteCount)
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: region.base + start), end - start, MADV_DONTNEED)
+    }
+
     /// A whole tensor converted to f32 (small tensors: norms, scalars).
     public func floats(_ name: String) throws -> [Float] {
         let info = try info(name)

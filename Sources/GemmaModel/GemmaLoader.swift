@@ -84,6 +84,7 @@ extension GemmaShard {
             let rr = rows ?? 0..<info.rows, cc = cols ?? 0..<info.cols
             let m = try WeightMatrix(type: info.dtype.weightType, rows: rr.count, cols: cc.count)
             try archive.copySlice(n, rows: rr, cols: cc, into: m.storage.pointer)
+            archive.evict(n)
             return m
         }
         /// A norm vector as its multiplier: 1 + w for Gemma 1-3 checkpoints.
