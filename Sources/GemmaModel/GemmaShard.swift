@@ -143,13 +143,7 @@ public final class GemmaShard: ShardedCausalLM {
         self.slots = slots
         self.maxBatchTokens = maxBatchTokens
 
-        var scale = Float(Double(config.hiddenSize).squareRoot())
-        switch embedding.weight.type {
-        case .bf16: scale = bf16ToFloat(floatToBF16(scale))
-        case .f16: scale = Float(Float16(scale))
-        default: break
-        }
-        embedScale = scale
+        embedScale = Self.embeddingScale(hiddenSize: config.hiddenSize, weightType: embedding.weight.type)
 
         var inv: [LayerType: [Float]] = [:]
         let d = config.headDim
@@ -182,6 +176,17 @@ public final class GemmaShard: ShardedCausalLM {
                           logitRows: slots)
     }
 
+    /// sqrt(H) rounded to the embedding's dtype, as transformers casts the scale to the weight
+    /// dtype before multiplying (bf16: sqrt(3072) = 55.43 becomes 55.5).
+    public static func embeddingScale(hiddenSize: Int, weightType: WeightType) -> Float {
+        let scale = Float(Double(hiddenSize).squareRoot())
+        switch weightType {
+        case .bf16: return bf16ToFloat(floatToBF16(scale))
+        case .f16: return Float(Float16(scale))
+        default: return scale
+        }
+    }
+
     public func release(slot: Int) {
         if slot >= 0 && slot < slots { cache.lengths[slot] = 0 }
     }
@@ -207,6 +212,8 @@ public final class GemmaShard: ShardedCausalLM {
 
     public func forward(_ batch: [BatchEntry]) throws -> LogitsSlice {
         try validate(batch)
+        // Every rank gets the same batch, so returning before any collective is safe.
+        if batch.isEmpty { return LogitsSlice(vocabRange: vocabRange, rows: 0, values: UnsafeBufferPointer(act.logits.floats(count: 0))) }
         let t = batch.count
         let h = config.hiddenSize
         let x = act.x.floats(), normed = act.normed.floats()

@@ -5,6 +5,7 @@ import Foundation
 import Testing
 @testable import GemmaModel
 import GemmaParallel
+import GemmaKernels
 
 func parse(_ json: String) throws -> GemmaConfig {
     try JSONDecoder().decode(GemmaConfig.self, from: Data(json.utf8))
@@ -123,5 +124,19 @@ struct ConfigDictionaryTests {
         #expect(fromDict == fromFile && fromDict.normAddsOne)
         fromDict.normAddsOne = false  // what a GGUF loader sets
         #expect(fromDict != fromFile)
+    }
+}
+
+@Suite("Embedding scale")
+struct EmbeddingScaleTests {
+    /// GEMMA_SPEC §2.2: the scale is rounded to the weight dtype (fixtures use H = 64, where
+    /// sqrt is exact, so this is checked here).
+    @Test func roundedToTheWeightDType() {
+        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, weightType: .bf16) == 55.5)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 2560, weightType: .bf16) == 50.5)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 1536, weightType: .bf16) == 39.25)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 5376, weightType: .bf16) == 73.5)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, weightType: .f32) == Float(3072.0.squareRoot()))
+        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, weightType: .f16) == Float(Float16(Float(3072.0.squareRoot()))))
     }
 }
