@@ -25,8 +25,9 @@
 // Spin this long before sleeping on the futex: long enough to bridge the gap between two
 // matmuls of one decode step (norms, attention), short enough not to burn a core while the
 // rank waits for the network or the user. Time-based because `pause` costs 10-140 cycles
-// depending on the CPU (about 15 ns here).
-#define CK_SPIN_SECONDS 200e-6
+// depending on the CPU (about 15 ns here). GEMMA_NODE_SPIN_US overrides the 200 us default
+// (0 = sleep at once: kinder when more threads than cores are runnable).
+#define CK_SPIN_SECONDS (p->spin_seconds)
 
 struct ck_pool {
     int threads;
@@ -36,6 +37,7 @@ struct ck_pool {
     _Atomic int64_t next;      // next chunk index
     _Atomic int sleepers;      // workers parked on the futex
     _Atomic int stop;
+    double spin_seconds;
     ck_task_fn fn;
     void *ctx;
     int64_t count, grain, chunks;
@@ -109,6 +111,9 @@ ck_pool *ck_pool_create(int threads) {
     ck_pool *p = calloc(1, sizeof(ck_pool));
     if (!p) return NULL;
     p->threads = threads;
+    p->spin_seconds = 200e-6;
+    const char *spin = getenv("GEMMA_NODE_SPIN_US");
+    if (spin && *spin) p->spin_seconds = atof(spin) * 1e-6;
     if (threads > 1) {
         p->workers = calloc((size_t)threads - 1, sizeof(pthread_t));
         if (!p->workers) { free(p); return NULL; }

@@ -56,3 +56,55 @@ struct KernelBenchmark {
         }
     }
 }
+
+/// The matmuls of one Gemma 3 270M Q4_K_M step (shapes and per-layer types of the default GGUF,
+/// synthetic zeroed weights): milliseconds per decoded token and prefill tokens/s from matmuls
+/// alone, an upper bound for the engine. Off by default like the suite above.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] != nil), .serialized)
+struct ModelShapeBenchmark {
+    /// (type, rows, cols) for every weight matmul of one token, LM head last.
+    static func plan() throws -> [WeightMatrix] {
+        let v = Array("885585585585585888"), down = Array("664464464464464666")
+        var ms: [WeightMatrix] = []
+        for l in 0..<18 {
+            ms.append(try WeightMatrix(type: .q5_0, rows: 1024, cols: 640))                    // q
+            ms.append(try WeightMatrix(type: .q5_0, rows: 256, cols: 640))                     // k
+            ms.append(try WeightMatrix(type: v[l] == "8" ? .q8_0 : .q5_0, rows: 256, cols: 640)) // v
+            ms.append(try WeightMatrix(type: .q4_K, rows: 640, cols: 1024))                    // o
+            ms.append(try WeightMatrix(type: .q5_0, rows: 2048, cols: 640))                    // gate
+            ms.append(try WeightMatrix(type: .q5_0, rows: 2048, cols: 640))                    // up
+            ms.append(try WeightMatrix(type: down[l] == "6" ? .q6_K : .q4_K, rows: 640, cols: 2048))
+        }
+        ms.append(try WeightMatrix(type: .q8_0, rows: 262_144, cols: 640))                     // LM head
+        return ms
+    }
+
+    @Test func gemma3_270mStep() throws {
+        let ms = try Self.plan()
+        let bytes = ms.reduce(0) { $0 + $1.byteCount }
+        let x = [Float](repeating: 0.01, count: 128 * 2048)
+        var y = [Float](repeating: 0, count: 128 * 262_144)
+        for threads in [1, 2] {
+            let pool = ThreadPool(threads: threads)
+            func run(_ tokens: Int, lmHead: Bool) -> Double {
+                var best = Double.infinity
+                for _ in 0..<5 {
+                    let t0 = ck_now()
+                    x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { yp in
+                            for m in ms where lmHead || m.rows != 262_144 {
+                                matmul(m, x: xp.baseAddress!, xStride: m.cols, tokens: tokens, y: yp.baseAddress!, yStride: m.rows, pool: pool)
+                            }
+                        }
+                    }
+                    best = min(best, ck_now() - t0)
+                }
+                return best
+            }
+            let decode = run(1, lmHead: true)
+            let prefill = run(128, lmHead: false)  // prefill needs the LM head for the last token only
+            print(String(format: "270M matmuls, %d thread(s), %@: decode %.2f ms/token (%.1f tok/s, %.1f GB/s of %d MB), prefill T=128 %.0f tok/s (layers only)",
+                         threads, "\(Kernels.active)", decode * 1e3, 1 / decode, Double(bytes) / decode / 1e9, bytes >> 20, 128 / prefill))
+        }
+    }
+}
