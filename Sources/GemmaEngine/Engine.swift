@@ -150,7 +150,9 @@ public final class StepExecutor {
             if comm.isCoordinator {
                 guard let plan else { throw EngineError.notCoordinator("sending a plan") }
                 let bytes = try codec.encode(plan)
-                if comm.size > 1 { _ = try comm.broadcast(bytes, root: 0, idle: false) }
+                // `idle` must match on every rank (MPI pairs a non-blocking broadcast only with
+                // non-blocking ones), and the workers wait idle.
+                if comm.size > 1 { _ = try comm.broadcast(bytes, root: 0, idle: true) }
                 received = plan
             } else {
                 // Waiting here may last arbitrarily long: do not spin a core.
