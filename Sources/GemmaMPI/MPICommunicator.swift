@@ -29,9 +29,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// 1 ms keeps an idle rank near 5% of a core (measured: docs/ARCHITECTURE.md) and adds
     /// at most ~1 ms latency to the first step after an idle period.
     public static let idleMaxSleepMicroseconds: UInt32 = 1000
-    /// Polls made without sleeping before the back-off starts, so a plan that is already on
-    /// its way (the busy decode loop) is picked up without any sleep.
-    static let idleSpinPolls = 200
+    /// How long to poll without sleeping before the back-off starts, in seconds: in the busy
+    /// decode loop the next plan usually arrives within this window (the coordinator is only
+    /// sampling), so a worker does not pay a sleep's latency on every token.
+    static let idleSpinSeconds = 250e-6
 
     nonisolated(unsafe) private static var created = false
     private static let creationLock = NSLock()
@@ -227,17 +228,16 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    /// Polls `request` to completion: a short spin, then sleeps doubling from 50 us up to
-    /// `idleMaxSleepMicroseconds`.
+    /// Polls `request` to completion: `MPI_Test` without sleeping for `idleSpinSeconds`,
+    /// then sleeps doubling from 50 us up to `idleMaxSleepMicroseconds`.
     private static func waitSleeping(_ request: inout MPI_Request?) throws {
         var flag: Int32 = 0
-        var polls = 0
+        let spinUntil = MPI_Wtime() + idleSpinSeconds
         var sleep: UInt32 = 50
         while true {
             try check(MPI_Test(&request, &flag, gn_status_ignore()), "MPI_Test")
             if flag != 0 { return }
-            polls += 1
-            if polls > idleSpinPolls {
+            if MPI_Wtime() > spinUntil {
                 usleep(sleep)
                 sleep = min(sleep * 2, idleMaxSleepMicroseconds)
             }
