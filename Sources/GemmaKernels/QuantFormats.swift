@@ -4,7 +4,9 @@
 // with `gguf.quants.quantize`). Speed is not the point here: the SIMD kernels in CKernels are
 // tested against these.
 
-/// Dequantizes `count` values of `type` starting at `src` (a whole number of blocks).
+/// Dequantizes `count` values of `type` starting at `src`. `count` must be a whole number of
+/// blocks (a programming-error precondition: callers validate sizes from files with
+/// `WeightType.rowBytes(_:)`, which returns nil otherwise, and `WeightMatrix` guarantees it).
 public func dequantize(_ type: WeightType, _ src: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
     let bs = type.blockSize
     precondition(count % bs == 0, "count must be a whole number of blocks")
