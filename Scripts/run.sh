@@ -14,7 +14,8 @@ export GEMMA_NODE_MODEL="${GEMMA_NODE_MODEL:-$MODEL_PATH}"
 export OPENBLAS_NUM_THREADS=1
 
 if [ "$#" -eq 0 ]; then
-    # The default job. Switch to a `generate` on the default model once that command exists.
+    # The default job. Switch to a `generate` on the default model once generate loads GGUF
+    # files (today it loads Hugging Face directories only).
     set -- cluster-check
 fi
 
