@@ -31,21 +31,22 @@ struct Expected: Sendable {
 let gemma123Fixtures = ["gemma1_mqa", "gemma2_softcap", "gemma3_pattern", "gemma3_bf16", "gemma3_f16", "gemma3_sharded", "gemma3_multimodal"]
 
 /// How a prompt is fed: all at once, one token per step, or in two chunks.
-enum Feeding: Sendable, CaseIterable { case prefill, decode, twoChunks }
+enum Feeding: Sendable, Equatable { case prefill, decode, twoChunks, chunksOf(Int) }
 
 /// Runs the prompt through `ranks` in-process ranks and returns the full logits at every
 /// position (slices concatenated in rank order) and the 16 greedy tokens that follow.
-func runFixture(_ name: String, ranks: Int, feeding: Feeding, greedySteps: Int = 16) throws -> (logits: [[Float]], greedy: [Int32]) {
+func runFixture(_ name: String, ranks: Int, feeding: Feeding, greedySteps: Int = 16, maxBatchTokens: Int = 16) throws -> (logits: [[Float]], greedy: [Int32]) {
     let expected = try Expected(name)
     let dir = hfFixtures.appendingPathComponent(name)
     let results = try LocalCommunicator.run(ranks: ranks) { comm -> ([[Float]], [Int32], Range<Int>) in
-        let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: 16))
+        let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens))
         let tokens = expected.promptTokens
         let steps: [Range<Int>]
         switch feeding {
         case .prefill: steps = [0..<tokens.count]
         case .decode: steps = (0..<tokens.count).map { $0..<($0 + 1) }
         case .twoChunks: steps = [0..<7, 7..<tokens.count]
+        case let .chunksOf(n): steps = stride(from: 0, to: tokens.count, by: n).map { $0..<min(tokens.count, $0 + n) }
         }
         var logits: [[Float]] = []
         // Slot 1, so slot indexing is exercised; slot 0 stays empty.
@@ -122,6 +123,17 @@ struct FixtureTests {
             #expect(diff <= logitTolerance, "\(fixture) \(feeding) at \(ranks) ranks: max |logit diff| \(diff)")
             #expect(greedy == Array(expected.greedyTokens.prefix(greedy.count)), "\(fixture) \(feeding) at \(ranks) ranks")
         }
+    }
+
+    /// Small steps make the sliding-window ring (window + maxBatchTokens = 8 or 9 positions)
+    /// wrap during the prompt itself: chunks of maxBatchTokens = 4 must still match.
+    @Test(arguments: ["gemma2_softcap", "gemma3_pattern"], [1, 2])
+    func fullChunksWrapTheSlidingRing(fixture: String, ranks: Int) throws {
+        let expected = try Expected(fixture)
+        let (logits, greedy) = try runFixture(fixture, ranks: ranks, feeding: .chunksOf(4), greedySteps: 16, maxBatchTokens: 4)
+        let diff = maxAbsDiff(logits, expected.logits)
+        #expect(diff <= logitTolerance, "\(fixture) chunks of 4 at \(ranks) ranks: max |logit diff| \(diff)")
+        #expect(greedy == expected.greedyTokens)
     }
 
     /// Per-layer residual stream against transformers' hidden_states: localises a mismatch
