@@ -57,6 +57,19 @@ static inline void ck_kscale(const uint8_t *s, int j, uint8_t *sc, uint8_t *m) {
     }
 }
 
+/// All eight 6-bit scales and mins of a Q4_K/Q5_K block at once, with 32-bit word operations
+/// (same values as ck_kscale: bytes 0-3 hold the low 6 bits of scales 0-3, bytes 4-7 of mins
+/// 0-3, bytes 8-11 the low 4 bits of scales/mins 4-7 whose top 2 bits are the top bits of
+/// bytes 0-7).
+static inline void ck_kscales8(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
+    uint32_t w0 = ck_ld32(s), w1 = ck_ld32(s + 4), w2 = ck_ld32(s + 8);
+    uint32_t sc_lo = w0 & 0x3f3f3f3fu, m_lo = w1 & 0x3f3f3f3fu;
+    uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
+    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
+    memcpy(sc, &sc_lo, 4); memcpy(sc + 4, &sc_hi, 4);
+    memcpy(m, &m_lo, 4); memcpy(m + 4, &m_hi, 4);
+}
+
 /// Block size (values) of a GGML type, 0 if unknown.
 int ck_block_size(uint32_t type);
 /// Bytes per block of a GGML type, 0 if unknown.

@@ -286,7 +286,7 @@ static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t
 }
 
 #define CK_K45_DOT(fmt, blk, HAS_QH)                                                         \
-    static CK_TARGET float CK_NAME(dot_##fmt)(const void *w, const void *act, int64_t n) {   \
+    static CK_TARGET __attribute__((unused)) float CK_NAME(dot_##fmt)(const void *w, const void *act, int64_t n) { \
         const blk *b = w;                                                                    \
         const ck_q8k *a = act;                                                               \
         const int64_t nb = n / 256;                                                          \
@@ -294,7 +294,7 @@ static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t
         __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();                        \
         for (int64_t i = 0; i < nb; i++) {                                                   \
             uint8_t sc[8], m[8];                                                             \
-            for (int j = 0; j < 8; j++) ck_kscale(b[i].scales, j, &sc[j], &m[j]);            \
+            ck_kscales8(b[i].scales, sc, m);            \
             __m256i sumi = _mm256_setzero_si256();                                           \
             __m256i qh = HAS_QH ? _mm256_loadu_si256((const __m256i *)QH_PTR) : _mm256_setzero_si256(); \
             for (int c = 0; c < 4; c++) {                                                    \
@@ -325,6 +325,41 @@ CK_K45_DOT(q4_K, blk_q4_K, 0)
 CK_K45_DOT(q5_K, blk_q5_K, 1)
 #undef QH_PTR
 #undef CK_K45_DOT
+
+#if CK_VNNI
+// 512-bit Q4_K: one 32-byte chunk of nibbles is two sub-blocks (low, high nibbles) = 64 values
+// whose activations are 64 contiguous bytes; int32 lanes 0-7 belong to the first sub-block and
+// 8-15 to the second, scaled by a permutation of the block's eight scales.
+static CK_TARGET float CK_NAME(dot_q4_K_512)(const void *w, const void *act, int64_t n) {
+    const blk_q4_K *b = w;
+    const ck_q8k *a = act;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    const __m512i pick[4] = {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
+        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
+    };
+    for (int64_t i = 0; i < n / 256; i++) {
+        uint8_t sc[8], m[8];
+        ck_kscales8(b[i].scales, sc, m);
+        __m512i scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc));
+        __m512i sumi = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a[i].q + 64 * c));
+            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(pick[c], scv)));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(CK_NAME(h2f)(&b[i].d) * a[i].d), _mm512_cvtepi32_ps(sumi), acc);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin) * a[i].d),
+                               _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a[i].bsums)), accm);
+    }
+    return _mm512_reduce_add_ps(acc) - CK_NAME(hsum8)(accm);
+}
+#endif
 
 static CK_TARGET float CK_NAME(dot_q6_K)(const void *w, const void *act, int64_t n) {
     const blk_q6_K *b = w;
@@ -447,7 +482,7 @@ static CK_TARGET void CK_NAME(dot4t_q4_K)(const void *w, const void *act, size_t
     __m256 accm[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < n / 256; i++) {
         uint8_t sc[8], m[8];
-        for (int j = 0; j < 8; j++) ck_kscale(b[i].scales, j, &sc[j], &m[j]);
+        ck_kscales8(b[i].scales, sc, m);
         __m256i q[8], sc32[8], sc16[8];
         for (int c = 0; c < 4; c++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
@@ -593,7 +628,11 @@ ck_dot_fn CK_NAME(ck_kernel)(uint32_t type) {
     case CK_Q4_0: return CK_NAME(dot_q4_0);
     case CK_Q4_1: return CK_NAME(dot_q4_1);
     case CK_Q5_1: return CK_NAME(dot_q5_1);
+#if CK_VNNI
+    case CK_Q4_K: return CK_NAME(dot_q4_K_512);
+#else
     case CK_Q4_K: return CK_NAME(dot_q4_K);
+#endif
     case CK_Q5_K: return CK_NAME(dot_q5_K);
     case CK_Q6_K: return CK_NAME(dot_q6_K);
     default: return 0;
