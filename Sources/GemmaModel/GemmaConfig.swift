@@ -167,6 +167,22 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         self = try JSONDecoder().decode(GemmaConfig.self, from: data)
     }
 
+    /// Stop tokens of a model directory: `eos_token_id` (an id or a list) of
+    /// `generation_config.json`, which holds the real ones for released checkpoints (e.g.
+    /// [1, 106] for instruction-tuned Gemma 3), merged with config.json's. Unreadable or absent
+    /// generation config: config.json's alone.
+    public func stopTokenIds(directory: URL) -> [Int] {
+        var ids = eosTokenIds
+        let url = directory.appendingPathComponent("generation_config.json")
+        if let data = FileManager.default.contents(atPath: url.path),
+           let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            if let one = json["eos_token_id"] as? Int { ids.append(one) }
+            if let many = json["eos_token_id"] as? [Int] { ids += many }
+        }
+        var seen = Set<Int>()
+        return ids.filter { seen.insert($0).inserted }
+    }
+
     /// Reads `config.json` in a model directory.
     public static func load(directory: URL) throws -> GemmaConfig {
         let url = directory.appendingPathComponent("config.json")

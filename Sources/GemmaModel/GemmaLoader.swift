@@ -121,9 +121,11 @@ extension GemmaShard {
         if names[.lmHead] != nil {
             lmHead = VocabParallelEmbedding(weight: try matrix(.lmHead, rows: vocab), vocabRange: vocab)
         }
-        return GemmaShard(config: config, plan: plan, comm: comm, pool: ThreadPool(threads: options.threads), layers: layers,
-                          embedding: embedding, lmHead: lmHead, finalNorm: try norm(.finalNorm),
-                          maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens)
+        let shard = GemmaShard(config: config, plan: plan, comm: comm, pool: ThreadPool(threads: options.threads), layers: layers,
+                               embedding: embedding, lmHead: lmHead, finalNorm: try norm(.finalNorm),
+                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens)
+        shard.stopTokenIds = config.stopTokenIds(directory: directory)
+        return shard
     }
 
     /// Bytes of weights this rank holds.

@@ -103,6 +103,8 @@ public final class GemmaShard: ShardedCausalLM {
     public let maxContext: Int
     public let slots: Int
     public let maxBatchTokens: Int
+    /// Ids that end a sequence (config.json and generation_config.json `eos_token_id`).
+    public internal(set) var stopTokenIds: [Int] = []
 
     /// Called after the embedding (index 0) and after each layer (index i + 1) with the
     /// residual stream [T, H], and with the final-norm output at index L: the layout of

@@ -140,3 +140,17 @@ struct EmbeddingScaleTests {
         #expect(GemmaShard.embeddingScale(hiddenSize: 3072, weightType: .f16) == Float(Float16(Float(3072.0.squareRoot()))))
     }
 }
+
+@Suite("Stop tokens")
+struct StopTokenTests {
+    @Test func mergesGenerationConfig() throws {
+        let dir = try copyFixture("gemma3_pattern")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = try GemmaConfig.load(directory: dir)
+        #expect(config.stopTokenIds(directory: dir) == [1])
+        try Data(#"{"eos_token_id": [1, 106]}"#.utf8).write(to: dir.appendingPathComponent("generation_config.json"))
+        #expect(config.stopTokenIds(directory: dir) == [1, 106])
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("generation_config.json"))
+        #expect(config.stopTokenIds(directory: dir) == [1])
+    }
+}
