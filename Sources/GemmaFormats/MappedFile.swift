@@ -1,0 +1,86 @@
+// A read-only view of a whole file's bytes: memory-mapped from disk (so a rank only pages in
+// the slices it touches), or an owned copy of in-memory bytes (tests build corrupt files this
+// way). Every slice is bounds-checked; nothing here knows about any file format.
+import Foundation
+
+/// Errors opening or slicing a `MappedFile`.
+public enum MappedFileError: Error, CustomStringConvertible, Equatable {
+    case cannotOpen(file: String, reason: String)
+    case outOfBounds(file: String, offset: Int, count: Int, size: Int)
+
+    public var description: String {
+        switch self {
+        case let .cannotOpen(f, r): return "cannot open \(f): \(r)"
+        case let .outOfBounds(f, o, c, s):
+            return "\(f): byte range \(o)..<\(o &+ c) is outside the file (\(s) bytes)"
+        }
+    }
+}
+
+/// The bytes of one file, read-only, alive as long as this object.
+public final class MappedFile: @unchecked Sendable {
+    // @unchecked: the memory is never written after init and is released only in deinit.
+    /// Path (or name, for in-memory bytes) used in every error message.
+    public let path: String
+    /// Size in bytes.
+    public let size: Int
+    /// First byte (valid for `size` bytes; a 1-byte dummy allocation when the file is empty).
+    public let base: UnsafeRawPointer
+    private let isMapped: Bool
+
+    /// Maps the whole file read-only. A missing, unreadable or non-regular file is a
+    /// `cannotOpen` error naming the path.
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw MappedFileError.cannotOpen(file: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw MappedFileError.cannotOpen(file: path, reason: "fstat: " + String(cString: strerror(errno)))
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw MappedFileError.cannotOpen(file: path, reason: "not a regular file")
+        }
+        size = Int(st.st_size)
+        if size == 0 {
+            // mmap of 0 bytes fails with EINVAL; an empty file is the format parser's to report.
+            base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
+            isMapped = false
+            return
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw MappedFileError.cannotOpen(file: path, reason: "mmap: " + String(cString: strerror(errno)))
+        }
+        base = UnsafeRawPointer(p)
+        isMapped = true
+    }
+
+    /// An owned, 64-byte-aligned copy of `bytes`, reported as `name` in errors.
+    public init(bytes: [UInt8], name: String) {
+        path = name
+        size = bytes.count
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 64)
+        bytes.withUnsafeBytes { src in
+            if let s = src.baseAddress, !bytes.isEmpty { p.copyMemory(from: s, byteCount: bytes.count) }
+        }
+        base = UnsafeRawPointer(p)
+        isMapped = false
+    }
+
+    deinit {
+        if isMapped { munmap(UnsafeMutableRawPointer(mutating: base), size) } else { base.deallocate() }
+    }
+
+    /// `count` bytes starting at `offset`; throws if any part lies outside the file
+    /// (overflow-safe: huge offsets from a corrupt header do not wrap around).
+    public func bytes(at offset: Int, count: Int) throws -> UnsafeRawBufferPointer {
+        guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
+            throw MappedFileError.outOfBounds(file: path, offset: offset, count: count, size: size)
+        }
+        return UnsafeRawBufferPointer(start: base + offset, count: count)
+    }
+
+    /// The whole file.
+    public var allBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+}
