@@ -361,7 +361,7 @@ static CK_TARGET float CK_NAME(dot_q4_K_512)(const void *w, const void *act, int
 }
 #endif
 
-static CK_TARGET float CK_NAME(dot_q6_K)(const void *w, const void *act, int64_t n) {
+static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, const void *act, int64_t n) {
     const blk_q6_K *b = w;
     const ck_q8k *a = act;
     const int64_t nb = n / 256;
@@ -399,6 +399,47 @@ static CK_TARGET float CK_NAME(dot_q6_K)(const void *w, const void *act, int64_t
     }
     return CK_NAME(hsum8)(acc);
 }
+
+#if CK_VNNI
+// 512-bit Q6_K: per half, [ql0 | ql1] and [qh | qh >> 2] build two vectors of 64 six-bit values
+// (positions 0-63 and 64-127 of the half, each with 64 contiguous activation bytes); int32 lanes
+// come in groups of four per 16-value scale group, scaled by a permutation of the 16 scales.
+static CK_TARGET float CK_NAME(dot_q6_K_512)(const void *w, const void *act, int64_t n) {
+    const blk_q6_K *b = w;
+    const ck_q8k *a = act;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 acco = _mm256_setzero_ps();
+    const __m512i pick[4] = {
+        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+        _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
+        _mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
+        _mm512_setr_epi32(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15),
+    };
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
+        __m512i scv = _mm512_cvtepi8_epi32(sc8);
+        __m512i sumi = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            __m512i qhs = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qhs, m2), 4));
+            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qhs, 4), m2), 4));
+            __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(a[i].q + 128 * h));
+            __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(a[i].q + 128 * h + 64));
+            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p01, _mm512_permutexvar_epi32(pick[2 * h], scv)));
+            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p23, _mm512_permutexvar_epi32(pick[2 * h + 1], scv)));
+        }
+        float dd = CK_NAME(h2f_end)(&b[i].d) * a[i].d;
+        __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums), _mm256_cvtepi8_epi16(sc8));
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(sumi), acc);
+        acco = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(off), acco);
+    }
+    return _mm512_reduce_add_ps(acc) - 32.0f * CK_NAME(hsum8)(acco);
+}
+#endif
 
 // ---- activation scheme (a): Q8_0 weights times f32 x, dequantized in registers.
 float CK_TARGET CK_NAME(ck_q8_0_f32)(const void *w, const float *x, int64_t n) {
@@ -634,7 +675,11 @@ ck_dot_fn CK_NAME(ck_kernel)(uint32_t type) {
     case CK_Q4_K: return CK_NAME(dot_q4_K);
 #endif
     case CK_Q5_K: return CK_NAME(dot_q5_K);
+#if CK_VNNI
+    case CK_Q6_K: return CK_NAME(dot_q6_K_512);
+#else
     case CK_Q6_K: return CK_NAME(dot_q6_K);
+#endif
     default: return 0;
     }
 }
