@@ -1,7 +1,7 @@
 // x86 kernel bodies, included twice by ck_x86.c: once for AVX2+FMA (CK_VNNI 0) and once for
-// AVX-512 with VNNI (CK_VNNI 1). The integer kernels work on 256-bit vectors in both builds (a
-// block is 32 values; the AVX-512 build gets vpdpbusd, mask-register bit expansion and EVEX
-// encodings); the float kernels use 512-bit vectors in the AVX-512 build.
+// AVX-512 with VNNI (CK_VNNI 1). The AVX-512 build adds 512-bit kernels for the default model's
+// formats (F32/F16/BF16, Q8_0, Q5_0, Q4_K, Q6_K); its other integer kernels are the 256-bit
+// bodies with vpdpbusd, mask-register bit expansion and EVEX encodings.
 // Expects CK_TARGET, CK_NAME(x) and CK_VNNI to be defined.
 
 // u8 x s8 products summed in groups of four into int32 lanes, added to acc.
