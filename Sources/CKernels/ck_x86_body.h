@@ -198,15 +198,14 @@ static CK_TARGET float CK_NAME(dot_q8_0_512)(const void *w, const void *act, int
     return total;
 }
 
-// Two Q5_0 blocks as 64 signed values q - 16, in the order of the two activation blocks.
+// Two Q5_0 blocks as 64 unsigned values q (0..31), in the order of the two activation blocks.
 static inline CK_TARGET __m512i CK_NAME(q5_0_two)(const blk_q5_0 *b0, const blk_q5_0 *b1) {
     __m256i x = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)b1->qs), _mm_loadu_si128((const __m128i *)b0->qs));
     // 128-bit lanes [lo0, lo1, hi0, hi1] -> [lo0, hi0, lo1, hi1]
     __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1);
     v = _mm512_and_si512(_mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0F));
     uint64_t hb = (uint64_t)ck_ld32(b0->qh) | (uint64_t)ck_ld32(b1->qh) << 32;
-    v = _mm512_or_si512(v, _mm512_maskz_mov_epi8((__mmask64)hb, _mm512_set1_epi8(0x10)));
-    return _mm512_sub_epi8(v, _mm512_set1_epi8(16));
+    return _mm512_or_si512(v, _mm512_maskz_mov_epi8((__mmask64)hb, _mm512_set1_epi8(0x10)));
 }
 
 static CK_TARGET float CK_NAME(dot_q5_0)(const void *w, const void *act, int64_t n);
@@ -216,7 +215,9 @@ static CK_TARGET float CK_NAME(dot_q5_0_512)(const void *w, const void *act, int
     const int64_t nb = n / 32;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
 #define STEP2(j, acc) {                                                                       \
-        __m512i p = CK_NAME(sdot64)(CK_NAME(q5_0_two)(&b[j], &b[j + 1]), CK_NAME(two32)(a[j].q, a[j + 1].q)); \
+        /* unsigned q times a, with -16 * sum(a) of each block started in its first lane */  \
+        __m512i init = _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, -16 * a[j].sum), 0x0100, -16 * a[j + 1].sum); \
+        __m512i p = _mm512_dpbusd_epi32(init, CK_NAME(q5_0_two)(&b[j], &b[j + 1]), CK_NAME(two32)(a[j].q, a[j + 1].q)); \
         __m512 sc = CK_NAME(two_scales)(CK_NAME(h2f)(&b[j].d) * a[j].d, CK_NAME(h2f)(&b[j + 1].d) * a[j + 1].d); \
         acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc); }
     int64_t i = 0;
