@@ -67,7 +67,8 @@ extension GemmaShard {
         guard options.slots >= 1, options.maxBatchTokens >= 1, options.threads >= 1 else {
             throw GemmaLoadError.badOptions("slots, maxBatchTokens and threads must be at least 1")
         }
-        let maxContext = min(config.maxPositionEmbeddings, (options.maxContext ?? 0) > 0 ? options.maxContext! : config.maxPositionEmbeddings)
+        let requested = options.maxContext ?? 0
+        let maxContext = requested > 0 ? min(requested, config.maxPositionEmbeddings) : config.maxPositionEmbeddings
         let archive = try SafetensorsArchive(directory: directory)
         let names = try TensorNames.resolve(config: config, names: archive.tensors.mapValues(\.shape))
         if !config.tieWordEmbeddings && names[.lmHead] == nil { throw GemmaLoadError.noLMHead }
