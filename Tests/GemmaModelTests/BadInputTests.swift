@@ -165,3 +165,29 @@ struct BadInputTests {
         #expect(maxAbsDiff([row10, row5], [expected.logits[10], expected.logits[5]]) <= logitTolerance)
     }
 }
+
+@Suite("Untied LM head")
+struct UntiedHeadTests {
+    /// A checkpoint with its own lm_head.weight (here pointing at the embedding's bytes, so the
+    /// expected logits stay valid) loads it vocab-parallel; untied without one is refused.
+    @Test func separateHeadIsUsedAndRequired() throws {
+        let expected = try Expected("gemma2_softcap")
+        let dir = try copyFixture("gemma2_softcap")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let configURL = dir.appendingPathComponent("config.json")
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        config["tie_word_embeddings"] = false
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        #expect(loadError(dir)?.contains("tie_word_embeddings is false but the checkpoint has no lm_head.weight") == true)
+
+        try editHeader(dir.appendingPathComponent("model.safetensors")) { h in h["lm_head.weight"] = h["model.embed_tokens.weight"] }
+        let logits = try LocalCommunicator.run(ranks: 2) { comm -> [[Float]] in
+            let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, maxBatchTokens: 16))
+            #expect(model.lmHead != nil)
+            let slice = try model.forward(expected.promptTokens.enumerated().map { BatchEntry(slot: 0, token: $1, position: $0, wantLogits: true) })
+            return (0..<slice.rows).map { Array(slice.row($0)) }
+        }
+        let full = (0..<logits[0].count).map { logits[0][$0] + logits[1][$0] }
+        #expect(maxAbsDiff(full, expected.logits) <= logitTolerance)
+    }
+}
