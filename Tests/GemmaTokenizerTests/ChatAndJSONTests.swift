@@ -1,0 +1,109 @@
+// Chat templates rendered to exact strings (Gemma 1-3 and Gemma 4 grammars, GEMMA_SPEC A4.4/A4.5),
+// and the tokenizer.json path checked against Hugging Face `tokenizers` on a small fixture.
+import Foundation
+import Testing
+import GemmaTokenizer
+
+struct TinyCase: Decodable { let text: String; let ids: [Int32]; let decoded: String }
+struct TinyFile: Decodable { let cases: [TinyCase] }
+
+@Suite struct TokenizerJSONTests {
+    @Test func matchesHuggingFaceTokenizers() throws {
+        let tok = try GemmaTokenizer.load(path: tokenizerFixtures.appendingPathComponent("tiny_tokenizer.json").path)
+        #expect(tok.bosID == 2 && tok.eosID == 1 && tok.unknownID == 3 && tok.addBOS)
+        let exp = try JSONDecoder().decode(TinyFile.self, from: Data(contentsOf: tokenizerFixtures.appendingPathComponent("tiny_tokenizer_expected.json")))
+        #expect(exp.cases.count >= 16)
+        for c in exp.cases {
+            let ids = tok.encode(c.text)
+            #expect(ids == c.ids, "\(c.text.debugDescription)")
+            #expect(tok.decode(ids) == c.decoded, "\(c.text.debugDescription)")
+        }
+    }
+
+    @Test func badTokenizerJSON() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tokjson-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = dir.appendingPathComponent("tokenizer.json")
+        try Data("{\"model\": {\"type\": \"Unigram\"}}".utf8).write(to: bad)
+        do {
+            _ = try GemmaTokenizer.load(path: dir.path)
+            Issue.record("a Unigram tokenizer.json must be refused")
+        } catch let e as TokenizerError {
+            #expect(e.description.contains("tokenizer.json") && e.description.contains("BPE"))
+        }
+        try Data("not json".utf8).write(to: bad)
+        #expect(throws: TokenizerError.self) { try GemmaTokenizer.load(path: bad.path) }
+        let badMerge = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a c"]}}"#
+        try Data(badMerge.utf8).write(to: bad)
+        #expect(throws: TokenizerError.self) { try GemmaTokenizer.load(path: bad.path) }
+    }
+}
+
+@Suite struct ChatTemplateTests {
+    let gemma = ChatTemplate(format: .gemma)
+    let gemma4 = ChatTemplate(format: .gemma4)
+
+    @Test func gemma3SingleTurn() throws {
+        let s = try gemma.render(messages: [ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
+        #expect(s == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n")
+    }
+
+    @Test func gemma3SystemFoldedAndMultiTurn() throws {
+        let s = try gemma.render(messages: [
+            ChatMessage(role: "system", content: "Be brief."),
+            ChatMessage(role: "user", content: "  What is 2+2?\n"),
+            ChatMessage(role: "assistant", content: "4"),
+            ChatMessage(role: "user", content: "And 3+3?"),
+        ], addGenerationPrompt: true)
+        #expect(s == "<bos><start_of_turn>user\nBe brief.\n\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n4<end_of_turn>\n<start_of_turn>user\nAnd 3+3?<end_of_turn>\n<start_of_turn>model\n")
+        let noPrompt = try gemma.render(messages: [ChatMessage(role: "user", content: "x"), ChatMessage(role: "model", content: "y")], addGenerationPrompt: false)
+        #expect(noPrompt == "<bos><start_of_turn>user\nx<end_of_turn>\n<start_of_turn>model\ny<end_of_turn>\n")
+    }
+
+    @Test func gemma3RoleErrors() {
+        #expect(throws: ChatTemplateError.rolesMustAlternate(index: 0, expected: "user", found: "assistant")) {
+            try gemma.render(messages: [ChatMessage(role: "assistant", content: "x")], addGenerationPrompt: true)
+        }
+        #expect(throws: ChatTemplateError.rolesMustAlternate(index: 2, expected: "assistant/model", found: "user")) {
+            try gemma.render(messages: [ChatMessage(role: "system", content: "s"), ChatMessage(role: "user", content: "a"), ChatMessage(role: "user", content: "b")], addGenerationPrompt: true)
+        }
+        #expect(throws: ChatTemplateError.systemNotFirst(index: 1)) {
+            try gemma.render(messages: [ChatMessage(role: "user", content: "a"), ChatMessage(role: "system", content: "s")], addGenerationPrompt: true)
+        }
+        #expect(throws: ChatTemplateError.unknownRole(index: 0, role: "tool")) {
+            try gemma.render(messages: [ChatMessage(role: "tool", content: "a")], addGenerationPrompt: true)
+        }
+        #expect(ChatTemplateError.systemNotFirst(index: 1).description.contains("first message"))
+    }
+
+    @Test func gemma4Formats() throws {
+        // GEMMA_SPEC A4.4's minimal example (thinking off).
+        #expect(try gemma4.render(messages: [ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
+                == "<bos><|turn>user\nHi<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
+        let s = try gemma4.render(messages: [
+            ChatMessage(role: "system", content: " You are terse. "),
+            ChatMessage(role: "user", content: "Q1"),
+            ChatMessage(role: "assistant", content: "<|channel>thought\nhmm<channel|>A1"),
+            ChatMessage(role: "user", content: "Q2"),
+        ], addGenerationPrompt: true)
+        #expect(s == "<bos><|turn>system\nYou are terse.<turn|>\n<|turn>user\nQ1<turn|>\n<|turn>model\nA1<turn|>\n<|turn>user\nQ2<turn|>\n<|turn>model\n<|channel>thought\n<channel|>")
+        let thinking = ChatTemplate(format: .gemma4, enableThinking: true)
+        #expect(try thinking.render(messages: [ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
+                == "<bos><|turn>system\n<|think|>\n<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\n")
+        #expect(throws: ChatTemplateError.systemNotFirst(index: 1)) {
+            try gemma4.render(messages: [ChatMessage(role: "user", content: "a"), ChatMessage(role: "developer", content: "s")], addGenerationPrompt: true)
+        }
+        #expect(ChatTemplate(architecture: "gemma4") == gemma4 && ChatTemplate(architecture: "gemma3") == gemma)
+    }
+
+    /// The rendered Gemma 3 prompt tokenizes (without a second BOS) to the turn ids.
+    @Test func renderedPromptTokenizes() async throws {
+        guard let path = modelPath() else { return }
+        let tok = try await SharedTokenizer.shared.get(path)
+        let text = try gemma.render(messages: [ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
+        let ids = tok.encode(text, addSpecial: false, parseSpecial: true)
+        #expect(ids.first == 2 && ids.filter { $0 == 2 }.count == 1)
+        #expect(ids == [2, 105, 2364, 107, 10979, 106, 107, 105, 4368, 107])
+    }
+}
