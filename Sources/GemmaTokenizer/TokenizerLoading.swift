@@ -12,7 +12,10 @@ extension GemmaTokenizer {
         let src = gguf.path
         func wrap<T>(_ body: () throws -> T) throws -> T {
             do { return try body() } catch let e as GGUFError {
-                throw TokenizerError.invalidVocabulary(source: src, reason: e.description)
+                // GGUFError descriptions start with the path already.
+                var reason = e.description
+                if reason.hasPrefix(src + ": ") { reason.removeFirst(src.count + 2) }
+                throw TokenizerError.invalidVocabulary(source: src, reason: reason)
             }
         }
         let model = try wrap { try gguf.string("tokenizer.ggml.model") }
