@@ -171,7 +171,7 @@ static inline CK_TARGET __m512i CK_NAME(two32)(const int8_t *p0, const int8_t *p
                               _mm256_loadu_si256((const __m256i *)p1), 1);
 }
 static inline CK_TARGET __m512 CK_NAME(two_scales)(float s0, float s1) {
-    return _mm512_insertf32x8(_mm512_set1_ps(s0), _mm256_set1_ps(s1), 1);
+    return _mm512_mask_broadcastss_ps(_mm512_set1_ps(s0), 0xFF00, _mm_set_ss(s1));
 }
 // Signed w times signed a, both 64 bytes, summed in fours.
 static inline CK_TARGET __m512i CK_NAME(sdot64)(__m512i w, __m512i a) {
@@ -580,13 +580,45 @@ static CK_TARGET void CK_NAME(dot4t_q6_K)(const void *w, const void *act, size_t
     }
     for (int t = 0; t < 4; t++) out[t] = CK_NAME(hsum8)(acc[t]);
 }
+#if CK_VNNI
+// 512-bit four-token Q5_0 (prefill's hottest kernel): two blocks decoded once per four tokens.
+static CK_TARGET void CK_NAME(dot4t_q5_0_512)(const void *w, const void *act, size_t stride, int64_t n, float *out) {
+    const blk_q5_0 *b = w;
+    const int64_t nb = n / 32;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        // Signed q - 16 once per two blocks: |q - 16| and its sign mask serve all four tokens.
+        __m512i sq = _mm512_sub_epi8(CK_NAME(q5_0_two)(&b[i], &b[i + 1]), _mm512_set1_epi8(16));
+        __mmask64 neg = _mm512_movepi8_mask(sq);
+        __m512i u = _mm512_abs_epi8(sq);
+        float d0 = CK_NAME(h2f)(&b[i].d), d1 = CK_NAME(h2f)(&b[i + 1].d);
+        for (int t = 0; t < 4; t++) {
+            const ck_q8a *a = CK_ACT(t, ck_q8a) + i;
+            __m512i av = CK_NAME(two32)(a[0].q, a[1].q);
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av));
+            acc[t] = _mm512_fmadd_ps(CK_NAME(two_scales)(d0 * a[0].d, d1 * a[1].d), _mm512_cvtepi32_ps(p), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+    if (i < nb) {  // odd block count: last block through the 256-bit kernel
+        float tail[4];
+        CK_NAME(dot4t_q5_0)(b + i, (const uint8_t *)act + i * sizeof(ck_q8a), stride, 32, tail);
+        for (int t = 0; t < 4; t++) out[t] += tail[t];
+    }
+}
+#endif
 #undef CK_ACT
 
 ck_dot4_fn CK_NAME(ck_kernel4)(uint32_t type) {
     switch (type) {
     case CK_Q8_0: return CK_NAME(dot4t_q8_0);
     case CK_Q4_0: return CK_NAME(dot4t_q4_0);
+#if CK_VNNI
+    case CK_Q5_0: return CK_NAME(dot4t_q5_0_512);
+#else
     case CK_Q5_0: return CK_NAME(dot4t_q5_0);
+#endif
     case CK_Q4_K: return CK_NAME(dot4t_q4_K);
     case CK_Q6_K: return CK_NAME(dot4t_q6_K);
     default: return 0;
