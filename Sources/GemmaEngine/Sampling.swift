@@ -122,16 +122,40 @@ func clean(_ x: Float) -> Float { x.isNaN ? -.infinity : x }
 /// logit is -inf (or NaN) are never returned.
 func localTopK(_ logits: UnsafeBufferPointer<Float>, firstId: Int, count: Int) -> [Candidate] {
     guard count > 0, !logits.isEmpty else { return [] }
-    if count >= 256 {
-        // Large k (the nucleus search grows it): sort everything once.
-        var all: [Candidate] = []
-        all.reserveCapacity(logits.count)
+    if count > 64 {
+        // Large k (the nucleus search grows it): a bounded heap whose root is the worst kept
+        // candidate; most logits fail the one comparison with the root, so this stays O(n).
+        var heap: [Candidate] = []
+        heap.reserveCapacity(count)
+        // `a` is worse than `b` when `b` precedes it; the root is the worst.
+        @inline(__always) func worse(_ a: Candidate, _ b: Candidate) -> Bool { b.precedes(a) }
         for i in 0..<logits.count {
             let v = clean(logits[i])
-            if v > -.infinity { all.append(Candidate(value: v, id: Int32(firstId + i))) }
+            if v == -.infinity { continue }
+            let c = Candidate(value: v, id: Int32(firstId + i))
+            if heap.count < count {
+                heap.append(c)
+                var j = heap.count - 1
+                while j > 0 {
+                    let parent = (j - 1) / 2
+                    if worse(heap[j], heap[parent]) { heap.swapAt(j, parent); j = parent } else { break }
+                }
+            } else if c.precedes(heap[0]) {
+                heap[0] = c
+                var j = 0
+                while true {
+                    let l = 2 * j + 1, r = l + 1
+                    var m = j
+                    if l < heap.count && worse(heap[l], heap[m]) { m = l }
+                    if r < heap.count && worse(heap[r], heap[m]) { m = r }
+                    if m == j { break }
+                    heap.swapAt(j, m)
+                    j = m
+                }
+            }
         }
-        all.sort { $0.precedes($1) }
-        return Array(all.prefix(count))
+        heap.sort { $0.precedes($1) }
+        return heap
     }
     // Small k: an insertion-sorted window; most logits fail the first comparison.
     var best: [Candidate] = []

@@ -191,6 +191,21 @@ let settingsGrid: [SamplerSettings] = [
         #expect(got.stats.rounds >= 3)
     }
 
+    @Test func localTopKEqualsAFullSort() {
+        var rng = TestRNG(state: 5)
+        for style in 0..<4 {
+            let row = randomLogits(&rng, vocab: 3000, style: style)
+            var all: [Candidate] = []
+            for (i, v) in row.enumerated() where v > -.infinity { all.append(Candidate(value: v, id: Int32(100 + i))) }
+            all.sort { $0.precedes($1) }
+            // Both the insertion window (k <= 64) and the heap (k > 64), and k beyond the row.
+            for k in [1, 2, 64, 65, 300, 2999, 5000] {
+                let got = row.withUnsafeBufferPointer { localTopK($0, firstId: 100, count: k) }
+                #expect(got == Array(all.prefix(k)), "style \(style), k \(k)")
+            }
+        }
+    }
+
     @Test func drawsFollowTheSoftmax() throws {
         // 20,000 draws from softmax([0, 1, 2, 3] / 0.8); each frequency's standard deviation is
         // at most sqrt(0.25 / 20000) = 0.0035, so 0.015 is over 4 sigma: a wrong distribution
