@@ -163,7 +163,12 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                 if idle {
                     var request: MPI_Request? = gn_request_null()
                     try Self.check(MPI_Ibcast(raw.baseAddress, 8, gn_byte(), Int32(root), comm, &request), "MPI_Ibcast")
-                    try Self.waitSleeping(&request)
+                    if rank == root {
+                        // The sender is never idle: sleeping here only delays the step.
+                        try Self.check(MPI_Wait(&request, gn_status_ignore()), "MPI_Wait")
+                    } else {
+                        try Self.waitSleeping(&request)
+                    }
                 } else {
                     try Self.check(MPI_Bcast(raw.baseAddress, 8, gn_byte(), Int32(root), comm), "MPI_Bcast(length)")
                 }

@@ -32,6 +32,7 @@ import Testing
         let hashes = Set(planLines.map { $0.split(separator: ":", maxSplits: 1).last.map(String.init) ?? "" })
         #expect(hashes.count == 1 && (hashes.first?.split(separator: " ").count ?? 0) == 4, "\(planLines)")
         #expect(result.stdout.contains("stepplans ok: 4 plans"))
+        #expect(result.stdout.contains("plan round trip: 16-sequence plan ("), "\(result.stdout)")
         #expect(result.stdout.contains("cluster-check ok"))
     }
 

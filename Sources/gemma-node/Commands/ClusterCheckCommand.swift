@@ -218,6 +218,28 @@ struct ClusterCheckCommand: ParsableCommand {
         if comm.isCoordinator {
             print("stepplans ok: \(plans.count) plans (\(bytesSent) bytes) decoded identically on all \(comm.size) ranks")
         }
+        try measurePlanLatency(comm, plan: plans[1])
+    }
+
+    /// Control-plane cost per step: the coordinator broadcasts an encoded plan the way the
+    /// engine does (idle broadcast, workers decode it) and all ranks then all-reduce one
+    /// float, which stands for the first collective of the forward pass. The coordinator's
+    /// median per round is printed.
+    private func measurePlanLatency(_ comm: any Communicator, plan: StepPlan) throws {
+        let encoded = plan.encode()
+        var times: [Double] = []
+        var ack: [Float] = [0]
+        for round in 0..<(repetitions + 5) {
+            let start = monotonicSeconds()
+            let bytes = try comm.broadcast(comm.isCoordinator ? encoded : [], root: 0, idle: true)
+            _ = try? StepPlan.decode(bytes)  // correctness was checked above; this is timing
+            try ack.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
+            if round >= 5 { times.append(monotonicSeconds() - start) }  // 5 warm-up rounds
+        }
+        if comm.isCoordinator {
+            let us = String(format: "%.1f", median(times) * 1e6)
+            print("plan round trip: \(plan.work.count)-sequence plan (\(encoded.count) bytes) broadcast + decode + 1-float all-reduce, median \(us) us")
+        }
     }
 
     // MARK: performance
