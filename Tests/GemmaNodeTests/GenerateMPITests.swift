@@ -106,6 +106,15 @@ struct GenerateOutput: Decodable {
         #expect(outputs[0] != Array(expected.greedy_tokens.prefix(12)))
     }
 
+    @Test func textPromptWithoutTokenizerFailsClearlyOnEveryRank() throws {
+        // The HF fixtures ship no tokenizer files: -p must say so (on both ranks), not hang.
+        let result = try run(ranks: 2, ["generate", "-m", modelPath, "-p", "Hello", "-n", "2", "-t", "1"])
+        #expect(!result.timedOut)
+        #expect(result.status != 0)
+        #expect(result.stderr.occurrences(of: "text prompts need a tokenizer") == 2, "\(result.all)")
+        #expect(result.stderr.contains("pass token ids with --tokens"))
+    }
+
     @Test(arguments: [0, 2, 4])
     func tokenOutsideVocabularyFailsOnEveryRank(ranks: Int) throws {
         for command in ["generate", "logits"] {

@@ -5,6 +5,7 @@ import Foundation
 import GemmaEngine
 import GemmaModel
 import GemmaParallel
+import GemmaTokenizer
 
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,12 +38,16 @@ struct GenerateCommand: ParsableCommand {
         try ClusterSession.run { comm in
             let model = try ModelSession.load(modelOptions, comm: comm)
             let loadSeconds = Date().timeIntervalSince(loadStart)
-            let prompt: [Int32]
-            if let tokens {
-                prompt = try TokenList.parse(tokens)
-            } else {
-                // Every rank parses the same argv, so every rank throws this same error.
-                throw ModelSessionError.noTokenizer(modelOptions.resolvedModelPath)
+            // Only rank 0 encodes and decodes: workers receive token ids in the step plans. The
+            // outcome is agreed, so a missing tokenizer is the same error on every rank.
+            let tokenizer: GemmaTokenizer? = try comm.agreeOn {
+                comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath) : nil
+            }
+            let prompt: [Int32] = try comm.agreeOn {
+                if let tokens { return try TokenList.parse(tokens) }
+                guard comm.isCoordinator else { return [] }
+                guard let tokenizer else { throw ModelSessionError.noTokenizer(modelOptions.resolvedModelPath) }
+                return tokenizer.encode(promptOptions.prompt ?? "")
             }
             let s = samplingOptions
             // The seed travels in the step plans, so only rank 0's choice matters.
@@ -54,22 +59,23 @@ struct GenerateCommand: ParsableCommand {
             guard let (results, timings) = try runGeneration([request], model: model, comm: comm,
                                                               codec: ModelSession.planCodec()) else { return }
             guard let result = results.first else { return }
+            let text = tokenizer?.decode(result.tokens)
             if json {
-                print(Self.jsonReport(result, timings: timings, seed: seed, ranks: comm.size, loadSeconds: loadSeconds))
+                print(Self.jsonReport(result, text: text, timings: timings, seed: seed, ranks: comm.size, loadSeconds: loadSeconds))
             } else {
-                print(result.tokens.map(String.init).joined(separator: " "))
+                print(text ?? result.tokens.map(String.init).joined(separator: " "))
                 FileHandle.standardError.write(Data(Self.timingLine(timings, ranks: comm.size).utf8))
             }
         }
     }
 
-    static func jsonReport(_ r: GenerationResult, timings t: EngineTimings, seed: UInt64, ranks: Int,
+    static func jsonReport(_ r: GenerationResult, text: String?, timings t: EngineTimings, seed: UInt64, ranks: Int,
                            loadSeconds: Double) -> String {
         let j = JSONText()
         j.object {
             j.key("prompt_tokens"); j.ints(r.promptTokens.map(Int.init))
             j.key("tokens"); j.ints(r.tokens.map(Int.init))
-            j.key("text"); j.string(nil)
+            j.key("text"); j.string(text)
             j.key("finish_reason"); j.string(r.finishReason.rawValue)
             j.key("seed"); j.string(String(seed))  // a string: JSON numbers lose UInt64 precision
             j.key("timings")
@@ -147,4 +153,19 @@ enum ModelSession {
     }
 
     static func planCodec() -> any StepPlanCodec { WirePlanCodec() }
+
+    /// The model's tokenizer: tokenizer.json / tokenizer.model in a model directory, or the
+    /// vocabulary inside a GGUF file; nil when a directory has neither (token-id input only).
+    static func tokenizer(_ path: String) throws -> GemmaTokenizer? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return nil }
+        if isDirectory.boolValue {
+            let dir = URL(fileURLWithPath: path)
+            let present = ["tokenizer.json", "tokenizer.model"].contains {
+                FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path)
+            }
+            if !present { return nil }
+        }
+        return try GemmaTokenizer.load(path: path)
+    }
 }
