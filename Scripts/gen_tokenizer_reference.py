@@ -150,6 +150,24 @@ def write_tiny_hf_tokenizer():
     print(f"{len(cases)} tiny tokenizer.json cases")
 
 
+def write_transformers_reference(gguf_path):
+    """transformers' own GGUF tokenizer path on the same corpus: ids committed as
+    transformers_gguf_reference.json, and the converted tokenizer.json saved (not committed,
+    33 MB) to ~/.cache/gemma-node/hf-tokenizer/ for the opt-in Swift test of the
+    tokenizer.json loader on the real vocabulary (GEMMA_NODE_HF_TOKENIZER=that directory)."""
+    from transformers import AutoTokenizer, __version__ as tv
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path))
+    save = os.path.expanduser("~/.cache/gemma-node/hf-tokenizer")
+    tok.save_pretrained(save)
+    entries = [{"text": t, "ids": tok(t)["input_ids"]} for t in corpus()]
+    out = os.path.join(os.path.dirname(OUT), "transformers_gguf_reference.json")
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"generator": f"transformers {tv} AutoTokenizer(gguf_file=...)", "entries": entries}, f, ensure_ascii=False, indent=0)
+    print(f"{len(entries)} transformers ids -> {out}; tokenizer.json in {save}")
+
+
 if __name__ == "__main__":
     main()
     write_tiny_hf_tokenizer()
+    write_transformers_reference(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("GEMMA_NODE_MODEL")
+                                 or os.path.expanduser("~/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf"))

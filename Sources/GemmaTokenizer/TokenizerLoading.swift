@@ -121,32 +121,35 @@ extension GemmaTokenizer {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TokenizerError.unreadable(file: path, reason: "cannot read the file")
         }
-        guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw TokenizerError.unreadable(file: path, reason: "not a JSON object")
+        let root: JSONValue
+        do { root = try OrderedJSONParser.parse([UInt8](data)) } catch {
+            throw TokenizerError.unreadable(file: path, reason: "\(error)")
         }
-        guard let model = root["model"] as? [String: Any] else {
+        guard root.members != nil else { throw TokenizerError.unreadable(file: path, reason: "not a JSON object") }
+        guard let model = root["model"], model.members != nil else {
             throw TokenizerError.invalidVocabulary(source: path, reason: "no \"model\" object")
         }
-        guard (model["type"] as? String) == "BPE" else {
-            throw TokenizerError.invalidVocabulary(source: path, reason: "model type \(model["type"] ?? "missing") is not BPE")
+        guard model["type"]?.string == "BPE" else {
+            throw TokenizerError.invalidVocabulary(source: path, reason: "model type \(model["type"]?.string ?? "missing") is not BPE")
         }
-        guard let vocab = model["vocab"] as? [String: Any] else {
+        // Ordered members with exact keys (see OrderedJSON.swift for why not a dictionary).
+        guard let vocab = model["vocab"]?.members else {
             throw TokenizerError.invalidVocabulary(source: path, reason: "model.vocab is not an object")
         }
         var entries: [(String, Int)] = []
         entries.reserveCapacity(vocab.count)
         for (k, v) in vocab {
-            guard let id = (v as? NSNumber)?.intValue else {
+            guard let id = v.int else {
                 throw TokenizerError.invalidVocabulary(source: path, reason: "vocab entry \(k) has no integer id")
             }
             entries.append((k, id))
         }
         var added: [(content: String, id: Int, special: Bool)] = []
-        for (i, a) in ((root["added_tokens"] as? [[String: Any]]) ?? []).enumerated() {
-            guard let c = a["content"] as? String, let id = (a["id"] as? NSNumber)?.intValue else {
+        for (i, a) in (root["added_tokens"]?.array ?? []).enumerated() {
+            guard let c = a["content"]?.string, let id = a["id"]?.int else {
                 throw TokenizerError.invalidVocabulary(source: path, reason: "added_tokens[\(i)] needs content and id")
             }
-            added.append((c, id, (a["special"] as? Bool) ?? false))
+            added.append((c, id, a["special"]?.bool ?? false))
         }
         let size = max(entries.map(\.1).max() ?? -1, added.map(\.id).max() ?? -1) + 1
         guard size > 0, size <= 16_777_216 else {
@@ -165,12 +168,12 @@ extension GemmaTokenizer {
             types[a.id] = a.special ? .control : .userDefined
         }
         var pairs: [(String, String)?] = []
-        for m in (model["merges"] as? [Any]) ?? [] {
-            if let s = m as? String {
+        for m in model["merges"]?.array ?? [] {
+            if let s = m.string {
                 let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
                 pairs.append(parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil)
-            } else if let arr = m as? [String], arr.count == 2 {
-                pairs.append((arr[0], arr[1]))
+            } else if let arr = m.array, arr.count == 2, let a = arr[0].string, let b = arr[1].string {
+                pairs.append((a, b))
             } else {
                 pairs.append(nil)
             }
@@ -182,10 +185,13 @@ extension GemmaTokenizer {
         let table = try Self.mergeTable(pairs, pieces: mergePieces, source: path)
 
         // A Prepend("▁") normalizer is SentencePiece's dummy prefix (Gemma 1 era files).
-        let normalizerText = String(describing: root["normalizer"] ?? "")
-        let addPrefix = normalizerText.contains("Prepend")
-        func idOf(_ s: String?) -> Int32? { s.flatMap { s in pieces.firstIndex(of: s).map(Int32.init) } }
-        var addBOS = String(describing: root["post_processor"] ?? "").contains("<bos>")
+        let addPrefix = Self.mentions(root["normalizer"], "Prepend")
+        func idOf(_ s: String?) -> Int32? {
+            guard let s else { return nil }
+            let want = Array(s.utf8)
+            return pieces.firstIndex { Array($0.utf8) == want }.map(Int32.init)
+        }
+        var addBOS = Self.mentions(root["post_processor"], "<bos>")
         var addEOS = false
         var bosText = "<bos>", eosText = "<eos>"
         let configPath = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("tokenizer_config.json").path
@@ -198,7 +204,17 @@ extension GemmaTokenizer {
         }
         try self.init(pieces: pieces, scores: [Float](repeating: 0, count: size), types: types,
                       mergeRule: .merges(table), bosID: idOf(bosText), eosID: idOf(eosText),
-                      unknownID: idOf(model["unk_token"] as? String), addBOS: addBOS, addEOS: addEOS,
+                      unknownID: idOf(model["unk_token"]?.string), addBOS: addBOS, addEOS: addEOS,
                       addSpacePrefix: addPrefix, source: path)
+    }
+
+    /// Whether any string inside `value` equals `text` (e.g. a normalizer of type "Prepend").
+    private static func mentions(_ value: JSONValue?, _ text: String) -> Bool {
+        switch value {
+        case let .string(s)?: return s == text
+        case let .array(a)?: return a.contains { mentions($0, text) }
+        case let .object(k, v)?: return k.contains(text) || v.contains { mentions($0, text) }
+        default: return false
+        }
     }
 }

@@ -107,3 +107,24 @@ struct TinyFile: Decodable { let cases: [TinyCase] }
         #expect(ids == [2, 105, 2364, 107, 10979, 106, 107, 105, 4368, 107])
     }
 }
+
+struct TransformersEntry: Decodable { let text: String; let ids: [Int32] }
+struct TransformersFile: Decodable { let entries: [TransformersEntry] }
+
+/// Opt-in (the 33 MB tokenizer.json is not committed): the real Gemma 3 vocabulary converted
+/// by transformers from the GGUF (Scripts/gen_tokenizer_reference.py saves it to
+/// ~/.cache/gemma-node/hf-tokenizer). Run with GEMMA_NODE_HF_TOKENIZER=<that directory>.
+@Test(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_HF_TOKENIZER"] != nil))
+func tokenizerJSONOnRealVocabularyMatchesTransformers() throws {
+    let dir = ProcessInfo.processInfo.environment["GEMMA_NODE_HF_TOKENIZER"] ?? ""
+    let tok = try GemmaTokenizer.load(path: dir)
+    #expect(tok.count == 262_144)
+    let ref = try JSONDecoder().decode(TransformersFile.self, from: Data(contentsOf: tokenizerFixtures.appendingPathComponent("transformers_gguf_reference.json")))
+    var matched = 0
+    for e in ref.entries {
+        let ids = tok.encode(e.text)
+        if ids == e.ids { matched += 1 } else { Issue.record("\(e.text.debugDescription): got \(ids), transformers \(e.ids)") }
+    }
+    print("tokenizer.json path: \(matched)/\(ref.entries.count) identical to transformers")
+    #expect(matched == ref.entries.count)
+}
