@@ -41,10 +41,7 @@ extension GemmaTokenizer {
             rule = .scores
         case "gpt2", "bpe":
             let merges = try wrap { try gguf.stringArray("tokenizer.ggml.merges") }
-            rule = .merges(try Self.mergeTable(merges.map { line -> (String, String)? in
-                let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
-                return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
-            }, pieces: pieces, source: src))
+            rule = .merges(try Self.mergeTable(merges.map(Self.splitMerge), pieces: pieces, source: src))
         default:
             throw TokenizerError.invalidVocabulary(source: src, reason: "tokenizer.ggml.model \"\(model)\" is not supported (expected llama or gemma4)")
         }
@@ -90,6 +87,15 @@ extension GemmaTokenizer {
         } catch let e as GGUFError {
             throw TokenizerError.unreadable(file: path, reason: e.description)
         }
+    }
+
+    /// Splits a "left right" merge line at its first space byte. Not `String.split`: that works
+    /// on grapheme clusters, and a combining mark after the space (e.g. "য ়") would glue
+    /// itself to the space and hide it.
+    static func splitMerge(_ line: String) -> (String, String)? {
+        let b = Array(line.utf8)
+        guard let sp = b.firstIndex(of: 0x20) else { return nil }
+        return (String(decoding: b[..<sp], as: UTF8.self), String(decoding: b[(sp + 1)...], as: UTF8.self))
     }
 
     /// Merge table from (left, right) piece pairs in priority order.
@@ -170,8 +176,7 @@ extension GemmaTokenizer {
         var pairs: [(String, String)?] = []
         for m in model["merges"]?.array ?? [] {
             if let s = m.string {
-                let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
-                pairs.append(parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil)
+                pairs.append(Self.splitMerge(s))
             } else if let arr = m.array, arr.count == 2, let a = arr[0].string, let b = arr[1].string {
                 pairs.append((a, b))
             } else {

@@ -128,3 +128,47 @@ func tokenizerJSONOnRealVocabularyMatchesTransformers() throws {
     print("tokenizer.json path: \(matched)/\(ref.entries.count) identical to transformers")
     #expect(matched == ref.entries.count)
 }
+
+@Suite struct OrderedJSONTests {
+    func write(_ json: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ojson-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let f = dir.appendingPathComponent("tokenizer.json")
+        try Data(json.utf8).write(to: f)
+        return f.path
+    }
+
+    /// Canonically equivalent keys stay distinct, escapes (incl. surrogate pairs) decode, and
+    /// merges may be written as pairs.
+    @Test func exactKeysAndEscapes() throws {
+        let json = #"""
+        {"model": {"type": "BPE", "unk_token": "<unk>",
+          "vocab": {"<unk>": 0, "\u09df": 1, "\u09af\u09bc": 2, "\ud83d\ude42": 3, "a\"b": 4, "x": 5, "xx": 6, "\u09af": 7, "\u09bc": 8},
+          "merges": [["x", "x"], "\u09af \u09bc"]},
+         "added_tokens": [{"id": 0, "content": "<unk>", "special": true}]}
+        """#
+        let path = try write(json)
+        defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path) }
+        let tok = try GemmaTokenizer.load(path: path)
+        #expect(tok.count == 9)
+        #expect(Array(tok.pieces[1].unicodeScalars) == ["\u{09DF}"])
+        #expect(Array(tok.pieces[2].unicodeScalars) == ["\u{09AF}", "\u{09BC}"])
+        #expect(tok.pieces[3] == "🙂" && tok.pieces[4] == "a\"b")
+        #expect(tok.encode("xxx", addSpecial: false) == [6, 5])
+        #expect(tok.encode("\u{09AF}\u{09BC}", addSpecial: false) == [2])  // merged, not U+09DF
+        #expect(tok.encode("\u{09DF}", addSpecial: false) == [1])
+    }
+
+    @Test func malformedJSONIsAnError() throws {
+        for bad in ["{", "{\"model\": [1, 2,]}", "{\"a\": \"\\q\"}", "{\"a\": \"unterminated}", "[1] x", "{\"a\": tru}"] {
+            let path = try write(bad)
+            defer { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path) }
+            do {
+                _ = try GemmaTokenizer.load(path: path)
+                Issue.record("accepted \(bad)")
+            } catch let e as TokenizerError {
+                #expect(e.description.contains("tokenizer.json"))
+            }
+        }
+    }
+}
