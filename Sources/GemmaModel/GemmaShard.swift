@@ -145,7 +145,9 @@ public final class GemmaShard: ShardedCausalLM {
         self.slots = slots
         self.maxBatchTokens = maxBatchTokens
 
-        embedScale = Self.embeddingScale(hiddenSize: config.hiddenSize, weightType: embedding.weight.type)
+        // Activations are f32 whatever the weight dtype, so the scale is the exact f32 sqrt(H)
+        // (transformers run in float32 does the same; in bf16 it would round to 55.5 etc.).
+        embedScale = Self.embeddingScale(hiddenSize: config.hiddenSize, activationType: .f32)
 
         var inv: [LayerType: [Float]] = [:]
         let d = config.headDim
@@ -178,11 +180,12 @@ public final class GemmaShard: ShardedCausalLM {
                           logitRows: slots)
     }
 
-    /// sqrt(H) rounded to the embedding's dtype, as transformers casts the scale to the weight
-    /// dtype before multiplying (bf16: sqrt(3072) = 55.43 becomes 55.5).
-    public static func embeddingScale(hiddenSize: Int, weightType: WeightType) -> Float {
+    /// sqrt(H) in the dtype activations are computed in: transformers casts the scale to the
+    /// model's dtype before multiplying, so a bf16 run uses 55.5 for sqrt(3072) = 55.43 and a
+    /// float32 run the exact value (GEMMA_SPEC §2.2). This engine computes in f32.
+    public static func embeddingScale(hiddenSize: Int, activationType: WeightType) -> Float {
         let scale = Float(Double(hiddenSize).squareRoot())
-        switch weightType {
+        switch activationType {
         case .bf16: return bf16ToFloat(floatToBF16(scale))
         case .f16: return Float(Float16(scale))
         default: return scale

@@ -129,15 +129,15 @@ struct ConfigDictionaryTests {
 
 @Suite("Embedding scale")
 struct EmbeddingScaleTests {
-    /// GEMMA_SPEC §2.2: the scale is rounded to the weight dtype (fixtures use H = 64, where
-    /// sqrt is exact, so this is checked here).
-    @Test func roundedToTheWeightDType() {
-        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, weightType: .bf16) == 55.5)
-        #expect(GemmaShard.embeddingScale(hiddenSize: 2560, weightType: .bf16) == 50.5)
-        #expect(GemmaShard.embeddingScale(hiddenSize: 1536, weightType: .bf16) == 39.25)
-        #expect(GemmaShard.embeddingScale(hiddenSize: 5376, weightType: .bf16) == 73.5)
-        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, weightType: .f32) == Float(3072.0.squareRoot()))
-        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, weightType: .f16) == Float(Float16(Float(3072.0.squareRoot()))))
+    /// GEMMA_SPEC §2.2: the scale is rounded to the compute dtype (fixtures use H = 64, where
+    /// sqrt is exact, so the rule is checked here; the engine computes in f32).
+    @Test func roundedToTheComputeDType() {
+        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, activationType: .bf16) == 55.5)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 2560, activationType: .bf16) == 50.5)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 1536, activationType: .bf16) == 39.25)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 5376, activationType: .bf16) == 73.5)
+        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, activationType: .f32) == Float(3072.0.squareRoot()))
+        #expect(GemmaShard.embeddingScale(hiddenSize: 3072, activationType: .f16) == Float(Float16(Float(3072.0.squareRoot()))))
     }
 }
 
