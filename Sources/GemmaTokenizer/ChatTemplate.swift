@@ -130,3 +130,22 @@ public struct ChatTemplate: Sendable, Equatable {
         return out
     }
 }
+
+extension GemmaTokenizer {
+    /// Ids of a rendered conversation: the template writes `<bos>` itself, so no BOS is added
+    /// here (exactly one BOS, GEMMA_SPEC §6.4); turn markup is parsed as special tokens.
+    public func encodeChat(_ messages: [ChatMessage], template: ChatTemplate, addGenerationPrompt: Bool = true) throws -> [Int32] {
+        encode(try template.render(messages: messages, addGenerationPrompt: addGenerationPrompt), addSpecial: false, parseSpecial: true)
+    }
+
+    /// Tokens that end a generation (llama.cpp's end-of-generation set for Gemma): EOS and the
+    /// end-of-turn marker of either grammar (`<end_of_turn>` for Gemma 1-3, `<turn|>` for Gemma 4).
+    public var endOfGenerationIDs: [Int32] {
+        var ids: [Int32] = []
+        if let eos = eosID { ids.append(eos) }
+        for marker in ["<end_of_turn>", "<turn|>"] {
+            if let id = id(of: marker), types[Int(id)] == .control, !ids.contains(id) { ids.append(id) }
+        }
+        return ids
+    }
+}

@@ -105,6 +105,8 @@ struct TinyFile: Decodable { let cases: [TinyCase] }
         let ids = tok.encode(text, addSpecial: false, parseSpecial: true)
         #expect(ids.first == 2 && ids.filter { $0 == 2 }.count == 1)
         #expect(ids == [2, 105, 2364, 107, 10979, 106, 107, 105, 4368, 107])
+        #expect(try tok.encodeChat([ChatMessage(role: "user", content: "Hi")], template: gemma) == ids)
+        #expect(tok.endOfGenerationIDs == [1, 106])
     }
 }
 
