@@ -435,6 +435,24 @@ public final class GGUFFile: @unchecked Sendable {
         return total
     }
 
+    /// Rows `rows`, columns `columns` of `tensor` copied into a kernel-ready `WeightMatrix`
+    /// (`[rows.count, columns.count]`, storage type kept, 64-byte aligned): a rank's shard.
+    /// Column ends must be block-aligned (see `copyColumns`).
+    public func weightMatrix(of tensor: GGUFTensorInfo, rows: Range<Int>? = nil, columns: Range<Int>? = nil) throws -> WeightMatrix {
+        let type = try weightType(of: tensor)
+        let r = rows ?? 0..<tensor.rows, c = columns ?? 0..<tensor.columns
+        guard c.lowerBound >= 0, c.upperBound <= tensor.columns, r.lowerBound >= 0, r.upperBound <= tensor.rows else {
+            throw GGUFError.sliceOutOfRange(file: path, tensor: tensor.name, reason: "rows \(r.lowerBound)..<\(r.upperBound), columns \(c.lowerBound)..<\(c.upperBound) outside [\(tensor.rows), \(tensor.columns)]")
+        }
+        guard c.lowerBound % type.blockSize == 0, type.rowBytes(c.count) != nil else {
+            throw GGUFError.splitCutsBlock(file: path, tensor: tensor.name, type: type.description, blockSize: type.blockSize, columns: c)
+        }
+        let m = try WeightMatrix(type: type, rows: r.count, cols: c.count)
+        try copyColumns(of: tensor, rows: r, columns: c,
+                        into: UnsafeMutableRawBufferPointer(start: m.storage.pointer, count: m.byteCount))
+        return m
+    }
+
     /// Columns `columns` of rows `rows` of `tensor` as a new array (see `copyColumns`).
     public func columnBytes(of tensor: GGUFTensorInfo, rows: Range<Int>, columns: Range<Int>) throws -> [UInt8] {
         let type = try weightType(of: tensor)

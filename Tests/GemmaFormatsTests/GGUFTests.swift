@@ -147,6 +147,13 @@ func expected() throws -> ExpectedFile {
         }
         #expect(throws: GGUFError.self) { try g.rowBytes(of: q4k, rows: 1..<3) }
         #expect(throws: GGUFError.self) { try g.columnBytes(of: q4k, rows: 0..<1, columns: 256..<768) }
+        // Kernel-ready shard: the same bytes in an aligned WeightMatrix.
+        let shard = try g.weightMatrix(of: q4k, rows: 0..<2, columns: 256..<512)
+        #expect(shard.type == .q4_K && shard.rows == 2 && shard.cols == 256 && shard.rowBytes == 144)
+        #expect(Array(UnsafeRawBufferPointer(start: shard.storage.pointer, count: shard.byteCount)) == Array(k[144..<288] + k[432..<576]))
+        #expect(throws: GGUFError.self) { try g.weightMatrix(of: q4k, columns: 0..<300) }
+        let whole = try g.weightMatrix(of: g.tensor("f32"))
+        #expect(whole.rows == 3 && whole.cols == 4 && whole.storage.floats(count: 12)[11] == 11)
         // 3-D tensors are rows of dims[0]: [256, 2, 2] is 4 rows.
         #expect(try g.tensor("q6_k").rows == 4)
     }
