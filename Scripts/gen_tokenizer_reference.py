@@ -149,6 +149,36 @@ def write_tiny_hf_tokenizer():
         json.dump({"generator": "tokenizers " + __import__("tokenizers").__version__, "cases": cases}, f, ensure_ascii=False, indent=0)
     print(f"{len(cases)} tiny tokenizer.json cases")
 
+    # The same vocabulary as a Gemma 4 style GGUF (tokenizer.ggml.model "gemma4" with a merge
+    # list): the GGUF merges path must give the same ids as `tokenizers` did above.
+    import gguf
+    size = max(vocab.values()) + 2
+    tokens = [""] * size
+    types = [gguf.TokenType.UNUSED] * size
+    for piece, i in vocab.items():
+        tokens[i] = piece
+        types[i] = gguf.TokenType.BYTE if piece.startswith("<0x") else gguf.TokenType.NORMAL
+    for i, sp in enumerate(specials):
+        types[vocab[sp]] = gguf.TokenType.CONTROL
+    tokens[size - 1] = "<b>"
+    types[size - 1] = gguf.TokenType.USER_DEFINED
+    assert tok.token_to_id("<b>") == size - 1
+    w = gguf.GGUFWriter(os.path.join(out_dir, "tiny_gemma4.gguf"), arch="gemma4")
+    w.add_tokenizer_model("gemma4")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * size)
+    w.add_token_types(types)
+    w.add_token_merges([f"{a} {b}" for a, b in merges])
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
 
 def write_transformers_reference(gguf_path):
     """transformers' own GGUF tokenizer path on the same corpus: ids committed as

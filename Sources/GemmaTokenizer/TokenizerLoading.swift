@@ -6,8 +6,8 @@ import GemmaFormats
 
 extension GemmaTokenizer {
     /// Loads the tokenizer a GGUF model carries. `tokenizer.ggml.model` "llama" (SentencePiece,
-    /// Gemma 1-3) and "gemma4" merge by score as llama.cpp's SPM tokenizer does; a vocabulary
-    /// with `tokenizer.ggml.merges` and another model type merges by rank.
+    /// Gemma 1-3) merges by score as llama.cpp's SPM tokenizer does; "gemma4" merges by the
+    /// rank of `tokenizer.ggml.merges` (by score if the file has no merge list).
     public convenience init(gguf: GGUFFile) throws {
         let src = gguf.path
         func wrap<T>(_ body: () throws -> T) throws -> T {
@@ -37,12 +37,17 @@ extension GemmaTokenizer {
         }
         let rule: MergeRule
         switch model {
-        case "llama", "gemma4":
+        case "llama":
             rule = .scores
-        case "gpt2", "bpe":
+        case "gemma4" where gguf.value("tokenizer.ggml.merges") != nil:
+            // Gemma 4 GGUFs carry SentencePiece-style BPE with an explicit merge list
+            // (raw UTF-8, "▁" for spaces, merges over the whole text): merge by rank.
             let merges = try wrap { try gguf.stringArray("tokenizer.ggml.merges") }
             rule = .merges(try Self.mergeTable(merges.map(Self.splitMerge), pieces: pieces, source: src))
+        case "gemma4":
+            rule = .scores
         default:
+            // GPT-2 byte-level BPE and others need a different pre-tokenizer: not Gemma's.
             throw TokenizerError.invalidVocabulary(source: src, reason: "tokenizer.ggml.model \"\(model)\" is not supported (expected llama or gemma4)")
         }
         func optionalID(_ key: String) throws -> Int32? {

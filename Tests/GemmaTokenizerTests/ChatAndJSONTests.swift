@@ -20,6 +20,17 @@ struct TinyFile: Decodable { let cases: [TinyCase] }
         }
     }
 
+    /// The same vocabulary and merges as a Gemma 4 style GGUF (`tokenizer.ggml.model` gemma4
+    /// with `tokenizer.ggml.merges`): the GGUF merge-rank path gives the same ids.
+    @Test func gemma4GGUFMergesMatchTokenizers() throws {
+        let tok = try GemmaTokenizer.load(path: tokenizerFixtures.appendingPathComponent("tiny_gemma4.gguf").path)
+        guard case .merges = tok.mergeRule else { Issue.record("gemma4 GGUF with merges must merge by rank"); return }
+        let exp = try JSONDecoder().decode(TinyFile.self, from: Data(contentsOf: tokenizerFixtures.appendingPathComponent("tiny_tokenizer_expected.json")))
+        for c in exp.cases {
+            #expect(tok.encode(c.text) == c.ids, "\(c.text.debugDescription)")
+        }
+    }
+
     @Test func badTokenizerJSON() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tokjson-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
