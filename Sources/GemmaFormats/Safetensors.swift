@@ -44,35 +44,12 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// A read-only memory map of a whole file, unmapped when released.
-final class MappedRegion: @unchecked Sendable {
-    // @unchecked: the mapping is read-only and immutable after init.
-    let base: UnsafeRawPointer
-    let size: Int
-
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw SafetensorsError.cannotOpen(file: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SafetensorsError.cannotOpen(file: path, reason: String(cString: strerror(errno))) }
-        size = Int(st.st_size)
-        if size == 0 {
-            // mmap of 0 bytes fails; the header check reports the empty file.
-            base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1))
-            isMapped = false
-            return
-        }
-        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
-            throw SafetensorsError.cannotOpen(file: path, reason: "mmap: " + String(cString: strerror(errno)))
-        }
-        base = UnsafeRawPointer(p)
-        isMapped = true
-    }
-    private let isMapped: Bool
-
-    deinit {
-        if isMapped { munmap(UnsafeMutableRawPointer(mutating: base), size) } else { base.deallocate() }
+/// Opens a file through the shared `MappedFile`, reporting failures as safetensors errors.
+private func mapSafetensorsFile(_ path: String) throws -> MappedFile {
+    do {
+        return try MappedFile(path: path)
+    } catch let MappedFileError.cannotOpen(file, reason) {
+        throw SafetensorsError.cannotOpen(file: file, reason: reason)
     }
 }
 
@@ -101,7 +78,7 @@ public final class SafetensorsArchive: @unchecked Sendable {
     public let files: [String]
     /// Every tensor of every file, by name.
     public let tensors: [String: SafetensorsTensorInfo]
-    private let regions: [MappedRegion]
+    private let regions: [MappedFile]
 
     /// Opens a model directory: `model.safetensors.index.json` if present (every file it
     /// names), else the single `model.safetensors`, else every `*.safetensors` file.
@@ -130,10 +107,10 @@ public final class SafetensorsArchive: @unchecked Sendable {
 
     /// Opens the given files; a tensor name appearing in two files is an error.
     public init(files: [String]) throws {
-        var regions: [MappedRegion] = []
+        var regions: [MappedFile] = []
         var tensors: [String: SafetensorsTensorInfo] = [:]
         for (i, path) in files.enumerated() {
-            let region = try MappedRegion(path: path)
+            let region = try mapSafetensorsFile(path)
             regions.append(region)
             for info in try Self.parseHeader(region, path: path, fileIndex: i) {
                 if tensors[info.name] != nil {
@@ -150,7 +127,7 @@ public final class SafetensorsArchive: @unchecked Sendable {
     /// Header layout: u64 little-endian length N, N bytes of JSON
     /// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`, then data
     /// (offsets relative to the end of the header).
-    static func parseHeader(_ region: MappedRegion, path: String, fileIndex: Int) throws -> [SafetensorsTensorInfo] {
+    static func parseHeader(_ region: MappedFile, path: String, fileIndex: Int) throws -> [SafetensorsTensorInfo] {
         guard region.size >= 8 else {
             throw SafetensorsError.badHeader(file: path, reason: "file has \(region.size) bytes, fewer than the 8-byte length")
         }
