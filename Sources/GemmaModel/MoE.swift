@@ -1,0 +1,377 @@
+// The Gemma 4 mixture-of-experts block (26B-A4B, GEMMA_SPEC §3.4.3): replicated router, top-k
+// GeGLU experts sharded over ranks (whole experts per rank, or a column slice of every expert),
+// and the weighted sum of the selected experts as this rank's PARTIAL [T, H]. The caller
+// all-reduces it together with the dense MLP's partial (one collective for the whole FFN).
+//
+// Dimension legend:  T tokens   H hidden   E experts   K top-k   Ie expert intermediate
+//                    IR intermediate columns of each held expert on this rank
+import Foundation
+import GemmaKernels
+import GemmaParallel
+
+/// Sizes of one MoE block (every MoE layer of a model has the same).
+public struct MoEDims: Sendable, Equatable {
+    public let hidden: Int
+    public let experts: Int
+    public let topK: Int
+    public let expertIntermediate: Int
+    /// RMSNorm epsilon of the router norm and pre_feedforward_layernorm_2.
+    public let eps: Float
+
+    public init(hidden: Int, experts: Int, topK: Int, expertIntermediate: Int, eps: Float) throws {
+        guard hidden > 0, experts > 0, expertIntermediate > 0 else {
+            throw MoEError.badDims("hidden_size \(hidden), num_experts \(experts) and moe_intermediate_size \(expertIntermediate) must be positive")
+        }
+        guard topK >= 1, topK <= experts else {
+            throw MoEError.badDims("top_k_experts \(topK) must be in 1...num_experts (\(experts))")
+        }
+        self.hidden = hidden
+        self.experts = experts
+        self.topK = topK
+        self.expertIntermediate = expertIntermediate
+        self.eps = eps
+    }
+
+    /// The MoE sizes of a Gemma 4 config with `enable_moe_block`; throws naming the missing field.
+    public init(config c: GemmaConfig) throws {
+        guard let e = c.numExperts else { throw MoEError.badDims("enable_moe_block needs num_experts") }
+        guard let k = c.topKExperts else { throw MoEError.badDims("enable_moe_block needs top_k_experts") }
+        guard let i = c.moeIntermediateSize else { throw MoEError.badDims("enable_moe_block needs moe_intermediate_size") }
+        try self.init(hidden: c.hiddenSize, experts: e, topK: k, expertIntermediate: i, eps: Float(c.rmsNormEps))
+    }
+
+    /// Parameters of one expert (gate + up + down).
+    public var paramsPerExpert: Int { 3 * hidden * expertIntermediate }
+}
+
+/// How the experts are spread over ranks. Both give each rank a partial [T, H] that the
+/// FFN all-reduce sums; neither needs a collective of its own (docs/MOE.md compares them).
+public enum MoEStrategy: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// Every rank holds all E experts, columns [a, b) of each expert's intermediate axis
+    /// (HF `moe_tp_experts`, "packed_colwise" gate_up + rowwise down). Perfectly balanced.
+    case columnSplit = "column"
+    /// Rank r holds a contiguous range of whole experts and computes only the tokens routed
+    /// to them; ranks whose experts no token chose contribute zeros.
+    case expertParallel = "expert"
+
+    public var description: String { rawValue }
+}
+
+/// The part of every MoE layer one rank holds.
+public struct MoERankShard: Sendable, Equatable {
+    /// Global ids of the experts held (all E for column split).
+    public let experts: Range<Int>
+    /// Intermediate columns held of each of those experts (0..<Ie for expert parallel).
+    public let columns: Range<Int>
+
+    public init(experts: Range<Int>, columns: Range<Int>) {
+        self.experts = experts
+        self.columns = columns
+    }
+}
+
+/// Splits a MoE block over ranks.
+public enum MoEPlan {
+    /// One shard per rank. `blockSize` is the quant block length along the expert down_proj's
+    /// input axis (1 for float weights; 32 or 256 for GGUF blocks): column-split ranges are
+    /// whole blocks, as equal as that allows (GEMMA_SPEC A3.1, e.g. 704 = 22 x 32 over 4 ranks
+    /// -> 192/192/160/160). Expert-parallel ranges are whole experts, earlier ranks one more
+    /// when E % ranks != 0.
+    public static func shards(dims: MoEDims, ranks: Int, strategy: MoEStrategy, blockSize: Int = 1) throws -> [MoERankShard] {
+        guard ranks >= 1 else { throw MoEError.badDims("need at least one rank, got \(ranks)") }
+        switch strategy {
+        case .expertParallel:
+            let ranges = try ShardPlan.partition(dims.experts, ranks: ranks, dimension: "num_experts", unit: 1, uneven: true)
+            return ranges.map { MoERankShard(experts: $0, columns: 0..<dims.expertIntermediate) }
+        case .columnSplit:
+            let ranges = try ShardPlan.partition(dims.expertIntermediate, ranks: ranks, dimension: "moe_intermediate_size",
+                                                 unit: max(1, blockSize), uneven: true)
+            return ranges.map { MoERankShard(experts: 0..<dims.experts, columns: $0) }
+        }
+    }
+}
+
+/// Errors of building or loading a MoE block.
+public enum MoEError: Error, CustomStringConvertible, Equatable {
+    case badDims(String)
+    case shape(tensor: String, expected: String, got: String)
+    case mixedTypes(tensor: String)
+
+    public var description: String {
+        switch self {
+        case let .badDims(m): return "MoE: \(m)"
+        case let .shape(t, e, g): return "MoE tensor \(t): expected \(e), got \(g)"
+        case let .mixedTypes(t): return "MoE tensor \(t): gate and up slices came back in different types"
+        }
+    }
+}
+
+/// The replicated router: z = RMSNorm_noweight(r) * scale * H^-0.5, softmax(z Wᵀ) in f32,
+/// top-k, renormalise to 1, times per_expert_scale of the chosen experts (exactly
+/// transformers' Gemma4TextRouter).
+public struct MoERouter: Sendable {
+    /// [E, H]
+    public let proj: WeightMatrix
+    /// [H]
+    public let scale: [Float]
+    /// [E]
+    public let perExpertScale: [Float]
+
+    public init(proj: WeightMatrix, scale: [Float], perExpertScale: [Float]) throws {
+        guard scale.count == proj.cols else {
+            throw MoEError.shape(tensor: "router.scale", expected: "[\(proj.cols)]", got: "[\(scale.count)]")
+        }
+        guard perExpertScale.count == proj.rows else {
+            throw MoEError.shape(tensor: "router.per_expert_scale", expected: "[\(proj.rows)]", got: "[\(perExpertScale.count)]")
+        }
+        self.proj = proj
+        self.scale = scale
+        self.perExpertScale = perExpertScale
+    }
+
+    /// Routes `tokens` rows of `x` ([T, H]): writes indices[t*K + s] (descending probability,
+    /// lower expert id first on ties like a stable sort) and their final weights.
+    /// `z` needs T*H floats and `logits` T*E floats of scratch.
+    public func route(_ x: UnsafePointer<Float>, tokens t: Int, topK k: Int, eps: Float,
+                      indices: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>,
+                      z: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let h = proj.cols, e = proj.rows
+        let root = 1 / Float(h).squareRoot()
+        scale.withUnsafeBufferPointer { s in
+            for i in 0..<t {
+                let xr = x + i * h, zr = z + i * h
+                var ss: Float = 0
+                for j in 0..<h { ss += xr[j] * xr[j] }
+                // torch: x * pow(mean + eps, -0.5), then * scale * H^-0.5 (left to right)
+                let inv = powf(ss / Float(h) + eps, -0.5)
+                for j in 0..<h { zr[j] = xr[j] * inv * s[j] * root }
+            }
+        }
+        matmul(proj, x: z, xStride: h, tokens: t, y: logits, yStride: e, pool: pool)
+        for i in 0..<t {
+            let l = logits + i * e
+            var m = -Float.infinity
+            for j in 0..<e { m = max(m, l[j]) }
+            var sum: Float = 0
+            for j in 0..<e { l[j] = expf(l[j] - m); sum += l[j] }
+            for j in 0..<e { l[j] /= sum }
+            // Top-k by repeated selection: K <= E is small (8 of 128); strict > keeps the
+            // lowest id among equal probabilities.
+            let idx = indices + i * k, w = weights + i * k
+            var total: Float = 0
+            for s in 0..<k {
+                var best = -1
+                var bestP = -Float.infinity
+                for j in 0..<e where l[j] > bestP {
+                    var taken = false
+                    for u in 0..<s where Int(idx[u]) == j { taken = true; break }
+                    if !taken { best = j; bestP = l[j] }
+                }
+                idx[s] = Int32(best)
+                w[s] = bestP
+                total += bestP
+            }
+            for s in 0..<k { w[s] = w[s] / total * perExpertScale[Int(idx[s])] }
+        }
+    }
+}
+
+/// One expert's slice on this rank.
+public struct ExpertWeights: Sendable {
+    /// [2 * IR, H]: gate rows [a, b) then up rows [a, b) of the stored gate_up_proj[e]
+    /// (so one matmul yields [gate | up] per token and the GeGLU product stays local).
+    public let gateUp: WeightMatrix
+    /// [H, IR]: columns [a, b) of down_proj[e].
+    public let down: WeightMatrix
+
+    public var byteCount: Int { gateUp.byteCount + down.byteCount }
+}
+
+/// Scratch of the MoE forward, grown on demand and shared by every MoE layer of a shard
+/// (layers run one at a time). Not for concurrent use.
+public final class MoEScratch: @unchecked Sendable {
+    var capacityTokens = 0
+    var capacityWidth = 0
+    var z = AlignedBuffer(byteCount: 0)        // [T, H] router input, then gathered expert input
+    var logits = AlignedBuffer(byteCount: 0)   // [T, E]
+    var eIn = AlignedBuffer(byteCount: 0)      // [T, H] pre_feedforward_layernorm_2(residual)
+    var gu = AlignedBuffer(byteCount: 0)       // [T, 2 * IR]
+    var y = AlignedBuffer(byteCount: 0)        // [T, H] one expert's output rows
+    var indices: [Int32] = []                  // [T, K]
+    var weights: [Float] = []                  // [T, K]
+    var order: [Int32] = []                    // [T * K] (token, slot) pairs grouped by expert
+    var starts: [Int] = []                     // [E + 1] offsets into `order`
+    var experts = 0
+
+    public init() {}
+
+    func reserve(tokens t: Int, dims d: MoEDims, width: Int) {
+        func floats(_ c: Int) -> AlignedBuffer { AlignedBuffer(byteCount: c * MemoryLayout<Float>.stride) }
+        if t > capacityTokens || d.experts > experts || z.byteCount < t * d.hidden * 4 {
+            capacityTokens = max(t, capacityTokens)
+            experts = max(experts, d.experts)
+            let n = capacityTokens
+            z = floats(n * d.hidden); logits = floats(n * experts); eIn = floats(n * d.hidden); y = floats(n * d.hidden)
+            gu = floats(n * 2 * max(width, capacityWidth))
+            capacityWidth = max(width, capacityWidth)
+            indices = []
+        } else if width > capacityWidth {
+            capacityWidth = width
+            gu = floats(capacityTokens * 2 * width)
+        }
+        if indices.count < capacityTokens * d.topK {
+            indices = [Int32](repeating: 0, count: capacityTokens * d.topK)
+            weights = [Float](repeating: 0, count: capacityTokens * d.topK)
+            order = [Int32](repeating: 0, count: capacityTokens * d.topK)
+        }
+        if starts.count < d.experts + 1 { starts = [Int](repeating: 0, count: d.experts + 1) }
+    }
+}
+
+/// One MoE layer on this rank: router (replicated), pre_feedforward_layernorm_2, and the
+/// experts this rank holds.
+public struct MoEBlock: Sendable {
+    public let dims: MoEDims
+    public let shard: MoERankShard
+    public let router: MoERouter
+    /// pre_feedforward_layernorm_2 multiplier [H] (Gemma 4 norms multiply by w, no +1).
+    public let preNorm: [Float]
+    /// experts[j] is global expert shard.experts.lowerBound + j.
+    public let experts: [ExpertWeights]
+    public let scratch: MoEScratch
+
+    public init(dims: MoEDims, shard: MoERankShard, router: MoERouter, preNorm: [Float], experts: [ExpertWeights], scratch: MoEScratch) throws {
+        guard router.proj.rows == dims.experts, router.proj.cols == dims.hidden else {
+            throw MoEError.shape(tensor: "router.proj", expected: "[\(dims.experts), \(dims.hidden)]", got: "[\(router.proj.rows), \(router.proj.cols)]")
+        }
+        guard preNorm.count == dims.hidden else {
+            throw MoEError.shape(tensor: "pre_feedforward_layernorm_2", expected: "[\(dims.hidden)]", got: "[\(preNorm.count)]")
+        }
+        guard shard.experts.lowerBound >= 0, shard.experts.upperBound <= dims.experts,
+              shard.columns.lowerBound >= 0, shard.columns.upperBound <= dims.expertIntermediate, !shard.columns.isEmpty else {
+            throw MoEError.badDims("shard \(shard) does not fit \(dims.experts) experts of \(dims.expertIntermediate) columns")
+        }
+        guard experts.count == shard.experts.count else {
+            throw MoEError.badDims("\(experts.count) expert slices for the \(shard.experts.count) experts of the shard")
+        }
+        let ir = shard.columns.count
+        for (j, x) in experts.enumerated() {
+            let e = shard.experts.lowerBound + j
+            guard x.gateUp.rows == 2 * ir, x.gateUp.cols == dims.hidden else {
+                throw MoEError.shape(tensor: "experts.gate_up_proj[\(e)] slice", expected: "[\(2 * ir), \(dims.hidden)]", got: "[\(x.gateUp.rows), \(x.gateUp.cols)]")
+            }
+            guard x.down.rows == dims.hidden, x.down.cols == ir else {
+                throw MoEError.shape(tensor: "experts.down_proj[\(e)] slice", expected: "[\(dims.hidden), \(ir)]", got: "[\(x.down.rows), \(x.down.cols)]")
+            }
+        }
+        self.dims = dims
+        self.shard = shard
+        self.router = router
+        self.preNorm = preNorm
+        self.experts = experts
+        self.scratch = scratch
+    }
+
+    /// Bytes of expert weights this rank holds (the part that scales with E; the router and
+    /// norms are replicated and tiny).
+    public var expertBytes: Int { experts.reduce(0) { $0 + $1.byteCount } }
+    /// Bytes of the replicated router + norm.
+    public var replicatedBytes: Int { router.proj.byteCount + 4 * (router.scale.count + router.perExpertScale.count + preNorm.count) }
+
+    /// This rank's partial MoE output for `tokens` rows of `residual` ([T, H], the stream
+    /// entering the FFN block, NOT normed) into `partial` ([T, H], overwritten). Summing the
+    /// partials of all ranks gives Σ_k w_k · expert_k(pre_feedforward_layernorm_2(residual)),
+    /// before post_feedforward_layernorm_2 (which the caller applies after the all-reduce).
+    /// No communication.
+    public func callAsFunction(residual: UnsafePointer<Float>, tokens t: Int, into partial: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let h = dims.hidden, k = dims.topK, ir = shard.columns.count
+        let s = scratch
+        s.reserve(tokens: t, dims: dims, width: ir)
+        let z = s.z.floats().baseAddress!, eIn = s.eIn.floats().baseAddress!
+        let gu = s.gu.floats().baseAddress!, y = s.y.floats().baseAddress!
+        s.indices.withUnsafeMutableBufferPointer { idx in
+            s.weights.withUnsafeMutableBufferPointer { w in
+                router.route(residual, tokens: t, topK: k, eps: dims.eps, indices: idx.baseAddress!, weights: w.baseAddress!,
+                             z: z, logits: s.logits.floats().baseAddress!, pool: pool)
+            }
+        }
+        normalize(residual, rows: t, into: eIn)
+        partial.initialize(repeating: 0, count: t * h)
+
+        // Group the (token, slot) pairs by expert (counting sort, tokens ascending within an
+        // expert) so each held expert runs once over all its tokens.
+        let local = shard.experts
+        for e in 0...dims.experts { s.starts[e] = 0 }
+        for j in 0..<(t * k) { s.starts[Int(s.indices[j]) + 1] += 1 }
+        for e in 0..<dims.experts { s.starts[e + 1] += s.starts[e] }
+        var fill = Array(s.starts[0..<dims.experts])
+        for j in 0..<(t * k) {
+            let e = Int(s.indices[j])
+            s.order[fill[e]] = Int32(j)
+            fill[e] += 1
+        }
+
+        // Experts in ascending id, each adding w · y into its tokens' rows: the same
+        // accumulation order as transformers' index_add_ loop.
+        for e in local {
+            let n = s.starts[e + 1] - s.starts[e]
+            if n == 0 { continue }
+            let x = experts[e - local.lowerBound]
+            let first = s.starts[e]
+            // Gather the tokens' normed rows (a decode step with one token reads eIn directly).
+            let input: UnsafePointer<Float>
+            if t == 1 {
+                input = UnsafePointer(eIn)
+            } else {
+                for r in 0..<n {
+                    let tok = Int(s.order[first + r]) / k
+                    (z + r * h).update(from: eIn + tok * h, count: h)
+                }
+                input = UnsafePointer(z)
+            }
+            matmul(x.gateUp, x: input, xStride: h, tokens: n, y: gu, yStride: 2 * ir, pool: pool)
+            for r in 0..<n {
+                let row = gu + r * 2 * ir
+                for c in 0..<ir { row[c] = geluTanh(row[c]) * row[ir + c] }
+            }
+            matmul(x.down, x: gu, xStride: 2 * ir, tokens: n, y: y, yStride: h, pool: pool)
+            for r in 0..<n {
+                let pair = Int(s.order[first + r])
+                let tok = pair / k
+                let wt = s.weights[pair]
+                let yr = y + r * h, out = partial + tok * h
+                for c in 0..<h { out[c] += yr[c] * wt }
+            }
+        }
+    }
+
+    /// pre_feedforward_layernorm_2 (torch: x * pow(mean(x²) + eps, -0.5) * w).
+    func normalize(_ x: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let h = dims.hidden
+        preNorm.withUnsafeBufferPointer { w in
+            for r in 0..<rows {
+                let xr = x + r * h, o = out + r * h
+                var ss: Float = 0
+                for j in 0..<h { ss += xr[j] * xr[j] }
+                let inv = powf(ss / Float(h) + dims.eps, -0.5)
+                for j in 0..<h { o[j] = xr[j] * inv * w[j] }
+            }
+        }
+    }
+
+    /// The experts one token chose (global ids) and their weights, as this rank's router
+    /// computes them (tests, debugging, imbalance statistics).
+    public func routing(residual: UnsafePointer<Float>, tokens t: Int, pool: ThreadPool) -> (indices: [Int32], weights: [Float]) {
+        let s = scratch
+        s.reserve(tokens: t, dims: dims, width: shard.columns.count)
+        var idx = [Int32](repeating: 0, count: t * dims.topK)
+        var w = [Float](repeating: 0, count: t * dims.topK)
+        idx.withUnsafeMutableBufferPointer { ib in
+            w.withUnsafeMutableBufferPointer { wb in
+                router.route(residual, tokens: t, topK: dims.topK, eps: dims.eps, indices: ib.baseAddress!, weights: wb.baseAddress!,
+                             z: s.z.floats().baseAddress!, logits: s.logits.floats().baseAddress!, pool: pool)
+            }
+        }
+        return (idx, w)
+    }
+}

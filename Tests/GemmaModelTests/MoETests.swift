@@ -1,0 +1,273 @@
+// The MoE block against a direct double-precision computation of GEMMA_SPEC §3.4.3 (written
+// out loop by loop here, independent of MoE.swift): unsharded, and at 2 and 4 in-process
+// ranks with both sharding strategies (partials summed by the all-reduce); on random tensors
+// and on the gemma4_moe fixture's real safetensors layout. Plus the plan, the loader's 1/N
+// memory and bad input.
+import Foundation
+import Testing
+@testable import GemmaModel
+import GemmaFormats
+import GemmaKernels
+import GemmaParallel
+
+/// Deterministic pseudo-random numbers (SplitMix64), so every run tests the same tensors.
+struct MoERNG {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-scale, scale).
+    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] {
+        (0..<n).map { _ in (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
+    }
+}
+
+/// Full f32 tensors of one MoE layer in checkpoint layout.
+struct MoETensors: Sendable {
+    let dims: MoEDims
+    var routerProj: [Float]      // [E, H]
+    var routerScale: [Float]     // [H]
+    var perExpertScale: [Float]  // [E]
+    var preNorm2: [Float]        // [H]
+    var gateUp: [Float]          // [E, 2Ie, H]
+    var down: [Float]            // [E, H, Ie]
+
+    static func random(_ dims: MoEDims, seed: UInt64) -> MoETensors {
+        var g = MoERNG(state: seed)
+        let e = dims.experts, h = dims.hidden, ie = dims.expertIntermediate
+        // Router logits of order 1 so the softmax is neither flat nor one-hot.
+        return MoETensors(dims: dims, routerProj: g.floats(e * h, scale: 3), routerScale: g.floats(h, scale: 1).map { 1 + 0.5 * $0 },
+                          perExpertScale: g.floats(e).map { 1 + 0.5 * $0 }, preNorm2: g.floats(h).map { 1 + 0.5 * $0 },
+                          gateUp: g.floats(e * 2 * ie * h, scale: 0.3), down: g.floats(e * h * ie, scale: 0.3))
+    }
+
+    func block(_ shard: MoERankShard, scratch: MoEScratch = MoEScratch()) throws -> MoEBlock {
+        try MoEBlock.fromFloats(dims: dims, shard: shard, routerProj: routerProj, routerScale: routerScale, perExpertScale: perExpertScale,
+                                preNorm2: preNorm2, gateUp: gateUp, down: down, scratch: scratch)
+    }
+}
+
+/// GEMMA_SPEC §3.4.3 in doubles, token by token. Also returns, per token, the gap between the
+/// k-th and (k+1)-th probability: a test whose inputs put two experts within float rounding
+/// of each other at the cut would be testing tie-breaking, not the math, so callers check it.
+func directMoE(_ w: MoETensors, residual x: [Float], tokens t: Int) -> (out: [Float], minGap: Double) {
+    let d = w.dims, h = d.hidden, e = d.experts, ie = d.expertIntermediate, k = d.topK
+    var out = [Float](repeating: 0, count: t * h)
+    var minGap = Double.infinity
+    for i in 0..<t {
+        let r = (0..<h).map { Double(x[i * h + $0]) }
+        let ms = r.reduce(0) { $0 + $1 * $1 } / Double(h)
+        let inv = 1 / (ms + Double(d.eps)).squareRoot()
+        let z = (0..<h).map { r[$0] * inv * Double(w.routerScale[$0]) / Double(h).squareRoot() }
+        let logits = (0..<e).map { ex in (0..<h).reduce(0.0) { $0 + z[$1] * Double(w.routerProj[ex * h + $1]) } }
+        let m = logits.max()!
+        let p = logits.map { exp($0 - m) }
+        let sum = p.reduce(0, +)
+        let probs = p.map { $0 / sum }
+        let ranked = (0..<e).sorted { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }
+        if k < e { minGap = min(minGap, probs[ranked[k - 1]] - probs[ranked[k]]) }
+        let chosen = Array(ranked[0..<k])
+        let total = chosen.reduce(0.0) { $0 + probs[$1] }
+        let eIn = (0..<h).map { r[$0] * inv * Double(w.preNorm2[$0]) }
+        for ex in chosen {
+            let weight = probs[ex] / total * Double(w.perExpertScale[ex])
+            var act = [Double](repeating: 0, count: ie)
+            for c in 0..<ie {
+                var gate = 0.0, up = 0.0
+                for j in 0..<h {
+                    gate += Double(w.gateUp[(ex * 2 * ie + c) * h + j]) * eIn[j]
+                    up += Double(w.gateUp[(ex * 2 * ie + ie + c) * h + j]) * eIn[j]
+                }
+                act[c] = 0.5 * gate * (1 + tanh(0.7978845608028654 * (gate + 0.044715 * gate * gate * gate))) * up
+            }
+            for o in 0..<h {
+                var y = 0.0
+                for c in 0..<ie { y += Double(w.down[(ex * h + o) * ie + c]) * act[c] }
+                out[i * h + o] += Float(weight * y)
+            }
+        }
+    }
+    return (out, minGap)
+}
+
+/// Runs the block on `ranks` in-process ranks (each builds only its shard) and returns every
+/// rank's all-reduced output.
+func shardedMoE(_ w: MoETensors, residual: [Float], tokens t: Int, ranks: Int, strategy: MoEStrategy) throws -> [[Float]] {
+    let shards = try MoEPlan.shards(dims: w.dims, ranks: ranks, strategy: strategy)
+    return try LocalCommunicator.run(ranks: ranks) { comm -> [Float] in
+        let block = try w.block(shards[comm.rank])
+        var out = [Float](repeating: .nan, count: t * w.dims.hidden)
+        try residual.withUnsafeBufferPointer { x in
+            try out.withUnsafeMutableBufferPointer { o in
+                block(residual: x.baseAddress!, tokens: t, into: o.baseAddress!, pool: ThreadPool(threads: 1))
+                try comm.allReduceSum(o)
+            }
+        }
+        return out
+    }
+}
+
+func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
+    zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+}
+
+@Suite struct MoETests {
+    // Two shapes: the fixture's (E 8, k 2) and one with uneven expert/column splits at 4 ranks
+    // (E 10 -> 3/3/2/2 experts; Ie 24 -> 6 columns each) and k 4.
+    static let shapes: [(h: Int, e: Int, k: Int, ie: Int)] = [(64, 8, 2, 16), (48, 10, 4, 24)]
+
+    @Test(arguments: [1, 2, 4], MoEStrategy.allCases)
+    func matchesDirectComputation(ranks: Int, strategy: MoEStrategy) throws {
+        for (n, s) in Self.shapes.enumerated() {
+            let dims = try MoEDims(hidden: s.h, experts: s.e, topK: s.k, expertIntermediate: s.ie, eps: 1e-6)
+            let w = MoETensors.random(dims, seed: UInt64(17 + n))
+            for t in [1, 7] {
+                var g = MoERNG(state: UInt64(100 + t))
+                let x = g.floats(t * s.h, scale: 2)
+                let (want, gap) = directMoE(w, residual: x, tokens: t)
+                // The k-th and (k+1)-th probabilities must differ by far more than float error (~1e-7).
+                #expect(gap > 1e-4, "inputs too close to a routing tie (gap \(gap))")
+                let outs = try shardedMoE(w, residual: x, tokens: t, ranks: ranks, strategy: strategy)
+                let scale = want.reduce(0) { max($0, abs($1)) }
+                #expect(scale > 0.1, "a block that outputs ~0 would pass trivially")
+                for (r, got) in outs.enumerated() {
+                    // f32 sums of <= 64 products of O(1) values against doubles: a few ulp of the
+                    // O(1) outputs; 1e-5 relative leaves ~10x margin and is far below any
+                    // misrouted expert or wrong column (O(1) errors).
+                    #expect(maxAbsDiff(got, want) <= 1e-5 * max(1, scale), "shape \(s) T \(t) rank \(r): \(maxAbsDiff(got, want))")
+                }
+            }
+        }
+    }
+
+    /// The two strategies and every rank count agree with each other bit for bit up to the
+    /// order of the all-reduce sum (a few ulp).
+    @Test func strategiesAgree() throws {
+        let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 24, eps: 1e-6)
+        let w = MoETensors.random(dims, seed: 5)
+        var g = MoERNG(state: 9)
+        let t = 33
+        let x = g.floats(t * 48, scale: 2)
+        let base = try shardedMoE(w, residual: x, tokens: t, ranks: 1, strategy: .columnSplit)[0]
+        for ranks in [2, 4] {
+            for strategy in MoEStrategy.allCases {
+                let got = try shardedMoE(w, residual: x, tokens: t, ranks: ranks, strategy: strategy)[0]
+                #expect(maxAbsDiff(got, base) <= 1e-5, "\(strategy) x\(ranks)")
+            }
+        }
+    }
+
+    @Test func routerMatchesTransformersRules() throws {
+        // E 4, k 2; proj rows chosen so two experts tie exactly: expert 1 and 3 have the same
+        // row, larger than the others. A stable descending sort picks 1 before 3.
+        let h = 4
+        let dims = try MoEDims(hidden: h, experts: 4, topK: 2, expertIntermediate: 2, eps: 1e-6)
+        let proj: [Float] = [0.1, 0, 0, 0,  1, 1, 1, 1,  0, 0.2, 0, 0,  1, 1, 1, 1]
+        let router = try MoERouter(proj: try WeightMatrix.f32(rows: 4, cols: h, values: proj), scale: [1, 1, 1, 1],
+                                   perExpertScale: [1, 2, 1, 0.5])
+        var idx = [Int32](repeating: -1, count: 2), wts = [Float](repeating: 0, count: 2)
+        var z = [Float](repeating: 0, count: h), logits = [Float](repeating: 0, count: 4)
+        let x: [Float] = [1, 1, 1, 1]
+        x.withUnsafeBufferPointer { xp in
+            router.route(xp.baseAddress!, tokens: 1, topK: 2, eps: dims.eps, indices: &idx, weights: &wts, z: &z, logits: &logits,
+                         pool: ThreadPool(threads: 1))
+        }
+        #expect(idx == [1, 3])
+        // Renormalised to 1/2 each, then times per_expert_scale (2 and 0.5).
+        #expect(abs(wts[0] - 1.0) < 1e-6 && abs(wts[1] - 0.25) < 1e-6, "\(wts)")
+    }
+
+    @Test func planSplitsOnBlocksAndExperts() throws {
+        let big = try MoEDims(hidden: 2816, experts: 128, topK: 8, expertIntermediate: 704, eps: 1e-6)
+        let col = try MoEPlan.shards(dims: big, ranks: 4, strategy: .columnSplit, blockSize: 32)
+        #expect(col.map(\.columns.count) == [192, 192, 160, 160])
+        #expect(col.allSatisfy { $0.experts == 0..<128 })
+        let ep = try MoEPlan.shards(dims: big, ranks: 4, strategy: .expertParallel, blockSize: 256)
+        #expect(ep.map(\.experts) == [0..<32, 32..<64, 64..<96, 96..<128])
+        #expect(ep.allSatisfy { $0.columns == 0..<704 })
+        // 704 is not a whole number of 256-blocks: K-quant expert down cannot be column-split.
+        #expect(throws: ShardPlanError.self) { try MoEPlan.shards(dims: big, ranks: 2, strategy: .columnSplit, blockSize: 256) }
+        #expect(throws: ShardPlanError.self) { try MoEPlan.shards(dims: big, ranks: 256, strategy: .expertParallel) }
+    }
+
+    @Test(arguments: MoEStrategy.allCases)
+    func eachRankHoldsItsShareOfExperts(strategy: MoEStrategy) throws {
+        let dims = try MoEDims(hidden: 64, experts: 8, topK: 2, expertIntermediate: 16, eps: 1e-6)
+        let w = MoETensors.random(dims, seed: 3)
+        let full = try w.block(MoERankShard(experts: 0..<8, columns: 0..<16)).expertBytes
+        #expect(full == 8 * 3 * 64 * 16 * 4)
+        for ranks in [2, 4] {
+            let shards = try MoEPlan.shards(dims: dims, ranks: ranks, strategy: strategy)
+            let bytes = try shards.map { try w.block($0).expertBytes }
+            #expect(bytes.reduce(0, +) == full)
+            #expect(bytes.allSatisfy { $0 == full / ranks }, "\(bytes)")
+        }
+    }
+
+    @Test func badShapesAreRefused() throws {
+        #expect(throws: MoEError.self) { try MoEDims(hidden: 8, experts: 4, topK: 5, expertIntermediate: 2, eps: 1e-6) }
+        #expect(throws: MoEError.self) { try MoEDims(hidden: 8, experts: 4, topK: 0, expertIntermediate: 2, eps: 1e-6) }
+        let dims = try MoEDims(hidden: 8, experts: 4, topK: 2, expertIntermediate: 2, eps: 1e-6)
+        var w = MoETensors.random(dims, seed: 1)
+        w.routerScale.removeLast()
+        #expect(throws: MoEError.self) { try w.block(MoERankShard(experts: 0..<4, columns: 0..<2)) }
+        w = MoETensors.random(dims, seed: 1)
+        w.down.removeLast()
+        #expect(throws: MoEError.self) { try w.block(MoERankShard(experts: 0..<4, columns: 0..<2)) }
+        w = MoETensors.random(dims, seed: 1)
+        // A shard outside the tensors: the reader refuses the slice.
+        #expect(throws: MoEError.self) { try w.block(MoERankShard(experts: 0..<5, columns: 0..<2)) }
+    }
+
+    /// The real checkpoint layout: gemma4_moe's safetensors (HF [E, 2Ie, H] gate_up with gate rows
+    /// first, [E, H, Ie] down) read through the slicing loader at 1, 2 and 4 ranks, both strategies,
+    /// every layer, against the direct computation on the same tensors.
+    @Test func fixtureLayersThroughSafetensorsReader() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/hf/gemma4_moe")
+        let archive = try SafetensorsArchive(directory: dir)
+        let dims = try MoEDims(hidden: 64, experts: 8, topK: 2, expertIntermediate: 16, eps: 1e-6)
+        for layer in 0..<3 {
+            @Sendable func name(_ t: MoETensor) -> String { "model." + t.hfName(layer: layer) }
+            let full = MoETensors(dims: dims, routerProj: try archive.floats(name(.routerProj)), routerScale: try archive.floats(name(.routerScale)),
+                                  perExpertScale: try archive.floats(name(.perExpertScale)), preNorm2: try archive.floats(name(.preNorm2)),
+                                  gateUp: try archive.floats(name(.gateUp)), down: try archive.floats(name(.down)))
+            let reader = MoETensorReader(
+                matrix: { t, rows, cols in
+                    let info = try archive.info(name(t))
+                    let m = try WeightMatrix(type: info.dtype.weightType, rows: rows.count, cols: cols.count)
+                    try archive.copySlice(name(t), rows: rows, cols: cols, into: m.storage.pointer)
+                    return m
+                },
+                floats: { t in try archive.floats(name(t)) })
+            var g = MoERNG(state: UInt64(40 + layer))
+            let t = 6
+            let x = g.floats(t * 64, scale: 2)
+            let (want, gap) = directMoE(full, residual: x, tokens: t)
+            #expect(gap > 1e-5)
+            let scale = want.reduce(0) { max($0, abs($1)) }
+            for ranks in [1, 2, 4] {
+                for strategy in MoEStrategy.allCases {
+                    let shards = try MoEPlan.shards(dims: dims, ranks: ranks, strategy: strategy)
+                    let outs = try LocalCommunicator.run(ranks: ranks) { comm -> [Float] in
+                        let block = try MoEBlock.load(dims: dims, shard: shards[comm.rank], read: reader, scratch: MoEScratch())
+                        var out = [Float](repeating: .nan, count: t * 64)
+                        try x.withUnsafeBufferPointer { xp in
+                            try out.withUnsafeMutableBufferPointer { o in
+                                block(residual: xp.baseAddress!, tokens: t, into: o.baseAddress!, pool: ThreadPool(threads: 2))
+                                try comm.allReduceSum(o)
+                            }
+                        }
+                        return out
+                    }
+                    // Same bound as above (f32 vs double on O(scale) outputs).
+                    for got in outs { #expect(maxAbsDiff(got, want) <= 1e-5 * max(1, scale), "layer \(layer) \(strategy) x\(ranks)") }
+                }
+            }
+        }
+    }
+}
