@@ -81,6 +81,20 @@ double ck_now(void);
 double ck_bench_matmul(int level, uint32_t type, int64_t rows, int64_t cols, int threads,
                        int64_t tokens, int reps, int f32_scheme);
 
+
+/// One query head's attention over cached positions first...last (inclusive, at most `capacity`
+/// of them): scores[j] = q.k(first+j) * scale (soft-capped when softcap > 0), softmax,
+/// out = sum_j w_j v(first+j). keys/values point at ring index 0 of this head; position p lives
+/// at ring index p % capacity, rows `rowStride` floats apart. `scores` holds last-first+1
+/// floats. Returns 0, or -1 for bad sizes. Level AUTO = active.
+int ck_attention_head(int level, const float *q, const float *keys, const float *values, int64_t headDim,
+                      int64_t rowStride, int64_t capacity, int64_t first, int64_t last, float scale,
+                      float softcap, float *scores, float *out);
+
+/// Sum of n floats (64-byte aligned) read sequentially at the active level: a streaming read
+/// for measuring memory bandwidth (the result only keeps the loads alive).
+double ck_stream_sum(const float *p, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif
