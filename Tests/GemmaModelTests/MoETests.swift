@@ -115,6 +115,73 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
     zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
 }
 
+/// A 2-D tensor already in a block format, sliced by raw row bytes (as a GGUF shard read is).
+struct QuantizedTensor: Sendable {
+    let type: WeightType
+    let rows: Int, cols: Int
+    let bytes: [UInt8]
+
+    init(_ type: WeightType, rows: Int, cols: Int, values: [Float]) throws {
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        let rb = try #require(type.rowBytes(cols))
+        var out = [UInt8](repeating: 0, count: rb * rows)
+        try values.withUnsafeBufferPointer { v in
+            try out.withUnsafeMutableBytes { o in
+                for r in 0..<rows { try quantize(type, v.baseAddress! + r * cols, count: cols, into: o.baseAddress! + r * rb) }
+            }
+        }
+        bytes = out
+    }
+
+    /// The stored values back as f32 (what the kernels multiply by).
+    func dequantized() -> [Float] {
+        var out = [Float](repeating: 0, count: rows * cols)
+        let rb = type.rowBytes(cols) ?? 0
+        bytes.withUnsafeBytes { src in
+            out.withUnsafeMutableBufferPointer { o in
+                for r in 0..<rows { dequantize(type, src.baseAddress! + r * rb, count: cols, into: o.baseAddress! + r * cols) }
+            }
+        }
+        return out
+    }
+
+    /// Rows `rr`, columns `cc` (whole blocks) as a WeightMatrix.
+    func slice(_ rr: Range<Int>, _ cc: Range<Int>) throws -> WeightMatrix {
+        let bs = type.blockSize
+        guard cc.lowerBound % bs == 0, cc.count % bs == 0, rr.upperBound <= rows, cc.upperBound <= cols else {
+            throw MoEError.shape(tensor: "quantized slice", expected: "whole \(type) blocks within [\(rows), \(cols)]", got: "rows \(rr) cols \(cc)")
+        }
+        let m = try WeightMatrix(type: type, rows: rr.count, cols: cc.count)
+        let rb = type.rowBytes(cols) ?? 0, off = cc.lowerBound / bs * type.bytesPerBlock
+        bytes.withUnsafeBytes { src in
+            for (i, r) in rr.enumerated() {
+                (m.storage.pointer + i * m.rowBytes).copyMemory(from: src.baseAddress! + r * rb + off, byteCount: m.rowBytes)
+            }
+        }
+        return m
+    }
+}
+
+/// A reader with Q8_0 experts and an f32 router (as the 26B GGUFs keep small tensors in float).
+func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReader {
+    let d = w.dims
+    let gu = try QuantizedTensor(type, rows: d.experts * 2 * d.expertIntermediate, cols: d.hidden, values: w.gateUp)
+    let dn = try QuantizedTensor(type, rows: d.experts * d.hidden, cols: d.expertIntermediate, values: w.down)
+    let small = MoETensorReader.inMemory([.routerProj: ([d.experts, d.hidden], w.routerProj), .routerScale: ([1, d.hidden], w.routerScale),
+                                          .perExpertScale: ([1, d.experts], w.perExpertScale), .preNorm2: ([1, d.hidden], w.preNorm2)])
+    return MoETensorReader(
+        matrix: { t, rows, cols in
+            switch t {
+            case .gateUp: return try gu.slice(rows, cols)
+            case .down: return try dn.slice(rows, cols)
+            default: return try small.matrix(t, rows, cols)
+            }
+        },
+        floats: small.floats)
+}
+
 @Suite struct MoETests {
     // Two shapes: the fixture's (E 8, k 2) and one with uneven expert/column splits at 4 ranks
     // (E 10 -> 3/3/2/2 experts; Ie 24 -> 6 columns each) and k 4.
@@ -221,6 +288,51 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
         w = MoETensors.random(dims, seed: 1)
         // A shard outside the tensors: the reader refuses the slice.
         #expect(throws: MoEError.self) { try w.block(MoERankShard(experts: 0..<5, columns: 0..<2)) }
+    }
+
+    /// Q8_0 experts (block-aligned column slices cut from the stored bytes, as from a GGUF): every
+    /// strategy and rank count against the unsharded Q8_0 block, and that against the direct
+    /// computation on the dequantized weights.
+    @Test func quantizedExpertsShardExactly() throws {
+        // Ie 128 = 4 blocks of 32: column split gives 64/64 (R 2) and 32 each (R 4).
+        let dims = try MoEDims(hidden: 64, experts: 8, topK: 3, expertIntermediate: 128, eps: 1e-6)
+        var w = MoETensors.random(dims, seed: 11)
+        let read = try quantizedReader(w, type: .q8_0)
+        w.gateUp = try QuantizedTensor(.q8_0, rows: 8 * 256, cols: 64, values: w.gateUp).dequantized()
+        w.down = try QuantizedTensor(.q8_0, rows: 8 * 64, cols: 128, values: w.down).dequantized()
+        var g = MoERNG(state: 12)
+        let t = 9
+        let x = g.floats(t * 64, scale: 2)
+        let (want, gap) = directMoE(w, residual: x, tokens: t)
+        #expect(gap > 1e-4)
+        let scale = want.reduce(0) { max($0, abs($1)) }
+        func run(_ ranks: Int, _ strategy: MoEStrategy) throws -> [Float] {
+            let shards = try MoEPlan.shards(dims: dims, ranks: ranks, strategy: strategy, blockSize: 32)
+            return try LocalCommunicator.run(ranks: ranks) { comm -> [Float] in
+                let block = try MoEBlock.load(dims: dims, shard: shards[comm.rank], read: read, scratch: MoEScratch())
+                var out = [Float](repeating: .nan, count: t * 64)
+                try x.withUnsafeBufferPointer { xp in
+                    try out.withUnsafeMutableBufferPointer { o in
+                        block(residual: xp.baseAddress!, tokens: t, into: o.baseAddress!, pool: ThreadPool(threads: 1))
+                        try comm.allReduceSum(o)
+                    }
+                }
+                return out
+            }[0]
+        }
+        let base = try run(1, .columnSplit)
+        // The kernels quantize activations to int8 per 32-block (docs/KERNELS.md): ~0.4% per
+        // block, so vs exact doubles allow 2% of the output scale; a wrong expert or column
+        // would be O(scale).
+        #expect(maxAbsDiff(base, want) <= 2e-2 * scale, "\(maxAbsDiff(base, want)) vs scale \(scale)")
+        for ranks in [2, 4] {
+            for strategy in MoEStrategy.allCases {
+                // Column slices start on block boundaries, so every rank quantizes the same
+                // activation blocks as the unsharded run: only the float summation order differs.
+                let got = try run(ranks, strategy)
+                #expect(maxAbsDiff(got, base) <= 1e-5 * max(1, scale), "\(strategy) x\(ranks): \(maxAbsDiff(got, base))")
+            }
+        }
     }
 
     /// The real checkpoint layout: gemma4_moe's safetensors (HF [E, 2Ie, H] gate_up with gate rows
