@@ -23,6 +23,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // C shims
@@ -40,10 +41,14 @@ let package = Package(
         .target(name: "GemmaWire", dependencies: ["CWire"]),
         .target(name: "GemmaEngine", dependencies: ["GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels"], swiftSettings: swiftFast),
         .target(name: "GemmaMPI", dependencies: ["CMPI", "GemmaParallel"]),
+        // OpenAI-compatible HTTP API on rank 0 (Hummingbird), driving the engine's scheduler.
+        .target(name: "GemmaServer", dependencies: [
+            "GemmaEngine", "GemmaTokenizer", .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
         .executableTarget(
             name: "gemma-node",
             dependencies: [
-                "GemmaEngine", "GemmaMPI", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels", "GemmaFormats", "CKernels",
+                "GemmaEngine", "GemmaServer", "GemmaMPI", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels", "GemmaFormats", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftFast
@@ -58,5 +63,6 @@ let package = Package(
         .testTarget(name: "GemmaModelTests", dependencies: ["GemmaModel", "GemmaParallel", "GemmaEngine"]),
         .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire"]),
         .testTarget(name: "GemmaNodeTests", dependencies: ["gemma-node"]),
+        .testTarget(name: "GemmaServerTests", dependencies: ["GemmaServer", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaTokenizer"]),
     ]
 )

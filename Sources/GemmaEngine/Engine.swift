@@ -1,8 +1,8 @@
 // The coordinator/worker step loop (DESIGN.md §5-6). Rank 0 schedules sequences into steps,
 // broadcasts each `PlannedStep`, and every rank (rank 0 included) runs the same step: release
 // freed slots, validate, forward, then the sampling exchange. Failures are agreed across
-// ranks so every rank reports the same message. Continuous batching (a request queue feeding
-// `Coordinator.step`) is left to the server; this file already batches many sequences.
+// ranks so every rank reports the same message. The scheduler (continuous batching) is in
+// Scheduler.swift; `Coordinator` runs a fixed batch through it.
 import Foundation
 import GemmaModel
 import GemmaParallel
@@ -59,6 +59,8 @@ public enum FinishReason: String, Sendable, Equatable {
     case stop
     /// `maxNewTokens` generated, or the context is full.
     case length
+    /// Cancelled by the caller (a client went away, a stop string matched, shutdown).
+    case cancelled
 }
 
 /// A finished generation.
@@ -241,29 +243,16 @@ public final class StepExecutor {
     }
 }
 
-/// Rank 0's scheduler: admits requests into KV slots, builds steps (decode tokens of every
-/// running sequence plus prompt chunks up to the model's `maxBatchTokens`), and turns sampled
-/// ids into outputs.
+/// Rank 0's batch-at-once front end over `BatchScheduler`: runs a fixed set of requests (one
+/// KV slot each) to completion. Commands and tests use it; the server drives the scheduler.
 public final class Coordinator {
     public let executor: StepExecutor
-    private var nextStepId: UInt64 = 0
-    /// Slots to release in the next plan.
-    private var pendingFrees: [Int] = []
-
-    /// One running sequence.
-    struct Sequence {
-        let request: GenerationRequest
-        let slot: Int
-        /// Prompt then generated ids; `tokens[cached...]` are not yet in the KV cache.
-        var tokens: [Int32]
-        var cached = 0
-        var generated: [Int32] = []
-        var finish: FinishReason?
-    }
+    public let scheduler: BatchScheduler
 
     public init(executor: StepExecutor) throws {
         guard executor.comm.isCoordinator else { throw EngineError.notCoordinator("Coordinator") }
         self.executor = executor
+        self.scheduler = try BatchScheduler(executor: executor, maxQueued: executor.model.slots)
     }
 
     public var timings: EngineTimings { executor.timings }
@@ -275,83 +264,33 @@ public final class Coordinator {
         guard requests.count <= model.slots else {
             throw EngineError.tooManyRequests(requested: requests.count, slots: model.slots)
         }
-        var seqs: [Sequence] = []
         for (i, r) in requests.enumerated() {
             guard !r.promptTokens.isEmpty else { throw EngineError.emptyPrompt(requestId: r.id) }
             // Checked again on every rank when the plans run; here it fails before any compute.
             if let error = validateTokens(r.promptTokens, model: model, slot: i) { throw error }
-            var s = Sequence(request: r, slot: i, tokens: r.promptTokens)
-            if r.maxNewTokens <= 0 { s.finish = .length }
-            seqs.append(s)
+            try DistributedSampler.validate(r.sampling)
         }
-        while seqs.contains(where: { $0.finish == nil }) {
-            let plan = buildStep(seqs)
-            let (_, sampled) = try executor.execute(sending: plan)
-            pendingFrees = []
-            var next = 0
-            for w in plan.work {
-                guard let i = seqs.firstIndex(where: { $0.slot == w.slot && $0.finish == nil }) else { continue }
-                seqs[i].cached += w.tokens.count
-                guard w.wantSample else { continue }
-                guard next < sampled.count else { throw EngineError.badPlan("sampler returned too few ids") }
-                let token = sampled[next]
-                next += 1
-                if seqs[i].request.stopTokens.contains(token) {
-                    seqs[i].finish = .stop
-                } else {
-                    seqs[i].generated.append(token)
-                    seqs[i].tokens.append(token)
-                    if seqs[i].generated.count >= seqs[i].request.maxNewTokens
-                        || seqs[i].tokens.count > model.maxContext {
-                        seqs[i].finish = .length
-                    }
+        let collectors = requests.map { _ in ResultCollector() }
+        for (r, c) in zip(requests, collectors) {
+            try scheduler.submit(r) { event in
+                switch event {
+                case .token: break
+                case let .finished(result): c.result = result
+                case let .failed(message): c.failure = message
                 }
-                if seqs[i].finish != nil { pendingFrees.append(seqs[i].slot) }
             }
         }
-        // Every slot this call used must be free for the next call.
-        pendingFrees = seqs.map(\.slot)
-        return seqs.map {
-            GenerationResult(id: $0.request.id, promptTokens: $0.request.promptTokens, tokens: $0.generated,
-                             finishReason: $0.finish ?? .length)
+        try scheduler.runUntilIdle()
+        return try zip(requests, collectors).map { r, c in
+            guard let result = c.result else { throw EngineError.badPlan(c.failure ?? "request \(r.id) did not finish") }
+            return result
         }
     }
 
     /// Ends every worker's loop (and releases the slots still held). With `failure`, every
     /// rank (this one included) then throws it as an agreed `CommunicatorError.remote`.
     public func shutdown(reason: String = "done", failure: Error? = nil) throws {
-        // Bounded: the wire refuses strings over 4 KiB, and the reason is informational.
-        let plan = PlannedStep(stepId: nextStepId, freeSlots: pendingFrees, shutdown: true,
-                               shutdownReason: String(reason.utf8.prefix(1024)) ?? "")
-        nextStepId += 1
-        pendingFrees = []
-        _ = try executor.execute(sending: plan, coordinatorFailure: failure)
-    }
-
-    /// The next step: one decode token for each sequence past its prompt, then prompt chunks
-    /// in slot order while the token budget lasts.
-    func buildStep(_ seqs: [Sequence]) -> PlannedStep {
-        let budgetTotal = max(1, executor.model.maxBatchTokens)
-        var budget = budgetTotal
-        var work: [PlannedWork] = []
-        for s in seqs where s.finish == nil && s.cached >= s.request.promptTokens.count && budget > 0 {
-            work.append(PlannedWork(slot: s.slot, requestId: s.request.id, tokens: [s.tokens[s.cached]],
-                                    startPosition: s.cached, isPrefillChunk: false, wantSample: true,
-                                    sampling: s.request.sampling, stepIndex: UInt64(s.generated.count)))
-            budget -= 1
-        }
-        for s in seqs where s.finish == nil && s.cached < s.request.promptTokens.count && budget > 0 {
-            let remaining = s.request.promptTokens.count - s.cached
-            let n = min(remaining, budget)
-            work.append(PlannedWork(slot: s.slot, requestId: s.request.id,
-                                    tokens: Array(s.tokens[s.cached..<(s.cached + n)]),
-                                    startPosition: s.cached, isPrefillChunk: true, wantSample: n == remaining,
-                                    sampling: s.request.sampling, stepIndex: UInt64(s.generated.count)))
-            budget -= n
-        }
-        let plan = PlannedStep(stepId: nextStepId, work: work, freeSlots: pendingFrees)
-        nextStepId += 1
-        return plan
+        try scheduler.shutdown(reason: reason, failure: failure)
     }
 }
 

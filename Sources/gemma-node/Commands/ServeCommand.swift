@@ -1,12 +1,133 @@
-// `gemma-node serve`: not built yet. It already accepts the shared flags so scripts can be
-// written against it, and it says so and exits non-zero instead of pretending to work.
+// `gemma-node serve`: an OpenAI-compatible HTTP API on rank 0 with continuous batching across
+// all ranks. Rank 0's main thread runs the engine loop (all MPI calls stay on it); Hummingbird
+// runs on Swift concurrency's threads and talks to the loop through the scheduler's queue.
+// Other ranks run the worker loop. SIGINT/SIGTERM on rank 0 end every rank with status 0.
 import ArgumentParser
+import Dispatch
+import Foundation
+import GemmaEngine
+import GemmaModel
+import GemmaParallel
+import GemmaServer
+import GemmaTokenizer
 
 struct ServeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve an OpenAI-compatible HTTP API from the coordinator. (not implemented yet)")
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve an OpenAI-compatible HTTP API from rank 0 (chat and text completions, streaming, continuous batching)."
+    )
 
-    @OptionGroup var model: ModelOptions
+    @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var sampling: SamplingOptions
 
-    func run() throws { throw NotImplemented(command: "serve") }
+    @Option(help: "Address to listen on (loopback by default).")
+    var host = "127.0.0.1"
+
+    @Option(help: "TCP port (0 = any free port; the chosen one is printed).")
+    var port = 8080
+
+    @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on /v1 endpoints. Default: $GEMMA_NODE_API_KEY, else none.")
+    var apiKey: String?
+
+    @Option(name: .customLong("parallel"), help: "Sequences computed together (KV-cache slots).")
+    var parallel = 4
+
+    @Option(name: .customLong("batch-tokens"), help: "Most tokens per step (decode tokens plus prompt chunks).")
+    var batchTokens = 512
+
+    @Option(name: .customLong("max-queue"), help: "Requests that may wait for a slot; more get 429.")
+    var maxQueue = 64
+
+    @Option(name: .customLong("max-body"), help: "Largest request body in bytes; larger gets 413.")
+    var maxBody = 1 << 20
+
+    @Option(help: "Tokenizer (tokenizer.json, tokenizer.model or .gguf) when the model has none of its own.")
+    var tokenizer: String?
+
+    @Option(name: .customLong("model-name"), help: "Model id reported by /v1/models. Default: the model file or directory name.")
+    var modelName: String?
+
+    func validate() throws {
+        if !(0...65535).contains(port) { throw ValidationError("--port must be in 0...65535, got \(port)") }
+        if parallel < 1 { throw ValidationError("--parallel must be at least 1, got \(parallel)") }
+        if batchTokens < 1 { throw ValidationError("--batch-tokens must be at least 1, got \(batchTokens)") }
+        if maxQueue < 0 { throw ValidationError("--max-queue must be 0 or more, got \(maxQueue)") }
+        if maxBody < 1024 { throw ValidationError("--max-body must be at least 1024, got \(maxBody)") }
+    }
+
+    func run() throws {
+        try ClusterSession.run { comm in
+            // Times the model's all-reduces for /metrics (compute vs all-reduce per step).
+            let timed = TimedCommunicator(comm)
+            let path = modelOptions.resolvedModelPath
+            let name = modelName ?? URL(fileURLWithPath: path).lastPathComponent
+            var service: OpenAIService?
+            var server: BackgroundServer?
+            if comm.isCoordinator {
+                let s = sampling
+                let key = apiKey ?? ProcessInfo.processInfo.environment["GEMMA_NODE_API_KEY"]
+                let config = ServerConfig(modelName: name, apiKey: key?.isEmpty == true ? nil : key, maxBodyBytes: maxBody,
+                                          defaults: SamplingDefaults(temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP),
+                                          ranks: comm.size)
+                service = OpenAIService(config: config)
+                // Listening starts before the load, so /health answers 503 "loading" meanwhile.
+                server = BackgroundServer.start(service: service!, host: host, port: port)
+            } else {
+                // Rank 0 decides when to stop and tells every rank in a shutdown plan.
+                signal(SIGINT, SIG_IGN)
+                signal(SIGTERM, SIG_IGN)
+            }
+            _ = try StartupHandshake.run(timed, modelPath: path, threads: modelOptions.resolvedThreads)
+            let loadOptions = GemmaLoadOptions(maxContext: modelOptions.ctxSize, slots: parallel, maxBatchTokens: batchTokens,
+                                               threads: modelOptions.resolvedThreads)
+            let model = try GemmaShard.load(directory: URL(fileURLWithPath: path), comm: timed, options: loadOptions)
+            // Rank 0 alone tokenizes; the outcome (and a bind failure) is agreed so every rank
+            // stops with the same message.
+            let loaded: (GemmaTokenizer, Int)? = try timed.agreeOn {
+                guard comm.isCoordinator, let server else { return nil }
+                guard let tok = try ModelSession.tokenizer(tokenizer ?? path) else {
+                    throw ServeError.noTokenizer(path)
+                }
+                return (tok, try server.waitUntilListening())
+            }
+            let executor = StepExecutor(model: model, comm: timed, codec: ModelSession.planCodec())
+            guard comm.isCoordinator, let service, let server, let loaded else {
+                try executor.runWorker()
+                return
+            }
+            let (tok, boundPort) = loaded
+            let scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueue)
+            let architecture = (model as? GemmaShard)?.config.modelType ?? "gemma3"
+            let stops = ModelSession.stopTokens(model).union(tok.endOfGenerationIDs)
+            service.attach(Backend(scheduler: scheduler, tokenizer: tok, template: ChatTemplate(architecture: architecture),
+                                   maxContext: model.maxContext, stopTokens: stops))
+            let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler {
+                    service.drain()
+                    scheduler.requestShutdown(reason: "coordinator: signal \(sig)")
+                }
+                source.resume()
+                return source
+            }
+            print("gemma-node: serving \(name) on http://\(host):\(boundPort) (pid \(getpid()), \(comm.size) rank(s), "
+                  + "\(parallel) slots, context \(model.maxContext))")
+            try scheduler.run()
+            signals.forEach { $0.cancel() }
+            server.stop(timeout: 5)
+            print("gemma-node: stopped")
+        }
+    }
+}
+
+enum ServeError: SameOnEveryRankError, CustomStringConvertible {
+    case noTokenizer(String)
+
+    var description: String {
+        switch self {
+        case let .noTokenizer(path):
+            return "serve needs a tokenizer and \(path) has none: pass --tokenizer PATH"
+        }
+    }
 }

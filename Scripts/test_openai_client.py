@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Drives a running `gemma-node serve` with the official `openai` package and checks it.
+
+Run by Tests/GemmaNodeTests/ServerTests.swift against `mpirun -n 2 gemma-node serve ...`
+(started with --api-key, --parallel 8, --max-queue 16), or by hand:
+
+    Scripts/test_openai_client.py --base-url http://127.0.0.1:8080 --api-key KEY --match MODEL_NAME
+
+Checks: /health and /v1/models; chat and text completions, streaming and not (greedy: the
+streamed text equals the non-streamed one); 16 concurrent streaming clients each equal to its
+prompt's solo answer; stop strings; errors 400 (malformed, bad parameter, context overflow with
+the numbers), 401, 413, 429; a client that disconnects frees its slot; the idle server's CPU
+across all ranks (read from /proc) stays under 10% of a core. Prints one line per check and
+'N passed, N failed' at the end; exit status 1 if any failed.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+
+RESULTS = {"passed": 0, "failed": 0}
+
+
+def check(name, condition, detail=""):
+    if condition:
+        RESULTS["passed"] += 1
+        print(f"ok   {name}", flush=True)
+    else:
+        RESULTS["failed"] += 1
+        print(f"FAIL {name} {detail}", flush=True)
+    return condition
+
+
+def http(method, url, body=None, headers=None, timeout=60):
+    """Plain HTTP (no retries): returns (status, parsed JSON or text)."""
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        raw = e.read().decode()
+        status = e.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
+def rank_pids(match):
+    """PIDs of the gemma-node processes whose arguments include `match` (all ranks; not mpirun)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            exe = os.path.basename(os.readlink(f"/proc/{entry}/exe"))
+        except OSError:
+            continue
+        if exe == "gemma-node" and b"serve" in argv and match.encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 (1-based); after the ")" split they are 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(base, name):
+    status, text = http("GET", f"{base}/metrics")
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text if isinstance(text, str) else "", re.M)
+    return float(m.group(1)) if m else None
+
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Name three colors.",
+    "Count from one to five.",
+    "What is two plus two?",
+    "Say hello in Spanish.",
+    "What color is the sky?",
+    "Name a large animal.",
+    "What is water made of?",
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base-url", required=True, help="http://HOST:PORT")
+    ap.add_argument("--api-key", required=True)
+    ap.add_argument("--match", required=True, help="an argument of the serve command line (e.g. its --model-name), to find the rank processes in /proc")
+    ap.add_argument("--max-tokens", type=int, default=12)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--idle-seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    base = args.base_url.rstrip("/")
+    client = openai.OpenAI(base_url=base + "/v1", api_key=args.api_key, max_retries=0, timeout=300)
+    n = args.max_tokens
+
+    status, health = http("GET", f"{base}/health")
+    check("health is ready", status == 200 and health.get("status") == "ok", f"{status} {health}")
+    model = client.models.list().data[0].id
+    check("models lists one model", bool(model), model)
+
+    # Chat and completion, streaming and not; greedy so both must agree.
+    messages = [{"role": "user", "content": PROMPTS[0]}]
+    chat = client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0)
+    text = chat.choices[0].message.content
+    check("chat returns text", isinstance(text, str) and len(text) > 0, repr(text))
+    check("chat finish_reason", chat.choices[0].finish_reason in ("stop", "length"), chat.choices[0].finish_reason)
+    u = chat.usage
+    check("chat usage", u.prompt_tokens > 5 and 0 < u.completion_tokens <= n and u.total_tokens == u.prompt_tokens + u.completion_tokens,
+          str(u))
+    streamed = ""
+    finish = None
+    chunks = 0
+    for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0, stream=True):
+        chunks += 1
+        if chunk.choices:
+            streamed += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+    check("chat stream equals non-stream", streamed == text, f"{streamed!r} vs {text!r}")
+    check("chat stream has several chunks and a finish_reason", chunks >= 3 and finish == chat.choices[0].finish_reason,
+          f"{chunks} {finish}")
+
+    comp = client.completions.create(model=model, prompt="The capital of France is", max_tokens=n, temperature=0)
+    ctext = comp.choices[0].text
+    check("completion returns text", len(ctext) > 0 and comp.usage.completion_tokens > 0, repr(ctext))
+    cstream = "".join(c.choices[0].text for c in
+                      client.completions.create(model=model, prompt="The capital of France is", max_tokens=n, temperature=0,
+                                                stream=True) if c.choices)
+    check("completion stream equals non-stream", cstream == ctext, f"{cstream!r} vs {ctext!r}")
+
+    # A stop string cuts the text before it.
+    if len(ctext.strip()) >= 4:
+        word = ctext.strip()[2:4]
+        cut = client.completions.create(model=model, prompt="The capital of France is", max_tokens=n, temperature=0, stop=[word])
+        check("stop string", cut.choices[0].text == ctext[:ctext.index(word)] and cut.choices[0].finish_reason == "stop",
+              f"{cut.choices[0].text!r} {cut.choices[0].finish_reason}")
+
+    # Seeded sampling is reproducible.
+    s1 = client.completions.create(model=model, prompt="Once upon a time", max_tokens=n, temperature=1.0, top_p=0.9, seed=42)
+    s2 = client.completions.create(model=model, prompt="Once upon a time", max_tokens=n, temperature=1.0, top_p=0.9, seed=42)
+    check("same seed same text", s1.choices[0].text == s2.choices[0].text)
+
+    # Solo answers, then 16 concurrent streaming clients must each reproduce theirs.
+    distinct = PROMPTS[: min(len(PROMPTS), args.clients)]
+    solo = {}
+    for p in distinct:
+        r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": p}], max_tokens=n, temperature=0)
+        solo[p] = r.choices[0].message.content
+
+    def stream_one(i):
+        p = distinct[i % len(distinct)]
+        out = ""
+        for chunk in client.chat.completions.create(model=model, messages=[{"role": "user", "content": p}], max_tokens=n,
+                                                    temperature=0, stream=True):
+            if chunk.choices:
+                out += chunk.choices[0].delta.content or ""
+        return p, out
+
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+        outs = list(pool.map(stream_one, range(args.clients)))
+    elapsed = time.time() - t0
+    wrong = [(p, o, solo[p]) for p, o in outs if o != solo[p]]
+    check(f"{args.clients} concurrent streams equal their solo answers ({elapsed:.1f} s)", not wrong and len(outs) == args.clients,
+          str(wrong[:2]))
+    batch_hist = metric(base, "gemma_batch_sequences_sum")
+    steps = metric(base, "gemma_batch_sequences_count")
+    check("steps batched several sequences", batch_hist is not None and steps and batch_hist / steps > 1.5,
+          f"{batch_hist} / {steps}")
+
+    # Errors, each answered as OpenAI JSON; the server stays up.
+    auth = {"Authorization": f"Bearer {args.api_key}"}
+    status, body = http("POST", f"{base}/v1/chat/completions", b"{not json", auth)
+    check("malformed body is 400", status == 400 and "error" in body, f"{status} {body}")
+    status, body = http("POST", f"{base}/v1/chat/completions", {"messages": messages, "temperature": 7}, auth)
+    check("bad temperature is 400", status == 400 and body["error"]["param"] == "temperature", f"{status} {body}")
+    try:
+        openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0).chat.completions.create(model=model, messages=messages)
+        check("wrong key is 401", False, "no error")
+    except openai.AuthenticationError as e:
+        check("wrong key is 401", e.status_code == 401)
+    status, body = http("POST", f"{base}/v1/completions", {"prompt": "hi"})
+    check("missing key is 401", status == 401, f"{status}")
+    status, body = http("POST", f"{base}/v1/completions", b'{"prompt": "' + b"a" * (2 << 20) + b'"}', auth)
+    check("oversized body is 413", status == 413, f"{status}")
+    try:
+        client.completions.create(model=model, prompt="hello " * 50, max_tokens=10 ** 6)
+        check("context overflow is 400", False, "no error")
+    except openai.BadRequestError as e:
+        msg = str(e)
+        check("context overflow is 400 with the numbers", e.status_code == 400 and "maximum context length is" in msg
+              and re.search(r"\(\d+ in the prompt, 1000000 for the completion\)", msg) is not None, msg)
+
+    # Queue full: more simultaneous requests than slots + queue get 429.
+    def raw_completion(_):
+        return http("POST", f"{base}/v1/completions", {"prompt": "Tell me a story", "max_tokens": 4, "temperature": 0}, auth)[0]
+
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        codes = list(pool.map(raw_completion, range(40)))
+    check("queue full is 429 (others 200)", 429 in codes and 200 in codes and set(codes) <= {200, 429},
+          str(sorted(set((c, codes.count(c)) for c in codes))))
+
+    # A client that goes away mid-stream frees its slot.
+    host, port = base.split("//")[1].rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    body = json.dumps({"model": model, "prompt": "Write a long essay about the sea.", "max_tokens": 2000, "stream": True}).encode()
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {args.api_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    got = b""
+    deadline = time.time() + 120
+    while got.count(b"data: ") < 3 and time.time() < deadline:
+        got += sock.recv(4096)
+    running_before = metric(base, "gemma_running_sequences")
+    sock.close()
+    freed = False
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if metric(base, "gemma_running_sequences") == 0:
+            freed = True
+            break
+        time.sleep(0.2)
+    check("disconnect frees the slot", running_before == 1 and freed, f"running before {running_before}")
+
+    status, health = http("GET", f"{base}/health")
+    after = client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0)
+    check("still serving after errors", status == 200 and after.choices[0].message.content == text)
+
+    # Idle CPU of all ranks.
+    pids = rank_pids(args.match)
+    check("found every rank process", len(pids) >= 2, str(pids))
+    time.sleep(1.0)
+    before = {p: cpu_seconds(p) for p in pids}
+    t0 = time.time()
+    time.sleep(args.idle_seconds)
+    used = sum(cpu_seconds(p) - before[p] for p in pids)
+    share = used / (time.time() - t0)
+    check(f"idle CPU across {len(pids)} ranks < 10% of a core ({share * 100:.1f}%)", share < 0.10)
+
+    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
+    return 1 if RESULTS["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

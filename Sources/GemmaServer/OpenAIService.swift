@@ -1,0 +1,398 @@
+// The OpenAI-compatible request logic, independent of the HTTP framework: checks a request,
+// turns it into prompt tokens (chat template or plain text), submits it to the engine's
+// scheduler, and turns the sampled ids back into text pieces with stop strings applied.
+// HTTPServer.swift maps it onto Hummingbird routes.
+import Foundation
+import GemmaEngine
+import GemmaTokenizer
+
+/// Sampling used when a request leaves a field out (the serve command's flags).
+public struct SamplingDefaults: Sendable, Equatable {
+    public var temperature: Float
+    public var topK: Int
+    public var topP: Float
+    public var minP: Float
+
+    public init(temperature: Float = 1, topK: Int = 64, topP: Float = 0.95, minP: Float = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+    }
+}
+
+/// Server settings fixed at start-up.
+public struct ServerConfig: Sendable {
+    /// The id `/v1/models` reports and responses carry.
+    public var modelName: String
+    /// When set, `/v1/*` requires `Authorization: Bearer <key>`.
+    public var apiKey: String?
+    /// Largest request body accepted (413 beyond).
+    public var maxBodyBytes: Int
+    public var defaults: SamplingDefaults
+    /// Ranks computing the model (reported by /health).
+    public var ranks: Int
+
+    public init(modelName: String, apiKey: String? = nil, maxBodyBytes: Int = 1 << 20, defaults: SamplingDefaults = SamplingDefaults(),
+                ranks: Int = 1) {
+        self.modelName = modelName
+        self.apiKey = apiKey
+        self.maxBodyBytes = maxBodyBytes
+        self.defaults = defaults
+        self.ranks = ranks
+    }
+}
+
+/// What the service needs from the loaded model; attached once every rank has loaded.
+public struct Backend: Sendable {
+    public var scheduler: BatchScheduler
+    public var tokenizer: GemmaTokenizer
+    public var template: ChatTemplate
+    /// Positions per sequence.
+    public var maxContext: Int
+    /// Ids that end a generation (EOS, end of turn).
+    public var stopTokens: Set<Int32>
+
+    public init(scheduler: BatchScheduler, tokenizer: GemmaTokenizer, template: ChatTemplate, maxContext: Int, stopTokens: Set<Int32>) {
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+        self.template = template
+        self.maxContext = maxContext
+        self.stopTokens = stopTokens
+    }
+}
+
+/// Which API a request came through.
+public enum Endpoint: String, Sendable {
+    case chat = "/v1/chat/completions"
+    case completion = "/v1/completions"
+}
+
+/// A checked request, ready to submit.
+public struct PreparedRequest: Sendable {
+    public var endpoint: Endpoint
+    public var id: String
+    public var created: Int
+    public var model: String
+    public var generation: GenerationRequest
+    public var stream: Bool
+    public var includeUsage: Bool
+    public var stops: [String]
+    /// Monotonic arrival time (seconds) for time-to-first-token.
+    public var arrival: Double
+}
+
+/// How a generation ended, as OpenAI reports it.
+public struct Outcome: Sendable, Equatable {
+    /// "stop" (end of turn, EOS or a stop string) or "length" (max_tokens or context).
+    public var finishReason: String
+    public var completionTokens: Int
+}
+
+/// A submitted generation: its events and the ticket to cancel it.
+public struct RunningRequest: Sendable {
+    public var prepared: PreparedRequest
+    public var ticket: UInt64
+    public var events: AsyncStream<SequenceEvent>
+    public var backend: Backend
+}
+
+func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+/// The API's behaviour. Thread-safe; one per server.
+public final class OpenAIService: @unchecked Sendable {
+    public let config: ServerConfig
+    public let metrics = ServerMetrics()
+    private let lock = NSLock()
+    private var backend: Backend?
+    private var nextId: UInt64 = 0
+    private var draining = false
+
+    public init(config: ServerConfig) { self.config = config }
+
+    /// Makes the service ready (every rank has loaded the model).
+    public func attach(_ backend: Backend) {
+        lock.lock()
+        self.backend = backend
+        lock.unlock()
+        backend.scheduler.onStep = { [metrics] report in
+            metrics.step(sequences: report.sequences, tokens: report.tokens, forward: report.forwardSeconds,
+                         allReduce: report.allReduceSeconds, control: report.controlSeconds, sampling: report.samplingSeconds,
+                         queued: report.queued, running: backend.scheduler.load.running)
+        }
+    }
+
+    /// From now on new requests get 503 (shutdown under way).
+    public func drain() {
+        lock.lock()
+        draining = true
+        lock.unlock()
+    }
+
+    /// True once the model is loaded on every rank and until shutdown starts.
+    public var isReady: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return backend != nil && !draining
+    }
+
+    private func currentBackend() throws -> Backend {
+        lock.lock()
+        defer { lock.unlock() }
+        if draining { throw APIError.unavailable("the server is shutting down") }
+        guard let backend else { throw APIError.unavailable("the model is still loading") }
+        return backend
+    }
+
+    private func newId(_ prefix: String) -> (String, UInt64) {
+        lock.lock()
+        nextId += 1
+        let n = nextId
+        lock.unlock()
+        return ("\(prefix)-\(n)", n)
+    }
+
+    /// Checks the `Authorization` header against the key (when one is set).
+    public func authorize(_ header: String?) throws {
+        guard let key = config.apiKey else { return }
+        guard let header, header.hasPrefix("Bearer "), header.dropFirst("Bearer ".count) == key[...] else {
+            throw APIError.unauthorized
+        }
+    }
+
+    /// Decodes and checks a request body, encodes its prompt and builds the engine request.
+    public func prepare(_ endpoint: Endpoint, body: Data) throws -> (PreparedRequest, Backend) {
+        let arrival = monotonicSeconds()
+        let decoder = JSONDecoder()
+        let common: CommonParameters
+        var chat: [ChatMessageIn] = []
+        var prompt = ""
+        do {
+            switch endpoint {
+            case .chat:
+                let r = try decoder.decode(ChatCompletionRequest.self, from: body)
+                common = r.common
+                chat = r.messages
+            case .completion:
+                let r = try decoder.decode(CompletionRequest.self, from: body)
+                common = r.common
+                let prompts = r.prompt.list
+                guard prompts.count == 1 else {
+                    throw APIError.badRequest("exactly one prompt per request is supported, got \(prompts.count)", param: "prompt")
+                }
+                prompt = prompts[0]
+            }
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError.badRequest("malformed request body: \(Self.describe(error))")
+        }
+        let backend = try currentBackend()
+
+        let d = config.defaults
+        var settings = SamplerSettings(temperature: d.temperature, topK: d.topK, topP: d.topP, minP: d.minP,
+                                       seed: UInt64.random(in: 0...UInt64.max))
+        if let t = common.temperature {
+            guard t >= 0 && t <= 2 else { throw APIError.badRequest("temperature must be in [0, 2], got \(t)", param: "temperature") }
+            settings.temperature = Float(t)
+        }
+        if let p = common.top_p {
+            guard p > 0 && p <= 1 else { throw APIError.badRequest("top_p must be in (0, 1], got \(p)", param: "top_p") }
+            settings.topP = Float(p)
+        }
+        if let k = common.top_k {
+            guard k >= 0 else { throw APIError.badRequest("top_k must be 0 (all) or positive, got \(k)", param: "top_k") }
+            settings.topK = k
+        }
+        if let m = common.min_p {
+            guard m >= 0 && m <= 1 else { throw APIError.badRequest("min_p must be in [0, 1], got \(m)", param: "min_p") }
+            settings.minP = Float(m)
+        }
+        if let s = common.seed { settings.seed = UInt64(bitPattern: s) }
+        if let n = common.n, n != 1 { throw APIError.badRequest("only n = 1 is supported, got \(n)", param: "n") }
+        let stops = common.stop?.list ?? []
+        guard stops.count <= 4 else { throw APIError.badRequest("at most 4 stop strings, got \(stops.count)", param: "stop") }
+
+        let tokens: [Int32]
+        switch endpoint {
+        case .chat:
+            guard !chat.isEmpty else { throw APIError.badRequest("messages must not be empty", param: "messages") }
+            let messages = chat.map { ChatMessage(role: $0.role, content: $0.content?.text ?? "") }
+            do {
+                tokens = try backend.tokenizer.encodeChat(messages, template: backend.template)
+            } catch {
+                throw APIError.badRequest("\(error)", param: "messages")
+            }
+        case .completion:
+            tokens = backend.tokenizer.encode(prompt)
+            guard !tokens.isEmpty else { throw APIError.badRequest("the prompt is empty", param: "prompt") }
+        }
+
+        let context = backend.maxContext
+        let requested = common.max_completion_tokens ?? common.max_tokens
+        let maxTokens: Int
+        if let requested {
+            guard requested >= 1 else { throw APIError.badRequest("max_tokens must be at least 1, got \(requested)", param: "max_tokens") }
+            if tokens.count + requested > context {
+                throw APIError.contextOverflow(prompt: tokens.count, completion: requested, context: context)
+            }
+            maxTokens = requested
+        } else {
+            if tokens.count >= context { throw APIError.contextOverflow(prompt: tokens.count, completion: 1, context: context) }
+            maxTokens = context - tokens.count
+        }
+        let (id, number) = newId(endpoint == .chat ? "chatcmpl" : "cmpl")
+        let generation = GenerationRequest(id: number, promptTokens: tokens, maxNewTokens: maxTokens, sampling: settings,
+                                           stopTokens: backend.stopTokens)
+        let prepared = PreparedRequest(endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970),
+                                       model: config.modelName, generation: generation, stream: common.stream ?? false,
+                                       includeUsage: common.stream_options?.include_usage ?? false, stops: stops, arrival: arrival)
+        return (prepared, backend)
+    }
+
+    /// Queues a prepared request on the engine (429 when the queue is full).
+    public func start(_ prepared: PreparedRequest, backend: Backend) throws -> RunningRequest {
+        do {
+            let (ticket, events) = try backend.scheduler.stream(prepared.generation)
+            metrics.prompt(tokens: prepared.generation.promptTokens.count)
+            let load = backend.scheduler.load
+            metrics.load(queued: load.waiting, running: load.running)
+            return RunningRequest(prepared: prepared, ticket: ticket, events: events, backend: backend)
+        } catch let error as SchedulerError {
+            switch error {
+            case .queueFull: throw APIError.busy("\(error)")
+            case .shuttingDown: throw APIError.unavailable("\(error)")
+            case .invalidRequest: throw APIError.badRequest("\(error)")
+            }
+        }
+    }
+
+    /// Consumes a running request: hands each piece of text to `onText` as soon as no stop
+    /// string can begin in it. If `onText` throws (the client went away), the request is
+    /// cancelled (its slot freed on every rank) and the error rethrown.
+    public func consume(_ run: RunningRequest, onText: (String) async throws -> Void) async throws -> Outcome {
+        let scheduler = run.backend.scheduler
+        var decoder = StreamingDecoder(tokenizer: run.backend.tokenizer)
+        var matcher = StopMatcher(run.prepared.stops)
+        var count = 0
+        var last = run.prepared.arrival
+        do {
+            for await event in run.events {
+                switch event {
+                case let .token(t):
+                    count += 1
+                    let now = monotonicSeconds()
+                    if count == 1 { metrics.timeToFirstToken(now - run.prepared.arrival) } else { metrics.interTokenLatency(now - last) }
+                    last = now
+                    metrics.generated(tokens: 1)
+                    let (emit, stopped) = matcher.push(decoder.push(t))
+                    if !emit.isEmpty { try await onText(emit) }
+                    if stopped {
+                        scheduler.cancel(run.ticket)
+                        return Outcome(finishReason: "stop", completionTokens: count)
+                    }
+                case let .finished(result):
+                    var (emit, stopped) = matcher.push(decoder.finish())
+                    if !stopped { emit += matcher.flush() }
+                    if !emit.isEmpty { try await onText(emit) }
+                    let reason: String
+                    switch result.finishReason {
+                    case .stop: reason = "stop"
+                    case .length: reason = "length"
+                    case .cancelled: reason = stopped ? "stop" : "cancelled"
+                    }
+                    return Outcome(finishReason: stopped ? "stop" : reason, completionTokens: count)
+                case let .failed(message):
+                    throw APIError.internalError("the engine failed: \(message)")
+                }
+            }
+        } catch {
+            scheduler.cancel(run.ticket)
+            throw error
+        }
+        // The stream ended without a final event: the consuming task was cancelled.
+        scheduler.cancel(run.ticket)
+        throw CancellationError()
+    }
+
+    /// A whole non-streaming response body.
+    public func completeJSON(_ run: RunningRequest) async throws -> Data {
+        var text = ""
+        let outcome = try await consume(run) { text += $0 }
+        let p = run.prepared
+        let usage = Usage(prompt_tokens: p.generation.promptTokens.count, completion_tokens: outcome.completionTokens,
+                          total_tokens: p.generation.promptTokens.count + outcome.completionTokens)
+        let encoder = JSONEncoder()
+        switch p.endpoint {
+        case .chat:
+            return try encoder.encode(ChatCompletionResponse(
+                id: p.id, created: p.created, model: p.model,
+                choices: [ChatChoice(index: 0, message: ChatMessageOut(role: "assistant", content: text), finish_reason: outcome.finishReason)],
+                usage: usage))
+        case .completion:
+            return try encoder.encode(CompletionResponse(
+                id: p.id, created: p.created, model: p.model,
+                choices: [TextChoice(index: 0, text: text, finish_reason: outcome.finishReason)], usage: usage))
+        }
+    }
+
+    /// Streams server-sent events through `write` (each call one complete event), ending with
+    /// `data: [DONE]`. An engine failure mid-stream is sent as an error event.
+    public func streamEvents(_ run: RunningRequest, write: (String) async throws -> Void) async throws {
+        let p = run.prepared
+        let encoder = JSONEncoder()
+        func event<T: Encodable>(_ value: T) throws -> String {
+            "data: " + String(decoding: try encoder.encode(value), as: UTF8.self) + "\n\n"
+        }
+        func chatChunk(_ delta: ChatDelta, _ finish: String?, usage: Usage? = nil, noChoices: Bool = false) throws -> String {
+            try event(ChatCompletionChunk(id: p.id, created: p.created, model: p.model,
+                                          choices: noChoices ? [] : [ChatChunkChoice(index: 0, delta: delta, finish_reason: finish)],
+                                          usage: usage))
+        }
+        func textChunk(_ text: String, _ finish: String?, usage: Usage? = nil, noChoices: Bool = false) throws -> String {
+            try event(CompletionResponse(id: p.id, created: p.created, model: p.model,
+                                         choices: noChoices ? [] : [TextChoice(index: 0, text: text, finish_reason: finish)], usage: usage))
+        }
+        if p.endpoint == .chat { try await write(try chatChunk(ChatDelta(role: "assistant", content: ""), nil)) }
+        let outcome: Outcome
+        do {
+            outcome = try await consume(run) { piece in
+                try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(content: piece), nil) : try textChunk(piece, nil))
+            }
+        } catch let error as APIError {
+            try await write("data: " + String(decoding: error.json, as: UTF8.self) + "\n\n")
+            try await write("data: [DONE]\n\n")
+            return
+        }
+        try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(), outcome.finishReason) : try textChunk("", outcome.finishReason))
+        if p.includeUsage {
+            let usage = Usage(prompt_tokens: p.generation.promptTokens.count, completion_tokens: outcome.completionTokens,
+                              total_tokens: p.generation.promptTokens.count + outcome.completionTokens)
+            try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(), nil, usage: usage, noChoices: true)
+                                                : try textChunk("", nil, usage: usage, noChoices: true))
+        }
+        try await write("data: [DONE]\n\n")
+    }
+
+    /// The /v1/models body.
+    public func modelsJSON() -> Data {
+        (try? JSONEncoder().encode(ModelList(data: [ModelEntry(id: config.modelName, created: Int(Date().timeIntervalSince1970))])))
+            ?? Data("{}".utf8)
+    }
+
+    /// A short description of a JSON decoding error (the default one is very long).
+    static func describe(_ error: Error) -> String {
+        guard let e = error as? DecodingError else { return "\(error)" }
+        func path(_ c: DecodingError.Context) -> String {
+            let p = c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return p.isEmpty ? "" : " at \(p)"
+        }
+        switch e {
+        case let .keyNotFound(key, c): return "missing field \"\(key.stringValue)\"\(path(c))"
+        case let .typeMismatch(type, c): return "expected \(type)\(path(c)): \(c.debugDescription)"
+        case let .valueNotFound(type, c): return "missing \(type) value\(path(c))"
+        case let .dataCorrupted(c): return "\(c.debugDescription)\(path(c))"
+        @unknown default: return "\(error)"
+        }
+    }
+}

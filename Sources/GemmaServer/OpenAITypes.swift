@@ -1,0 +1,216 @@
+// The JSON shapes of OpenAI's /v1/chat/completions, /v1/completions and /v1/models, as far as
+// this server supports them. Requests decode leniently where OpenAI does (a string or an array
+// for `prompt`, `stop` and message `content`); responses encode with OpenAI's field names.
+import Foundation
+
+/// A string or a list of strings (OpenAI's `stop`, and `prompt` for one prompt).
+public enum StringOrList: Decodable, Sendable, Equatable {
+    case one(String)
+    case many([String])
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) { self = .one(s); return }
+        self = .many(try c.decode([String].self))
+    }
+
+    public var list: [String] {
+        switch self {
+        case let .one(s): return [s]
+        case let .many(l): return l
+        }
+    }
+}
+
+/// Message content: plain text or a list of parts of which only `text` parts are supported.
+public struct MessageContent: Decodable, Sendable, Equatable {
+    public var text: String
+
+    struct Part: Decodable {
+        let type: String
+        let text: String?
+    }
+
+    public init(text: String) { self.text = text }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { text = ""; return }
+        if let s = try? c.decode(String.self) { text = s; return }
+        let parts = try c.decode([Part].self)
+        var out = ""
+        for p in parts {
+            guard p.type == "text", let t = p.text else {
+                throw DecodingError.dataCorruptedError(in: c, debugDescription: "only text content parts are supported, got \"\(p.type)\"")
+            }
+            out += t
+        }
+        text = out
+    }
+}
+
+public struct ChatMessageIn: Decodable, Sendable {
+    public var role: String
+    public var content: MessageContent?
+}
+
+public struct StreamOptions: Decodable, Sendable {
+    public var include_usage: Bool?
+}
+
+/// The fields both endpoints share (sampling, limits, streaming).
+public struct CommonParameters: Decodable, Sendable {
+    public var model: String?
+    public var max_tokens: Int?
+    public var max_completion_tokens: Int?
+    public var temperature: Double?
+    public var top_p: Double?
+    public var top_k: Int?
+    public var min_p: Double?
+    public var seed: Int64?
+    public var stop: StringOrList?
+    public var stream: Bool?
+    public var stream_options: StreamOptions?
+    public var n: Int?
+}
+
+public struct ChatCompletionRequest: Decodable, Sendable {
+    public var messages: [ChatMessageIn]
+    public var common: CommonParameters
+
+    enum Keys: String, CodingKey { case messages }
+
+    public init(from decoder: any Decoder) throws {
+        messages = try decoder.container(keyedBy: Keys.self).decode([ChatMessageIn].self, forKey: .messages)
+        common = try CommonParameters(from: decoder)
+    }
+}
+
+public struct CompletionRequest: Decodable, Sendable {
+    public var prompt: StringOrList
+    public var common: CommonParameters
+
+    enum Keys: String, CodingKey { case prompt }
+
+    public init(from decoder: any Decoder) throws {
+        prompt = try decoder.container(keyedBy: Keys.self).decode(StringOrList.self, forKey: .prompt)
+        common = try CommonParameters(from: decoder)
+    }
+}
+
+// MARK: - Responses
+
+public struct Usage: Encodable, Sendable, Equatable {
+    public var prompt_tokens: Int
+    public var completion_tokens: Int
+    public var total_tokens: Int
+}
+
+public struct ChatMessageOut: Encodable, Sendable {
+    public var role: String
+    public var content: String
+}
+
+public struct ChatChoice: Encodable, Sendable {
+    public var index: Int
+    public var message: ChatMessageOut
+    public var finish_reason: String
+}
+
+public struct ChatCompletionResponse: Encodable, Sendable {
+    public var id: String
+    public var object = "chat.completion"
+    public var created: Int
+    public var model: String
+    public var choices: [ChatChoice]
+    public var usage: Usage
+}
+
+public struct ChatDelta: Encodable, Sendable {
+    public var role: String?
+    public var content: String?
+}
+
+public struct ChatChunkChoice: Encodable, Sendable {
+    public var index: Int
+    public var delta: ChatDelta
+    /// Encoded as null until the last chunk.
+    public var finish_reason: String?
+
+    enum CodingKeys: String, CodingKey { case index, delta, finish_reason }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(index, forKey: .index)
+        try c.encode(delta, forKey: .delta)
+        try c.encode(finish_reason, forKey: .finish_reason)  // explicit null, as OpenAI sends
+    }
+}
+
+public struct ChatCompletionChunk: Encodable, Sendable {
+    public var id: String
+    public var object = "chat.completion.chunk"
+    public var created: Int
+    public var model: String
+    public var choices: [ChatChunkChoice]
+    public var usage: Usage?
+}
+
+public struct TextChoice: Encodable, Sendable {
+    public var index: Int
+    public var text: String
+    public var logprobs: String? = nil
+    public var finish_reason: String?
+
+    enum CodingKeys: String, CodingKey { case index, text, logprobs, finish_reason }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(index, forKey: .index)
+        try c.encode(text, forKey: .text)
+        try c.encodeNil(forKey: .logprobs)
+        try c.encode(finish_reason, forKey: .finish_reason)
+    }
+}
+
+public struct CompletionResponse: Encodable, Sendable {
+    public var id: String
+    public var object = "text_completion"
+    public var created: Int
+    public var model: String
+    public var choices: [TextChoice]
+    public var usage: Usage?
+}
+
+public struct ModelEntry: Encodable, Sendable {
+    public var id: String
+    public var object = "model"
+    public var created: Int
+    public var owned_by = "gemma-node"
+}
+
+public struct ModelList: Encodable, Sendable {
+    public var object = "list"
+    public var data: [ModelEntry]
+}
+
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+public struct APIErrorBody: Encodable, Sendable {
+    public struct Inner: Encodable, Sendable {
+        public var message: String
+        public var type: String
+        public var param: String?
+        public var code: String?
+
+        enum CodingKeys: String, CodingKey { case message, type, param, code }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(message, forKey: .message)
+            try c.encode(type, forKey: .type)
+            try c.encode(param, forKey: .param)
+            try c.encode(code, forKey: .code)
+        }
+    }
+    public var error: Inner
+}

@@ -1,0 +1,231 @@
+// The OpenAI request logic without HTTP: a scripted one-rank model (its greedy next token is a
+// function of the position, so expected texts are computed here), the tiny fixture tokenizer,
+// and the real scheduler on its own thread. Checks request validation and error codes, usage,
+// stop strings (also split across tokens), EOS, streaming events, queue limits, and the
+// metrics text. The full server under mpirun is Tests/GemmaNodeTests/ServerTests.swift.
+import Foundation
+import Testing
+@testable import GemmaServer
+import GemmaEngine
+import GemmaModel
+import GemmaParallel
+import GemmaTokenizer
+
+/// Greedy output at position p is `script[p % script.count]` (a logit of 10 there, 0 elsewhere).
+final class ScriptModel: ShardedCausalLM {
+    let vocabSize: Int
+    var sampleableVocab: Int { vocabSize }
+    var vocabRange: Range<Int> { 0..<vocabSize }
+    let maxContext: Int
+    let slots: Int
+    let maxBatchTokens = 64
+    let script: [Int32]
+    private var lengths: [Int]
+    private var output: [Float]
+
+    init(vocabSize: Int, script: [Int32], maxContext: Int = 64, slots: Int = 2) {
+        self.vocabSize = vocabSize
+        self.script = script
+        self.maxContext = maxContext
+        self.slots = slots
+        lengths = Array(repeating: 0, count: slots)
+        output = Array(repeating: 0, count: 64 * vocabSize)
+    }
+
+    static func next(_ script: [Int32], position: Int) -> Int32 { script[position % script.count] }
+
+    func forward(_ batch: [BatchEntry]) throws -> LogitsSlice {
+        var rows = 0
+        for e in batch {
+            guard e.position == lengths[e.slot] else { throw EngineError.badPlan("slot \(e.slot) not released") }
+            lengths[e.slot] += 1
+            if e.wantLogits {
+                for v in 0..<vocabSize { output[rows * vocabSize + v] = 0 }
+                output[rows * vocabSize + Int(Self.next(script, position: e.position + 1))] = 10
+                rows += 1
+            }
+        }
+        return output.withUnsafeBufferPointer { LogitsSlice(vocabRange: vocabRange, rows: rows, values: $0) }
+    }
+
+    func release(slot: Int) { lengths[slot] = 0 }
+}
+
+/// A running service over `ScriptModel`; `stop()` ends the engine loop.
+final class ServiceHarness: @unchecked Sendable {
+    let service: OpenAIService
+    let scheduler: BatchScheduler
+    let tokenizer: GemmaTokenizer
+    let script: [Int32]
+    private let done = DispatchSemaphore(value: 0)
+
+    static let tokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/tokenizer/tiny_tokenizer.json").path
+
+    init(reply: String, eos: Bool = false, maxContext: Int = 64, slots: Int = 2, maxQueued: Int = 8, apiKey: String? = nil) throws {
+        tokenizer = try GemmaTokenizer.load(path: Self.tokenizerPath)
+        var s = tokenizer.encode(reply, addSpecial: false)
+        if eos, let e = tokenizer.eosID { s.append(e) }
+        script = s
+        let model = ScriptModel(vocabSize: tokenizer.count, script: s, maxContext: maxContext, slots: slots)
+        let executor = StepExecutor(model: model, comm: SoloCommunicator(), codec: WirePlanCodec())
+        scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueued)
+        service = OpenAIService(config: ServerConfig(modelName: "script", apiKey: apiKey))
+        service.attach(Backend(scheduler: scheduler, tokenizer: tokenizer, template: ChatTemplate(format: .gemma), maxContext: maxContext,
+                               stopTokens: Set(tokenizer.endOfGenerationIDs)))
+        let scheduler = self.scheduler
+        let done = self.done
+        Thread {
+            try? scheduler.run()
+            done.signal()
+        }.start()
+    }
+
+    func stop() {
+        scheduler.requestShutdown()
+        done.wait()
+    }
+
+    /// What the model says after a prompt of `promptLength` tokens, `n` tokens long.
+    func expected(promptLength: Int, n: Int) -> [Int32] {
+        (0..<n).map { ScriptModel.next(script, position: promptLength + $0) }
+    }
+
+    func run(_ endpoint: Endpoint, _ json: String) async throws -> [String: Any] {
+        let (prepared, backend) = try service.prepare(endpoint, body: Data(json.utf8))
+        let running = try service.start(prepared, backend: backend)
+        let data = try await service.completeJSON(running)
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    func apiError(_ endpoint: Endpoint, _ json: String) -> APIError? {
+        do {
+            let (prepared, backend) = try service.prepare(endpoint, body: Data(json.utf8))
+            _ = try service.start(prepared, backend: backend)
+            return nil
+        } catch { return error as? APIError }
+    }
+}
+
+func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? [[String: Any]]) ?? [[:]])[0] }
+
+@Suite struct ServiceTests {
+    @Test func completionTextUsageAndLength() async throws {
+        let h = try ServiceHarness(reply: "hello world ")
+        defer { h.stop() }
+        let promptIds = h.tokenizer.encode("the cat")
+        let object = try await h.run(.completion, #"{"prompt": "the cat", "max_tokens": 7, "temperature": 0}"#)
+        let want = h.tokenizer.decode(h.expected(promptLength: promptIds.count, n: 7))
+        #expect(choice(object)["text"] as? String == want)
+        #expect(choice(object)["finish_reason"] as? String == "length")
+        let usage = try #require(object["usage"] as? [String: Int])
+        #expect(usage == ["prompt_tokens": promptIds.count, "completion_tokens": 7, "total_tokens": promptIds.count + 7])
+        #expect(object["object"] as? String == "text_completion")
+    }
+
+    @Test func chatStopsAtEndOfGenerationAndStopStrings() async throws {
+        let h = try ServiceHarness(reply: "ab cd ", eos: true)
+        defer { h.stop() }
+        // EOS in the script: finish_reason stop, the EOS itself not in the text or the count.
+        let messages = #"[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]"#
+        let chatIds = try h.tokenizer.encodeChat([ChatMessage(role: "system", content: "be brief"), ChatMessage(role: "user", content: "hello")],
+                                                 template: ChatTemplate(format: .gemma))
+        let object = try await h.run(.chat, #"{"messages": \#(messages), "max_tokens": 30, "temperature": 0}"#)
+        let all = h.expected(promptLength: chatIds.count, n: 30)
+        let untilEOS = Array(all.prefix { $0 != h.tokenizer.eosID })
+        #expect(untilEOS.count < 30)
+        let message = try #require(choice(object)["message"] as? [String: Any])
+        #expect(message["content"] as? String == h.tokenizer.decode(untilEOS))
+        #expect(message["role"] as? String == "assistant")
+        #expect(choice(object)["finish_reason"] as? String == "stop")
+        #expect((object["usage"] as? [String: Int])?["completion_tokens"] == untilEOS.count)
+
+        // A stop string: the text ends right before it; it may span several tokens.
+        let text = h.tokenizer.decode(Array(all.prefix(8)))
+        let stop = try #require(text.range(of: "cd")).lowerBound
+        let cut = try await h.run(.chat, #"{"messages": \#(messages), "max_tokens": 30, "temperature": 0, "stop": ["zz", "cd"]}"#)
+        let cutMessage = try #require(choice(cut)["message"] as? [String: Any])
+        #expect(cutMessage["content"] as? String == String(text[..<stop]))
+        #expect(choice(cut)["finish_reason"] as? String == "stop")
+    }
+
+    @Test func streamingEventsAndDone() async throws {
+        let h = try ServiceHarness(reply: "hello world ")
+        defer { h.stop() }
+        let (prepared, backend) = try h.service.prepare(.chat, body: Data(#"""
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0, "stream": true,
+             "stream_options": {"include_usage": true}}
+            """#.utf8))
+        let running = try h.service.start(prepared, backend: backend)
+        var events: [String] = []
+        try await h.service.streamEvents(running) { events.append($0) }
+        #expect(events.allSatisfy { $0.hasPrefix("data: ") && $0.hasSuffix("\n\n") })
+        #expect(events.last == "data: [DONE]\n\n")
+        let objects = events.dropLast().compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.dropFirst(6).utf8)) as? [String: Any]
+        }
+        #expect(objects.count == events.count - 1)
+        let deltas = objects.compactMap { ($0["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any] }
+        #expect(deltas.first?["role"] as? String == "assistant")
+        let text = deltas.compactMap { $0["content"] as? String }.joined()
+        #expect(text == h.tokenizer.decode(h.expected(promptLength: prepared.generation.promptTokens.count, n: 5)))
+        let finishes = objects.compactMap { ($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String }
+        #expect(finishes == ["length"])
+        #expect((objects.last?["usage"] as? [String: Int])?["completion_tokens"] == 5)
+    }
+
+    @Test func badRequestsGetOpenAIErrors() async throws {
+        let h = try ServiceHarness(reply: "x", maxContext: 32, apiKey: "sekret")
+        defer { h.stop() }
+        #expect(h.apiError(.chat, "{not json")?.status == 400)
+        #expect(h.apiError(.chat, #"{"messages": "nope"}"#)?.status == 400)
+        #expect(h.apiError(.chat, #"{"messages": []}"#)?.status == 400)
+        #expect(h.apiError(.completion, #"{"prompt": "a", "temperature": 3}"#)?.param == "temperature")
+        #expect(h.apiError(.completion, #"{"prompt": "a", "top_p": 0}"#)?.param == "top_p")
+        #expect(h.apiError(.completion, #"{"prompt": "a", "n": 2}"#)?.status == 400)
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "robot", "content": "a"}]}"#)?.status == 400)
+        let promptLength = h.tokenizer.encode("a b c").count
+        let overflow = try #require(h.apiError(.completion, #"{"prompt": "a b c", "max_tokens": 40}"#))
+        #expect(overflow.status == 400)
+        #expect(overflow.code == "context_length_exceeded")
+        #expect(overflow.message.contains("maximum context length is 32 tokens"))
+        #expect(overflow.message.contains("you requested \(promptLength + 40) tokens (\(promptLength) in the prompt, 40 for the completion)"))
+        #expect(throws: APIError.unauthorized) { try h.service.authorize(nil) }
+        #expect(throws: APIError.unauthorized) { try h.service.authorize("Bearer wrong") }
+        try h.service.authorize("Bearer sekret")
+        // The service still works after all of that.
+        let ok = try await h.run(.completion, #"{"prompt": "a", "max_tokens": 2}"#)
+        #expect((ok["usage"] as? [String: Int])?["completion_tokens"] == 2)
+        let json = try #require(try JSONSerialization.jsonObject(with: overflow.json) as? [String: [String: Any]])
+        #expect(json["error"]?["type"] as? String == "invalid_request_error")
+    }
+
+    @Test func fullQueueIs429AndMetricsCount() async throws {
+        let h = try ServiceHarness(reply: "hello world ", maxContext: 64, slots: 1, maxQueued: 0)
+        // Stop the loop so nothing is admitted: the first request waits in... a queue of 0.
+        let first = h.apiError(.completion, #"{"prompt": "a", "max_tokens": 3}"#)
+        #expect(first?.status == 429)
+        #expect(first?.type == "server_busy")
+        h.stop()
+        #expect(h.apiError(.completion, #"{"prompt": "a", "max_tokens": 3}"#)?.status == 503)
+        h.service.metrics.request(endpoint: "/v1/completions", status: 429)
+        let text = h.service.metrics.render()
+        #expect(text.contains(#"gemma_requests_total{endpoint="/v1/completions",status="429"} 1"#))
+        #expect(text.contains("# TYPE gemma_time_to_first_token_seconds histogram"))
+        #expect(text.contains(#"gemma_step_phase_seconds_total{phase="allreduce"}"#))
+    }
+
+    @Test func stopMatcherHoldsPossiblePrefixes() {
+        var m = StopMatcher(["END", "xy"])
+        #expect(m.push("abc E") == ("abc ", false))
+        #expect(m.push("N") == ("", false))
+        #expect(m.push("Q") == ("ENQ", false))
+        #expect(m.push("ax") == ("a", false))
+        #expect(m.push("yz") == ("", true))
+        var n = StopMatcher([])
+        #expect(n.push("anything") == ("anything", false))
+        var e = StopMatcher(["é!"])
+        #expect(e.push("café") == ("caf", false))
+        #expect(e.flush() == "é")
+    }
+}
