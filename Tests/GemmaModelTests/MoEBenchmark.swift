@@ -2,7 +2,7 @@
 // 4:1 aspect of 26B-A4B's 2816:704 — Q8_0 experts), at 1/2/4 ranks, decode (T 1) and prefill
 // (T 64). Ranks are simulated one after another on one thread each (the box has 2 shared
 // cores, so running them concurrently would time the scheduler): a step costs the slowest
-// rank. Off by default: GEMMA_NODE_BENCH=1 swift test --filter MoEBenchmark (docs/MOE.md).
+// rank; times are thread CPU time. Off by default: GEMMA_NODE_BENCH=1 swift test --filter MoEBenchmark (docs/MOE.md).
 import Foundation
 import Testing
 @testable import GemmaModel
@@ -11,7 +11,14 @@ import GemmaParallel
 
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] != nil), .serialized)
 struct MoEBenchmark {
-    func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+    /// CPU time of this thread: the ranks run on one thread with a 1-thread pool, so this is
+    /// their compute without the time other processes on the shared cores took (wall time
+    /// under load average ~12 on 2 cores was mostly preemption).
+    func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
 
     @Test(arguments: [(32, 8), (16, 2)])
     func strategies(experts: Int, topK: Int) throws {
