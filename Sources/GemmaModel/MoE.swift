@@ -72,6 +72,16 @@ public struct MoERankShard: Sendable, Equatable {
 
 /// Splits a MoE block over ranks.
 public enum MoEPlan {
+    /// The default split (docs/MOE.md): column split, balanced at decode; expert parallel when
+    /// the expert intermediate axis cannot be cut into `ranks` whole blocks of `blockSize`
+    /// (e.g. a 256-block down_proj of 704 columns, or more ranks than 32-blocks).
+    public static func shards(dims: MoEDims, ranks: Int, blockSize: Int = 1) throws -> (strategy: MoEStrategy, shards: [MoERankShard]) {
+        if let column = try? shards(dims: dims, ranks: ranks, strategy: .columnSplit, blockSize: blockSize) {
+            return (.columnSplit, column)
+        }
+        return (.expertParallel, try shards(dims: dims, ranks: ranks, strategy: .expertParallel, blockSize: blockSize))
+    }
+
     /// One shard per rank. `blockSize` is the quant block length along the expert down_proj's
     /// input axis (1 for float weights; 32 or 256 for GGUF blocks): column-split ranges are
     /// whole blocks, as equal as that allows (GEMMA_SPEC A3.1, e.g. 704 = 22 x 32 over 4 ranks

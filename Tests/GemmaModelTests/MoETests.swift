@@ -259,6 +259,11 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
         // 704 is not a whole number of 256-blocks: K-quant expert down cannot be column-split.
         #expect(throws: ShardPlanError.self) { try MoEPlan.shards(dims: big, ranks: 2, strategy: .columnSplit, blockSize: 256) }
         #expect(throws: ShardPlanError.self) { try MoEPlan.shards(dims: big, ranks: 256, strategy: .expertParallel) }
+        // The default: column split where the blocks allow it, else whole experts.
+        #expect(try MoEPlan.shards(dims: big, ranks: 4, blockSize: 32).strategy == .columnSplit)
+        let fallback = try MoEPlan.shards(dims: big, ranks: 2, blockSize: 256)
+        #expect(fallback.strategy == .expertParallel && fallback.shards.map(\.experts) == [0..<64, 64..<128])
+        #expect(try MoEPlan.shards(dims: big, ranks: 32, blockSize: 32).strategy == .expertParallel)  // 22 blocks < 32 ranks
     }
 
     @Test(arguments: MoEStrategy.allCases)
