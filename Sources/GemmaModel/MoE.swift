@@ -212,22 +212,33 @@ public final class MoEScratch: @unchecked Sendable {
     var order: [Int32] = []                    // [T * K] (token, slot) pairs grouped by expert
     var starts: [Int] = []                     // [E + 1] offsets into `order`
     var experts = 0
+    var singles: [ThreadPool] = []
 
     public init() {}
 
+    /// `count` single-thread pools (0 workers each: matmul runs inline on the calling thread,
+    /// with its own activation scratch).
+    func singleThreadPools(_ count: Int) -> [ThreadPool] {
+        while singles.count < count { singles.append(ThreadPool(threads: 1)) }
+        return singles
+    }
+
     func reserve(tokens t: Int, dims d: MoEDims, width: Int) {
         func floats(_ c: Int) -> AlignedBuffer { AlignedBuffer(byteCount: c * MemoryLayout<Float>.stride) }
-        if t > capacityTokens || d.experts > experts || z.byteCount < t * d.hidden * 4 {
+        let rowsNeeded = max(t, min(t, MoEBlock.groupedTokenLimit) * d.topK)
+        if t > capacityTokens || d.experts > experts || z.byteCount < rowsNeeded * d.hidden * 4 || y.byteCount < rowsNeeded * d.hidden * 4 {
             capacityTokens = max(t, capacityTokens)
             experts = max(experts, d.experts)
             let n = capacityTokens
-            z = floats(n * d.hidden); logits = floats(n * experts); eIn = floats(n * d.hidden); y = floats(n * d.hidden)
-            gu = floats(n * 2 * max(width, capacityWidth))
+            // z, gu, y hold one row per (token, slot) pair in grouped steps (<= groupedTokenLimit tokens).
+            let rows = max(n, min(n, MoEBlock.groupedTokenLimit) * d.topK)
+            z = floats(rows * d.hidden); logits = floats(n * experts); eIn = floats(n * d.hidden); y = floats(rows * d.hidden)
+            gu = floats(rows * 2 * max(width, capacityWidth))
             capacityWidth = max(width, capacityWidth)
             indices = []
         } else if width > capacityWidth {
             capacityWidth = width
-            gu = floats(capacityTokens * 2 * width)
+            gu = floats(max(capacityTokens, min(capacityTokens, MoEBlock.groupedTokenLimit) * d.topK) * 2 * width)
         }
         if indices.count < capacityTokens * d.topK {
             indices = [Int32](repeating: 0, count: capacityTokens * d.topK)
@@ -321,39 +332,67 @@ public struct MoEBlock: Sendable {
             fill[e] += 1
         }
 
-        // Experts in ascending id, each adding w · y into its tokens' rows: the same
-        // accumulation order as transformers' index_add_ loop.
-        for e in local {
-            let n = s.starts[e + 1] - s.starts[e]
-            if n == 0 { continue }
+        // The held experts that some token chose, ascending.
+        var hit: [Int] = []
+        for e in local where s.starts[e + 1] > s.starts[e] { hit.append(e) }
+        let order = s.order, starts = s.starts
+        let ctx = UnsafeSendableBox((eIn: eIn, z: z, gu: gu, y: y))
+        /// Expert e over its n tokens, rows [base, base + n) of the z / gu / y scratch.
+        func runExpert(_ e: Int, base: Int, pool: ThreadPool) {
+            let c = ctx.value
             let x = experts[e - local.lowerBound]
-            let first = s.starts[e]
-            // Gather the tokens' normed rows (a decode step with one token reads eIn directly).
+            let first = starts[e], n = starts[e + 1] - first
+            let zr = c.z + base * h, gr = c.gu + base * 2 * ir, yr = c.y + base * h
+            // Gather the tokens' normed rows (one token: read eIn in place).
             let input: UnsafePointer<Float>
             if t == 1 {
-                input = UnsafePointer(eIn)
+                input = UnsafePointer(c.eIn)
             } else {
-                for r in 0..<n {
-                    let tok = Int(s.order[first + r]) / k
-                    (z + r * h).update(from: eIn + tok * h, count: h)
-                }
-                input = UnsafePointer(z)
+                for r in 0..<n { (zr + r * h).update(from: c.eIn + (Int(order[first + r]) / k) * h, count: h) }
+                input = UnsafePointer(zr)
             }
-            matmul(x.gateUp, x: input, xStride: h, tokens: n, y: gu, yStride: 2 * ir, pool: pool)
+            matmul(x.gateUp, x: input, xStride: h, tokens: n, y: gr, yStride: 2 * ir, pool: pool)
             for r in 0..<n {
-                let row = gu + r * 2 * ir
-                for c in 0..<ir { row[c] = geluTanh(row[c]) * row[ir + c] }
+                let row = gr + r * 2 * ir
+                for j in 0..<ir { row[j] = geluTanh(row[j]) * row[ir + j] }
             }
-            matmul(x.down, x: gu, xStride: 2 * ir, tokens: n, y: y, yStride: h, pool: pool)
+            matmul(x.down, x: gr, xStride: 2 * ir, tokens: n, y: yr, yStride: h, pool: pool)
+        }
+        /// partial[token] += w · y for expert e's rows (starting at scratch row `base`).
+        func accumulate(_ e: Int, base: Int) {
+            let first = starts[e], n = starts[e + 1] - first
             for r in 0..<n {
-                let pair = Int(s.order[first + r])
-                let tok = pair / k
+                let pair = Int(order[first + r])
                 let wt = s.weights[pair]
-                let yr = y + r * h, out = partial + tok * h
+                let yr = y + (base + r) * h, out = partial + (pair / k) * h
                 for c in 0..<h { out[c] += yr[c] * wt }
             }
         }
+
+        if pool.threads > 1 && t <= MoEBlock.groupedTokenLimit && hit.count > 1 {
+            // Decode-sized steps: one pool dispatch for the whole layer, held experts spread
+            // over the threads, each expert's two small matmuls on that thread's private
+            // single-thread pool (instead of 2 dispatches per expert; every row is still
+            // computed by the same kernel, so the result is identical). Rows are laid out by
+            // the (token, slot) order, so experts never share scratch rows.
+            let singles = s.singleThreadPools(pool.threads)
+            pool.parallelForThreads(hit.count) { begin, end, thread in
+                for j in begin..<end { runExpert(hit[j], base: starts[hit[j]], pool: singles[thread]) }
+            }
+            // Experts in ascending id, each adding w · y into its tokens' rows: the same
+            // accumulation order as transformers' index_add_ loop.
+            for e in hit { accumulate(e, base: starts[e]) }
+        } else {
+            for e in hit {
+                runExpert(e, base: 0, pool: pool)
+                accumulate(e, base: 0)
+            }
+        }
     }
+
+    /// Steps of at most this many tokens run their experts side by side on the pool's threads
+    /// (one dispatch per layer); larger ones split each expert's matmuls over the threads.
+    public static let groupedTokenLimit = 8
 
     /// pre_feedforward_layernorm_2 (torch: x * pow(mean(x²) + eps, -0.5) * w).
     func normalize(_ x: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {

@@ -228,6 +228,35 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
         }
     }
 
+    /// Small steps run experts side by side on the pool's threads (one dispatch per layer),
+    /// large ones split each matmul over the threads: same kernels per row, so the outputs
+    /// must be bit-identical to the single-thread run, for both paths and both strategies.
+    @Test func threadedPathsAreBitIdentical() throws {
+        let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 24, eps: 1e-6)
+        let w = MoETensors.random(dims, seed: 21)
+        var g = MoERNG(state: 22)
+        for t in [1, 3, MoEBlock.groupedTokenLimit, MoEBlock.groupedTokenLimit + 5] {
+            let x = g.floats(t * 48, scale: 2)
+            for strategy in MoEStrategy.allCases {
+                for shard in try MoEPlan.shards(dims: dims, ranks: 2, strategy: strategy) {
+                    let block = try w.block(shard)
+                    var outs: [[Float]] = []
+                    for threads in [1, 2, 3] {
+                        var out = [Float](repeating: .nan, count: t * 48)
+                        x.withUnsafeBufferPointer { xp in
+                            out.withUnsafeMutableBufferPointer { o in
+                                block(residual: xp.baseAddress!, tokens: t, into: o.baseAddress!, pool: ThreadPool(threads: threads))
+                            }
+                        }
+                        outs.append(out)
+                    }
+                    #expect(outs[1] == outs[0] && outs[2] == outs[0], "T \(t) \(strategy) \(shard)")
+                    #expect(outs[0].contains { $0 != 0 } || shard.experts.count < dims.experts)
+                }
+            }
+        }
+    }
+
     @Test func routerMatchesTransformersRules() throws {
         // E 4, k 2; proj rows chosen so two experts tie exactly: expert 1 and 3 have the same
         // row, larger than the others. A stable descending sort picks 1 before 3.
