@@ -41,6 +41,14 @@ public final class ServerMetrics: @unchecked Sendable {
     private var controlSeconds = 0.0
     private var samplingSeconds = 0.0
 
+    /// Reads the live queue depth and running count at render time (set once the engine
+    /// is attached); the values recorded by `step`/`load` are used until then.
+    public var liveLoad: (@Sendable () -> (waiting: Int, running: Int))? {
+        get { lock.lock(); defer { lock.unlock() }; return _liveLoad }
+        set { lock.lock(); _liveLoad = newValue; lock.unlock() }
+    }
+    private var _liveLoad: (@Sendable () -> (waiting: Int, running: Int))?
+
     public init() {}
 
     private func locked(_ body: () -> Void) {
@@ -76,6 +84,7 @@ public final class ServerMetrics: @unchecked Sendable {
 
     /// The Prometheus text exposition.
     public func render() -> String {
+        if let live = liveLoad?() { load(queued: live.waiting, running: live.running) }
         lock.lock()
         defer { lock.unlock() }
         var out = ""

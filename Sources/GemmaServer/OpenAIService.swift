@@ -115,6 +115,8 @@ public final class OpenAIService: @unchecked Sendable {
         lock.lock()
         self.backend = backend
         lock.unlock()
+        let scheduler = backend.scheduler
+        metrics.liveLoad = { scheduler.load }
         backend.scheduler.onStep = { [metrics] report in
             metrics.step(sequences: report.sequences, tokens: report.tokens, forward: report.forwardSeconds,
                          allReduce: report.allReduceSeconds, control: report.controlSeconds, sampling: report.samplingSeconds,
