@@ -95,3 +95,82 @@ struct MoEBenchmark {
         }
     }
 }
+
+/// One 26B-A4B-shaped MoE layer (H 2816, E 128, top-8, Ie 704, Q8_0 experts: 808 MiB per layer)
+/// with synthetic weights, so a rank's experts (202–808 MiB) do not fit in cache and decode reads
+/// them from DRAM as the real model does. Same simulation of ranks as above; a 64 MiB buffer is
+/// rewritten between measured calls so each token starts with its experts out of cache.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] != nil), .serialized)
+struct MoE26BLayerBenchmark {
+    /// Q8_0 rows with valid scales (0.01) and random quants, built straight as bytes.
+    static func randomQ8(rows: Int, cols: Int, seed: UInt64) throws -> QuantizedTensor {
+        var g = MoERNG(state: seed)
+        let blocks = cols / 32
+        var bytes = [UInt8](repeating: 0, count: rows * blocks * 34)
+        let scale = Float16(0.01).bitPattern
+        bytes.withUnsafeMutableBytes { p in
+            for b in 0..<(rows * blocks) {
+                let base = p.baseAddress! + b * 34
+                base.storeBytes(of: scale, as: UInt16.self)
+                for q in 0..<4 { (base + 2 + 8 * q).storeBytes(of: g.next(), toByteOffset: 0, as: UInt64.self) }
+            }
+        }
+        return QuantizedTensor(raw: bytes, type: .q8_0, rows: rows, cols: cols)
+    }
+
+    @Test func decodeAndPrefill() throws {
+        let h = 2816, e = 128, k = 8, ie = 704
+        let dims = try MoEDims(hidden: h, experts: e, topK: k, expertIntermediate: ie, eps: 1e-6)
+        let gu = try Self.randomQ8(rows: e * 2 * ie, cols: h, seed: 1)
+        let dn = try Self.randomQ8(rows: e * h, cols: ie, seed: 2)
+        var g = MoERNG(state: 3)
+        let small = MoETensorReader.inMemory([.routerProj: ([e, h], g.floats(e * h, scale: 3)), .routerScale: ([1, h], [Float](repeating: 1, count: h)),
+                                              .perExpertScale: ([1, e], [Float](repeating: 1, count: e)), .preNorm2: ([1, h], [Float](repeating: 1, count: h))])
+        let reader = MoETensorReader(
+            matrix: { t, rows, cols in
+                switch t {
+                case .gateUp: return try gu.slice(rows, cols)
+                case .down: return try dn.slice(rows, cols)
+                default: return try small.matrix(t, rows, cols)
+                }
+            }, floats: small.floats)
+        let tokens = 48, prefill = 64
+        let xs = g.floats(prefill * h, scale: 2)
+        var flush = [UInt8](repeating: 0, count: 64 << 20)
+        let pool = ThreadPool(threads: 1)
+        let bench = MoEBenchmark()
+        print("26B-A4B-shaped MoE layer (H 2816, E 128, top-8, Ie 704, Q8_0), 1 thread per rank, thread CPU time, cold experts")
+        print("| strategy | R | MiB held/rank | decode ms/token/layer (slowest rank) | mean rank | prefill T64 ms (slowest) |")
+        for ranks in [1, 2, 4] {
+            for strategy in MoEStrategy.allCases {
+                if ranks == 1 && strategy == .expertParallel { continue }
+                let shards = try MoEPlan.shards(dims: dims, ranks: ranks, strategy: strategy, blockSize: 32)
+                let blocks = try shards.map { try MoEBlock.load(dims: dims, shard: $0, read: reader, scratch: MoEScratch()) }
+                var times = [[Double]](repeating: [], count: ranks)
+                var prefillTimes: [Double] = []
+                var out = [Float](repeating: 0, count: prefill * h)
+                xs.withUnsafeBufferPointer { xp in
+                    out.withUnsafeMutableBufferPointer { op in
+                        for (r, b) in blocks.enumerated() {
+                            for tok in 0..<tokens {
+                                for i in stride(from: 0, to: flush.count, by: 64) { flush[i] &+= 1 }
+                                let t0 = bench.now()
+                                b(residual: xp.baseAddress! + tok * h, tokens: 1, into: op.baseAddress!, pool: pool)
+                                times[r].append(bench.now() - t0)
+                            }
+                            for i in stride(from: 0, to: flush.count, by: 64) { flush[i] &+= 1 }
+                            let t0 = bench.now()
+                            b(residual: xp.baseAddress!, tokens: prefill, into: op.baseAddress!, pool: pool)
+                            prefillTimes.append(bench.now() - t0)
+                        }
+                    }
+                }
+                let slowest = (0..<tokens).map { tok in (0..<ranks).map { times[$0][tok] }.max()! }.reduce(0, +) / Double(tokens)
+                let mean = times.flatMap { $0 }.reduce(0, +) / Double(tokens * ranks)
+                print(String(format: "| %@ | %d | %.0f | %.2f | %.2f | %.1f |", strategy.description, ranks,
+                             Double(blocks.map(\.expertBytes).max()!) / 1048576, slowest * 1000, mean * 1000, prefillTimes.max()! * 1000))
+                #expect(slowest > 0)
+            }
+        }
+    }
+}

@@ -121,6 +121,13 @@ struct QuantizedTensor: Sendable {
     let rows: Int, cols: Int
     let bytes: [UInt8]
 
+    init(raw: [UInt8], type: WeightType, rows: Int, cols: Int) {
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        bytes = raw
+    }
+
     init(_ type: WeightType, rows: Int, cols: Int, values: [Float]) throws {
         self.type = type
         self.rows = rows
