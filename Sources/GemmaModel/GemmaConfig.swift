@@ -4,6 +4,7 @@
 // the GGUF loader renames its keys to config.json names and sets `normAddsOne = false` (GGUF
 // stores the norm multiplier itself). Nothing here reads weights.
 import Foundation
+import GemmaParallel
 
 /// Which Gemma generation a config describes.
 public enum GemmaGeneration: String, Codable, Sendable {
@@ -101,6 +102,19 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
     public var numExperts: Int?
     public var topKExperts: Int?
     public var moeIntermediateSize: Int?
+    /// Gemma 4 PLE table rows (`vocab_size_per_layer_input`); nil without PLE.
+    public var vocabSizePerLayerInput: Int?
+    /// Gemma 4 `use_bidirectional_attention` (nil, "vision" or "all"; "all" is refused).
+    public var useBidirectionalAttention: String?
+    /// Per-layer head dim and KV-head count, resolved from `per_layer_config` or from
+    /// `global_head_dim` / `num_global_key_value_heads` (GEMMA_SPEC §1.2). Uniform before Gemma 4.
+    public var layerHeadDims: [Int]
+    public var layerKVHeads: [Int]
+    /// Keys of `per_layer_config` entries this engine does not know (refused by name).
+    public var unknownPerLayerKeys: [String]
+    /// Gemma 4 text_config keys this engine does not know, with a value that is not null,
+    /// false or 0 (refused by name by `checkSupported`).
+    public var unknownFeatureKeys: [String]
     /// Norm weights are stored as w for a (1 + w) multiplier: Gemma 1-3 safetensors. False for
     /// Gemma 4 and for every GGUF file (converters bake the + 1 in). Not part of config.json.
     public var normAddsOne: Bool
@@ -123,6 +137,48 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         case attentionKEqV = "attention_k_eq_v", enableMoeBlock = "enable_moe_block", useDoubleWideMlp = "use_double_wide_mlp"
         case numExperts = "num_experts", topKExperts = "top_k_experts", moeIntermediateSize = "moe_intermediate_size"
         case perLayerConfig = "per_layer_config"
+        case vocabSizePerLayerInput = "vocab_size_per_layer_input", useBidirectionalAttention = "use_bidirectional_attention"
+    }
+
+    /// Gemma 4 text_config keys that are understood (or harmless for inference): any other key
+    /// with a non-trivial value is a feature this engine does not know and is refused by name.
+    static let knownGemma4Keys: Set<String> = [
+        "model_type", "architectures", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_activation", "hidden_act",
+        "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache", "pad_token_id", "eos_token_id",
+        "bos_token_id", "tie_word_embeddings", "rope_parameters", "attention_bias", "attention_dropout",
+        "sliding_window", "layer_types", "final_logit_softcapping", "use_bidirectional_attention",
+        "vocab_size_per_layer_input", "hidden_size_per_layer_input", "attention_k_eq_v", "num_kv_shared_layers",
+        "enable_moe_block", "use_double_wide_mlp", "num_experts", "top_k_experts", "moe_intermediate_size",
+        "global_head_dim", "num_global_key_value_heads", "per_layer_config", "dtype", "torch_dtype",
+        "transformers_version", "output_hidden_states", "output_attentions", "return_dict", "chunk_size_feed_forward",
+        "is_encoder_decoder", "id2label", "label2id", "problem_type", "tokenizer_class", "_name_or_path",
+        "attn_logit_softcapping", "query_pre_attn_scalar", "sliding_window_pattern",
+    ]
+
+    /// One entry of Gemma 4's `per_layer_config`.
+    struct LayerOverride: Decodable {
+        var headDim: Int?
+        var numKeyValueHeads: Int?
+        var otherKeys: [String]
+        struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init?(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { return nil }
+        }
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: AnyKey.self)
+            var other: [String] = []
+            for key in c.allKeys {
+                switch key.stringValue {
+                case "head_dim": headDim = try c.decodeIfPresent(Int.self, forKey: key)
+                case "num_key_value_heads": numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: key)
+                default: other.append(key.stringValue)
+                }
+            }
+            otherKeys = other.sorted()
+        }
     }
 
     /// Class defaults of transformers 5.23.0 per generation (GEMMA_SPEC §1.2): the only place
@@ -227,7 +283,9 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         rmsNormEps = try get(Double.self, .rmsNormEps) ?? 1e-6
         maxPositionEmbeddings = try get(Int.self, .maxPositionEmbeddings) ?? d.maxPosition
         // Gemma 1 has no such key: scale 1/sqrt(head_dim).
+        // Gemma 1 has no such key: scale 1/sqrt(head_dim). Gemma 4 has no key either: scale 1.0.
         queryPreAttnScalar = generation == .gemma1 ? Double(headDim)
+            : generation == .gemma4 ? 1
             : (try get(Double.self, .queryPreAttnScalar) ?? d.queryPreAttnScalar ?? Double(headDim))
         // An explicit null means "off"; a missing key means the class default.
         func optionalDouble(_ key: CodingKeys, _ fallback: Double?) -> Double? {
@@ -257,6 +315,11 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         // RoPE: new style is either per layer type or one flat dict for all layers; old style
         // has rope_theta (+ rope_local_base_freq, rope_scaling merged into full layers only).
         var rope: [LayerType: RopeParameters] = [:]
+        if generation == .gemma4 {
+            // Gemma4TextConfig defaults; no legacy keys for Gemma 4.
+            rope[.sliding] = RopeParameters(ropeType: "default", ropeTheta: 10_000)
+            rope[.full] = RopeParameters(ropeType: "proportional", ropeTheta: 1_000_000, partialRotaryFactor: 0.25)
+        }
         if let perType = try get([String: RopeParameters].self, .ropeParameters) {
             for (k, v) in perType { if let t = LayerType(rawValue: k) { rope[t] = v } }
         } else if let flat = try get(RopeParameters.self, .ropeParameters) {
@@ -297,8 +360,57 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         numExperts = try get(Int.self, .numExperts)
         topKExperts = try get(Int.self, .topKExperts)
         moeIntermediateSize = try get(Int.self, .moeIntermediateSize)
+        vocabSizePerLayerInput = try get(Int.self, .vocabSizePerLayerInput)
+        useBidirectionalAttention = try get(String.self, .useBidirectionalAttention)
         normAddsOne = generation != .gemma4
+
+        // Per-layer attention shapes (Gemma4TextConfig.__post_init__).
+        layerHeadDims = Array(repeating: headDim, count: numHiddenLayers)
+        layerKVHeads = Array(repeating: numKeyValueHeads, count: numHiddenLayers)
+        unknownPerLayerKeys = []
+        unknownFeatureKeys = []
+        if generation == .gemma4 {
+            if let overrides = try? get([String: LayerOverride].self, .perLayerConfig) {
+                for (key, o) in overrides {
+                    guard let i = Int(key), i >= 0, i < numHiddenLayers else {
+                        throw GemmaConfigError.invalid("per_layer_config has an entry for layer \"\(key)\" of \(numHiddenLayers) layers")
+                    }
+                    if let hd = o.headDim { layerHeadDims[i] = hd }
+                    if let kv = o.numKeyValueHeads { layerKVHeads[i] = kv }
+                    unknownPerLayerKeys += o.otherKeys.map { "per_layer_config[\(i)].\($0)" }
+                }
+                unknownPerLayerKeys.sort()
+            } else {
+                let globalDim = try get(Int.self, .globalHeadDim) ?? 512
+                let globalKV = attentionKEqV == true ? numGlobalKeyValueHeads : nil
+                for i in 0..<numHiddenLayers where layerTypes[i] == .full {
+                    layerHeadDims[i] = globalDim
+                    if let globalKV { layerKVHeads[i] = globalKV }
+                }
+            }
+            unknownFeatureKeys = Self.unknownKeys(decoder: decoder)
+        }
         try validate()
+    }
+
+    /// text_config (or top-level) keys outside `knownGemma4Keys` whose value is not null,
+    /// false, 0 or empty.
+    static func unknownKeys(decoder: Decoder) -> [String] {
+        guard let top = try? decoder.container(keyedBy: LayerOverride.AnyKey.self) else { return [] }
+        var c = top
+        if let textKey = LayerOverride.AnyKey(stringValue: "text_config"), top.contains(textKey),
+           let nested = try? top.nestedContainer(keyedBy: LayerOverride.AnyKey.self, forKey: textKey) {
+            c = nested
+        }
+        var out: [String] = []
+        for key in c.allKeys where !knownGemma4Keys.contains(key.stringValue) {
+            if (try? c.decodeNil(forKey: key)) == true { continue }
+            if let b = try? c.decode(Bool.self, forKey: key), !b { continue }
+            if let n = try? c.decode(Double.self, forKey: key), n == 0 { continue }
+            if let s = try? c.decode(String.self, forKey: key), s.isEmpty { continue }
+            out.append(key.stringValue)
+        }
+        return out.sorted()
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -324,6 +436,21 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
         try c.encode(eosTokenIds, forKey: .eosTokenId)
         try c.encode(attentionBias, forKey: .attentionBias)
+        if generation == .gemma4 {
+            try c.encode(Dictionary(uniqueKeysWithValues: (0..<numHiddenLayers).compactMap { i -> (String, [String: Int])? in
+                layerHeadDims[i] == headDim && layerKVHeads[i] == numKeyValueHeads ? nil
+                    : (String(i), ["head_dim": layerHeadDims[i], "num_key_value_heads": layerKVHeads[i]])
+            }), forKey: .perLayerConfig)
+            try c.encodeIfPresent(hiddenSizePerLayerInput, forKey: .hiddenSizePerLayerInput)
+            try c.encodeIfPresent(vocabSizePerLayerInput, forKey: .vocabSizePerLayerInput)
+            try c.encodeIfPresent(numKvSharedLayers, forKey: .numKvSharedLayers)
+            try c.encodeIfPresent(attentionKEqV, forKey: .attentionKEqV)
+            try c.encodeIfPresent(useDoubleWideMlp, forKey: .useDoubleWideMlp)
+            try c.encodeIfPresent(enableMoeBlock, forKey: .enableMoeBlock)
+            try c.encodeIfPresent(numExperts, forKey: .numExperts)
+            try c.encodeIfPresent(topKExperts, forKey: .topKExperts)
+            try c.encodeIfPresent(moeIntermediateSize, forKey: .moeIntermediateSize)
+        }
     }
 
     func validate() throws {
@@ -344,25 +471,130 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         if layerTypes.contains(.sliding), (slidingWindow ?? 0) <= 0 {
             throw GemmaConfigError.invalid("sliding layers need a positive sliding_window")
         }
+        for i in 0..<numHiddenLayers {
+            try positive(layerHeadDims[i], "head_dim of layer \(i)")
+            try positive(layerKVHeads[i], "num_key_value_heads of layer \(i)")
+            if layerHeadDims[i] % 2 != 0 { throw GemmaConfigError.invalid("head_dim of layer \(i) must be even for RoPE, got \(layerHeadDims[i])") }
+            if numAttentionHeads % layerKVHeads[i] != 0 {
+                throw GemmaConfigError.invalid("num_attention_heads \(numAttentionHeads) is not a multiple of layer \(i)'s \(layerKVHeads[i]) KV heads")
+            }
+        }
+        // Layers of one type must agree on their shape: RoPE tables and KV sharing are per type.
+        for t in Set(layerTypes) {
+            let idx = layerTypes.indices.filter { layerTypes[$0] == t }
+            if Set(idx.map { layerHeadDims[$0] }).count > 1 || Set(idx.map { layerKVHeads[$0] }).count > 1 {
+                throw GemmaConfigError.invalid("\(t.rawValue) layers have different head_dim / num_key_value_heads (per_layer_config); this engine needs one shape per layer type")
+            }
+        }
+        let shared = numKvSharedLayers ?? 0
+        if shared < 0 || shared >= numHiddenLayers && shared > 0 {
+            throw GemmaConfigError.invalid("num_kv_shared_layers \(shared) must be in 0 ..< num_hidden_layers (\(numHiddenLayers))")
+        }
+        if generation == .gemma4 && shared > 0 {
+            let producerTypes = Set(layerTypes[0..<firstKVSharedLayer])
+            if let missing = Set(layerTypes[firstKVSharedLayer...]).subtracting(producerTypes).first {
+                throw GemmaConfigError.invalid("KV sharing: no layer below \(firstKVSharedLayer) has type \(missing.rawValue) to produce the K/V its consumers read")
+            }
+        }
+        if let p = hiddenSizePerLayerInput, p > 0, (vocabSizePerLayerInput ?? 1) <= 0 {
+            throw GemmaConfigError.invalid("vocab_size_per_layer_input must be positive when hidden_size_per_layer_input is set")
+        }
+        if enableMoeBlock == true {
+            guard let e = numExperts, let k = topKExperts, let ie = moeIntermediateSize, e > 0, k > 0, k <= e, ie > 0 else {
+                throw GemmaConfigError.invalid("enable_moe_block needs num_experts > 0, 0 < top_k_experts <= num_experts and moe_intermediate_size > 0")
+            }
+        }
     }
 
-    /// Throws when the forward pass cannot run this config yet (Gemma 4 until issue 5).
-    public func checkSupported() throws {
-        if generation == .gemma4 {
-            var features = ["plain-w norms, v_norm and attention scale 1.0"]
-            if (hiddenSizePerLayerInput ?? 0) > 0 { features.append("per-layer embeddings") }
-            if (numKvSharedLayers ?? 0) > 0 { features.append("KV sharing") }
-            if attentionKEqV == true { features.append("attention_k_eq_v") }
-            if enableMoeBlock == true { features.append("MoE") }
-            throw GemmaConfigError.unsupported("Gemma 4 is not supported yet: " + features.joined(separator: ", "))
+    // MARK: Gemma 4 per-layer structure (uniform / absent for Gemma 1-3)
+
+    /// First layer that reuses an earlier layer's K/V (= L when nothing is shared).
+    public var firstKVSharedLayer: Int {
+        generation == .gemma4 ? numHiddenLayers - (numKvSharedLayers ?? 0) : numHiddenLayers
+    }
+
+    /// The layer whose K/V cache layer `i` reads: itself, or for a KV consumer the last
+    /// non-consumer layer of the same type (GEMMA_SPEC §3.4.4; not a one-to-one mapping).
+    public func kvSourceLayer(_ i: Int) -> Int {
+        let first = firstKVSharedLayer
+        guard i >= first else { return i }
+        return (0..<first).last { layerTypes[$0] == layerTypes[i] } ?? i
+    }
+
+    /// Whether layer `i` has its own k_proj (false for KV consumers).
+    public func hasOwnKV(_ i: Int) -> Bool { kvSourceLayer(i) == i }
+
+    /// Whether layer `i` has a v_proj (false for consumers and for full layers with attention_k_eq_v).
+    public func hasVProj(_ i: Int) -> Bool {
+        hasOwnKV(i) && !(attentionKEqV == true && layerTypes[i] == .full && generation == .gemma4)
+    }
+
+    /// Dense MLP width of layer `i`: doubled in KV-consumer layers with use_double_wide_mlp.
+    public func intermediateSize(layer i: Int) -> Int {
+        useDoubleWideMlp == true && generation == .gemma4 && i >= firstKVSharedLayer ? 2 * intermediateSize : intermediateSize
+    }
+
+    /// Per-layer embedding width P (0 = no PLE).
+    public var perLayerInputSize: Int { generation == .gemma4 ? max(0, hiddenSizePerLayerInput ?? 0) : 0 }
+
+    /// Rows of the PLE table.
+    public var perLayerVocabSize: Int { vocabSizePerLayerInput ?? vocabSize }
+
+    /// Head dim of the layers of one type (validated to be one value per type).
+    public func headDim(for type: LayerType) -> Int {
+        layerTypes.firstIndex(of: type).map { layerHeadDims[$0] } ?? headDim
+    }
+
+    /// Per-layer shapes for `ShardPlan` (per-layer head dims, KV heads and MLP widths).
+    public var layerDims: [LayerDims] {
+        (0..<numHiddenLayers).map {
+            LayerDims(numHeads: numAttentionHeads, numKVHeads: layerKVHeads[$0], headDim: layerHeadDims[$0],
+                      intermediateSize: intermediateSize(layer: $0))
         }
+    }
+
+    public var isMoE: Bool { generation == .gemma4 && enableMoeBlock == true }
+
+    /// Throws, naming the feature, when the forward pass cannot run this config: called
+    /// before any weight is read.
+    /// `planning`: only the split is computed (inspect), so a block the forward pass does not
+    /// run yet (MoE) is not refused.
+    public func checkSupported(planning: Bool = false) throws {
         if attentionBias { throw GemmaConfigError.unsupported("attention_bias = true is not supported (no released Gemma uses it)") }
         if hiddenActivation != "gelu_pytorch_tanh" {
             throw GemmaConfigError.unsupported("hidden activation \(hiddenActivation) is not supported (Gemma uses gelu_pytorch_tanh)")
         }
+        for t in [LayerType.sliding, .full] where layerTypes.contains(t) {
+            let kind = ropeParameters[t]?.ropeType ?? "default"
+            let known = generation == .gemma4 ? ["default", "proportional"] : ["default", "linear"]
+            if !known.contains(kind) {
+                throw GemmaConfigError.unsupported("rope_type \"\(kind)\" (\(t.rawValue)) is not supported for \(modelType) (supported: \(known.joined(separator: ", ")))")
+            }
+        }
+        guard generation == .gemma4 else { return }
+        if let first = unknownFeatureKeys.first {
+            throw GemmaConfigError.unsupported("Gemma 4 config key \"\(first)\" is not supported by this engine" +
+                (unknownFeatureKeys.count > 1 ? " (also: \(unknownFeatureKeys.dropFirst().joined(separator: ", ")))" : ""))
+        }
+        if let first = unknownPerLayerKeys.first {
+            throw GemmaConfigError.unsupported("per-layer override \"\(first)\" is not supported (only head_dim and num_key_value_heads)")
+        }
+        if let mode = useBidirectionalAttention, mode != "vision" {
+            throw GemmaConfigError.unsupported("use_bidirectional_attention = \"\(mode)\" is not supported (causal text decoding only)")
+        }
+        if isMoE && !GemmaConfig.moeSupported && !planning {
+            throw GemmaConfigError.unsupported("enable_moe_block (mixture of experts) is not supported yet")
+        }
     }
+
+    /// Whether the MoE block is wired into the forward pass.
+    static let moeSupported = true
 
     /// Gemma 2+ have post-attention and post-feed-forward norms.
     public var hasPostNorms: Bool { generation != .gemma1 }
     public var hasQKNorm: Bool { generation == .gemma3 || generation == .gemma4 }
+    /// Gemma 4: V is RMS-normed (no weight) per head.
+    public var hasVNorm: Bool { generation == .gemma4 }
+    /// Gemma 4: the residual stream is multiplied by a stored scalar after each layer.
+    public var hasLayerScalar: Bool { generation == .gemma4 }
 }

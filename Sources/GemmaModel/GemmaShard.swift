@@ -1,6 +1,7 @@
-// One rank's shard of a Gemma 1/2/3 text decoder and its batched forward pass: one
-// config-driven path (flags for post-norms, QK-norm, soft-caps, window pattern, query scale),
-// tensor-parallel over a `Communicator`. Loading lives in GemmaLoader.swift, the KV cache in
+// One rank's shard of a Gemma 1-4 text decoder and its batched forward pass: one
+// config-driven path (flags for post-norms, QK-norm, soft-caps, window pattern, query scale;
+// Gemma 4: per-layer head dims, partial/proportional RoPE, V-norm, K = V, KV sharing, PLE,
+// layer scalar, double-wide MLP), tensor-parallel over a `Communicator`. Loading lives in GemmaLoader.swift, the KV cache in
 // KVCache.swift; this file is the math.
 //
 // Dimension legend (per step):
@@ -8,6 +9,7 @@
 //   d   head dim          nqR / nkvR   query / KV heads on this rank
 //   IR  MLP columns on this rank        VR  vocabulary rows on this rank
 //   R   rows that want logits (<= T)
+//   L   layers        P   per-layer embedding width (Gemma 4 PLE)
 import Foundation
 import GemmaKernels
 import GemmaParallel
@@ -49,6 +51,42 @@ struct LayerWeights {
     let gate: ColumnParallelLinear, up: ColumnParallelLinear
     /// [H, IR]
     let down: RowParallelLinear
+    // Gemma 4 (the defaults mean "absent", i.e. Gemma 1-3 behaviour).
+    /// Layer whose KV cache this layer attends to: itself, or a KV consumer's producer.
+    var kvSource: Int? = nil
+    /// False for k_eq_v full layers (V = raw K projection; `v` is then an empty matrix).
+    var hasVProj: Bool = true
+    /// Multiplies the residual stream at the end of the layer.
+    var layerScalar: Float = 1
+    /// Per-layer-embedding gate and projection, nil without PLE.
+    var ple: PLELayerWeights? = nil
+    /// Mixture-of-experts block (26B-A4B; MoE.swift) and the norms around it, nil without.
+    var moe: MoEBlock? = nil
+    /// [H] post_feedforward_layernorm_1 (dense branch) and _2 (experts), MoE layers only.
+    var postFeedforwardNorm1: [Float] = [], postFeedforwardNorm2: [Float] = []
+}
+
+/// One layer's PLE injection weights (replicated: P x H each, tiny).
+struct PLELayerWeights {
+    /// [P, H]
+    let gate: WeightMatrix
+    /// [H, P]
+    let projection: WeightMatrix
+    /// [H] post_per_layer_input_norm multiplier.
+    let postNorm: [Float]
+}
+
+/// The model-level PLE weights: the table is vocab-parallel like the main embedding (no rank
+/// holds all of it); the context projection is replicated (L·P x H, ~0.3 % of E2B).
+struct PLEWeights {
+    /// [VpleR, L·P] rows of embed_tokens_per_layer owned by this rank.
+    let table: VocabParallelEmbedding
+    /// [L·P, H]
+    let modelProjection: WeightMatrix
+    /// [P] per_layer_projection_norm multiplier (shared by every layer's slice).
+    let projectionNorm: [Float]
+    /// Rows of the whole table (tokens at or above it are invalid).
+    let vocabSize: Int
 }
 
 /// Scratch buffers for one step, allocated once at load (llama2.c's RunState).
@@ -62,7 +100,7 @@ struct Activations {
     let attn: AlignedBuffer    // [T, nqR * d]
     let gate: AlignedBuffer    // [T, IR]
     let up: AlignedBuffer      // [T, IR]
-    /// RoPE tables per layer type, filled once per step: [T, d/2] each.
+    /// RoPE tables per layer type, filled once per step: [T, d_type/2] each.
     let cos: [LayerType: AlignedBuffer]
     let sin: [LayerType: AlignedBuffer]
     let scores: AlignedBuffer  // [threads, maxKeys]
@@ -74,6 +112,12 @@ struct Activations {
     var logits: AlignedBuffer
     var logitCapacityRows: Int
     let vocabWidth: Int
+    /// Gemma 4 PLE: [T, L·P] per-layer inputs, [T, P] gate scratch (empty without PLE).
+    let ple: AlignedBuffer
+    let pleTokens: AlignedBuffer
+    let pleGate: AlignedBuffer
+    /// MoE layers: [2, T, H] dense partial then experts' partial, all-reduced together.
+    let ffn: AlignedBuffer
 
     init(config c: GemmaConfig, maxTokens t: Int, qWidth: Int, kvWidth: Int, mlpWidth: Int, vocabWidth: Int, threads: Int, maxKeys: Int, logitRows rows: Int) {
         func floats(_ n: Int) -> AlignedBuffer { AlignedBuffer(byteCount: n * MemoryLayout<Float>.stride) }
@@ -81,8 +125,11 @@ struct Activations {
         x = floats(t * h); normed = floats(t * h); branch = floats(t * h)
         q = floats(t * qWidth); k = floats(t * kvWidth); v = floats(t * kvWidth); attn = floats(t * qWidth)
         gate = floats(t * mlpWidth); up = floats(t * mlpWidth)
-        cos = [.sliding: floats(t * c.headDim / 2), .full: floats(t * c.headDim / 2)]
-        sin = [.sliding: floats(t * c.headDim / 2), .full: floats(t * c.headDim / 2)]
+        cos = [.sliding: floats(t * c.headDim(for: .sliding) / 2), .full: floats(t * c.headDim(for: .full) / 2)]
+        sin = [.sliding: floats(t * c.headDim(for: .sliding) / 2), .full: floats(t * c.headDim(for: .full) / 2)]
+        let lp = c.numHiddenLayers * c.perLayerInputSize
+        ple = floats(t * lp); pleTokens = floats(t * lp); pleGate = floats(t * c.perLayerInputSize)
+        ffn = floats(c.isMoE ? 2 * t * h : 0)
         scores = floats(threads * maxKeys)
         logitRows = floats(t * h)
         logitCapacityRows = min(rows, t)
@@ -91,7 +138,7 @@ struct Activations {
     }
 }
 
-/// This rank's shard of a Gemma 1/2/3 decoder. Create with `GemmaShard.load`.
+/// This rank's shard of a Gemma 1-4 decoder. Create with `GemmaShard.load`.
 public final class GemmaShard: ShardedCausalLM {
     public let config: GemmaConfig
     public let plan: ShardPlan
@@ -125,10 +172,13 @@ public final class GemmaShard: ShardedCausalLM {
     let attentionScale: Float
     let cache: KVCache
     var act: Activations
+    /// Gemma 4 per-layer embeddings (nil without PLE).
+    let ple: PLEWeights?
 
     init(config: GemmaConfig, plan: ShardPlan, comm: any Communicator, pool: ThreadPool, layers: [LayerWeights],
          embedding: VocabParallelEmbedding, lmHead: VocabParallelEmbedding?, finalNorm: [Float],
-         maxContext: Int, slots: Int, maxBatchTokens: Int) {
+         maxContext: Int, slots: Int, maxBatchTokens: Int, ple: PLEWeights? = nil) {
+        self.ple = ple
         self.config = config
         self.plan = plan
         self.comm = comm
@@ -150,20 +200,16 @@ public final class GemmaShard: ShardedCausalLM {
         embedScale = Self.embeddingScale(hiddenSize: config.hiddenSize, activationType: .f32)
 
         var inv: [LayerType: [Float]] = [:]
-        let d = config.headDim
         for (type, rope) in config.ropeParameters {
-            // As transformers: inv[j] = 1 / theta^(2j/d) in f32, divided by the linear factor.
-            let factor = Float(rope.ropeType == "linear" ? (rope.factor ?? 1) : 1)
-            inv[type] = (0..<(d / 2)).map { j in
-                Float(1.0 / pow(rope.ropeTheta, Double(2 * j) / Double(d))) / factor
-            }
+            inv[type] = Self.inverseFrequencies(rope, headDim: config.headDim(for: type))
         }
         inverseFrequencies = inv
         attentionScale = Float(1.0 / config.queryPreAttnScalar.squareRoot())
 
         let shards = layers.map(\.shard)
-        cache = KVCache(layers: shards.map { s in
-            KVCache.LayerSpec(kvHeads: s.kvHeads.count, headDim: s.headDim,
+        cache = KVCache(layers: shards.enumerated().map { i, s in
+            // KV consumers (Gemma 4) keep no cache of their own: they read their producer's.
+            KVCache.LayerSpec(kvHeads: layers[i].kvSource == nil ? s.kvHeads.count : 0, headDim: s.headDim,
                               capacity: KVCache.capacity(window: nil, maxContext: maxContext, maxBatchTokens: maxBatchTokens))
         }.enumerated().map { i, spec in
             var spec = spec
@@ -178,6 +224,20 @@ public final class GemmaShard: ShardedCausalLM {
         act = Activations(config: config, maxTokens: maxBatchTokens, qWidth: qWidth, kvWidth: kvWidth, mlpWidth: mlpWidth,
                           vocabWidth: embedding.vocabRange.count, threads: pool.threads, maxKeys: cache.maxCapacity,
                           logitRows: slots)
+    }
+
+    /// RoPE inverse frequencies [d/2] of one layer type, as transformers computes them:
+    /// default/linear: 1 / theta^(2j/d) divided by the linear factor; proportional (Gemma 4
+    /// full layers): the same exponent over the WHOLE head dim for the first
+    /// floor(partial_rotary_factor · d / 2) pairs, 0 (no rotation) for the rest, divided by factor.
+    static func inverseFrequencies(_ rope: RopeParameters, headDim d: Int) -> [Float] {
+        let scaled = rope.ropeType == "linear" || rope.ropeType == "proportional"
+        let factor = Float(scaled ? (rope.factor ?? 1) : 1)
+        let rotated = rope.ropeType == "proportional"
+            ? Int((rope.partialRotaryFactor ?? 1) * Double(d) / 2) : d / 2
+        return (0..<(d / 2)).map { j in
+            j < rotated ? Float(1.0 / pow(rope.ropeTheta, Double(2 * j) / Double(d))) / factor : 0
+        }
     }
 
     /// sqrt(H) in the dtype activations are computed in: transformers casts the scale to the
@@ -203,6 +263,9 @@ public final class GemmaShard: ShardedCausalLM {
         for e in batch {
             guard e.slot >= 0 && e.slot < slots else { throw GemmaModelError.slotOutOfRange(slot: e.slot, slots: slots) }
             guard e.token >= 0 && Int(e.token) < vocabSize else { throw GemmaModelError.tokenOutOfVocabulary(token: e.token, vocabSize: vocabSize) }
+            if let ple, Int(e.token) >= ple.vocabSize {
+                throw GemmaModelError.tokenOutOfVocabulary(token: e.token, vocabSize: ple.vocabSize)
+            }
             guard e.position >= 0 && e.position < maxContext else {
                 throw GemmaModelError.positionBeyondContext(slot: e.slot, position: e.position, maxContext: maxContext)
             }
@@ -224,7 +287,8 @@ public final class GemmaShard: ShardedCausalLM {
         let x = act.x.floats(), normed = act.normed.floats()
 
         try embedding.lookup(batch.map(\.token), scale: embedScale, into: x.baseAddress!, comm: comm)
-        for type in Set(config.layerTypes) { fillRope(type, batch: batch, headDim: config.headDim) }
+        if let ple { try perLayerInputs(ple, batch: batch) }
+        for type in Set(config.layerTypes) { fillRope(type, batch: batch, headDim: config.headDim(for: type)) }
         observe(0, x, t * h)
         for (i, layer) in layers.enumerated() {
             try transformerBlock(layer, index: i, batch: batch)
@@ -270,9 +334,69 @@ public final class GemmaShard: ShardedCausalLM {
 
         // Gemma 1 names its pre-MLP norm post_attention_layernorm.
         rmsNorm(x, rows: t, weight: config.hasPostNorms ? l.preFeedforwardNorm : l.postAttentionNorm, into: n)
-        try mlp(l, tokens: t, input: n, into: b)                               // includes down_proj + all-reduce
+        if let moe = l.moe {
+            try moeFeedForward(l, moe, tokens: t, input: n, into: b)
+        } else {
+            try mlp(l, tokens: t, input: n, into: b)                           // includes down_proj + all-reduce
+        }
         if config.hasPostNorms { rmsNorm(b, rows: t, weight: l.postFeedforwardNorm, into: b) }
         add(b, into: x, count: t * h)
+
+        if let p = l.ple { injectPerLayerInput(p, layer: index, tokens: t) }
+        if config.hasLayerScalar && l.layerScalar != 1 {
+            for j in 0..<(t * h) { x[j] *= l.layerScalar }
+        }
+    }
+
+    /// Gemma 4 PLE, once per step (GEMMA_SPEC §3.4.1): ple[t, i, :] =
+    /// (RMSNorm_w((x0 · W_plmpᵀ) · H^-1/2) + E_ple[id] · sqrt(P)) · 2^-1/2 for every layer i.
+    /// The table lookup is vocab-parallel (owner writes, one all-reduce of [T, L·P]).
+    func perLayerInputs(_ w: PLEWeights, batch: [BatchEntry]) throws {
+        let t = batch.count, h = config.hiddenSize, p = config.perLayerInputSize
+        let lp = config.numHiddenLayers * p
+        let out = act.ple.floats().baseAddress!, tok = act.pleTokens.floats().baseAddress!
+        try w.table.lookup(batch.map(\.token), scale: Float(Double(p).squareRoot()), into: tok, comm: comm)
+        matmul(w.modelProjection, x: act.x.floats().baseAddress!, xStride: h, tokens: t, y: out, yStride: lp, pool: pool)
+        let projectionScale = Float(1 / Double(h).squareRoot())
+        for j in 0..<(t * lp) { out[j] *= projectionScale }
+        rmsNorm(out, rows: t * config.numHiddenLayers, weight: w.projectionNorm, into: out)
+        let combine = Float(1 / 2.0.squareRoot())
+        for j in 0..<(t * lp) { out[j] = (out[j] + tok[j]) * combine }
+    }
+
+    /// x += post_norm(proj(gelu_tanh(gate(x)) ⊙ ple[:, layer, :])), replicated (P-sized).
+    func injectPerLayerInput(_ w: PLELayerWeights, layer i: Int, tokens t: Int) {
+        let h = config.hiddenSize, p = config.perLayerInputSize, lp = config.numHiddenLayers * p
+        let x = act.x.floats().baseAddress!, b = act.branch.floats().baseAddress!
+        let g = act.pleGate.floats().baseAddress!, ple = act.ple.floats().baseAddress!
+        matmul(w.gate, x: x, xStride: h, tokens: t, y: g, yStride: p, pool: pool)
+        for r in 0..<t {
+            for j in 0..<p { g[r * p + j] = geluTanh(g[r * p + j]) * ple[r * lp + i * p + j] }
+        }
+        matmul(w.projection, x: g, xStride: p, tokens: t, y: b, yStride: h, pool: pool)
+        rmsNorm(b, rows: t, weight: w.postNorm, into: b)
+        add(b, into: x, count: t * h)
+    }
+
+    /// Gemma 4 MoE layer's FFN before post_feedforward_layernorm (GEMMA_SPEC §3.4.2):
+    /// post_ffn_norm_1(dense(x_normed)) + post_ffn_norm_2(experts(residual)). Both branches
+    /// leave this rank as partial sums and share ONE all-reduce of [2, T, H]; the norms are
+    /// non-linear, so they run after it.
+    func moeFeedForward(_ l: LayerWeights, _ moe: MoEBlock, tokens t: Int, input: UnsafeMutablePointer<Float>,
+                        into out: UnsafeMutablePointer<Float>) throws {
+        let h = config.hiddenSize, width = l.gate.outPerRank
+        let g = act.gate.floats().baseAddress!, u = act.up.floats().baseAddress!
+        let ffn = act.ffn.floats(count: 2 * t * h)
+        let dense = ffn.baseAddress!, experts = dense + t * h
+        l.gate(input, xStride: h, tokens: t, into: g, yStride: width, pool: pool)
+        l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
+        for j in 0..<(t * width) { g[j] = geluTanh(g[j]) * u[j] }
+        matmul(l.down.weight, x: g, xStride: width, tokens: t, y: dense, yStride: h, pool: pool)
+        moe(residual: act.x.floats().baseAddress!, tokens: t, into: experts, pool: pool)
+        if comm.size > 1 { try comm.allReduceSum(ffn) }
+        rmsNorm(dense, rows: t, weight: l.postFeedforwardNorm1, into: out)
+        rmsNorm(experts, rows: t, weight: l.postFeedforwardNorm2, into: experts)
+        add(experts, into: out, count: t * h)
     }
 
     /// down(gelu_tanh(gate(x)) * up(x)), column- then row-parallel.
@@ -293,16 +417,24 @@ public final class GemmaShard: ShardedCausalLM {
         let nq = l.shard.qHeads.count, nkv = l.shard.kvHeads.count
         let q = act.q.floats().baseAddress!, k = act.k.floats().baseAddress!, v = act.v.floats().baseAddress!
         l.q(input, xStride: h, tokens: t, into: q, yStride: nq * d, pool: pool)
-        l.k(input, xStride: h, tokens: t, into: k, yStride: nkv * d, pool: pool)
-        l.v(input, xStride: h, tokens: t, into: v, yStride: nkv * d, pool: pool)
-        if config.hasQKNorm {
-            rmsNorm(q, rows: t * nq, weight: l.qNorm, into: q)
-            rmsNorm(k, rows: t * nkv, weight: l.kNorm, into: k)
-        }
+        if config.hasQKNorm { rmsNorm(q, rows: t * nq, weight: l.qNorm, into: q) }
         applyRope(q, type: l.type, tokens: t, heads: nq, headDim: d)
-        applyRope(k, type: l.type, tokens: t, heads: nkv, headDim: d)
-        for (i, e) in batch.enumerated() {
-            cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
+        // A KV consumer (Gemma 4) attends to its producer's cache, which the producer filled
+        // earlier in this same step: same type, so same head dim, KV heads and rank split.
+        let source = l.kvSource ?? index
+        if l.kvSource == nil {
+            l.k(input, xStride: h, tokens: t, into: k, yStride: nkv * d, pool: pool)
+            if l.hasVProj {
+                l.v(input, xStride: h, tokens: t, into: v, yStride: nkv * d, pool: pool)
+            } else {
+                v.update(from: k, count: t * nkv * d)   // k_eq_v: V is the raw K projection
+            }
+            if config.hasQKNorm { rmsNorm(k, rows: t * nkv, weight: l.kNorm, into: k) }
+            if config.hasVNorm { rmsNormUnweighted(v, rows: t * nkv, width: d) }
+            applyRope(k, type: l.type, tokens: t, heads: nkv, headDim: d)
+            for (i, e) in batch.enumerated() {
+                cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
+            }
         }
 
         let window = l.type == .sliding ? config.slidingWindow : nil
@@ -320,25 +452,18 @@ public final class GemmaShard: ShardedCausalLM {
                 let first = window.map { max(0, e.position - $0 + 1) } ?? 0
                 let qv = c.q + (i * nq + head) * d
                 let kvh = c.shard.localKVHead(forLocalQueryHead: head)
-                var maxScore = -Float.infinity
-                for (j, p) in (first...e.position).enumerated() {
-                    let kp = c.cache.key(layer: index, slot: e.slot, position: p, head: kvh)
-                    var s: Float = 0
-                    for x in 0..<d { s += qv[x] * kp[x] }
-                    s *= scale
-                    if let cap = softcap { s = cap * tanhf(s / cap) }
-                    scores[j] = s
-                    maxScore = max(maxScore, s)
-                }
-                let count = e.position - first + 1
-                var sum: Float = 0
-                for j in 0..<count { scores[j] = expf(scores[j] - maxScore); sum += scores[j] }
                 let o = c.a + (i * nq + head) * d
-                o.initialize(repeating: 0, count: d)
-                for (j, p) in (first...e.position).enumerated() {
-                    let w = scores[j] / sum
-                    let vp = c.cache.value(layer: index, slot: e.slot, position: p, head: kvh)
-                    for x in 0..<d { o[x] += w * vp[x] }
+                // SIMD kernel; its Swift twin (the loop that was here) is attentionHeadReference
+                // in GemmaKernels/Attention.swift. The ring always holds the run (KVCache.capacity),
+                // so the kernel's size check cannot fail; NaNs would make a failure visible.
+                do {
+                    try attentionHead(q: qv, keys: c.cache.key(layer: source, slot: e.slot, position: 0, head: kvh),
+                                      values: c.cache.value(layer: source, slot: e.slot, position: 0, head: kvh),
+                                      headDim: d, rowStride: c.cache.specs[source].kvHeads * d,
+                                      capacity: c.cache.specs[source].capacity, first: first, last: e.position,
+                                      scale: scale, softcap: softcap, scores: scores, out: o)
+                } catch {
+                    o.initialize(repeating: .nan, count: d)
                 }
             }
         }
@@ -388,6 +513,18 @@ public final class GemmaShard: ShardedCausalLM {
                 let inv = 1 / (ss / Float(n) + eps).squareRoot()
                 for i in 0..<n { yr[i] = xr[i] * inv * w[i] }
             }
+        }
+    }
+
+    /// RMSNorm without weight (Gemma 4 v_norm), rows of `width` values, in place.
+    func rmsNormUnweighted(_ x: UnsafeMutablePointer<Float>, rows: Int, width n: Int) {
+        let eps = Float(config.rmsNormEps)
+        for r in 0..<rows {
+            let xr = x + r * n
+            var ss: Float = 0
+            for i in 0..<n { ss += xr[i] * xr[i] }
+            let inv = 1 / (ss / Float(n) + eps).squareRoot()
+            for i in 0..<n { xr[i] *= inv }
         }
     }
 

@@ -2,6 +2,7 @@
 // and the safetensors headers only (no weight is read): the data behind `gemma-node inspect`.
 import Foundation
 import GemmaFormats
+import GemmaKernels
 import GemmaParallel
 
 /// One rank's share of a model.
@@ -37,21 +38,58 @@ public struct ShardReport: Codable, Sendable, Equatable {
         let plan = try ShardPlan(config: config, ranks: ranks)
         let archive = try SafetensorsArchive(directory: directory)
         let names = try TensorNames.resolve(config: config, names: archive.tensors.mapValues(\.shape))
+        var table = TensorNames.table(for: config)
+        if names[.lmHead] != nil {
+            table.append(TensorSpec(tensor: .lmHead, name: "lm_head.weight", shape: [config.vocabSize, config.hiddenSize], split: .rowsByVocab))
+        }
+        let dtypes = Array(Set(names.values.compactMap { archive.tensors[$0]?.dtype.rawValue })).sorted()
+        let total = names.values.reduce(0) { $0 + (archive.tensors[$1]?.byteCount ?? 0) }
+        self.init(config: config, plan: plan, table: table, dtypes: dtypes, totalWeightBytes: total, maxBatchTokens: maxBatchTokens) { spec, elements in
+            guard let name = names[spec.tensor], let info = archive.tensors[name] else { return 0 }
+            return elements * info.dtype.byteSize
+        }
+    }
+
+    /// Plans a model from its config alone (no checkpoint: e.g. a shipped preset), every
+    /// matrix stored as `weightType` (a tensor whose rows are not whole blocks of it falls back
+    /// to Q8_0, as llama.cpp's quantizer does), vectors as f32. Row-parallel splits are made of
+    /// whole blocks (uneven when needed, GEMMA_SPEC A3.1).
+    public init(config: GemmaConfig, ranks: Int, weightType: WeightType, maxBatchTokens: Int = 512) throws {
+        try config.checkSupported(planning: true)
+        func stored(_ spec: TensorSpec) -> WeightType {
+            guard spec.shape.count >= 2 else { return .f32 }
+            let cols = spec.shape[spec.shape.count - 1]
+            if cols % weightType.blockSize == 0 { return weightType }
+            return cols % 32 == 0 ? .q8_0 : .f16
+        }
+        func bytes(_ spec: TensorSpec, _ elements: Int) -> Int {
+            let t = stored(spec)
+            return (elements * t.bytesPerBlock + t.blockSize - 1) / t.blockSize
+        }
         let table = TensorNames.table(for: config)
+        let align = table.filter { if case .downProj = $0.tensor { return true } else { return false } }.map { stored($0).blockSize }.max() ?? 1
+        let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align)
+        let types = Set(table.map { stored($0).description })
+        let total = table.reduce(0) { $0 + bytes($1, $1.shape.reduce(1, *)) }
+        self.init(config: config, plan: plan, table: table, dtypes: types.sorted(), totalWeightBytes: total,
+                  maxBatchTokens: maxBatchTokens, bytes: bytes)
+    }
+
+    /// Every rank's share of `table` under `plan`; `bytes(spec, elementsOnThisRank)`.
+    init(config: GemmaConfig, plan: ShardPlan, table: [TensorSpec], dtypes: [String], totalWeightBytes: Int,
+         maxBatchTokens: Int, bytes: (TensorSpec, Int) -> Int) {
+        let ranks = plan.ranks
         self.config = config
         self.ranks = ranks
-        dtypes = Array(Set(names.values.compactMap { archive.tensors[$0]?.dtype.rawValue })).sorted()
-        totalWeightBytes = names.values.reduce(0) { $0 + (archive.tensors[$1]?.byteCount ?? 0) }
+        self.dtypes = dtypes
+        self.totalWeightBytes = totalWeightBytes
         kvHeadsReplicated = plan.replicatesKV
+        let h = config.hiddenSize
         var reports: [RankReport] = []
         for r in 0..<ranks {
-            var bytes = 0
-            var specs = table
-            if names[.lmHead] != nil {
-                specs.append(TensorSpec(tensor: .lmHead, name: "lm_head.weight", shape: [config.vocabSize, config.hiddenSize], split: .rowsByVocab))
-            }
-            for spec in specs {
-                guard let name = names[spec.tensor], let info = archive.tensors[name] else { continue }
+            var total = 0
+            for spec in table {
+                let elementCount = spec.shape.reduce(1, *)
                 let layer: LayerShard? = {
                     switch spec.tensor {
                     case let .qProj(i), let .kProj(i), let .vProj(i), let .oProj(i), let .gateProj(i), let .upProj(i), let .downProj(i):
@@ -59,18 +97,24 @@ public struct ShardReport: Codable, Sendable, Equatable {
                     default: return nil
                     }
                 }()
+                let d = layer?.headDim ?? config.headDim
                 let elements: Int
                 switch spec.split {
-                case .replicated: elements = info.elementCount
-                case .rowsByVocab: elements = plan.vocabRanges[r].count * info.cols
-                case .rowsByQueryHeads, .colsByQueryHeads: elements = (layer?.qHeads.count ?? 0) * config.headDim * config.hiddenSize
-                case .rowsByKVHeads: elements = (layer?.kvHeads.count ?? 0) * config.headDim * config.hiddenSize
-                case .rowsByMLP, .colsByMLP: elements = (layer?.mlpColumns.count ?? 0) * config.hiddenSize
+                case .replicated: elements = elementCount
+                case .rowsByVocab: elements = plan.vocabRanges[r].count * h
+                case .rowsByPLEVocab:
+                    let rows = spec.shape[0], cols = spec.shape.count > 1 ? spec.shape[1] : 1
+                    let mine = (try? ShardPlan.partition(rows, ranks: ranks, dimension: "vocab_size_per_layer_input", unit: 1, uneven: true)[r].count) ?? rows
+                    elements = mine * cols
+                case .rowsByQueryHeads, .colsByQueryHeads: elements = (layer?.qHeads.count ?? 0) * d * h
+                case .rowsByKVHeads: elements = (layer?.kvHeads.count ?? 0) * d * h
+                case .rowsByMLP, .colsByMLP: elements = (layer?.mlpColumns.count ?? 0) * h
+                case .experts: elements = elementCount / ranks   // column split of every expert (MoE.swift)
                 }
-                bytes += elements * info.dtype.byteSize
+                total += bytes(spec, elements)
             }
             var kv = 0
-            for (i, layer) in plan.layers.enumerated() {
+            for (i, layer) in plan.layers.enumerated() where config.hasOwnKV(i) {
                 let s = layer[r]
                 let positions = config.layerTypes[i] == .sliding
                     ? min(1024, KVCache.capacity(window: config.slidingWindow, maxContext: 1024, maxBatchTokens: maxBatchTokens))
@@ -84,7 +128,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
                 kvHeads: [l0?.kvHeads.lowerBound ?? 0, l0?.kvHeads.upperBound ?? 0],
                 mlpColumns: [l0?.mlpColumns.lowerBound ?? 0, l0?.mlpColumns.upperBound ?? 0],
                 vocabRange: [plan.vocabRanges[r].lowerBound, plan.vocabRanges[r].upperBound],
-                weightBytes: bytes, kvCacheBytesPer1KTokens: kv))
+                weightBytes: total, kvCacheBytesPer1KTokens: kv))
         }
         perRank = reports
     }
@@ -100,6 +144,20 @@ public struct ShardReport: Codable, Sendable, Equatable {
             "  query_pre_attn_scalar \(c.queryPreAttnScalar), sliding window \(c.slidingWindow.map(String.init) ?? "none"), soft-caps attention \(c.attnLogitSoftcapping.map { "\($0)" } ?? "none") / final \(c.finalLogitSoftcapping.map { "\($0)" } ?? "none")",
             "  rope: " + [LayerType.sliding, .full].compactMap { t in c.ropeParameters[t].map { "\(t.rawValue) theta \($0.ropeTheta) \($0.ropeType)\($0.factor.map { " x\($0)" } ?? "")" } }.joined(separator: "; "),
             "  weights: \(mib(totalWeightBytes)) (\(dtypes.joined(separator: ", "))), tied embeddings: \(c.tieWordEmbeddings)",
+        ]
+        if c.generation == .gemma4 {
+            let full = c.layerTypes.firstIndex(of: .full), sliding = c.layerTypes.firstIndex(of: .sliding)
+            var g4 = "  gemma4: "
+            g4 += [sliding.map { "sliding layers head dim \(c.layerHeadDims[$0]) x \(c.layerKVHeads[$0]) kv" },
+                   full.map { "full layers head dim \(c.layerHeadDims[$0]) x \(c.layerKVHeads[$0]) kv" }].compactMap { $0 }.joined(separator: ", ")
+            if c.perLayerInputSize > 0 { g4 += "; PLE \(c.perLayerInputSize) per layer (table vocab-parallel)" }
+            if c.firstKVSharedLayer < c.numHiddenLayers { g4 += "; layers \(c.firstKVSharedLayer)-\(c.numHiddenLayers - 1) reuse K/V" }
+            if c.attentionKEqV == true { g4 += "; K = V on full layers" }
+            if c.useDoubleWideMlp == true && c.firstKVSharedLayer < c.numHiddenLayers { g4 += "; double-wide MLP in KV-sharing layers" }
+            if c.isMoE { g4 += "; MoE \(c.numExperts ?? 0) experts top-\(c.topKExperts ?? 0) of width \(c.moeIntermediateSize ?? 0) (split by columns)" }
+            lines.append(g4)
+        }
+        lines += [
             "split across \(ranks) rank\(ranks == 1 ? "" : "s")\(kvHeadsReplicated ? " (KV heads replicated: fewer KV heads than ranks)" : ""):",
         ]
         for r in perRank {
@@ -107,6 +165,27 @@ public struct ShardReport: Codable, Sendable, Equatable {
                          "mlp columns [\(r.mlpColumns[0]), \(r.mlpColumns[1])), vocab [\(r.vocabRange[0]), \(r.vocabRange[1])), " +
                          "weights \(mib(r.weightBytes)), KV cache \(mib(r.kvCacheBytesPer1KTokens)) per 1K tokens")
         }
+        if let worst = perRank.max(by: { $0.weightBytes + $0.kvCacheBytesPer1KTokens < $1.weightBytes + $1.kvCacheBytesPer1KTokens }) {
+            func gib(_ b: Int) -> String { String(format: "%.2f GiB", Double(b) / 1_073_741_824) }
+            let at = [4096, 32768].map { "\($0 / 1024)K tokens \(gib(worst.weightBytes + worst.kvCacheBytesPer1KTokens * $0 / 1024))" }
+            lines.append("largest rank (weights + f32 KV cache of one sequence): " + at.joined(separator: ", "))
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// Bytes the largest rank needs: weights plus the KV cache of `contextTokens` tokens.
+    public func peakRankBytes(contextTokens: Int) -> Int {
+        perRank.map { $0.weightBytes + $0.kvCacheBytesPer1KTokens * contextTokens / 1024 }.max() ?? 0
+    }
+
+    /// The fewest ranks (1 ... maxRanks) whose largest rank fits in `bytesPerRank` with
+    /// `contextTokens` of one sequence cached; nil when none does (or no split is possible).
+    public static func fewestRanks(config: GemmaConfig, weightType: WeightType, bytesPerRank: Int, contextTokens: Int,
+                                   maxRanks: Int = 64) -> ShardReport? {
+        for n in 1...max(1, maxRanks) {
+            guard let report = try? ShardReport(config: config, ranks: n, weightType: weightType) else { continue }
+            if report.peakRankBytes(contextTokens: contextTokens) <= bytesPerRank { return report }
+        }
+        return nil
     }
 }

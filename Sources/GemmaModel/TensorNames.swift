@@ -1,4 +1,4 @@
-// The one table of checkpoint tensor names (Hugging Face safetensors, Gemma 1-3): logical
+// The one table of checkpoint tensor names (Hugging Face safetensors, Gemma 1-4): logical
 // tensor -> name after the prefix, expected shape, how it is split across ranks. The loader
 // checks every file against it: missing, unexpected and wrongly shaped tensors are errors
 // naming the tensor. GGUF names are to map onto the same `LogicalTensor` cases.
@@ -9,6 +9,11 @@ public enum LogicalTensor: Hashable, Sendable {
     case inputNorm(Int), postAttentionNorm(Int), preFeedforwardNorm(Int), postFeedforwardNorm(Int)
     case qProj(Int), kProj(Int), vProj(Int), oProj(Int), qNorm(Int), kNorm(Int)
     case gateProj(Int), upProj(Int), downProj(Int)
+    // Gemma 4: per-layer embeddings (PLE), layer scalar, MoE block.
+    case perLayerEmbedding, perLayerModelProjection, perLayerProjectionNorm
+    case perLayerInputGate(Int), perLayerProjection(Int), postPerLayerInputNorm(Int), layerScalar(Int)
+    case routerProj(Int), routerScale(Int), routerPerExpertScale(Int), expertsGateUp(Int), expertsDown(Int)
+    case preFeedforwardNorm2(Int), postFeedforwardNorm1(Int), postFeedforwardNorm2(Int)
 }
 
 /// How a tensor is divided across ranks (GEMMA_SPEC §5).
@@ -18,6 +23,10 @@ public enum TensorSplit: Sendable, Equatable {
     case rowsByQueryHeads, rowsByKVHeads, rowsByMLP, rowsByVocab
     /// Columns split: o_proj by query heads, down_proj by MLP columns.
     case colsByQueryHeads, colsByMLP
+    /// Gemma 4 PLE table [V_ple, L·P]: rows split by its own vocabulary.
+    case rowsByPLEVocab
+    /// Gemma 4 expert tensors [E, ·, ·]: split by the MoE block's strategy (1/R per rank).
+    case experts
 }
 
 /// One row of the table.
@@ -54,8 +63,9 @@ public enum TensorNames {
     /// Names of a separate LM head (used if present, else tied).
     public static let lmHeadNames = ["lm_head.weight", "language_model.lm_head.weight"]
 
-    /// The table for a config: every tensor a Gemma 1-3 checkpoint holds, with shapes.
+    /// The table for a config: every tensor a Gemma 1-4 checkpoint holds, with shapes.
     public static func table(for c: GemmaConfig) -> [TensorSpec] {
+        if c.generation == .gemma4 { return gemma4Table(for: c) }
         let h = c.hiddenSize, d = c.headDim, i = c.intermediateSize
         var t: [TensorSpec] = [
             TensorSpec(tensor: .embedTokens, name: "embed_tokens.weight", shape: [c.vocabSize, h], split: .rowsByVocab),
@@ -84,6 +94,69 @@ public enum TensorNames {
         return t
     }
 
+    /// Gemma 4 (GEMMA_SPEC §4.2): per-layer head dims and KV heads, no k/v weights in KV
+    /// consumers, no v_proj in k_eq_v full layers, PLE, layer scalars, MoE tensors.
+    static func gemma4Table(for c: GemmaConfig) -> [TensorSpec] {
+        let h = c.hiddenSize, nq = c.numAttentionHeads, L = c.numHiddenLayers, p = c.perLayerInputSize
+        var t: [TensorSpec] = [
+            TensorSpec(tensor: .embedTokens, name: "embed_tokens.weight", shape: [c.vocabSize, h], split: .rowsByVocab),
+            TensorSpec(tensor: .finalNorm, name: "norm.weight", shape: [h], split: .replicated),
+        ]
+        if p > 0 {
+            t.append(TensorSpec(tensor: .perLayerEmbedding, name: "embed_tokens_per_layer.weight", shape: [c.perLayerVocabSize, L * p], split: .rowsByPLEVocab))
+            t.append(TensorSpec(tensor: .perLayerModelProjection, name: "per_layer_model_projection.weight", shape: [L * p, h], split: .replicated))
+            t.append(TensorSpec(tensor: .perLayerProjectionNorm, name: "per_layer_projection_norm.weight", shape: [p], split: .replicated))
+        }
+        for l in 0..<L {
+            let pre = "layers.\(l).", d = c.layerHeadDims[l], kv = c.layerKVHeads[l], i = c.intermediateSize(layer: l)
+            for (tensor, name) in [(LogicalTensor.inputNorm(l), "input_layernorm"), (.postAttentionNorm(l), "post_attention_layernorm"),
+                                   (.preFeedforwardNorm(l), "pre_feedforward_layernorm"), (.postFeedforwardNorm(l), "post_feedforward_layernorm")] {
+                t.append(TensorSpec(tensor: tensor, name: pre + name + ".weight", shape: [h], split: .replicated))
+            }
+            t.append(TensorSpec(tensor: .layerScalar(l), name: pre + "layer_scalar", shape: [1], split: .replicated))
+            t.append(TensorSpec(tensor: .qProj(l), name: pre + "self_attn.q_proj.weight", shape: [nq * d, h], split: .rowsByQueryHeads))
+            t.append(TensorSpec(tensor: .qNorm(l), name: pre + "self_attn.q_norm.weight", shape: [d], split: .replicated))
+            if c.hasOwnKV(l) {
+                t.append(TensorSpec(tensor: .kProj(l), name: pre + "self_attn.k_proj.weight", shape: [kv * d, h], split: .rowsByKVHeads))
+                t.append(TensorSpec(tensor: .kNorm(l), name: pre + "self_attn.k_norm.weight", shape: [d], split: .replicated))
+                if c.hasVProj(l) {
+                    t.append(TensorSpec(tensor: .vProj(l), name: pre + "self_attn.v_proj.weight", shape: [kv * d, h], split: .rowsByKVHeads))
+                }
+            }
+            t.append(TensorSpec(tensor: .oProj(l), name: pre + "self_attn.o_proj.weight", shape: [h, nq * d], split: .colsByQueryHeads))
+            t.append(TensorSpec(tensor: .gateProj(l), name: pre + "mlp.gate_proj.weight", shape: [i, h], split: .rowsByMLP))
+            t.append(TensorSpec(tensor: .upProj(l), name: pre + "mlp.up_proj.weight", shape: [i, h], split: .rowsByMLP))
+            t.append(TensorSpec(tensor: .downProj(l), name: pre + "mlp.down_proj.weight", shape: [h, i], split: .colsByMLP))
+            if p > 0 {
+                t.append(TensorSpec(tensor: .perLayerInputGate(l), name: pre + "per_layer_input_gate.weight", shape: [p, h], split: .replicated))
+                t.append(TensorSpec(tensor: .perLayerProjection(l), name: pre + "per_layer_projection.weight", shape: [h, p], split: .replicated))
+                t.append(TensorSpec(tensor: .postPerLayerInputNorm(l), name: pre + "post_per_layer_input_norm.weight", shape: [h], split: .replicated))
+            }
+            if c.isMoE, let e = c.numExperts, let ie = c.moeIntermediateSize {
+                t.append(TensorSpec(tensor: .routerProj(l), name: pre + "router.proj.weight", shape: [e, h], split: .replicated))
+                t.append(TensorSpec(tensor: .routerScale(l), name: pre + "router.scale", shape: [h], split: .replicated))
+                t.append(TensorSpec(tensor: .routerPerExpertScale(l), name: pre + "router.per_expert_scale", shape: [e], split: .replicated))
+                t.append(TensorSpec(tensor: .expertsGateUp(l), name: pre + "experts.gate_up_proj", shape: [e, 2 * ie, h], split: .experts))
+                t.append(TensorSpec(tensor: .expertsDown(l), name: pre + "experts.down_proj", shape: [e, h, ie], split: .experts))
+                t.append(TensorSpec(tensor: .preFeedforwardNorm2(l), name: pre + "pre_feedforward_layernorm_2.weight", shape: [h], split: .replicated))
+                t.append(TensorSpec(tensor: .postFeedforwardNorm1(l), name: pre + "post_feedforward_layernorm_1.weight", shape: [h], split: .replicated))
+                t.append(TensorSpec(tensor: .postFeedforwardNorm2(l), name: pre + "post_feedforward_layernorm_2.weight", shape: [h], split: .replicated))
+            }
+        }
+        return t
+    }
+
+    /// Gemma 4 exports may still hold k/v weights of KV-consumer layers; transformers ignores
+    /// them (`_keys_to_ignore_on_load_unexpected`), and so does this loader.
+    static func ignorable(_ shortName: String, config c: GemmaConfig) -> Bool {
+        guard c.generation == .gemma4, c.firstKVSharedLayer < c.numHiddenLayers else { return false }
+        for l in c.firstKVSharedLayer..<c.numHiddenLayers {
+            let pre = "layers.\(l).self_attn."
+            if [pre + "k_proj.weight", pre + "v_proj.weight", pre + "k_norm.weight"].contains(shortName) { return true }
+        }
+        return false
+    }
+
     /// Matches the names in a checkpoint against the table: returns logical tensor -> full
     /// file name. Throws on a missing tensor, an unexpected one, or a wrong shape.
     public static func resolve(config c: GemmaConfig, names: [String: [Int]]) throws -> [LogicalTensor: String] {
@@ -108,7 +181,9 @@ public enum TensorNames {
             if shape != spec.shape { throw TensorTableError.wrongShape(name: full, expected: spec.shape, got: shape) }
             out[spec.tensor] = full
         }
-        if let leftover = byShortName.values.sorted().first { throw TensorTableError.unexpected(leftover) }
+        if let leftover = byShortName.filter({ !ignorable($0.key, config: c) }).values.sorted().first {
+            throw TensorTableError.unexpected(leftover)
+        }
         if let lmHead {
             let expected = [c.vocabSize, c.hiddenSize]
             if names[lmHead] != expected { throw TensorTableError.wrongShape(name: lmHead, expected: expected, got: names[lmHead] ?? []) }

@@ -92,9 +92,10 @@ struct BadInputTests {
         }
     }
 
-    @Test func gemma4RefusedWithTheFeature() throws {
-        let message = try #require(loadError(hfFixtures.appendingPathComponent("gemma4_moe")))
-        #expect(message.contains("Gemma 4 is not supported yet:") && message.contains("MoE"), "\(message)")
+    @Test func gemma4MoEWithoutExpertSizesRefusedByName() throws {
+        #expect { _ = try parse(#"{"model_type": "gemma4_text", "num_hidden_layers": 2, "enable_moe_block": true, "num_experts": 8}"#) } throws: { error in
+            String(describing: error).contains("enable_moe_block needs num_experts > 0, 0 < top_k_experts")
+        }
     }
 
     @Test func forwardInputErrorsAreTypedAndLeaveTheCacheAlone() throws {

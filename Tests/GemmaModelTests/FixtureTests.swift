@@ -27,8 +27,10 @@ struct Expected: Sendable {
     }
 }
 
-/// Gemma 1-3 fixtures (Gemma 4 ones are refused until issue 5).
-let gemma123Fixtures = ["gemma1_mqa", "gemma2_softcap", "gemma3_pattern", "gemma3_bf16", "gemma3_f16", "gemma3_sharded", "gemma3_multimodal"]
+/// Gemma 1-3 fixtures and the dense Gemma 4 ones (PLE, KV sharing, partial rotary, per-layer
+/// head dims, k_eq_v, double-wide MLP) and gemma4_moe (MoE.swift's block, experts split by columns).
+let gemma123Fixtures = ["gemma1_mqa", "gemma2_softcap", "gemma3_pattern", "gemma3_bf16", "gemma3_f16", "gemma3_sharded", "gemma3_multimodal",
+                        "gemma4_e_style", "gemma4_dense_keqv", "gemma4_moe"]
 
 /// How a prompt is fed: all at once, one token per step, or in two chunks.
 enum Feeding: Sendable, Equatable { case prefill, decode, twoChunks, chunksOf(Int) }
@@ -127,7 +129,7 @@ struct FixtureTests {
 
     /// Small steps make the sliding-window ring (window + maxBatchTokens = 8 or 9 positions)
     /// wrap during the prompt itself: chunks of maxBatchTokens = 4 must still match.
-    @Test(arguments: ["gemma2_softcap", "gemma3_pattern"], [1, 2])
+    @Test(arguments: ["gemma2_softcap", "gemma3_pattern", "gemma4_e_style", "gemma4_dense_keqv"], [1, 2])
     func fullChunksWrapTheSlidingRing(fixture: String, ranks: Int) throws {
         let expected = try Expected(fixture)
         let (logits, greedy) = try runFixture(fixture, ranks: ranks, feeding: .chunksOf(4), greedySteps: 16, maxBatchTokens: 4)
@@ -138,7 +140,7 @@ struct FixtureTests {
 
     /// Per-layer residual stream against transformers' hidden_states: localises a mismatch
     /// to the first layer that differs (relative tolerance 1e-3 of the layer's max magnitude).
-    @Test(arguments: ["gemma1_mqa", "gemma2_softcap", "gemma3_pattern", "gemma3_multimodal"])
+    @Test(arguments: ["gemma1_mqa", "gemma2_softcap", "gemma3_pattern", "gemma3_multimodal", "gemma4_e_style", "gemma4_dense_keqv", "gemma4_moe"])
     func hiddenStatesPerLayer(fixture: String) throws {
         let expected = try Expected(fixture)
         try #require(!expected.hiddenStates.isEmpty)

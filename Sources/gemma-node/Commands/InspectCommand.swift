@@ -3,6 +3,7 @@
 // only config.json and the safetensors headers; runs as one process (no MPI needed).
 import ArgumentParser
 import Foundation
+import GemmaKernels
 import GemmaModel
 
 struct InspectCommand: ParsableCommand {
@@ -21,12 +22,88 @@ struct InspectCommand: ParsableCommand {
     @Flag(name: .customLong("json"), help: "Print one JSON object instead of text.")
     var json = false
 
+    @Option(name: .customLong("config"),
+            help: "Plan from a config alone instead of -m: a shipped preset (\(ModelPresets.names.joined(separator: ", ")); the \"gemma-4-\" prefix may be left out) or a config.json path.")
+    var configName: String?
+
+    @Option(name: .customLong("quant"), help: "With --config: weight encoding of every matrix, q4_k, q8_0 or bf16.")
+    var quant: String = "bf16"
+
+    @Option(name: .customLong("fit"), help: "With --config: memory per machine in GB (10^9 bytes); prints the fewest ranks whose largest share fits.")
+    var fitGB: Double?
+
+    @Option(name: .customLong("context"), help: "With --fit: tokens of one sequence's KV cache to leave room for.")
+    var context: Int = 4096
+
     func validate() throws {
         if ranks < 1 { throw ValidationError("--ranks must be at least 1, got \(ranks)") }
         if batch < 1 { throw ValidationError("--batch must be at least 1, got \(batch)") }
+        if Self.weightType(quant) == nil { throw ValidationError("--quant must be q4_k, q8_0 or bf16, got \(quant)") }
+        if let fitGB, !(fitGB > 0) { throw ValidationError("--fit must be a positive number of GB") }
+        if context < 0 { throw ValidationError("--context must be 0 or positive, got \(context)") }
+        if configName == nil && fitGB != nil { throw ValidationError("--fit needs --config") }
+    }
+
+    static func weightType(_ name: String) -> WeightType? {
+        switch name.lowercased() {
+        case "q4_k", "q4_k_m": return .q4_K
+        case "q8_0": return .q8_0
+        case "bf16": return .bf16
+        default: return nil
+        }
+    }
+
+    /// --config: a preset name or a config.json file.
+    func runPreset(_ name: String) throws {
+        let config: GemmaConfig
+        do {
+            if let preset = try ModelPresets.config(named: name) {
+                config = preset
+            } else if let data = FileManager.default.contents(atPath: name) {
+                config = try JSONDecoder().decode(GemmaConfig.self, from: data)
+            } else if FileManager.default.fileExists(atPath: name) {
+                config = try GemmaConfig.load(directory: URL(fileURLWithPath: name))   // a model directory
+            } else {
+                throw InspectError(message: "unknown preset \"\(name)\" (presets: \(ModelPresets.names.joined(separator: ", "))) and no such config file")
+            }
+        } catch let error as InspectError {
+            throw error
+        } catch {
+            throw InspectError(message: "cannot read config \(name): \(error)")
+        }
+        let type = Self.weightType(quant) ?? .bf16
+        let report: ShardReport
+        if let fitGB {
+            let limit = Int(fitGB * 1e9)
+            guard let fit = ShardReport.fewestRanks(config: config, weightType: type, bytesPerRank: limit, contextTokens: context) else {
+                throw InspectError(message: "\(name) at \(quant) does not fit in \(fitGB) GB per rank with \(context) tokens of context at up to 64 ranks")
+            }
+            report = fit
+            if !json {
+                print("fewest ranks of \(fitGB) GB for \(name) at \(quant) with \(context) tokens of context: \(fit.ranks) (largest rank \(String(format: "%.2f", Double(fit.peakRankBytes(contextTokens: context)) / 1e9)) GB)")
+            }
+        } else {
+            do {
+                report = try ShardReport(config: config, ranks: ranks, weightType: type, maxBatchTokens: batch)
+            } catch {
+                throw InspectError(message: "cannot plan \(name) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
+            }
+        }
+        try emit(report)
+    }
+
+    func emit(_ report: ShardReport) throws {
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(report.text)
+        }
     }
 
     func run() throws {
+        if let configName { return try runPreset(configName) }
         let path = model.resolvedModelPath
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
