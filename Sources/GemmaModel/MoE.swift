@@ -61,13 +61,27 @@ public enum MoEStrategy: String, Sendable, CaseIterable, CustomStringConvertible
 public struct MoERankShard: Sendable, Equatable {
     /// Global ids of the experts held (all E for column split).
     public let experts: Range<Int>
-    /// Intermediate columns held of each of those experts (0..<Ie for expert parallel).
-    public let columns: Range<Int>
+    /// Intermediate columns held of each held expert, `columnsByExpert[e - experts.lowerBound]`
+    /// (0..<Ie for expert parallel).
+    public let columnsByExpert: [Range<Int>]
 
+    /// The same columns of every held expert.
     public init(experts: Range<Int>, columns: Range<Int>) {
         self.experts = experts
-        self.columns = columns
+        self.columnsByExpert = Array(repeating: columns, count: experts.count)
     }
+
+    public init(experts: Range<Int>, columnsByExpert: [Range<Int>]) {
+        self.experts = experts
+        self.columnsByExpert = columnsByExpert
+    }
+
+    /// Columns held of global expert `e` (which must be in `experts`).
+    public func columns(of e: Int) -> Range<Int> { columnsByExpert[e - experts.lowerBound] }
+    /// Widest slice held (scratch sizing).
+    public var maxWidth: Int { columnsByExpert.map(\.count).max() ?? 0 }
+    /// Intermediate columns held over all experts (memory is proportional to it).
+    public var totalColumns: Int { columnsByExpert.reduce(0) { $0 + $1.count } }
 }
 
 /// Splits a MoE block over ranks.
@@ -96,7 +110,22 @@ public enum MoEPlan {
         case .columnSplit:
             let ranges = try ShardPlan.partition(dims.expertIntermediate, ranks: ranks, dimension: "moe_intermediate_size",
                                                  unit: max(1, blockSize), uneven: true)
-            return ranges.map { MoERankShard(experts: 0..<dims.experts, columns: $0) }
+            // When blocks do not divide evenly (704 = 22 x 32 over 4 ranks: 192/192/160/160) the
+            // wider shares rotate with the expert id: expert e gives rank r the share of size
+            // sizes[(r + e) % R]. Every rank then holds the same columns over all experts (equal
+            // memory when R divides E) and a token's K experts average out at decode, instead
+            // of ranks 0-1 always being the slowest.
+            let sizes = ranges.map(\.count)
+            var byRank = [[Range<Int>]](repeating: [], count: ranks)
+            for e in 0..<dims.experts {
+                var start = 0
+                for r in 0..<ranks {
+                    let n = sizes[(r + e) % ranks]
+                    byRank[r].append(start..<(start + n))
+                    start += n
+                }
+            }
+            return byRank.map { MoERankShard(experts: 0..<dims.experts, columnsByExpert: $0) }
         }
     }
 }
@@ -269,15 +298,16 @@ public struct MoEBlock: Sendable {
             throw MoEError.shape(tensor: "pre_feedforward_layernorm_2", expected: "[\(dims.hidden)]", got: "[\(preNorm.count)]")
         }
         guard shard.experts.lowerBound >= 0, shard.experts.upperBound <= dims.experts,
-              shard.columns.lowerBound >= 0, shard.columns.upperBound <= dims.expertIntermediate, !shard.columns.isEmpty else {
-            throw MoEError.badDims("shard \(shard) does not fit \(dims.experts) experts of \(dims.expertIntermediate) columns")
+              shard.columnsByExpert.count == shard.experts.count,
+              shard.columnsByExpert.allSatisfy({ $0.lowerBound >= 0 && $0.upperBound <= dims.expertIntermediate && !$0.isEmpty }) else {
+            throw MoEError.badDims("shard \(shard.experts) / \(shard.columnsByExpert.count) column ranges does not fit \(dims.experts) experts of \(dims.expertIntermediate) columns")
         }
         guard experts.count == shard.experts.count else {
             throw MoEError.badDims("\(experts.count) expert slices for the \(shard.experts.count) experts of the shard")
         }
-        let ir = shard.columns.count
         for (j, x) in experts.enumerated() {
             let e = shard.experts.lowerBound + j
+            let ir = shard.columnsByExpert[j].count
             guard x.gateUp.rows == 2 * ir, x.gateUp.cols == dims.hidden else {
                 throw MoEError.shape(tensor: "experts.gate_up_proj[\(e)] slice", expected: "[\(2 * ir), \(dims.hidden)]", got: "[\(x.gateUp.rows), \(x.gateUp.cols)]")
             }
@@ -305,9 +335,9 @@ public struct MoEBlock: Sendable {
     /// before post_feedforward_layernorm_2 (which the caller applies after the all-reduce).
     /// No communication.
     public func callAsFunction(residual: UnsafePointer<Float>, tokens t: Int, into partial: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let h = dims.hidden, k = dims.topK, ir = shard.columns.count
+        let h = dims.hidden, k = dims.topK, irMax = shard.maxWidth
         let s = scratch
-        s.reserve(tokens: t, dims: dims, width: ir)
+        s.reserve(tokens: t, dims: dims, width: irMax)
         let z = s.z.floats().baseAddress!, eIn = s.eIn.floats().baseAddress!
         let gu = s.gu.floats().baseAddress!, y = s.y.floats().baseAddress!
         s.indices.withUnsafeMutableBufferPointer { idx in
@@ -341,8 +371,10 @@ public struct MoEBlock: Sendable {
         func runExpert(_ e: Int, base: Int, pool: ThreadPool) {
             let c = ctx.value
             let x = experts[e - local.lowerBound]
+            let ir = x.down.cols
             let first = starts[e], n = starts[e + 1] - first
-            let zr = c.z + base * h, gr = c.gu + base * 2 * ir, yr = c.y + base * h
+            // Rows of gu keep the widest stride so experts of different widths never overlap.
+            let zr = c.z + base * h, gr = c.gu + base * 2 * irMax, yr = c.y + base * h
             // Gather the tokens' normed rows (one token: read eIn in place).
             let input: UnsafePointer<Float>
             if t == 1 {
@@ -412,7 +444,7 @@ public struct MoEBlock: Sendable {
     /// computes them (tests, debugging, imbalance statistics).
     public func routing(residual: UnsafePointer<Float>, tokens t: Int, pool: ThreadPool) -> (indices: [Int32], weights: [Float]) {
         let s = scratch
-        s.reserve(tokens: t, dims: dims, width: shard.columns.count)
+        s.reserve(tokens: t, dims: dims, width: shard.maxWidth)
         var idx = [Int32](repeating: 0, count: t * dims.topK)
         var w = [Float](repeating: 0, count: t * dims.topK)
         idx.withUnsafeMutableBufferPointer { ib in

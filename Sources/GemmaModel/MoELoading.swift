@@ -75,12 +75,13 @@ extension MoEBlock {
     /// expert e, gate rows [a, b) and up rows [Ie + a, Ie + b) (packed into one [2·IR, H]
     /// matrix) and down columns [a, b). Router and norm are read whole (replicated).
     public static func load(dims: MoEDims, shard: MoERankShard, read: MoETensorReader, scratch: MoEScratch) throws -> MoEBlock {
-        let h = dims.hidden, ie = dims.expertIntermediate, a = shard.columns.lowerBound, b = shard.columns.upperBound
+        let h = dims.hidden, ie = dims.expertIntermediate
         let router = try MoERouter(proj: try read.matrix(.routerProj, 0..<dims.experts, 0..<h),
                                    scale: try read.floats(.routerScale), perExpertScale: try read.floats(.perExpertScale))
         var experts: [ExpertWeights] = []
         experts.reserveCapacity(shard.experts.count)
         for e in shard.experts {
+            let a = shard.columns(of: e).lowerBound, b = shard.columns(of: e).upperBound
             let gate = try read.matrix(.gateUp, (e * 2 * ie + a)..<(e * 2 * ie + b), 0..<h)
             let up = try read.matrix(.gateUp, (e * 2 * ie + ie + a)..<(e * 2 * ie + ie + b), 0..<h)
             let down = try read.matrix(.down, (e * h)..<((e + 1) * h), a..<b)

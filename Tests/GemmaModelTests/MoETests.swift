@@ -190,9 +190,9 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
 }
 
 @Suite struct MoETests {
-    // Two shapes: the fixture's (E 8, k 2) and one with uneven expert/column splits at 4 ranks
-    // (E 10 -> 3/3/2/2 experts; Ie 24 -> 6 columns each) and k 4.
-    static let shapes: [(h: Int, e: Int, k: Int, ie: Int)] = [(64, 8, 2, 16), (48, 10, 4, 24)]
+    // Two shapes: the fixture's (E 8, k 2) and one with uneven expert and column splits at 4
+    // ranks (E 10 -> 3/3/2/2 experts; Ie 22 -> 6/6/5/5 columns, rotating per expert) and k 4.
+    static let shapes: [(h: Int, e: Int, k: Int, ie: Int)] = [(64, 8, 2, 16), (48, 10, 4, 22)]
 
     @Test(arguments: [1, 2, 4], MoEStrategy.allCases)
     func matchesDirectComputation(ranks: Int, strategy: MoEStrategy) throws {
@@ -221,7 +221,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
     /// The two strategies and every rank count agree with each other bit for bit up to the
     /// order of the all-reduce sum (a few ulp).
     @Test func strategiesAgree() throws {
-        let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 24, eps: 1e-6)
+        let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 22, eps: 1e-6)
         let w = MoETensors.random(dims, seed: 5)
         var g = MoERNG(state: 9)
         let t = 33
@@ -239,7 +239,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
     /// large ones split each matmul over the threads: same kernels per row, so the outputs
     /// must be bit-identical to the single-thread run, for both paths and both strategies.
     @Test func threadedPathsAreBitIdentical() throws {
-        let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 24, eps: 1e-6)
+        let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 22, eps: 1e-6)
         let w = MoETensors.random(dims, seed: 21)
         var g = MoERNG(state: 22)
         for t in [1, 3, MoEBlock.groupedTokenLimit, MoEBlock.groupedTokenLimit + 5] {
@@ -287,11 +287,22 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
     @Test func planSplitsOnBlocksAndExperts() throws {
         let big = try MoEDims(hidden: 2816, experts: 128, topK: 8, expertIntermediate: 704, eps: 1e-6)
         let col = try MoEPlan.shards(dims: big, ranks: 4, strategy: .columnSplit, blockSize: 32)
-        #expect(col.map(\.columns.count) == [192, 192, 160, 160])
+        #expect(col.map { $0.columns(of: 0).count } == [192, 192, 160, 160])
+        #expect(col.map { $0.columns(of: 1).count } == [192, 160, 160, 192])
+        #expect(col.map(\.columnsByExpert[0]) == [0..<192, 192..<384, 384..<544, 544..<704])
         #expect(col.allSatisfy { $0.experts == 0..<128 })
+        // Every expert's columns are covered exactly once, in rank order, on 32-block boundaries.
+        for e in 0..<128 {
+            let ranges = col.map { $0.columns(of: e) }
+            #expect(ranges.first?.lowerBound == 0 && ranges.last?.upperBound == 704)
+            #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+            #expect(ranges.allSatisfy { $0.lowerBound % 32 == 0 && $0.count % 32 == 0 })
+        }
+        // The wider shares rotate: every rank holds the same columns over all experts.
+        #expect(col.allSatisfy { $0.totalColumns == 128 * 176 })
         let ep = try MoEPlan.shards(dims: big, ranks: 4, strategy: .expertParallel, blockSize: 256)
         #expect(ep.map(\.experts) == [0..<32, 32..<64, 64..<96, 96..<128])
-        #expect(ep.allSatisfy { $0.columns == 0..<704 })
+        #expect(ep.allSatisfy { $0.columnsByExpert.allSatisfy { $0 == 0..<704 } })
         // 704 is not a whole number of 256-blocks: K-quant expert down cannot be column-split.
         #expect(throws: ShardPlanError.self) { try MoEPlan.shards(dims: big, ranks: 2, strategy: .columnSplit, blockSize: 256) }
         #expect(throws: ShardPlanError.self) { try MoEPlan.shards(dims: big, ranks: 256, strategy: .expertParallel) }
@@ -304,10 +315,11 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
 
     @Test(arguments: MoEStrategy.allCases)
     func eachRankHoldsItsShareOfExperts(strategy: MoEStrategy) throws {
-        let dims = try MoEDims(hidden: 64, experts: 8, topK: 2, expertIntermediate: 16, eps: 1e-6)
+        // Ie 18 over 4 ranks: 5/5/4/4 columns, rotating, so 36 columns per rank over 8 experts.
+        let dims = try MoEDims(hidden: 64, experts: 8, topK: 2, expertIntermediate: 18, eps: 1e-6)
         let w = MoETensors.random(dims, seed: 3)
-        let full = try w.block(MoERankShard(experts: 0..<8, columns: 0..<16)).expertBytes
-        #expect(full == 8 * 3 * 64 * 16 * 4)
+        let full = try w.block(MoERankShard(experts: 0..<8, columns: 0..<18)).expertBytes
+        #expect(full == 8 * 3 * 64 * 18 * 4)
         for ranks in [2, 4] {
             let shards = try MoEPlan.shards(dims: dims, ranks: ranks, strategy: strategy)
             let bytes = try shards.map { try w.block($0).expertBytes }
@@ -335,12 +347,13 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
     /// strategy and rank count against the unsharded Q8_0 block, and that against the direct
     /// computation on the dequantized weights.
     @Test func quantizedExpertsShardExactly() throws {
-        // Ie 128 = 4 blocks of 32: column split gives 64/64 (R 2) and 32 each (R 4).
-        let dims = try MoEDims(hidden: 64, experts: 8, topK: 3, expertIntermediate: 128, eps: 1e-6)
+        // Ie 160 = 5 blocks of 32: column split gives 96/64 (R 2) and 64/32/32/32 (R 4),
+        // the wider share rotating per expert.
+        let dims = try MoEDims(hidden: 64, experts: 8, topK: 3, expertIntermediate: 160, eps: 1e-6)
         var w = MoETensors.random(dims, seed: 11)
         let read = try quantizedReader(w, type: .q8_0)
-        w.gateUp = try QuantizedTensor(.q8_0, rows: 8 * 256, cols: 64, values: w.gateUp).dequantized()
-        w.down = try QuantizedTensor(.q8_0, rows: 8 * 64, cols: 128, values: w.down).dequantized()
+        w.gateUp = try QuantizedTensor(.q8_0, rows: 8 * 320, cols: 64, values: w.gateUp).dequantized()
+        w.down = try QuantizedTensor(.q8_0, rows: 8 * 64, cols: 160, values: w.down).dequantized()
         var g = MoERNG(state: 12)
         let t = 9
         let x = g.floats(t * 64, scale: 2)
