@@ -93,3 +93,17 @@ public func measureReadBandwidth(bytes: Int, passes: Int = 3, pool: ThreadPool) 
     }
     return Double(per * chunks * 4) / best
 }
+
+/// g[i] = gelu_tanh(g[i]) * u[i] for i < count: Gemma's MLP gate. `.reference` is the Swift twin
+/// `0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) * u`; C levels compute the same function as
+/// z / (1 + exp(-2y)) (a vector exp on AVX2/AVX-512), within a few f32 ulps.
+public func geluMul(_ g: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, count: Int, level: KernelLevel = Kernels.active) {
+    if level == .reference {
+        for i in 0..<count {
+            let z = g[i]
+            g[i] = 0.5 * z * (1 + tanhf(0.7978845608028654 * (z + 0.044715 * z * z * z))) * u[i]
+        }
+        return
+    }
+    ck_gelu_mul(level.cLevel, g, u, Int64(count))
+}

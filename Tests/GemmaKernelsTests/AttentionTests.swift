@@ -102,3 +102,42 @@ import Testing
         #expect(rate > 1e8 && rate < 1e13, "\(rate) B/s")
     }
 }
+
+/// The MLP activation: every level against the Swift twin over a wide range of inputs.
+/// Tolerance: the twin and the kernels compute 0.5 z (1 + tanh y) and z / (1 + e^(-2y)), equal
+/// in exact arithmetic; each evaluates a handful of f32 operations (a libm call of <= 1 ulp or a
+/// polynomial exp with < 2e-8 relative truncation) so they differ by at most ~8 ulp of the
+/// result: 1e-6 relative (8.4 ulp) plus 1e-30 absolute slack for results that underflow.
+/// For negative z the twin's 1 + tanh y cancels: tanh y is near -1 and rounded to 2^-24 absolute,
+/// so the twin itself is only accurate to 0.5 |z u| 2^-24 (x2 for the rounding of 1 + tanh):
+/// add 1.2e-7 |z u| absolute. (The kernels' z / (1 + e^(-2y)) does not cancel.)
+@Suite struct GeluTests {
+    @Test func matchesSwiftTwin() {
+        var rng = SplitMix(seed: 42)
+        var z: [Float] = (0..<4099).map { _ in rng.normal() * 4 }
+        z += [0, -0.0, 1e-20, -1e-20, 10, -10, 30, -30, 80, -80, 200, -200, 1e30, -1e30]
+        let u: [Float] = z.indices.map { _ in rng.normal() }
+        var ref = z
+        ref.withUnsafeMutableBufferPointer { g in u.withUnsafeBufferPointer { geluMul(g.baseAddress!, $0.baseAddress!, count: g.count, level: .reference) } }
+        for level in [KernelLevel.scalar, .avx2, .avx512, .neon].filter(\.isSupported) {
+            var got = z
+            got.withUnsafeMutableBufferPointer { g in u.withUnsafeBufferPointer { geluMul(g.baseAddress!, $0.baseAddress!, count: g.count, level: level) } }
+            for i in z.indices {
+                let err = abs(got[i] - ref[i])
+                let tol: Float = 1e-6 * abs(ref[i]) + 1.2e-7 * abs(z[i] * u[i]) + 1e-30
+                #expect(err <= tol, "level \(level) z \(z[i]) u \(u[i]): \(got[i]) vs \(ref[i])")
+            }
+        }
+    }
+
+    /// A wrong constant (0.04 instead of 0.044715) is caught by the same bound.
+    @Test func detectsWrongFormula() {
+        let z: [Float] = [-2, -1, 0.5, 1.5, 3]
+        for (x, reference) in z.map({ ($0, 0.5 * $0 * (1 + tanhf(0.7978845608028654 * ($0 + 0.04 * $0 * $0 * $0)))) }) {
+            var g = [x]
+            let u: [Float] = [1]
+            g.withUnsafeMutableBufferPointer { gp in u.withUnsafeBufferPointer { geluMul(gp.baseAddress!, $0.baseAddress!, count: 1, level: Kernels.best) } }
+            if abs(x) > 0.6 { #expect(abs(g[0] - reference) > 1e-6 * abs(reference)) }
+        }
+    }
+}

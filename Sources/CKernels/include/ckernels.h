@@ -95,6 +95,10 @@ int ck_attention_head(int level, const float *q, const float *keys, const float 
 /// for measuring memory bandwidth (the result only keeps the loads alive).
 double ck_stream_sum(const float *p, int64_t n);
 
+
+/// g[i] = gelu_tanh(g[i]) * u[i] for i < n (Gemma's MLP), at `level` (AUTO = active).
+void ck_gelu_mul(int level, float *g, const float *u, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif
