@@ -11,7 +11,11 @@ struct InspectCommand: ParsableCommand {
         commandName: "inspect",
         abstract: "Print the model architecture and what each of N ranks would own.")
 
-    @OptionGroup var model: ModelOptions
+    // Its own -m rather than ModelOptions: inspect loads nothing, and its --quant names the
+    // planned encoding (q4_k included), not a quantize-on-load type.
+    @Option(name: [.short, .customLong("model")],
+            help: "Hugging Face model directory to plan. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M.")
+    var model: String?
 
     @Option(name: .customLong("ranks"), help: "Number of ranks to plan for.")
     var ranks: Int = 1
@@ -104,7 +108,7 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         if let configName { return try runPreset(configName) }
-        let path = model.resolvedModelPath
+        let path = model ?? DefaultModel.path().path
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw InspectError(message: "\(path) is not a Hugging Face model directory (inspect reads config.json and *.safetensors; GGUF files are not supported by inspect yet)")
