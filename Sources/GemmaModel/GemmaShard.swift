@@ -390,7 +390,7 @@ public final class GemmaShard: ShardedCausalLM {
         let dense = ffn.baseAddress!, experts = dense + t * h
         l.gate(input, xStride: h, tokens: t, into: g, yStride: width, pool: pool)
         l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
-        for j in 0..<(t * width) { g[j] = geluTanh(g[j]) * u[j] }
+        geluMul(g, u, count: t * width)  // SIMD; Swift twin and tests in GemmaKernels/Attention.swift
         matmul(l.down.weight, x: g, xStride: width, tokens: t, y: dense, yStride: h, pool: pool)
         moe(residual: act.x.floats().baseAddress!, tokens: t, into: experts, pool: pool)
         if comm.size > 1 { try comm.allReduceSum(ffn) }
@@ -405,7 +405,7 @@ public final class GemmaShard: ShardedCausalLM {
         let g = act.gate.floats().baseAddress!, u = act.up.floats().baseAddress!
         l.gate(input, xStride: h, tokens: t, into: g, yStride: width, pool: pool)
         l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
-        for j in 0..<(t * width) { g[j] = geluTanh(g[j]) * u[j] }
+        geluMul(g, u, count: t * width)  // SIMD; Swift twin and tests in GemmaKernels/Attention.swift
         try l.down(g, xStride: width, tokens: t, into: out, pool: pool, comm: comm)
     }
 
