@@ -81,6 +81,17 @@ public final class MappedFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + offset, count: count)
     }
 
+    /// Tells the kernel this process no longer needs the pages of `count` bytes at `offset`
+    /// (after a rank copied its slice out): they leave the resident set and fault back in from
+    /// the file if read again. A no-op for in-memory bytes, whose contents it would destroy.
+    public func dropResidency(offset: Int, count: Int) {
+        guard isMapped, offset >= 0, count > 0, offset < size else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = offset / page * page
+        let hi = min(size, offset + count)
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + lo), hi - lo, MADV_DONTNEED)
+    }
+
     /// The whole file.
     public var allBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
 }

@@ -1,7 +1,9 @@
-// Loading one rank's shard from a Hugging Face model directory: config -> plan (refused
-// before any weight is read when it cannot split) -> tensor table check -> each rank copies
-// only its rows/columns from the memory-mapped files, in the stored dtype. Errors are agreed
-// across ranks so every rank reports the same text.
+// Loading one rank's shard from a Hugging Face model directory or a GGUF file: config -> plan
+// (refused before any weight is read when it cannot split, including splits that would cut a
+// quantization block) -> tensor table check -> each rank copies only its rows/columns from the
+// memory-mapped files, in the stored encoding (or quantized on load with `quantize`). Errors
+// are agreed across ranks so every rank reports the same text. Formats: WeightSource.swift,
+// GGUFModel.swift.
 import Foundation
 import GemmaFormats
 import GemmaKernels
@@ -17,12 +19,16 @@ public struct GemmaLoadOptions: Sendable {
     public var maxBatchTokens: Int
     /// Compute threads of this rank.
     public var threads: Int
+    /// Re-encode safetensors matrices on load (`--quant q8_0|q4_0`); nil keeps the stored dtype.
+    /// GGUF files refuse it (their tensors are already encoded).
+    public var quantize: WeightType?
 
-    public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1) {
+    public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil) {
         self.maxContext = maxContext
         self.slots = slots
         self.maxBatchTokens = maxBatchTokens
         self.threads = threads
+        self.quantize = quantize
     }
 }
 
@@ -39,58 +45,104 @@ public enum GemmaLoadError: Error, CustomStringConvertible, Equatable {
 }
 
 extension ShardPlan {
-    /// The plan of a Gemma 1-3 config over `ranks` ranks (uniform layers).
-    public init(config c: GemmaConfig, ranks: Int) throws {
-        let dims = LayerDims(numHeads: c.numAttentionHeads, numKVHeads: c.numKeyValueHeads, headDim: c.headDim,
-                             intermediateSize: c.intermediateSize)
-        try self.init(ranks: ranks, vocabSize: c.vocabSize, layers: Array(repeating: dims, count: c.numHiddenLayers))
+    /// The plan of a Gemma 1-3 config over `ranks` ranks (uniform layers). `mlpAlign` > 1
+    /// (block-quantized down_proj) allows uneven MLP shards of whole blocks (GEMMA_SPEC A3.1).
+    public init(config c: GemmaConfig, ranks: Int, mlpAlign: Int = 1) throws {
+        // Per-layer shapes: uniform for Gemma 1-3; Gemma 4 head dims, KV heads, MLP widths per layer.
+        try self.init(ranks: ranks, vocabSize: c.vocabSize, layers: c.layerDims,
+                      mlpAlign: mlpAlign, allowUnevenMLP: mlpAlign > 1)
     }
 }
 
 extension GemmaShard {
-    /// Loads this rank's shard of the model in `directory`. Every rank calls it; any rank's
-    /// failure makes every rank throw `CommunicatorError.remote` with the same message.
-    public static func load(directory: URL, comm: any Communicator, options: GemmaLoadOptions = GemmaLoadOptions()) throws -> GemmaShard {
+    /// Loads this rank's shard of the model at `path`: a GGUF file or a Hugging Face model
+    /// directory. Every rank calls it; any rank's failure makes every rank throw
+    /// `CommunicatorError.remote` with the same message.
+    public static func load(path: URL, comm: any Communicator, options: GemmaLoadOptions = GemmaLoadOptions()) throws -> GemmaShard {
         var shard: GemmaShard?
         var failure: Error?
-        do { shard = try loadLocal(directory: directory, comm: comm, options: options) } catch { failure = error }
+        do { shard = try loadLocal(path: path, comm: comm, options: options) } catch { failure = error }
         try comm.agree(failure)
         guard let shard else { throw GemmaLoadError.badOptions("loader returned nothing") }
         return shard
     }
 
+    /// `load(path:)` for a Hugging Face directory (kept for callers that know it is one).
+    public static func load(directory: URL, comm: any Communicator, options: GemmaLoadOptions = GemmaLoadOptions()) throws -> GemmaShard {
+        try load(path: directory, comm: comm, options: options)
+    }
+
     /// The per-rank part of `load`, without agreement (tests that want the raw error).
-    public static func loadLocal(directory: URL, comm: any Communicator, options: GemmaLoadOptions) throws -> GemmaShard {
-        let config = try GemmaConfig.load(directory: directory)
+    public static func loadLocal(path: URL, comm: any Communicator, options: GemmaLoadOptions) throws -> GemmaShard {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDirectory) else {
+            throw MappedFileError.cannotOpen(file: path.path, reason: "no such file or directory")
+        }
+        if isDirectory.boolValue {
+            let config = try GemmaConfig.load(directory: path)
+            try config.checkSupported()
+            let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: options.quantize?.blockSize ?? 1)
+            try checkOptions(options)
+            if let q = options.quantize, ![.q8_0, .q4_0, .f16, .bf16, .f32].contains(q) {
+                throw ModelLoadError.unsupportedQuantizeType(q.description)
+            }
+            let source = try SafetensorsWeightSource(directory: path, config: config, quantize: options.quantize)
+            return try build(config: config, plan: plan, source: source, comm: comm, options: options,
+                             stopTokens: config.stopTokenIds(directory: path))
+        }
+        let file = try GGUFFile(path: path.path)
+        let config = try GemmaConfig(gguf: file)
         try config.checkSupported()
-        let plan = try ShardPlan(config: config, ranks: comm.size)
+        if options.quantize != nil { throw ModelLoadError.quantizeNeedsSafetensors(path.path) }
+        let source = try GGUFWeightSource(file: file, config: config)
+        let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
+        let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: align)
+        try checkOptions(options)
+        return try build(config: config, plan: plan, source: source, comm: comm, options: options,
+                         stopTokens: source.stopTokenIds(config: config))
+    }
+
+    /// The per-rank part of `load(directory:)`.
+    public static func loadLocal(directory: URL, comm: any Communicator, options: GemmaLoadOptions) throws -> GemmaShard {
+        try loadLocal(path: directory, comm: comm, options: options)
+    }
+
+    static func checkOptions(_ options: GemmaLoadOptions) throws {
         guard options.slots >= 1, options.maxBatchTokens >= 1, options.threads >= 1 else {
             throw GemmaLoadError.badOptions("slots, maxBatchTokens and threads must be at least 1")
         }
+    }
+
+    /// Builds this rank's shard from any weight source once config and plan are settled.
+    static func build(config: GemmaConfig, plan: ShardPlan, source: any ModelWeightSource, comm: any Communicator,
+                      options: GemmaLoadOptions, stopTokens: [Int]) throws -> GemmaShard {
         let requested = options.maxContext ?? 0
         let maxContext = requested > 0 ? min(requested, config.maxPositionEmbeddings) : config.maxPositionEmbeddings
-        let archive = try SafetensorsArchive(directory: directory)
-        let names = try TensorNames.resolve(config: config, names: archive.tensors.mapValues(\.shape))
-        if !config.tieWordEmbeddings && names[.lmHead] == nil { throw GemmaLoadError.noLMHead }
+        if !config.tieWordEmbeddings && !source.has(.lmHead) { throw GemmaLoadError.noLMHead }
         let r = comm.rank
+        // o_proj is split by its input columns at head boundaries: each rank's range must
+        // start and end on a block of o_proj's encoding.
+        for i in 0..<config.numHiddenLayers {
+            let bs = try source.blockSize(.oProj(i))
+            guard bs > 1 else { continue }
+            for s in plan.layers[i] {
+                let cols = (s.qHeads.lowerBound * s.headDim)..<(s.qHeads.upperBound * s.headDim)
+                if cols.lowerBound % bs != 0 || cols.upperBound % bs != 0 {
+                    throw ModelLoadError.headsCutBlocks(layer: i, tensor: "o_proj", blockSize: bs,
+                                                        columns: cols, ranks: plan.ranks)
+                }
+            }
+        }
 
-        func name(_ t: LogicalTensor) throws -> String {
-            guard let n = names[t] else { throw TensorTableError.missing("\(t)") }
-            return n
+        if config.generation == .gemma4 {   // Gemma4Loader.swift (owned by helper gemma4)
+            return try buildGemma4(config: config, plan: plan, source: source, comm: comm, options: options, stopTokens: stopTokens)
         }
-        /// Rows `rows` and columns `cols` of a 2-D tensor, in its stored dtype.
         func matrix(_ t: LogicalTensor, rows: Range<Int>? = nil, cols: Range<Int>? = nil) throws -> WeightMatrix {
-            let n = try name(t)
-            let info = try archive.info(n)
-            let rr = rows ?? 0..<info.rows, cc = cols ?? 0..<info.cols
-            let m = try WeightMatrix(type: info.dtype.weightType, rows: rr.count, cols: cc.count)
-            try archive.copySlice(n, rows: rr, cols: cc, into: m.storage.pointer)
-            archive.evict(n)
-            return m
+            try source.matrix(t, rows: rows, cols: cols)
         }
-        /// A norm vector as its multiplier: 1 + w for Gemma 1-3 checkpoints.
+        /// A norm vector as its multiplier: 1 + w for Gemma 1-3 safetensors, as stored otherwise.
         func norm(_ t: LogicalTensor) throws -> [Float] {
-            let w = try archive.floats(try name(t))
+            let w = try source.vector(t)
             return config.normAddsOne ? w.map { 1 + $0 } : w
         }
 
@@ -119,13 +171,13 @@ extension GemmaShard {
         let vocab = plan.vocabRanges[r]
         let embedding = VocabParallelEmbedding(weight: try matrix(.embedTokens, rows: vocab), vocabRange: vocab)
         var lmHead: VocabParallelEmbedding?
-        if names[.lmHead] != nil {
+        if source.has(.lmHead) {
             lmHead = VocabParallelEmbedding(weight: try matrix(.lmHead, rows: vocab), vocabRange: vocab)
         }
         let shard = GemmaShard(config: config, plan: plan, comm: comm, pool: ThreadPool(threads: options.threads), layers: layers,
                                embedding: embedding, lmHead: lmHead, finalNorm: try norm(.finalNorm),
                                maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens)
-        shard.stopTokenIds = config.stopTokenIds(directory: directory)
+        shard.stopTokenIds = stopTokens
         return shard
     }
 
@@ -136,7 +188,7 @@ extension GemmaShard {
             total += [l.q.weight, l.k.weight, l.v.weight, l.o.weight, l.gate.weight, l.up.weight, l.down.weight].reduce(0) { $0 + $1.byteCount }
             total += 4 * (l.inputNorm.count + l.postAttentionNorm.count + l.preFeedforwardNorm.count + l.postFeedforwardNorm.count + l.qNorm.count + l.kNorm.count)
         }
-        return total
+        return total + gemma4ExtraWeightBytes
     }
 
     /// Bytes of K and V this rank caches per token of one slot.
