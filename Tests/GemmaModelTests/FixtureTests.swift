@@ -37,11 +37,13 @@ enum Feeding: Sendable, Equatable { case prefill, decode, twoChunks, chunksOf(In
 
 /// Runs the prompt through `ranks` in-process ranks and returns the full logits at every
 /// position (slices concatenated in rank order) and the 16 greedy tokens that follow.
-func runFixture(_ name: String, ranks: Int, feeding: Feeding, greedySteps: Int = 16, maxBatchTokens: Int = 16) throws -> (logits: [[Float]], greedy: [Int32]) {
+/// `model` overrides where the weights come from (e.g. a GGUF conversion of the fixture).
+func runFixture(_ name: String, ranks: Int, feeding: Feeding, greedySteps: Int = 16, maxBatchTokens: Int = 16,
+                model modelPath: URL? = nil) throws -> (logits: [[Float]], greedy: [Int32]) {
     let expected = try Expected(name)
-    let dir = hfFixtures.appendingPathComponent(name)
+    let dir = modelPath ?? hfFixtures.appendingPathComponent(name)
     let results = try LocalCommunicator.run(ranks: ranks) { comm -> ([[Float]], [Int32], Range<Int>) in
-        let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens))
+        let model = try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens))
         let tokens = expected.promptTokens
         let steps: [Range<Int>]
         switch feeding {
