@@ -127,6 +127,10 @@ typedef struct {
     int64_t tokens, cols;
     float *y;
     int64_t y_stride;
+    // Prefill GEMM (ck_gemm.c): activation pairs and per-thread row scratch, NULL when unused.
+    const void *gemm_act;
+    uint8_t *gemm_rows;
+    size_t gemm_row_bytes;
 } mm_ctx;
 
 int ck_quantize_act_at(int level, uint32_t type, const float *x, int64_t cols, void *out) {
@@ -150,9 +154,13 @@ static void quant_task(void *c, int64_t t0, int64_t t1, int thread) {
 // from L2, so a batch of T tokens reads the weights from memory once, not T times. Formats with
 // a four-token kernel also decode each weight block once per four tokens.
 static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
-    (void)thread;
     const mm_ctx *m = c;
     const int64_t T = m->tokens;
+    if (m->gemm_act) {
+        ck_gemm_rows(m->type, m->w, m->row_bytes, r0, r1, m->cols, m->gemm_act, T,
+                     m->gemm_rows + (size_t)thread * m->gemm_row_bytes, m->y, m->y_stride);
+        return;
+    }
     if (T == 1) {
         for (int64_t r = r0; r < r1; r++) m->y[r] = m->fn(m->w + r * m->row_bytes, m->act, m->cols);
         return;
@@ -187,20 +195,31 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     size_t arb = ck_act_row_bytes(type, cols);
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
-    mm_ctx m = {fn, kernel4(level, type), level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride};
+    mm_ctx m = {fn, kernel4(level, type), level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride,
+                NULL, NULL, 0};
+    int threads = pool ? ck_pool_threads(pool) : 1;
     if (ck_block_size(type) == 1) {
         m.act = (const uint8_t *)x;  // plain float weights read x directly
         m.act_stride = (size_t)x_stride * 4;
     } else {
         if (!pool) return -2;
-        uint8_t *s = ck_pool_scratch(pool, arb * (size_t)tokens);
+        int gemm = ck_gemm_applies(level == CK_LEVEL_AUTO ? ck_active_level() : level, type, cols, tokens);
+        size_t act_bytes = (arb * (size_t)tokens + 63) & ~(size_t)63;
+        size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : 0;
+        size_t row_bytes_g = gemm ? ck_gemm_row_bytes(cols) : 0;
+        uint8_t *s = ck_pool_scratch(pool, act_bytes + pair_bytes + row_bytes_g * (size_t)threads);
         if (!s) return -2;
         m.act = s;
         m.act_stride = arb;
         if (tokens >= 8) ck_pool_run(pool, quant_task, &m, tokens, 1);
         else quant_task(&m, 0, tokens, 0);
+        if (gemm) {
+            ck_gemm_prepare(s, arb, tokens, cols, s + act_bytes);
+            m.gemm_act = s + act_bytes;
+            m.gemm_rows = s + act_bytes + pair_bytes;
+            m.gemm_row_bytes = row_bytes_g;
+        }
     }
-    int threads = ck_pool_threads(pool);
     // About 8 chunks per thread for load balance when a core is shared or slower, but at
     // least 16 rows per chunk so the atomic counter stays off the profile.
     int64_t grain = rows / ((int64_t)threads * 8);
