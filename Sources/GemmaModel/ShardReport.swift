@@ -19,6 +19,15 @@ public struct RankReport: Codable, Sendable, Equatable {
     /// Bytes of K and V cached per 1024 tokens of one sequence (f32 cache; sliding layers hold
     /// at most window + maxBatchTokens positions).
     public var kvCacheBytesPer1KTokens: Int
+    /// Bytes of K and V per cached position in full-attention layers and in sliding layers
+    /// (the latter hold at most `ShardReport.slidingRing` positions): exact KV for any context.
+    public var kvFullBytesPerToken: Int
+    public var kvSlidingBytesPerToken: Int
+
+    /// KV-cache bytes of one sequence of `contextTokens` tokens on this rank.
+    public func kvCacheBytes(contextTokens: Int, slidingRing: Int) -> Int {
+        kvFullBytesPerToken * contextTokens + kvSlidingBytesPerToken * min(contextTokens, slidingRing)
+    }
 }
 
 /// The architecture and every rank's share.
@@ -29,6 +38,8 @@ public struct ShardReport: Codable, Sendable, Equatable {
     public var totalWeightBytes: Int
     public var kvHeadsReplicated: Bool
     public var perRank: [RankReport]
+    /// Positions a sliding layer keeps (window + tokens per step).
+    public var slidingRing: Int
 
     /// Plans `ranks` ranks for the model in `directory`; throws the plan's reason when the
     /// model cannot be split, and the loader's errors for a broken checkpoint.
@@ -84,6 +95,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
         self.dtypes = dtypes
         self.totalWeightBytes = totalWeightBytes
         kvHeadsReplicated = plan.replicatesKV
+        slidingRing = KVCache.capacity(window: config.slidingWindow, maxContext: Int.max / 2, maxBatchTokens: maxBatchTokens)
         let h = config.hiddenSize
         var reports: [RankReport] = []
         for r in 0..<ranks {
@@ -113,9 +125,10 @@ public struct ShardReport: Codable, Sendable, Equatable {
                 }
                 total += bytes(spec, elements)
             }
-            var kv = 0
+            var kv = 0, kvFull = 0, kvSliding = 0
             for (i, layer) in plan.layers.enumerated() where config.hasOwnKV(i) {
                 let s = layer[r]
+                if config.layerTypes[i] == .sliding { kvSliding += 2 * s.kvHeads.count * s.headDim * 4 } else { kvFull += 2 * s.kvHeads.count * s.headDim * 4 }
                 let positions = config.layerTypes[i] == .sliding
                     ? min(1024, KVCache.capacity(window: config.slidingWindow, maxContext: 1024, maxBatchTokens: maxBatchTokens))
                     : 1024
@@ -128,7 +141,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
                 kvHeads: [l0?.kvHeads.lowerBound ?? 0, l0?.kvHeads.upperBound ?? 0],
                 mlpColumns: [l0?.mlpColumns.lowerBound ?? 0, l0?.mlpColumns.upperBound ?? 0],
                 vocabRange: [plan.vocabRanges[r].lowerBound, plan.vocabRanges[r].upperBound],
-                weightBytes: total, kvCacheBytesPer1KTokens: kv))
+                weightBytes: total, kvCacheBytesPer1KTokens: kv, kvFullBytesPerToken: kvFull, kvSlidingBytesPerToken: kvSliding))
         }
         perRank = reports
     }
@@ -165,9 +178,9 @@ public struct ShardReport: Codable, Sendable, Equatable {
                          "mlp columns [\(r.mlpColumns[0]), \(r.mlpColumns[1])), vocab [\(r.vocabRange[0]), \(r.vocabRange[1])), " +
                          "weights \(mib(r.weightBytes)), KV cache \(mib(r.kvCacheBytesPer1KTokens)) per 1K tokens")
         }
-        if let worst = perRank.max(by: { $0.weightBytes + $0.kvCacheBytesPer1KTokens < $1.weightBytes + $1.kvCacheBytesPer1KTokens }) {
+        if !perRank.isEmpty {
             func gib(_ b: Int) -> String { String(format: "%.2f GiB", Double(b) / 1_073_741_824) }
-            let at = [4096, 32768].map { "\($0 / 1024)K tokens \(gib(worst.weightBytes + worst.kvCacheBytesPer1KTokens * $0 / 1024))" }
+            let at = [4096, 32768].map { "\($0 / 1024)K tokens \(gib(peakRankBytes(contextTokens: $0)))" }
             lines.append("largest rank (weights + f32 KV cache of one sequence): " + at.joined(separator: ", "))
         }
         return lines.joined(separator: "\n")
@@ -175,7 +188,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
 
     /// Bytes the largest rank needs: weights plus the KV cache of `contextTokens` tokens.
     public func peakRankBytes(contextTokens: Int) -> Int {
-        perRank.map { $0.weightBytes + $0.kvCacheBytesPer1KTokens * contextTokens / 1024 }.max() ?? 0
+        perRank.map { $0.weightBytes + $0.kvCacheBytes(contextTokens: contextTokens, slidingRing: slidingRing) }.max() ?? 0
     }
 
     /// The fewest ranks (1 ... maxRanks) whose largest rank fits in `bytesPerRank` with

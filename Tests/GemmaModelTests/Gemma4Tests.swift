@@ -90,6 +90,9 @@ struct Gemma4ConfigTests {
         // 50 sliding layers x 16 KV heads x 256 + 10 full layers x 4 KV heads x 512; K and V; f32.
         let kv1 = (50 * 16 * 256 + 10 * 4 * 512) * 2 * 4 * 1024
         #expect(one.perRank[0].kvCacheBytesPer1KTokens == kv1)
+        // At 4K tokens the sliding layers still hold only window + batch = 1536 positions.
+        let kv4K = 10 * 4 * 512 * 2 * 4 * 4096 + 50 * 16 * 256 * 2 * 4 * 1536
+        #expect(one.peakRankBytes(contextTokens: 4096) == one.perRank[0].weightBytes + kv4K)
         // Parameters: embedding + per layer q/k/(v)/o + 3 MLP matrices; 4.5 bits each at Q4_K
         // (every row length here is a multiple of 256).
         let h = 5376, i = 21504
