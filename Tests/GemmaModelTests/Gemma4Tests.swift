@@ -142,3 +142,19 @@ struct Gemma4ConfigTests {
         #expect(one.perRank[0].kvCacheBytesPer1KTokens == kv && two.perRank[1].kvCacheBytesPer1KTokens == kv)
     }
 }
+
+/// What a rank really holds after loading equals what `inspect` plans for it, byte for byte,
+/// and shrinks with the rank count (the PLE table and the experts are split, not replicated).
+@Suite("Gemma 4 loaded shares")
+struct Gemma4LoadedShareTests {
+    @Test(arguments: ["gemma4_e_style", "gemma4_dense_keqv", "gemma4_moe"], [1, 2, 4])
+    func loadedBytesEqualThePlan(fixture: String, ranks: Int) throws {
+        let dir = hfFixtures.appendingPathComponent(fixture)
+        let report = try ShardReport(directory: dir, ranks: ranks)
+        let loaded = try LocalCommunicator.run(ranks: ranks) { comm -> Int in
+            try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 16)).weightBytes
+        }
+        #expect(loaded == report.perRank.map(\.weightBytes), "\(fixture) at \(ranks) ranks")
+        if ranks > 1 { #expect(loaded.allSatisfy { $0 < report.totalWeightBytes * 3 / (2 * ranks) }, "\(loaded) of \(report.totalWeightBytes)") }
+    }
+}
