@@ -386,7 +386,7 @@ public struct MoEBlock: Sendable {
             matmul(x.gateUp, x: input, xStride: h, tokens: n, y: gr, yStride: 2 * ir, pool: pool)
             for r in 0..<n {
                 let row = gr + r * 2 * ir
-                for j in 0..<ir { row[j] = geluTanh(row[j]) * row[ir + j] }
+                geluMul(row, row + ir, count: ir)  // gate = gelu_tanh(gate) * up, SIMD (GemmaKernels)
             }
             matmul(x.down, x: gr, xStride: 2 * ir, tokens: n, y: yr, yStride: h, pool: pool)
         }
