@@ -76,8 +76,19 @@ extension MoEBlock {
     /// matrix) and down columns [a, b). Router and norm are read whole (replicated).
     public static func load(dims: MoEDims, shard: MoERankShard, read: MoETensorReader, scratch: MoEScratch) throws -> MoEBlock {
         let h = dims.hidden, ie = dims.expertIntermediate
-        let router = try MoERouter(proj: try read.matrix(.routerProj, 0..<dims.experts, 0..<h),
-                                   scale: try read.floats(.routerScale), perExpertScale: try read.floats(.perExpertScale))
+        // The router must see float weights: a block-format matmul also quantizes its input to
+        // int8, and the rounding flips near-tied top-k choices against transformers (llama.cpp
+        // keeps ffn_gate_inp in F32 for the same reason). A router that comes back in a block
+        // format (quantize-on-load, or stored so) is replaced by its f32 values.
+        var proj = try read.matrix(.routerProj, 0..<dims.experts, 0..<h)
+        if proj.type.blockSize > 1 {
+            let values = try read.floats(.routerProj)
+            guard values.count == dims.experts * h else {
+                throw MoEError.shape(tensor: "router.proj", expected: "\(dims.experts * h) values", got: "\(values.count)")
+            }
+            proj = try WeightMatrix.f32(rows: dims.experts, cols: h, values: values)
+        }
+        let router = try MoERouter(proj: proj, scale: try read.floats(.routerScale), perExpertScale: try read.floats(.perExpertScale))
         var experts: [ExpertWeights] = []
         experts.reserveCapacity(shard.experts.count)
         for e in shard.experts {

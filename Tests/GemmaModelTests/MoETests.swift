@@ -389,6 +389,22 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
         }
     }
 
+    /// A router handed over in a block format (quantize-on-load) is kept as f32 values.
+    @Test func routerStaysFloat() throws {
+        let dims = try MoEDims(hidden: 64, experts: 8, topK: 2, expertIntermediate: 32, eps: 1e-6)
+        let w = MoETensors.random(dims, seed: 31)
+        let q = try quantizedReader(w, type: .q8_0)
+        let quantRouter = try QuantizedTensor(.q8_0, rows: 8, cols: 64, values: w.routerProj)
+        let reader = MoETensorReader(
+            matrix: { t, rows, cols in t == .routerProj ? try quantRouter.slice(rows, cols) : try q.matrix(t, rows, cols) },
+            floats: q.floats)
+        let block = try MoEBlock.load(dims: dims, shard: MoERankShard(experts: 0..<8, columns: 0..<32), read: reader, scratch: MoEScratch())
+        #expect(block.router.proj.type == .f32)
+        #expect(block.router.proj.byteCount == 8 * 64 * 4)
+        let values = Array(UnsafeBufferPointer(start: block.router.proj.storage.pointer.assumingMemoryBound(to: Float.self), count: 8 * 64))
+        #expect(values == w.routerProj)
+    }
+
     /// The real checkpoint layout: gemma4_moe's safetensors (HF [E, 2Ie, H] gate_up with gate rows
     /// first, [E, H, Ie] down) read through the slicing loader at 1, 2 and 4 ranks, both strategies,
     /// every layer, against the direct computation on the same tensors.
