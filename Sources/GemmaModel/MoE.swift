@@ -206,6 +206,12 @@ public struct MoERouter: Sendable {
                     for u in 0..<s where Int(idx[u]) == j { taken = true; break }
                     if !taken { best = j; bestP = l[j] }
                 }
+                if best < 0 {
+                    // Only when probabilities are NaN (a non-finite residual): take the lowest
+                    // free id so indices stay valid and the NaN flows on instead of trapping.
+                    best = (0..<e).first { j in !(0..<s).contains { Int(idx[$0]) == j } } ?? 0
+                    bestP = l[best]
+                }
                 idx[s] = Int32(best)
                 w[s] = bestP
                 total += bestP
@@ -231,11 +237,13 @@ public struct ExpertWeights: Sendable {
 public final class MoEScratch: @unchecked Sendable {
     var capacityTokens = 0
     var capacityWidth = 0
-    var z = AlignedBuffer(byteCount: 0)        // [T, H] router input, then gathered expert input
+    // "rows" = max(T, min(T, groupedTokenLimit) * K): grouped steps give every (token, slot)
+    // pair its own row so experts running side by side never share one.
+    var z = AlignedBuffer(byteCount: 0)        // [rows, H] router input, then gathered expert input
     var logits = AlignedBuffer(byteCount: 0)   // [T, E]
     var eIn = AlignedBuffer(byteCount: 0)      // [T, H] pre_feedforward_layernorm_2(residual)
-    var gu = AlignedBuffer(byteCount: 0)       // [T, 2 * IR]
-    var y = AlignedBuffer(byteCount: 0)        // [T, H] one expert's output rows
+    var gu = AlignedBuffer(byteCount: 0)       // [rows, 2 * max IR]
+    var y = AlignedBuffer(byteCount: 0)        // [rows, H] expert output rows
     var indices: [Int32] = []                  // [T, K]
     var weights: [Float] = []                  // [T, K]
     var order: [Int32] = []                    // [T * K] (token, slot) pairs grouped by expert

@@ -284,6 +284,23 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
         #expect(abs(wts[0] - 1.0) < 1e-6 && abs(wts[1] - 0.25) < 1e-6, "\(wts)")
     }
 
+    /// A non-finite residual (e.g. an overflowing checkpoint) yields NaN outputs, not a trap.
+    @Test func nanResidualDoesNotTrap() throws {
+        let dims = try MoEDims(hidden: 16, experts: 4, topK: 2, expertIntermediate: 8, eps: 1e-6)
+        let block = try MoETensors.random(dims, seed: 2).block(MoERankShard(experts: 0..<4, columns: 0..<8))
+        var x = [Float](repeating: 1, count: 2 * 16)
+        x[3] = .nan
+        let (idx, _) = x.withUnsafeBufferPointer { block.routing(residual: $0.baseAddress!, tokens: 2, pool: ThreadPool(threads: 1)) }
+        #expect(Array(idx[0..<2]) == [0, 1])  // token 0: all-NaN probabilities -> lowest free ids
+        #expect(idx.allSatisfy { (0..<4).contains($0) })
+        var out = [Float](repeating: 0, count: 2 * 16)
+        x.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { block(residual: xp.baseAddress!, tokens: 2, into: $0.baseAddress!, pool: ThreadPool(threads: 1)) }
+        }
+        #expect(out[0..<16].allSatisfy { $0.isNaN })
+        #expect(out[16..<32].allSatisfy { $0.isFinite })
+    }
+
     @Test func planSplitsOnBlocksAndExperts() throws {
         let big = try MoEDims(hidden: 2816, experts: 128, topK: 8, expertIntermediate: 704, eps: 1e-6)
         let col = try MoEPlan.shards(dims: big, ranks: 4, strategy: .columnSplit, blockSize: 32)
