@@ -95,6 +95,13 @@ public func matmul(
         }
         return
     }
+    if w.layout == .q8_0Split {
+        let rc = ck_matmul_q8_0_split(pool.handle, level.cLevel, w.storage.pointer, w.rowBytes, Int64(w.rows), Int64(w.cols),
+                                      x, Int64(xStride), Int64(tokens), y, Int64(yStride))
+        // Only scratch allocation can fail (out of memory): as for ck_matmul below.
+        precondition(rc == 0, "ck_matmul_q8_0_split failed (\(rc)): out of memory")
+        return
+    }
     let rc = ck_matmul(pool.handle, level.cLevel, w.type.rawValue, w.storage.pointer, w.rowBytes,
                        Int64(w.rows), Int64(w.cols), x, Int64(xStride), Int64(tokens), y, Int64(yStride))
     // Every WeightType has a kernel and WeightMatrix guarantees whole blocks, so a failure here
@@ -105,11 +112,27 @@ public func matmul(
 /// One row of W dotted with an f32 vector of length W.cols (scalar reference path).
 @inline(__always)
 public func dotRow(_ w: WeightMatrix, row r: Int, x: UnsafePointer<Float>) -> Float {
-    referenceDot(w.type, w.row(r), x, count: w.cols)
+    if w.layout == .q8_0Split {
+        return withGGMLRow(w, r) { referenceDot(w.type, $0, x, count: w.cols) }
+    }
+    return referenceDot(w.type, w.row(r), x, count: w.cols)
+}
+
+/// Row `r` of a split-layout Q8_0 matrix rebuilt in GGML block order in a temporary buffer.
+func withGGMLRow<T>(_ w: WeightMatrix, _ r: Int, _ body: (UnsafeRawPointer) -> T) -> T {
+    withUnsafeTemporaryAllocation(byteCount: w.rowBytes, alignment: 64) { tmp in
+        tmp.baseAddress!.copyMemory(from: w.row(r), byteCount: w.rowBytes)
+        ck_q8_0_split_rows(tmp.baseAddress!, w.rowBytes, 1, Int64(w.cols), 0)
+        return body(UnsafeRawPointer(tmp.baseAddress!))
+    }
 }
 
 /// Writes row `r` of W as W.cols floats.
 public func dequantizeRow(_ w: WeightMatrix, row r: Int, into out: UnsafeMutablePointer<Float>) {
+    if w.layout == .q8_0Split {
+        withGGMLRow(w, r) { dequantize(w.type, $0, count: w.cols, into: out) }
+        return
+    }
     dequantize(w.type, w.row(r), count: w.cols, into: out)
 }
 

@@ -1,6 +1,12 @@
 // Weight storage in its checkpoint format (f32, f16, bf16 or a GGML block format) and the
 // matrix-times-activations entry point the model calls. The per-format dot products live
 // in QuantFormats.swift (scalar twins) and CKernels (SIMD); this file only dispatches.
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// GGML tensor type ids (as stored in GGUF files). Only the types the engine reads.
 public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
@@ -76,6 +82,8 @@ public struct WeightMatrix: @unchecked Sendable {
     public let cols: Int
     public let rowBytes: Int
     public let storage: AlignedBuffer
+    /// How each row's bytes are arranged; `.ggml` unless `splittingQ8_0()` rearranged them.
+    public private(set) var layout: WeightLayout = .ggml
 
     /// Allocates zeroed storage; the loader copies the rank's slice into `storage`.
     public init(type: WeightType, rows: Int, cols: Int) throws {
@@ -90,6 +98,20 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     public var byteCount: Int { rowBytes * rows }
+
+    /// A Q8_0 matrix rearranged IN PLACE into the split row layout (each row's f16 scales, then
+    /// its int8 quants; same bytes per row), which the decode kernel reads with half the
+    /// instructions. The receiver shares the storage and must not be used afterwards. Other
+    /// types, an already split matrix, or `GEMMA_NODE_Q8_SPLIT=0` return the matrix unchanged.
+    /// `dequantizeRow`, `dotRow` and `matmul` accept either layout.
+    public func splittingQ8_0() -> WeightMatrix {
+        guard type == .q8_0, layout == .ggml, rows > 0,
+              getenv("GEMMA_NODE_Q8_SPLIT").map({ String(cString: $0) }) != "0" else { return self }
+        ck_q8_0_split_rows(storage.pointer, rowBytes, Int64(rows), Int64(cols), 1)
+        var m = self
+        m.layout = .q8_0Split
+        return m
+    }
     public func row(_ r: Int) -> UnsafeRawPointer { UnsafeRawPointer(storage.pointer + r * rowBytes) }
 
     /// Builds an f32 matrix from values (tests, small replicated tensors).
@@ -99,6 +121,14 @@ public struct WeightMatrix: @unchecked Sendable {
         values.withUnsafeBytes { m.storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         return m
     }
+}
+
+/// Row layouts of a `WeightMatrix`.
+public enum WeightLayout: Sendable, Equatable {
+    /// GGML's: consecutive blocks, each with its own scale(s).
+    case ggml
+    /// Q8_0 only: a row's cols/32 f16 scales, then its int8 quants (see `splittingQ8_0`).
+    case q8_0Split
 }
 
 public enum KernelError: Error, CustomStringConvertible, Equatable {

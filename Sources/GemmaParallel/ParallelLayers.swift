@@ -44,8 +44,11 @@ public struct VocabParallelEmbedding: Sendable {
     /// [vocabRange.count, hidden]
     public let weight: WeightMatrix
     public let vocabRange: Range<Int>
+    /// Takes ownership of `weight`: a Q8_0 table is rearranged in place into the split row
+    /// layout (`WeightMatrix.splittingQ8_0`), whose decode kernel reads the LM head (the
+    /// largest matrix a token reads) with half the instructions per byte.
     public init(weight: WeightMatrix, vocabRange: Range<Int>) {
-        self.weight = weight
+        self.weight = weight.splittingQ8_0()
         self.vocabRange = vocabRange
     }
 

@@ -2,6 +2,7 @@
 // 8+ tokens, columns a multiple of 64) against per-(row, token) ck_dot at the same level.
 // Tolerance as MatmulTests: the integer sums are exact (sum((a+128) w) - 128 sum(w) = sum(a w))
 // and only the f32 summation order differs: 3e-4 S (see KernelTests.swift).
+import Foundation
 import Testing
 @testable import GemmaKernels
 
@@ -40,6 +41,58 @@ import Testing
                     }
                     #expect(bad == 0, "\(type) cols \(cols) tokens \(tokens) threads \(threads): \(bad) outputs differ (worst \(worst) S)")
                     #expect(y[rows].isNaN)  // padding between strided outputs untouched
+                }
+            }
+        }
+    }
+}
+
+/// The split Q8_0 layout: conversion round trip, dequantizeRow/dotRow unchanged, and matmul at
+/// every level against ck_dot on the GGML rows (same quantized activations and integer sums,
+/// other f32 order: 3e-4 S as in MatmulTests).
+@Suite struct SplitQ8Tests {
+    @Test(arguments: [640, 96, 32, 608])
+    func splitLayoutMatchesGGML(_ cols: Int) throws {
+        var rng = SplitMix(seed: 300 + UInt64(cols))
+        let rows = 41
+        let original = try WeightMatrix(type: .q8_0, rows: rows, cols: cols)
+        var rowsBytes: [[UInt8]] = []
+        for r in 0..<rows {
+            let bytes = randomRow(.q8_0, cols: cols, rng: &rng)
+            rowsBytes.append(bytes)
+            bytes.withUnsafeBytes { original.storage.pointer.advanced(by: r * original.rowBytes).copyMemory(from: $0.baseAddress!, byteCount: original.rowBytes) }
+        }
+        let ggml = try WeightMatrix(type: .q8_0, rows: rows, cols: cols)
+        ggml.storage.pointer.copyMemory(from: original.storage.pointer, byteCount: original.byteCount)
+        let split = original.splittingQ8_0()
+        #expect(split.layout == .q8_0Split)
+        // The bytes really moved (a no-op conversion would make every check below vacuous).
+        // (With one block per row both layouts are the same bytes.)
+        if cols > 32 { #expect(memcmp(split.storage.pointer, ggml.storage.pointer, ggml.byteCount) != 0) }
+        let x = (0..<(3 * cols)).map { _ in rng.normal() }
+        var a = [Float](repeating: 0, count: cols), b = a
+        for r in 0..<rows {
+            a.withUnsafeMutableBufferPointer { dequantizeRow(split, row: r, into: $0.baseAddress!) }
+            b.withUnsafeMutableBufferPointer { dequantizeRow(ggml, row: r, into: $0.baseAddress!) }
+            #expect(a == b)
+            x.withUnsafeBufferPointer { #expect(dotRow(split, row: r, x: $0.baseAddress!) == dotRow(ggml, row: r, x: $0.baseAddress!)) }
+        }
+        for tokens in [1, 3] {
+            for threads in [1, 2] {
+                let pool = ThreadPool(threads: threads)
+                for level in [KernelLevel.scalar, .avx2, .avx512, .neon].filter(\.isSupported) {
+                    var y = [Float](repeating: .nan, count: tokens * rows)
+                    x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { matmul(split, x: xp.baseAddress!, xStride: cols, tokens: tokens, y: $0.baseAddress!, yStride: rows, pool: pool, level: level) }
+                    }
+                    var bad = 0
+                    for t in 0..<tokens {
+                        for r in 0..<rows {
+                            let d = DotCase(w: rowsBytes[r], x: Array(x[t * cols..<(t + 1) * cols]), type: .q8_0)
+                            if !(abs(Double(y[t * rows + r]) - Double(d.kernel(level))) <= 3e-4 * d.bounds().s) { bad += 1 }
+                        }
+                    }
+                    #expect(bad == 0, "cols \(cols) tokens \(tokens) threads \(threads) \(level): \(bad) outputs differ")
                 }
             }
         }

@@ -99,6 +99,15 @@ double ck_stream_sum(const float *p, int64_t n);
 /// g[i] = gelu_tanh(g[i]) * u[i] for i < n (Gemma's MLP), at `level` (AUTO = active).
 void ck_gelu_mul(int level, float *g, const float *u, int64_t n);
 
+
+/// Q8_0 "split" row layout (LM head): per row the nb = cols/32 f16 scales, then the nb*32 int8
+/// quants, in the row's usual bytes. Converts `rows` rows in place (to_split 1: GGML -> split,
+/// 0: back).
+void ck_q8_0_split_rows(void *w, size_t rowBytes, int64_t rows, int64_t cols, int to_split);
+/// ck_matmul for a Q8_0 matrix in the split layout (same quantized activations as ck_matmul).
+int ck_matmul_q8_0_split(ck_pool *pool, int level, const void *w, size_t rowBytes, int64_t rows, int64_t cols,
+                         const float *x, int64_t xStride, int64_t tokens, float *y, int64_t yStride);
+
 #ifdef __cplusplus
 }
 #endif
