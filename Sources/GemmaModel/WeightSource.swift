@@ -98,7 +98,7 @@ public enum ModelLoadError: Error, CustomStringConvertible, Equatable {
         case let .headsCutBlocks(l, t, b, c, r):
             return "cannot split \(t) of layer \(l) across \(r) ranks: one rank's attention heads are its input columns \(c.lowerBound)..<\(c.upperBound), which cut its quantization blocks of \(b) values"
         case let .unsupportedArchitecture(f, a):
-            return "\(f): general.architecture \"\(a)\" is not supported (expected gemma, gemma2 or gemma3)"
+            return "\(f): general.architecture \"\(a)\" is not supported (expected one of \(GemmaConfig.ggufArchitectures.joined(separator: ", ")))"
         case let .badMetadata(f, r): return "\(f): \(r)"
         case let .notAModel(p):
             return "\(p) is neither a GGUF file nor a Hugging Face model directory (config.json + *.safetensors)"
