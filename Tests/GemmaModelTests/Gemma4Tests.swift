@@ -72,6 +72,14 @@ struct Gemma4ConfigTests {
         }
     }
 
+    /// Every key transformers 5.23.0 writes for a Gemma4TextConfig (its `to_dict()` of the
+    /// class defaults with 6 layers, pasted) is known: a full saved config is not refused.
+    @Test func everyKeyTransformersWritesIsKnown() throws {
+        let c = try parse(#"{"_name_or_path": "", "architectures": null, "attention_bias": false, "attention_dropout": 0.0, "attention_k_eq_v": false, "bos_token_id": 2, "chunk_size_feed_forward": 0, "dtype": null, "enable_moe_block": false, "eos_token_id": 1, "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "hidden_size_per_layer_input": 256, "id2label": {"0": "LABEL_0", "1": "LABEL_1"}, "initializer_range": 0.02, "intermediate_size": 9216, "is_encoder_decoder": false, "label2id": {"LABEL_0": 0, "LABEL_1": 1}, "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention", "full_attention"], "max_position_embeddings": 131072, "model_type": "gemma4_text", "moe_intermediate_size": null, "num_attention_heads": 8, "num_experts": null, "num_hidden_layers": 6, "num_key_value_heads": 4, "num_kv_shared_layers": 0, "output_attentions": false, "output_hidden_states": false, "pad_token_id": 0, "per_layer_config": {"5": {"head_dim": 512}}, "problem_type": null, "return_dict": true, "rms_norm_eps": 1e-06, "rope_parameters": {"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0, "rope_type": "proportional"}, "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}}, "sliding_window": 512, "tie_word_embeddings": true, "top_k_experts": null, "transformers_version": "5.23.0", "use_bidirectional_attention": null, "use_cache": true, "use_double_wide_mlp": false, "vocab_size": 262144, "vocab_size_per_layer_input": 262144}"#)
+        try c.checkSupported()
+        #expect(c.unknownFeatureKeys.isEmpty && c.layerHeadDims == [256, 256, 256, 256, 256, 512])
+    }
+
     @Test func planSplitsPerLayerShapes() throws {
         let c = try GemmaConfig.load(directory: hfFixtures.appendingPathComponent("gemma4_dense_keqv"))
         let p = try ShardPlan(config: c, ranks: 4)
