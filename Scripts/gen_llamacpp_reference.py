@@ -17,7 +17,13 @@ Per prompt: name, text, chat (true: `text` is the user message, wrapped in Gemma
 template before tokenizing), prompt_tokens, and
   last_prompt_top: the 20 largest logits at the last prompt position ({id, logit}),
   tokens: the 32 greedy tokens,
-  steps: per generated token, top3 (ids, best first) and margin (top-1 minus top-2 logit).
+  steps: per generated token, top3 (ids, best first) and margin (top-1 minus top-2 logit),
+  variants: llama.cpp against itself. The same prompt under settings that only change
+    rounding (flash attention on; an f32 instead of f16 KV cache; the prompt evaluated one
+    token at a time instead of in one batch): per variant the largest |logit difference| over
+    the reference's top-5 ids at the last prompt position, its top-5 ids, and how many of the
+    32 greedy tokens it shares with the reference before the first difference. This measures
+    how far two correct int8-activation implementations of this model drift apart.
 """
 import json
 import os
@@ -87,12 +93,45 @@ def without_extra_buffer_types():
     llama_cpp.llama_cpp.llama_model_default_params = patched
 
 
+def load(path, **overrides):
+    args = dict(model_path=path, n_ctx=1024, n_batch=1024, n_ubatch=1024, n_threads=2,
+                n_threads_batch=2, logits_all=True, verbose=False, seed=0)
+    args.update(overrides)
+    return Llama(**args)
+
+
+def greedy(llm, ids, one_by_one=False):
+    """Last-prompt-position logits and the greedy run: (last logits, tokens, steps)."""
+    llm.reset()
+    if one_by_one:
+        for t in ids:
+            llm.eval([t])
+    else:
+        llm.eval(ids)
+    last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    tokens, steps = [], []
+    logits = last
+    for _ in range(N_GENERATE):
+        # Stable sort on the negated logits: ties go to the lower id (our engine's rule).
+        order = np.argsort(-logits, kind="stable")[:3]
+        tok = int(order[0])
+        steps.append({"top3": [int(i) for i in order],
+                      "margin": float(logits[order[0]] - logits[order[1]])})
+        tokens.append(tok)
+        llm.eval([tok])
+        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    return last, tokens, steps
+
+
 def main():
     without_extra_buffer_types()
     path = (sys.argv[1] if len(sys.argv) > 1 else None) or os.environ.get("GEMMA_NODE_MODEL") \
         or os.path.expanduser("~/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf")
-    llm = Llama(model_path=path, n_ctx=1024, n_batch=1024, n_ubatch=1024, n_threads=2,
-                n_threads_batch=2, logits_all=True, verbose=False, seed=0)
+    llm = load(path)
+    # GGML_TYPE_F32 = 0 for the KV cache (the default is f16).
+    variants = {"flash_attention": (load(path, flash_attn=True), False),
+                "kv_cache_f32": (load(path, type_k=0, type_v=0), False),
+                "prompt_one_token_at_a_time": (llm, True)}
     entries = []
     for name, text, chat in PROMPTS:
         if chat:
@@ -100,27 +139,23 @@ def main():
         else:
             ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         assert len(ids) + N_GENERATE <= 1024
-        llm.reset()
-        llm.eval(ids)
-        last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        # Stable sort on the negated logits: ties go to the lower id (our engine's rule).
+        last, tokens, steps = greedy(llm, ids)
         order = np.argsort(-last, kind="stable")[:TOP_LAST]
         last_top = [{"id": int(i), "logit": float(last[i])} for i in order]
-        tokens, steps = [], []
-        logits = last
-        for _ in range(N_GENERATE):
-            order = np.argsort(-logits, kind="stable")[:3]
-            tok = int(order[0])
-            steps.append({"top3": [int(i) for i in order],
-                          "margin": float(logits[order[0]] - logits[order[1]])})
-            tokens.append(tok)
-            llm.eval([tok])
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         text_out = llm.detokenize(tokens).decode("utf-8", errors="replace")
-        print(f"{name}: {len(ids)} prompt tokens -> {text_out!r}", file=sys.stderr)
+        spread = {}
+        for vname, (vllm, one_by_one) in variants.items():
+            vlast, vtokens, _ = greedy(vllm, ids, one_by_one)
+            shared = next((k for k in range(N_GENERATE) if vtokens[k] != tokens[k]), N_GENERATE)
+            spread[vname] = {"max_abs_top5_logit_diff": float(max(abs(vlast[i] - last[i]) for i in order[:5])),
+                             "top5": [int(i) for i in np.argsort(-vlast, kind="stable")[:5]],
+                             "greedy_tokens_shared": shared}
+        worst = max(v["max_abs_top5_logit_diff"] for v in spread.values())
+        print(f"{name}: {len(ids)} prompt tokens -> {text_out!r}; llama.cpp variants drift up to {worst:.3f}",
+              file=sys.stderr)
         entries.append({"name": name, "text": text, "chat": chat, "prompt_tokens": [int(i) for i in ids],
                         "last_prompt_top": last_top, "tokens": tokens, "steps": steps,
-                        "detokenized": text_out})
+                        "detokenized": text_out, "variants": spread})
     doc = {
         "generator": "Scripts/gen_llamacpp_reference.py",
         "llama_cpp_python": llama_cpp_version,
