@@ -4,6 +4,7 @@
 // the commands.
 import ArgumentParser
 import Foundation
+import GemmaKernels
 
 /// Which model to load and how much compute each rank may use.
 struct ModelOptions: ParsableArguments {
@@ -17,6 +18,16 @@ struct ModelOptions: ParsableArguments {
     @Option(name: [.short, .customLong("ctx-size")], help: "Context size in tokens (0 = the model's own maximum).")
     var ctxSize: Int = 4096
 
+    @Option(name: .customLong("quant"),
+            help: "Re-encode a safetensors model's matrices on load: q8_0, q4_0, f16, bf16 or f32 (GGUF files are already encoded).")
+    var quant: String?
+
+    /// The `--quant` type, nil when not given.
+    var quantizeType: WeightType? {
+        guard let quant else { return nil }
+        return WeightType.allCases.first { $0.description.lowercased() == quant.lowercased() }
+    }
+
     /// The model path to load: `-m` if given, else the default model (see `DefaultModel`).
     var resolvedModelPath: String { model ?? DefaultModel.path().path }
 
@@ -26,6 +37,9 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
+        if let quant, quantizeType.map({ [.q8_0, .q4_0, .f16, .bf16, .f32].contains($0) }) != true {
+            throw ValidationError("--quant must be q8_0, q4_0, f16, bf16 or f32, got \(quant)")
+        }
     }
 }
 

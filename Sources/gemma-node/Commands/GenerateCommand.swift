@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import GemmaEngine
+import GemmaFormats
 import GemmaModel
 import GemmaParallel
 import GemmaTokenizer
@@ -23,6 +24,12 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Print one JSON object: prompt_tokens, tokens, text, finish_reason, timings.")
     var json = false
 
+    @Flag(help: "Wrap -p in the model's chat template as one user turn (generation stops at the end of the model's turn).")
+    var chat = false
+
+    @Option(help: "With --chat: a system prompt (Gemma 1-3 fold it into the user turn).")
+    var system: String?
+
     func validate() throws {
         if let tokens { _ = try TokenList.parse(tokens) }
         if tokens != nil && promptOptions.prompt != nil {
@@ -31,6 +38,8 @@ struct GenerateCommand: ParsableCommand {
         if tokens == nil && promptOptions.prompt == nil {
             throw ValidationError("a prompt is needed: --tokens 2,17,5 (or -p TEXT once the model has a tokenizer)")
         }
+        if chat && promptOptions.prompt == nil { throw ValidationError("--chat needs a text prompt (-p)") }
+        if system != nil && !chat { throw ValidationError("--system goes with --chat") }
     }
 
     func run() throws {
@@ -47,24 +56,52 @@ struct GenerateCommand: ParsableCommand {
                 if let tokens { return try TokenList.parse(tokens) }
                 guard comm.isCoordinator else { return [] }
                 guard let tokenizer else { throw ModelSessionError.noTokenizer(modelOptions.resolvedModelPath) }
-                return tokenizer.encode(promptOptions.prompt ?? "")
+                guard chat else { return tokenizer.encode(promptOptions.prompt ?? "") }
+                var messages = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
+                messages.append(ChatMessage(role: "user", content: promptOptions.prompt ?? ""))
+                return try tokenizer.encodeChat(messages, template: ChatTemplate(architecture: ModelSession.architecture(model)))
             }
             let s = samplingOptions
             // The seed travels in the step plans, so only rank 0's choice matters.
             let seed = s.seed ?? UInt64.random(in: 0...UInt64.max)
             let settings = SamplerSettings(temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP, seed: seed)
             let maxNew = promptOptions.nPredict < 0 ? model.maxContext : promptOptions.nPredict
+            var stop = ModelSession.stopTokens(model)
+            // A chat reply ends with the model's turn (llama.cpp's end-of-generation set).
+            if chat, let tokenizer { stop.formUnion(tokenizer.endOfGenerationIDs) }
             let request = GenerationRequest(id: 0, promptTokens: prompt, maxNewTokens: maxNew, sampling: settings,
-                                            stopTokens: ModelSession.stopTokens(model))
-            guard let (results, timings) = try runGeneration([request], model: model, comm: comm,
-                                                              codec: ModelSession.planCodec()) else { return }
-            guard let result = results.first else { return }
-            let text = tokenizer?.decode(result.tokens)
+                                            stopTokens: stop)
+            let session = try StreamingSession(model: model, comm: comm)
+            guard comm.isCoordinator else {
+                try session.serveWorker()
+                return
+            }
+            // Text (or ids, without a tokenizer) is written as each token is sampled; --json
+            // prints one object at the end instead.
+            var decoder = tokenizer.map { StreamingDecoder(tokenizer: $0) }
+            var first = true
+            let result: GenerationResult
+            do {
+                result = try session.generate(request) { id in
+                    guard !json else { return }
+                    if decoder != nil {
+                        StandardOutput.write(decoder?.push(id) ?? "")
+                    } else {
+                        StandardOutput.write((first ? "" : " ") + String(id))
+                    }
+                    first = false
+                }
+            } catch {
+                try session.fail(error)
+            }
+            try session.finish()
+            let timings = session.timings
             if json {
+                let text = tokenizer?.decode(result.tokens)
                 print(Self.jsonReport(result, text: text, timings: timings, seed: seed, ranks: comm.size, loadSeconds: loadSeconds))
             } else {
-                print(text ?? result.tokens.map(String.init).joined(separator: " "))
-                FileHandle.standardError.write(Data(Self.timingLine(timings, ranks: comm.size).utf8))
+                StandardOutput.write((decoder?.finish() ?? "") + "\n")
+                StandardOutput.writeError(Self.timingLine(timings, ranks: comm.size))
             }
         }
     }
@@ -111,14 +148,11 @@ struct GenerateCommand: ParsableCommand {
 /// Errors of the commands' model session.
 enum ModelSessionError: SameOnEveryRankError, CustomStringConvertible {
     case noTokenizer(String)
-    case unsupportedFormat(String)
 
     var description: String {
         switch self {
         case let .noTokenizer(path):
             return "text prompts need a tokenizer, and none is available for \(path): pass token ids with --tokens"
-        case let .unsupportedFormat(path):
-            return "\(path) is a file; only Hugging Face model directories (config.json + safetensors) load so far"
         }
     }
 }
@@ -133,23 +167,19 @@ enum ModelSession {
         return try loadShard(options, comm: comm)
     }
 
-    /// Loads a Hugging Face model directory; the loader agrees its errors across ranks.
-    static func loadShard(_ options: ModelOptions, comm: any Communicator) throws -> any ShardedCausalLM {
-        let path = options.resolvedModelPath
-        var isDirectory: ObjCBool = false
-        // Every rank sees the same answer here: the handshake above checked the same files exist.
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw ModelSessionError.unsupportedFormat(path)
-        }
-        let loadOptions = GemmaLoadOptions(maxContext: options.ctxSize, slots: 1, maxBatchTokens: 512,
-                                           threads: options.resolvedThreads)
-        return try GemmaShard.load(directory: URL(fileURLWithPath: path), comm: comm, options: loadOptions)
+    /// Loads a GGUF file or a Hugging Face model directory; the loader agrees its errors
+    /// across ranks.
+    static func loadShard(_ options: ModelOptions, comm: any Communicator, slots: Int = 1,
+                          maxBatchTokens: Int = 512) throws -> any ShardedCausalLM {
+        let loadOptions = GemmaLoadOptions(maxContext: options.ctxSize, slots: slots, maxBatchTokens: maxBatchTokens,
+                                           threads: options.resolvedThreads, quantize: options.quantizeType)
+        return try GemmaShard.load(path: URL(fileURLWithPath: options.resolvedModelPath), comm: comm, options: loadOptions)
     }
 
-    /// Ids that end generation (the model's EOS ids).
+    /// Ids that end generation (EOS, and the end-of-turn id the checkpoint lists).
     static func stopTokens(_ model: any ShardedCausalLM) -> Set<Int32> {
         guard let shard = model as? GemmaShard else { return [] }
-        return Set(shard.config.eosTokenIds.compactMap { Int32(exactly: $0) })
+        return Set(shard.stopTokenIds.compactMap { Int32(exactly: $0) })
     }
 
     static func planCodec() -> any StepPlanCodec { WirePlanCodec() }
@@ -165,6 +195,9 @@ enum ModelSession {
                 FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path)
             }
             if !present { return nil }
+        } else if let file = try? GGUFFile(path: path), file.value("tokenizer.ggml.tokens") == nil {
+            // A GGUF without a vocabulary (test models): token-id input only, like a bare directory.
+            return nil
         }
         return try GemmaTokenizer.load(path: path)
     }
