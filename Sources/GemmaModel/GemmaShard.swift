@@ -290,18 +290,26 @@ public final class GemmaShard: ShardedCausalLM {
         if let ple { try perLayerInputs(ple, batch: batch) }
         for type in Set(config.layerTypes) { fillRope(type, batch: batch, headDim: config.headDim(for: type)) }
         observe(0, x, t * h)
+        var live = batch   // the rows still being computed
         for (i, layer) in layers.enumerated() {
-            try transformerBlock(layer, index: i, batch: batch)
-            if i + 1 < layers.count { observe(i + 1, x, t * h) }
+            // Gemma 4 KV sharing: from the first consumer layer on no layer writes K/V, so only
+            // the rows whose logits are wanted still matter (GEMMA_SPEC §3.4.4): a prefill chunk
+            // runs E2B's last 20 layers for one row. Skipped while an observer wants every row.
+            if i == config.firstKVSharedLayer && i > 0 && hiddenStateObserver == nil && live.contains(where: { !$0.wantLogits }) {
+                live = keepRowsWantingLogits(live)
+                if live.isEmpty { break }   // same batch on every rank: every rank stops here
+            }
+            try transformerBlock(layer, index: i, batch: live)
+            if i + 1 < layers.count { observe(i + 1, x, live.count * h) }
         }
         for e in batch where e.position == 0 || e.position >= cache.lengths[e.slot] {
             cache.lengths[e.slot] = e.position + 1
         }
 
         // Final norm and LM head only for the rows that want logits.
-        let wanted = batch.indices.filter { batch[$0].wantLogits }
-        rmsNorm(x.baseAddress!, rows: t, weight: finalNorm, into: normed.baseAddress!)
-        observe(layers.count, normed, t * h)
+        let wanted = live.indices.filter { live[$0].wantLogits }
+        rmsNorm(x.baseAddress!, rows: live.count, weight: finalNorm, into: normed.baseAddress!)
+        observe(layers.count, normed, live.count * h)
         let rows = act.logitRows.floats()
         for (r, i) in wanted.enumerated() {
             (rows.baseAddress! + r * h).update(from: normed.baseAddress! + i * h, count: h)
@@ -319,6 +327,24 @@ public final class GemmaShard: ShardedCausalLM {
             for j in 0..<logits.count { logits[j] = c * tanhf(logits[j] / c) }
         }
         return LogitsSlice(vocabRange: vocabRange, rows: wanted.count, values: UnsafeBufferPointer(logits))
+    }
+
+    /// Moves the rows of `rows` that want logits to the front of every per-row buffer still
+    /// read by later layers (residual stream, PLE inputs, RoPE tables) and returns them.
+    func keepRowsWantingLogits(_ rows: [BatchEntry]) -> [BatchEntry] {
+        let kept = rows.indices.filter { rows[$0].wantLogits }
+        func compact(_ buffer: AlignedBuffer?, width: Int) {
+            guard let buffer, width > 0 else { return }
+            let p = buffer.floats().baseAddress!
+            for (r, i) in kept.enumerated() where r != i { (p + r * width).update(from: p + i * width, count: width) }
+        }
+        compact(act.x, width: config.hiddenSize)
+        compact(act.ple, width: config.numHiddenLayers * config.perLayerInputSize)
+        for type in Set(config.layerTypes) {
+            compact(act.cos[type], width: config.headDim(for: type) / 2)
+            compact(act.sin[type], width: config.headDim(for: type) / 2)
+        }
+        return kept.map { rows[$0] }
     }
 
     /// One decoder layer, as in the papers' figure (GEMMA_SPEC §3).

@@ -129,6 +129,39 @@ struct FixtureTests {
         }
     }
 
+    /// A prefill that wants only its last row's logits (the engine's usual step), then greedy
+    /// decoding: Gemma 4 with KV sharing drops the other rows from the first KV-consumer layer
+    /// on, which must not change the last row or anything cached.
+    @Test(arguments: ["gemma3_pattern", "gemma4_e_style", "gemma4_dense_keqv"], [1, 2])
+    func prefillWantingOnlyTheLastRow(fixture: String, ranks: Int) throws {
+        let expected = try Expected(fixture)
+        let dir = hfFixtures.appendingPathComponent(fixture)
+        let tokens = expected.promptTokens
+        let outs = try LocalCommunicator.run(ranks: ranks) { comm -> ([Float], [Int32]) in
+            let model = try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: 16))
+            func argmax(_ row: [Float]) throws -> Int32 {
+                var best = 0
+                for j in row.indices where row[j] > row[best] { best = j }
+                let all = try comm.allGather([row[best], Float(model.vocabRange.lowerBound + best)])
+                var winner = 0
+                for r in 0..<comm.size where all[2 * r] > all[2 * winner] { winner = r }
+                return Int32(all[2 * winner + 1])
+            }
+            let slice = try model.forward(tokens.enumerated().map { BatchEntry(slot: 0, token: $1, position: $0, wantLogits: $0 == tokens.count - 1) })
+            let last = Array(slice.row(0))
+            var greedy = [try argmax(last)]
+            for step in 0..<7 {
+                let s = try model.forward([BatchEntry(slot: 0, token: greedy[step], position: tokens.count + step, wantLogits: true)])
+                greedy.append(try argmax(Array(s.row(0))))
+            }
+            return (last, greedy)
+        }
+        let full = outs.flatMap(\.0)   // vocabulary slices in rank order
+        let diff = maxAbsDiff([full], [expected.logits[expected.logits.count - 1]])
+        #expect(diff <= logitTolerance, "\(fixture) at \(ranks) ranks: last-row logits differ by \(diff)")
+        #expect(outs[0].1 == Array(expected.greedyTokens.prefix(8)), "\(fixture) at \(ranks) ranks")
+    }
+
     /// Small steps make the sliding-window ring (window + maxBatchTokens = 8 or 9 positions)
     /// wrap during the prompt itself: chunks of maxBatchTokens = 4 must still match.
     @Test(arguments: ["gemma2_softcap", "gemma3_pattern", "gemma4_e_style", "gemma4_dense_keqv"], [1, 2])
