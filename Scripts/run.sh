@@ -14,9 +14,9 @@ export GEMMA_NODE_MODEL="${GEMMA_NODE_MODEL:-$MODEL_PATH}"
 export OPENBLAS_NUM_THREADS=1
 
 if [ "$#" -eq 0 ]; then
-    # The default job. Switch to a `generate` on the default model once generate loads GGUF
-    # files (today it loads Hugging Face directories only).
-    set -- cluster-check
+    # The default job: Gemma 3 270M (Q4_K_M GGUF) split over the ranks, answering one chat
+    # turn, greedy, streamed as it is generated; one compute thread per rank.
+    set -- generate --chat -p "Explain in three sentences why the sky is blue." -n 96 --temp 0 -t 1
 fi
 
 RANKS="${RANKS:-4}"
