@@ -61,6 +61,29 @@ public struct ShardReport: Codable, Sendable, Equatable {
         }
     }
 
+    /// Plans a GGUF file from its metadata and tensor headers (no weight is read): the same
+    /// config, table check and block-aligned plan the loader uses, bytes in each tensor's own type.
+    public init(gguf path: URL, ranks: Int, maxBatchTokens: Int = 512) throws {
+        let file = try GGUFFile(path: path.path)
+        let config = try GemmaConfig(gguf: file)
+        try config.checkSupported()
+        let source = try GGUFWeightSource(file: file, config: config)
+        let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
+        let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align)
+        var table = TensorNames.table(for: config)
+        if source.has(.lmHead) {
+            table.append(TensorSpec(tensor: .lmHead, name: "lm_head.weight", shape: [config.vocabSize, config.hiddenSize], split: .rowsByVocab))
+        }
+        let infos = source.tensors
+        let dtypes = Array(Set(infos.values.compactMap { $0.type?.description })).sorted()
+        let total = infos.values.reduce(0) { sum, info in sum + (info.type.map { info.elementCount / $0.blockSize * $0.bytesPerBlock } ?? 0) }
+        self.init(config: config, plan: plan, table: table, dtypes: dtypes, totalWeightBytes: total, maxBatchTokens: maxBatchTokens) { spec, elements in
+            guard let t = infos[spec.tensor]?.type else { return 0 }
+            // Vectors are dequantized to f32 at load (norms, scalars).
+            return spec.shape.count == 1 ? elements * 4 : elements / t.blockSize * t.bytesPerBlock
+        }
+    }
+
     /// Plans a model from its config alone (no checkpoint: e.g. a shipped preset), every
     /// matrix stored as `weightType` (a tensor whose rows are not whole blocks of it falls back
     /// to Q8_0, as llama.cpp's quantizer does), vectors as f32. Row-parallel splits are made of

@@ -165,4 +165,16 @@ struct Gemma4LoadedShareTests {
         #expect(loaded == report.perRank.map(\.weightBytes), "\(fixture) at \(ranks) ranks")
         if ranks > 1 { #expect(loaded.allSatisfy { $0 < report.totalWeightBytes * 3 / (2 * ranks) }, "\(loaded) of \(report.totalWeightBytes)") }
     }
+
+    /// The same for GGUF files: the Gemma 4 conversions and a Q8_0 Gemma 3 (block-aligned,
+    /// possibly uneven MLP shares in the file's own encoding).
+    @Test(arguments: ["gguf_gemma4/gemma4_e_style.gguf", "gguf_gemma4/gemma4_moe.gguf", "gguf_models/gemma3_pattern_q8.gguf"], [1, 2])
+    func ggufPlanEqualsLoadedBytes(file: String, ranks: Int) throws {
+        let url = hfFixtures.deletingLastPathComponent().appendingPathComponent(file)
+        let report = try ShardReport(gguf: url, ranks: ranks)
+        let loaded = try LocalCommunicator.run(ranks: ranks) { comm -> Int in
+            try GemmaShard.load(path: url, comm: comm, options: GemmaLoadOptions(maxContext: 16)).weightBytes
+        }
+        #expect(loaded == report.perRank.map(\.weightBytes), "\(file) at \(ranks) ranks")
+    }
 }

@@ -39,3 +39,16 @@ struct InspectPresetTests {
         #expect(out.stderr.contains("unknown preset \"gemma-9-1t\""), "\(out.all)")
     }
 }
+
+@Suite("inspect on GGUF files")
+struct InspectGGUFTests {
+    @Test func plansAGemma4GGUF() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/gguf_gemma4/gemma4_moe.gguf")
+        let out = try GemmaNodeBinary.run(["inspect", "-m", file.path, "--ranks", "2"])
+        #expect(out.status == 0, "\(out.all)")
+        #expect(out.stdout.contains("architecture: gemma4 (gemma4_text), 3 layers [SSF]"))
+        #expect(out.stdout.contains("MoE 8 experts top-2"))
+        #expect(out.stdout.contains("rank 1: q heads [2, 4)"))
+    }
+}

@@ -110,12 +110,14 @@ struct InspectCommand: ParsableCommand {
         if let configName { return try runPreset(configName) }
         let path = model ?? DefaultModel.path().path
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw InspectError(message: "\(path) is not a Hugging Face model directory (inspect reads config.json and *.safetensors; GGUF files are not supported by inspect yet)")
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw InspectError(message: "\(path) is neither a GGUF file nor a Hugging Face model directory")
         }
         let report: ShardReport
         do {
-            report = try ShardReport(directory: URL(fileURLWithPath: path), ranks: ranks, maxBatchTokens: batch)
+            let url = URL(fileURLWithPath: path)
+            report = isDirectory.boolValue ? try ShardReport(directory: url, ranks: ranks, maxBatchTokens: batch)
+                                           : try ShardReport(gguf: url, ranks: ranks, maxBatchTokens: batch)
         } catch {
             throw InspectError(message: "cannot plan \(path) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
         }
