@@ -33,4 +33,18 @@ import Testing
         let g = try JSONDecoder().decode(GenerateOutput.self, from: Data(gen.stdout.utf8))
         #expect(g.tokens == expected.greedy_tokens, "\(fixture) at \(ranks) ranks")
     }
+
+    /// The llama.cpp-layout GGUF conversions (Tests/Fixtures/gguf_gemma4, F32) under mpirun.
+    @Test(arguments: fixtures, [2, 4])
+    func ggufGreedyMatchesTransformers(fixture: String, ranks: Int) throws {
+        let expected = try HFExpected.load(fixture)
+        let file = HFExpected.root.deletingLastPathComponent().appendingPathComponent("gguf_gemma4/\(fixture).gguf").path
+        let tokens = expected.prompt_tokens.map(String.init).joined(separator: ",")
+        let gen = try GemmaNodeBinary.mpirun(ranks: ranks, ["generate", "-m", file, "--tokens", tokens, "-n", "16", "--temp", "0", "--json", "-t", "1"],
+                                             timeout: 120)
+        #expect(!gen.timedOut)
+        #expect(gen.status == 0, "\(gen.all)")
+        let g = try JSONDecoder().decode(GenerateOutput.self, from: Data(gen.stdout.utf8))
+        #expect(g.tokens == expected.greedy_tokens, "\(fixture).gguf at \(ranks) ranks")
+    }
 }
