@@ -293,7 +293,8 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
             guard let c else { return fallback }
             return (try? c.decodeNil(forKey: key)) == true ? nil : ((try? c.decode(Double.self, forKey: key)) ?? fallback)
         }
-        attnLogitSoftcapping = generation == .gemma1 ? nil : optionalDouble(.attnLogitSoftcapping, d.attnSoftcap)
+        // Gemma 4's attention has no soft-cap (transformers ignores the key for it).
+        attnLogitSoftcapping = generation == .gemma1 || generation == .gemma4 ? nil : optionalDouble(.attnLogitSoftcapping, d.attnSoftcap)
         finalLogitSoftcapping = generation == .gemma1 ? nil : optionalDouble(.finalLogitSoftcapping, d.finalSoftcap)
         slidingWindow = generation == .gemma1 ? nil : (try get(Int.self, .slidingWindow) ?? d.slidingWindow)
 
@@ -304,7 +305,8 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
             if d.slidingFirstAlternating {
                 layerTypes = (0..<n).map { ($0 + 1) % 2 != 0 ? .sliding : .full }
             } else if let p0 = d.patternEvery {
-                let p = try get(Int.self, .slidingWindowPattern) ?? get(Int.self, .slidingWindowPatternPrivate) ?? p0
+                // Gemma4TextConfig's default pattern is fixed at 6 (no sliding_window_pattern key).
+                let p = generation == .gemma4 ? p0 : (try get(Int.self, .slidingWindowPattern) ?? get(Int.self, .slidingWindowPatternPrivate) ?? p0)
                 layerTypes = (0..<n).map { p > 0 && ($0 + 1) % p == 0 ? .full : .sliding }
             } else {
                 layerTypes = Array(repeating: .full, count: n)

@@ -38,6 +38,11 @@ struct Gemma4ConfigTests {
         let d = try parse(#"{"model_type": "gemma4_text", "num_hidden_layers": 4, "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"]}"#)
         #expect(d.layerTypes == [.sliding, .full, .sliding, .full] && d.layerHeadDims == [256, 512, 256, 512])
         #expect(d.ropeParameters[.full]?.ropeType == "proportional" && d.ropeParameters[.sliding]?.ropeTheta == 1e4)
+        // Keys Gemma4TextConfig does not use change nothing: no attention soft-cap, the default
+        // layer pattern stays 5:1, the attention scale stays 1.0.
+        let ignored = try parse(#"{"model_type": "gemma4_text", "num_hidden_layers": 6, "attn_logit_softcapping": 50.0, "sliding_window_pattern": 2, "query_pre_attn_scalar": 256}"#)
+        #expect(ignored.attnLogitSoftcapping == nil && ignored.queryPreAttnScalar == 1)
+        #expect(ignored.layerTypes == [.sliding, .sliding, .sliding, .sliding, .sliding, .full])
     }
 
     @Test func presetsResolveLikeTheSpecSays() throws {
