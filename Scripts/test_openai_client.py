@@ -108,6 +108,7 @@ def main():
     ap.add_argument("--match", required=True, help="an argument of the serve command line (e.g. its --model-name), to find the rank processes in /proc")
     ap.add_argument("--max-tokens", type=int, default=12)
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--distinct", type=int, default=4, help="distinct prompts among the concurrent clients")
     ap.add_argument("--idle-seconds", type=float, default=5.0)
     args = ap.parse_args()
     base = args.base_url.rstrip("/")
@@ -161,7 +162,7 @@ def main():
     check("same seed same text", s1.choices[0].text == s2.choices[0].text)
 
     # Solo answers, then 16 concurrent streaming clients must each reproduce theirs.
-    distinct = PROMPTS[: min(len(PROMPTS), args.clients)]
+    distinct = PROMPTS[: min(len(PROMPTS), args.clients, args.distinct)]
     solo = {}
     for p in distinct:
         r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": p}], max_tokens=n, temperature=0)
@@ -183,6 +184,7 @@ def main():
     wrong = [(p, o, solo[p]) for p, o in outs if o != solo[p]]
     check(f"{args.clients} concurrent streams equal their solo answers ({elapsed:.1f} s)", not wrong and len(outs) == args.clients,
           str(wrong[:2]))
+    check("different prompts gave different answers", len(set(solo.values())) > 1, str(solo))
     batch_hist = metric(base, "gemma_batch_sequences_sum")
     steps = metric(base, "gemma_batch_sequences_count")
     check("steps batched several sequences", batch_hist is not None and steps and batch_hist / steps > 1.5,

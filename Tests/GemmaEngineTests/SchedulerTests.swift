@@ -170,7 +170,7 @@ struct SchedulerFailure: Error, CustomStringConvertible {
             let waiters = (0..<6).map { _ in Waiter() }
             for (i, w) in waiters.enumerated() {
                 do {
-                    try scheduler.submit(GenerationRequest(id: UInt64(i), promptTokens: [3], maxNewTokens: 40, sampling: .greedy),
+                    try scheduler.submit(GenerationRequest(id: UInt64(i), promptTokens: [3], maxNewTokens: 60, sampling: .greedy),
                                          sink: w.sink)
                 } catch { out.append("\(error)") }
             }

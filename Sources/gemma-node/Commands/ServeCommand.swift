@@ -80,7 +80,8 @@ struct ServeCommand: ParsableCommand {
             _ = try StartupHandshake.run(timed, modelPath: path, threads: modelOptions.resolvedThreads)
             let loadOptions = GemmaLoadOptions(maxContext: modelOptions.ctxSize, slots: parallel, maxBatchTokens: batchTokens,
                                                threads: modelOptions.resolvedThreads)
-            let model = try GemmaShard.load(directory: URL(fileURLWithPath: path), comm: timed, options: loadOptions)
+            // A GGUF file or a Hugging Face directory; load errors are agreed across ranks.
+            let model = try GemmaShard.load(path: URL(fileURLWithPath: path), comm: timed, options: loadOptions)
             // Rank 0 alone tokenizes; the outcome (and a bind failure) is agreed so every rank
             // stops with the same message.
             let loaded: (GemmaTokenizer, Int)? = try timed.agreeOn {
