@@ -297,6 +297,9 @@ public struct MoEBlock: Sendable {
     /// experts[j] is global expert shard.experts.lowerBound + j.
     public let experts: [ExpertWeights]
     public let scratch: MoEScratch
+    /// Whether decode-sized steps run experts side by side on the pool (default; false splits
+    /// every expert's matmuls over the threads instead — benchmarks compare the two).
+    public var groupedDecode = true
 
     public init(dims: MoEDims, shard: MoERankShard, router: MoERouter, preNorm: [Float], experts: [ExpertWeights], scratch: MoEScratch) throws {
         guard router.proj.rows == dims.experts, router.proj.cols == dims.hidden else {
@@ -409,7 +412,7 @@ public struct MoEBlock: Sendable {
             }
         }
 
-        if pool.threads > 1 && t <= MoEBlock.groupedTokenLimit && hit.count > 1 {
+        if groupedDecode && pool.threads > 1 && t <= MoEBlock.groupedTokenLimit && hit.count > 1 {
             // Decode-sized steps: one pool dispatch for the whole layer, held experts spread
             // over the threads, each expert's two small matmuls on that thread's private
             // single-thread pool (instead of 2 dispatches per expert; every row is still

@@ -174,3 +174,60 @@ struct MoE26BLayerBenchmark {
         }
     }
 }
+
+/// Decode with a multi-thread pool: the rank's selected experts side by side (one dispatch per
+/// layer) vs each expert's matmuls split over the threads (two dispatches per expert). One rank
+/// of a 26B-shaped layer at R 4 (column split), cold experts, wall time (min of 5 per token: the
+/// threads really run in parallel here, so CPU time would not show latency).
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] != nil), .serialized)
+struct MoEGroupedDecodeBenchmark {
+    @Test func groupedVsSplit() throws {
+        let h = 2816, e = 128, ie = 704
+        let dims = try MoEDims(hidden: h, experts: e, topK: 8, expertIntermediate: ie, eps: 1e-6)
+        let gu = try MoE26BLayerBenchmark.randomQ8(rows: e * 2 * ie, cols: h, seed: 1)
+        let dn = try MoE26BLayerBenchmark.randomQ8(rows: e * h, cols: ie, seed: 2)
+        var g = MoERNG(state: 3)
+        let small = MoETensorReader.inMemory([.routerProj: ([e, h], g.floats(e * h, scale: 3)), .routerScale: ([1, h], [Float](repeating: 1, count: h)),
+                                              .perExpertScale: ([1, e], [Float](repeating: 1, count: e)), .preNorm2: ([1, h], [Float](repeating: 1, count: h))])
+        let reader = MoETensorReader(
+            matrix: { t, rows, cols in
+                switch t {
+                case .gateUp: return try gu.slice(rows, cols)
+                case .down: return try dn.slice(rows, cols)
+                default: return try small.matrix(t, rows, cols)
+                }
+            }, floats: small.floats)
+        let shard = try MoEPlan.shards(dims: dims, ranks: 4, strategy: .columnSplit, blockSize: 32)[0]
+        var block = try MoEBlock.load(dims: dims, shard: shard, read: reader, scratch: MoEScratch())
+        let tokens = 32
+        let xs = g.floats(tokens * h, scale: 2)
+        var out = [Float](repeating: 0, count: h)
+        var flush = [UInt8](repeating: 0, count: 64 << 20)
+        func wall() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+        for threads in [2] {
+            let pool = ThreadPool(threads: threads)
+            var line = "threads \(threads):"
+            for grouped in [true, false, true, false] {
+                block.groupedDecode = grouped
+                var total = 0.0
+                try xs.withUnsafeBufferPointer { xp in
+                    try out.withUnsafeMutableBufferPointer { op in
+                        for tok in 0..<tokens {
+                            var best = Double.infinity
+                            for _ in 0..<5 {
+                                for i in stride(from: 0, to: flush.count, by: 64) { flush[i] &+= 1 }
+                                let t0 = wall()
+                                block(residual: xp.baseAddress! + tok * h, tokens: 1, into: op.baseAddress!, pool: pool)
+                                best = min(best, wall() - t0)
+                            }
+                            total += best
+                        }
+                        _ = try #require(op.baseAddress)
+                    }
+                }
+                line += String(format: " %@ %.3f ms/token", grouped ? "grouped" : "split", total / Double(tokens) * 1000)
+            }
+            print(line)
+        }
+    }
+}
