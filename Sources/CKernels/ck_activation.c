@@ -51,7 +51,16 @@ static void gelu_mul_avx512(float *g, const float *u, int64_t n) {
         __m512 gz = _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         _mm512_storeu_ps(g + i, _mm512_mul_ps(gz, _mm512_loadu_ps(u + i)));
     }
-    gelu_mul_scalar(g + i, u + i, n - i);
+    if (i < n) {  // the tail through the same vector formula (masked), so no element's result
+                  // depends on where it falls in the buffer (batch invariance)
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 z = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 z3 = _mm512_mul_ps(_mm512_mul_ps(z, z), z);
+        __m512 y = _mm512_mul_ps(_mm512_set1_ps(CK_GELU_C), _mm512_fmadd_ps(_mm512_set1_ps(CK_GELU_A), z3, z));
+        __m512 e = exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), y));
+        __m512 gz = _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(gz, _mm512_maskz_loadu_ps(m, u + i)));
+    }
 }
 
 __attribute__((target("avx2,fma")))
@@ -83,7 +92,12 @@ static void gelu_mul_avx2(float *g, const float *u, int64_t n) {
         __m256 gz = _mm256_div_ps(z, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(gz, _mm256_loadu_ps(u + i)));
     }
-    gelu_mul_scalar(g + i, u + i, n - i);
+    if (i < n) {  // the tail through the same vector formula via a padded copy (batch invariance)
+        float tg[8] = {0}, tu[8] = {0};
+        for (int64_t k = i; k < n; k++) { tg[k - i] = g[k]; tu[k - i] = u[k]; }
+        gelu_mul_avx2(tg, tu, 8);
+        for (int64_t k = i; k < n; k++) g[k] = tg[k - i];
+    }
 }
 #endif
 

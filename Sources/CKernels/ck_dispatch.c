@@ -32,7 +32,12 @@ static void detect(void) {
         else if (!strcasecmp(env, "avx2")) level = CK_LEVEL_AVX2;
         else if (!strcasecmp(env, "avx512")) level = CK_LEVEL_AVX512;
         else if (!strcasecmp(env, "neon")) level = CK_LEVEL_NEON;
-        if (!ck_level_supported(level)) level = best_level;
+        // Not ck_level_supported(): it calls ck_best_level(), which waits on this same
+        // pthread_once and would deadlock. Levels up to best_level are supported (x86); NEON
+        // only where it is the best level.
+        int ok = level == CK_LEVEL_SCALAR || level == best_level ||
+                 (level == CK_LEVEL_AVX2 && best_level == CK_LEVEL_AVX512);
+        if (!ok) level = best_level;
     }
     atomic_store(&active_level, level);
 }
@@ -165,17 +170,13 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
         for (int64_t r = r0; r < r1; r++) m->y[r] = m->fn(m->w + r * m->row_bytes, m->act, m->cols);
         return;
     }
+    // Batch invariance (issue 6: greedy alone == batched): every token goes through the same
+    // one-token kernel `fn` as a decode step, so a token's outputs never depend on its batch.
+    // The four-token kernels (fn4) are only within 3e-4 S of fn, so they are not used here;
+    // the GEMM path above reproduces fn bit for bit.
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *wr = m->w + r * m->row_bytes;
-        int64_t t = 0;
-        if (m->fn4) {
-            for (; t + 4 <= T; t += 4) {
-                float out[4];
-                m->fn4(wr, m->act + t * m->act_stride, m->act_stride, m->cols, out);
-                for (int k = 0; k < 4; k++) m->y[(t + k) * m->y_stride + r] = out[k];
-            }
-        }
-        for (; t < T; t++) m->y[t * m->y_stride + r] = m->fn(wr, m->act + t * m->act_stride, m->cols);
+        for (int64_t t = 0; t < T; t++) m->y[t * m->y_stride + r] = m->fn(wr, m->act + t * m->act_stride, m->cols);
     }
 }
 
@@ -214,7 +215,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
         if (tokens >= 8) ck_pool_run(pool, quant_task, &m, tokens, 1);
         else quant_task(&m, 0, tokens, 0);
         if (gemm) {
-            ck_gemm_prepare(s, arb, tokens, cols, s + act_bytes);
+            ck_gemm_prepare(type, s, arb, tokens, cols, s + act_bytes);
             m.gemm_act = s + act_bytes;
             m.gemm_rows = s + act_bytes + pair_bytes;
             m.gemm_row_bytes = row_bytes_g;

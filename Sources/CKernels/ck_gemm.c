@@ -1,10 +1,14 @@
 // Prefill GEMM for the symmetric 32-block formats (Q8_0, Q5_0) at the AVX-512 VNNI level: each
-// weight row is decoded ONCE per matmul into signed int8 pairs of blocks (plus scales and the
-// integer correction below) in a per-thread L1 scratch, then dotted with every token. The
-// activations are laid out once per matmul as unsigned bytes a + 128 with their scales spread
-// over the lanes, so the inner loop per token and 64 values is one vpdpbusd, one convert, one
-// multiply and one FMA. sum((a + 128) w) = sum(a w) + 128 sum(w): the -128 sum(w) of each block
-// seeds the integer accumulator, so the integer dot is exact, as in the four-token kernels.
+// weight row is decoded ONCE per matmul into 64-value block pairs (quants, scales, an integer
+// correction) in a per-thread L1 scratch, then dotted with every token. Activations are laid
+// out once per matmul as unsigned bytes a + 128 with their scales spread over the lanes.
+//
+// Bit-identical, per token, to the one-token kernels dot_q8_0_512 / dot_q5_0_512 (batch
+// invariance): every int32 lane holds the same exact sum of four products as there
+// (sum((a + 128) w) - 128 sum(w) over the lane's four bytes = sum(a w); Q5_0 keeps unsigned q
+// and the -16 sum(a) seed in lanes 0 and 8, as its one-token kernel does), and the float
+// operations are the same in the same order: scale = d_w * d_a per lane, fma(scale,
+// float(p), acc) with pair k into accumulator k & 1, then reduce_add(acc0 + acc1).
 #include <stdlib.h>
 #include "ck_internal.h"
 
@@ -23,7 +27,7 @@ static int getenv_gemm_disabled(void) {
 
 #define CK_G_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
-typedef struct { uint8_t au[64]; float as[16]; } ck_pair_act;            // 128 bytes
+typedef struct { uint8_t au[64]; float as[16]; int32_t seed[16]; } ck_pair_act;  // 192 bytes
 typedef struct { int8_t w[64]; float ws[16]; int32_t negc[16]; } ck_pair_w;  // 192 bytes
 
 static inline CK_G_TARGET __m512 g_two_scales(float s0, float s1) {
@@ -46,14 +50,20 @@ static inline CK_G_TARGET __m512i g_q5_0_two(const blk_q5_0 *b0, const blk_q5_0 
     return _mm512_or_si512(v, _mm512_maskz_mov_epi8((__mmask64)hb, _mm512_set1_epi8(0x10)));
 }
 
-static CK_G_TARGET void g_prepare_act(const uint8_t *act, size_t act_stride, int64_t tokens, int64_t pairs,
+static CK_G_TARGET void g_prepare_act(uint32_t type, const uint8_t *act, size_t act_stride, int64_t tokens, int64_t pairs,
                                       ck_pair_act *out) {
     for (int64_t t = 0; t < tokens; t++) {
         const ck_q8a *a = (const ck_q8a *)(act + t * act_stride);
         for (int64_t j = 0; j < pairs; j++) {
+            ck_pair_act *o = &out[t * pairs + j];
             __m512i v = _mm512_xor_si512(g_two32(a[2 * j].q, a[2 * j + 1].q), _mm512_set1_epi8((char)0x80));
-            _mm512_store_si512((__m512i *)out[t * pairs + j].au, v);
-            _mm512_store_ps(out[t * pairs + j].as, g_two_scales(a[2 * j].d, a[2 * j + 1].d));
+            _mm512_store_si512((__m512i *)o->au, v);
+            _mm512_store_ps(o->as, g_two_scales(a[2 * j].d, a[2 * j + 1].d));
+            // Q5_0's one-token kernel seeds lanes 0 and 8 with -16 * sum(a) of each block.
+            __m512i seed = type == CK_Q5_0
+                ? _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, -16 * a[2 * j].sum), 0x0100, -16 * a[2 * j + 1].sum)
+                : _mm512_setzero_si512();
+            _mm512_store_si512((__m512i *)o->seed, seed);
         }
     }
 }
@@ -65,54 +75,56 @@ static CK_G_TARGET void g_decode_row(uint32_t type, const uint8_t *row, int64_t 
         float d0, d1;
         if (type == CK_Q5_0) {
             const blk_q5_0 *b = (const blk_q5_0 *)row + 2 * j;
-            w = _mm512_sub_epi8(g_q5_0_two(&b[0], &b[1]), _mm512_set1_epi8(16));
+            w = g_q5_0_two(&b[0], &b[1]);  // unsigned q 0..31, as the one-token kernel multiplies
             d0 = g_h2f(&b[0].d); d1 = g_h2f(&b[1].d);
         } else {
             const blk_q8_0 *b = (const blk_q8_0 *)row + 2 * j;
             w = g_two32(b[0].qs, b[1].qs);
             d0 = g_h2f(&b[0].d); d1 = g_h2f(&b[1].d);
         }
-        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w);  // sums of four w
-        int32_t s0 = _mm512_mask_reduce_add_epi32(0x00FF, s), s1 = _mm512_mask_reduce_add_epi32(0xFF00, s);
+        // -128 * (sum of the lane's four w): removes the +128 of the activations lane by lane.
+        __m512i lane_sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w);
         _mm512_store_si512((__m512i *)pw[j].w, w);
         _mm512_store_ps(pw[j].ws, g_two_scales(d0, d1));
-        _mm512_store_si512((__m512i *)pw[j].negc,
-                           _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, -128 * s0), 0x0100, -128 * s1));
+        _mm512_store_si512((__m512i *)pw[j].negc, _mm512_mullo_epi32(lane_sums, _mm512_set1_epi32(-128)));
     }
 }
 
 static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t pairs,
                                const ck_pair_act *acts, int64_t tokens, ck_pair_w *pw, float *y, int64_t y_stride) {
+    (void)type;
     for (int64_t r = r0; r < r1; r++) {
         g_decode_row(type, w + r * row_bytes, pairs, pw);
         int64_t t = 0;
+#define G_TOKEN(a, acc)                                                                                        \
+        {                                                                                                      \
+            __m512i p = _mm512_dpbusd_epi32(_mm512_add_epi32(nc, _mm512_load_si512((const __m512i *)a[j].seed)), \
+                                            _mm512_load_si512((const __m512i *)a[j].au), wv);                  \
+            acc = _mm512_fmadd_ps(_mm512_mul_ps(ws, _mm512_load_ps(a[j].as)), _mm512_cvtepi32_ps(p), acc);      \
+        }
         for (; t + 4 <= tokens; t += 4) {
-            __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+            __m512 acc[4][2];
+            for (int k = 0; k < 4; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
             const ck_pair_act *a0 = acts + t * pairs, *a1 = a0 + pairs, *a2 = a1 + pairs, *a3 = a2 + pairs;
             for (int64_t j = 0; j < pairs; j++) {
                 __m512i wv = _mm512_load_si512((const __m512i *)pw[j].w);
                 __m512i nc = _mm512_load_si512((const __m512i *)pw[j].negc);
                 __m512 ws = _mm512_load_ps(pw[j].ws);
-#define G_TOKEN(a, acc)                                                                                   \
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(nc, _mm512_load_si512((const __m512i *)a[j].au), wv)), \
-                                      _mm512_mul_ps(ws, _mm512_load_ps(a[j].as)), acc);
-                G_TOKEN(a0, acc0) G_TOKEN(a1, acc1) G_TOKEN(a2, acc2) G_TOKEN(a3, acc3)
+                const int h = (int)(j & 1);
+                G_TOKEN(a0, acc[0][h]) G_TOKEN(a1, acc[1][h]) G_TOKEN(a2, acc[2][h]) G_TOKEN(a3, acc[3][h])
             }
-            y[t * y_stride + r] = _mm512_reduce_add_ps(acc0);
-            y[(t + 1) * y_stride + r] = _mm512_reduce_add_ps(acc1);
-            y[(t + 2) * y_stride + r] = _mm512_reduce_add_ps(acc2);
-            y[(t + 3) * y_stride + r] = _mm512_reduce_add_ps(acc3);
+            for (int k = 0; k < 4; k++) y[(t + k) * y_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
         }
         for (; t < tokens; t++) {
-            __m512 acc0 = _mm512_setzero_ps();
+            __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
             const ck_pair_act *a0 = acts + t * pairs;
             for (int64_t j = 0; j < pairs; j++) {
                 __m512i wv = _mm512_load_si512((const __m512i *)pw[j].w);
                 __m512i nc = _mm512_load_si512((const __m512i *)pw[j].negc);
                 __m512 ws = _mm512_load_ps(pw[j].ws);
-                G_TOKEN(a0, acc0)
+                G_TOKEN(a0, acc[j & 1])
             }
-            y[t * y_stride + r] = _mm512_reduce_add_ps(acc0);
+            y[t * y_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
         }
 #undef G_TOKEN
     }
@@ -130,14 +142,14 @@ int ck_gemm_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
 #endif
 }
 
-size_t ck_gemm_act_bytes(int64_t cols, int64_t tokens) { return (size_t)tokens * (size_t)(cols / 64) * 128; }
+size_t ck_gemm_act_bytes(int64_t cols, int64_t tokens) { return (size_t)tokens * (size_t)(cols / 64) * 192; }  // sizeof(ck_pair_act)
 size_t ck_gemm_row_bytes(int64_t cols) { return (size_t)(cols / 64) * 192; }
 
-void ck_gemm_prepare(const uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols, void *pairs) {
+void ck_gemm_prepare(uint32_t type, const uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols, void *pairs) {
 #if defined(__x86_64__)
-    g_prepare_act(act, act_stride, tokens, cols / 64, pairs);
+    g_prepare_act(type, act, act_stride, tokens, cols / 64, pairs);
 #else
-    (void)act; (void)act_stride; (void)tokens; (void)cols; (void)pairs;
+    (void)type; (void)act; (void)act_stride; (void)tokens; (void)cols; (void)pairs;
 #endif
 }
 

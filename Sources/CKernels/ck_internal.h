@@ -94,6 +94,6 @@ float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n);
 int ck_gemm_applies(int level, uint32_t type, int64_t cols, int64_t tokens);
 size_t ck_gemm_act_bytes(int64_t cols, int64_t tokens);
 size_t ck_gemm_row_bytes(int64_t cols);
-void ck_gemm_prepare(const uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols, void *pairs);
+void ck_gemm_prepare(uint32_t type, const uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols, void *pairs);
 void ck_gemm_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
                   const void *pairs, int64_t tokens, void *row_scratch, float *y, int64_t y_stride);

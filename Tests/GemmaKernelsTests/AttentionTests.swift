@@ -130,6 +130,22 @@ import Testing
         }
     }
 
+    /// An element's result does not depend on its position or the buffer length (the vector
+    /// tails use the same formula): batch invariance.
+    @Test func positionIndependent() {
+        var rng = SplitMix(seed: 8)
+        let z: [Float] = (0..<37).map { _ in rng.normal() * 3 }, u: [Float] = (0..<37).map { _ in rng.normal() }
+        for level in [KernelLevel.scalar, .avx2, .avx512, .neon].filter(\.isSupported) {
+            var whole = z
+            whole.withUnsafeMutableBufferPointer { g in u.withUnsafeBufferPointer { geluMul(g.baseAddress!, $0.baseAddress!, count: 37, level: level) } }
+            for i in 0..<37 {
+                var one = [z[i]]
+                one.withUnsafeMutableBufferPointer { g in u.withUnsafeBufferPointer { geluMul(g.baseAddress!, $0.baseAddress! + i, count: 1, level: level) } }
+                #expect(one[0].bitPattern == whole[i].bitPattern, "level \(level) element \(i)")
+            }
+        }
+    }
+
     /// A wrong constant (0.04 instead of 0.044715) is caught by the same bound.
     @Test func detectsWrongFormula() {
         let z: [Float] = [-2, -1, 0.5, 1.5, 3]
