@@ -11,8 +11,6 @@ extension GemmaShard {
     /// Gemma 4's part of `build`: same plan and source, Gemma 4 tensors added.
     static func buildGemma4(config: GemmaConfig, plan: ShardPlan, source: any ModelWeightSource, comm: any Communicator,
                             options: GemmaLoadOptions, stopTokens: [Int]) throws -> GemmaShard {
-        let requested = options.maxContext ?? 0
-        let maxContext = requested > 0 ? min(requested, config.maxPositionEmbeddings) : config.maxPositionEmbeddings
         if !config.tieWordEmbeddings && !source.has(.lmHead) { throw GemmaLoadError.noLMHead }
         let r = comm.rank, h = config.hiddenSize
 
@@ -91,17 +89,8 @@ extension GemmaShard {
                              projectionNorm: try norm(.perLayerProjectionNorm),
                              vocabSize: config.perLayerVocabSize)
         }
-        let vocab = plan.vocabRanges[r]
-        let embedding = VocabParallelEmbedding(weight: try matrix(.embedTokens, rows: vocab), vocabRange: vocab)
-        var lmHead: VocabParallelEmbedding?
-        if source.has(.lmHead) {
-            lmHead = VocabParallelEmbedding(weight: try matrix(.lmHead, rows: vocab), vocabRange: vocab)
-        }
-        let shard = GemmaShard(config: config, plan: plan, comm: comm, pool: ThreadPool(threads: options.threads), layers: layers,
-                               embedding: embedding, lmHead: lmHead, finalNorm: try norm(.finalNorm),
-                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens, ple: ple)
-        shard.stopTokenIds = stopTokens
-        return shard
+        return try assemble(config: config, plan: plan, source: source, comm: comm, options: options, layers: layers,
+                            ple: ple, finalNorm: try norm(.finalNorm), stopTokens: stopTokens)
     }
 
     /// The checkpoint tensor behind a MoE loader request.

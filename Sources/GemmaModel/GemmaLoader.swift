@@ -116,8 +116,6 @@ extension GemmaShard {
     /// Builds this rank's shard from any weight source once config and plan are settled.
     static func build(config: GemmaConfig, plan: ShardPlan, source: any ModelWeightSource, comm: any Communicator,
                       options: GemmaLoadOptions, stopTokens: [Int]) throws -> GemmaShard {
-        let requested = options.maxContext ?? 0
-        let maxContext = requested > 0 ? min(requested, config.maxPositionEmbeddings) : config.maxPositionEmbeddings
         if !config.tieWordEmbeddings && !source.has(.lmHead) { throw GemmaLoadError.noLMHead }
         let r = comm.rank
         // o_proj is split by its input columns at head boundaries: each rank's range must
@@ -168,15 +166,26 @@ extension GemmaShard {
                 up: ColumnParallelLinear(weight: try matrix(.upProj(i), rows: s.mlpColumns)),
                 down: RowParallelLinear(weight: try matrix(.downProj(i), cols: s.mlpColumns))))
         }
-        let vocab = plan.vocabRanges[r]
-        let embedding = VocabParallelEmbedding(weight: try matrix(.embedTokens, rows: vocab), vocabRange: vocab)
+        return try assemble(config: config, plan: plan, source: source, comm: comm, options: options, layers: layers,
+                            ple: nil, finalNorm: try norm(.finalNorm), stopTokens: stopTokens)
+    }
+
+    /// The part every generation shares once its layers are loaded: this rank's embedding rows,
+    /// the LM head rows when untied, then the shard with its KV cache and scratch.
+    static func assemble(config: GemmaConfig, plan: ShardPlan, source: any ModelWeightSource, comm: any Communicator,
+                         options: GemmaLoadOptions, layers: [LayerWeights], ple: PLEWeights?, finalNorm: [Float],
+                         stopTokens: [Int]) throws -> GemmaShard {
+        let requested = options.maxContext ?? 0
+        let maxContext = requested > 0 ? min(requested, config.maxPositionEmbeddings) : config.maxPositionEmbeddings
+        let vocab = plan.vocabRanges[comm.rank]
+        let embedding = VocabParallelEmbedding(weight: try source.matrix(.embedTokens, rows: vocab, cols: nil), vocabRange: vocab)
         var lmHead: VocabParallelEmbedding?
         if source.has(.lmHead) {
-            lmHead = VocabParallelEmbedding(weight: try matrix(.lmHead, rows: vocab), vocabRange: vocab)
+            lmHead = VocabParallelEmbedding(weight: try source.matrix(.lmHead, rows: vocab, cols: nil), vocabRange: vocab)
         }
         let shard = GemmaShard(config: config, plan: plan, comm: comm, pool: ThreadPool(threads: options.threads), layers: layers,
-                               embedding: embedding, lmHead: lmHead, finalNorm: try norm(.finalNorm),
-                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens)
+                               embedding: embedding, lmHead: lmHead, finalNorm: finalNorm,
+                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens, ple: ple)
         shard.stopTokenIds = stopTokens
         return shard
     }
