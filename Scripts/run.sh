@@ -14,9 +14,11 @@ export GEMMA_NODE_MODEL="${GEMMA_NODE_MODEL:-$MODEL_PATH}"
 export OPENBLAS_NUM_THREADS=1
 
 if [ "$#" -eq 0 ]; then
-    # The default job: Gemma 3 270M (Q4_K_M GGUF) split over the ranks, answering one chat
-    # turn, greedy, streamed as it is generated; one compute thread per rank.
-    set -- generate --chat -p "Explain in three sentences why the sky is blue." -n 96 --temp 0 -t 1
+    # The default job: Gemma 3 270M (Q4_K_M GGUF) split over the ranks continues a prompt,
+    # greedy, streamed as it is generated; one compute thread per rank. (This small model
+    # answers chat turns poorly - llama.cpp's greedy output on them is the same; try
+    # `Scripts/run.sh chat` for an interactive session.)
+    set -- generate -p "Here is a short story about a robot who learns to paint:" -n 64 --temp 0 -t 1
 fi
 
 RANKS="${RANKS:-4}"
