@@ -7,6 +7,8 @@ committed as Tests/Fixtures/llamacpp/greedy_reference.json. The Swift real-model
   python3 Scripts/gen_llamacpp_reference.py [path/to/model.gguf]
 
 Model path: argument, else $GEMMA_NODE_MODEL, else ~/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf.
+On a busy machine set OMP_WAIT_POLICY=PASSIVE: ggml's OpenMP barriers otherwise spin against
+the other load and a run that takes a minute on a quiet box takes half an hour.
 
 Greedy here means the argmax of the raw logits (ties to the lower id), no repetition
 penalties, no sampling: the prompt is evaluated with the low-level `eval` (logits_all), then
