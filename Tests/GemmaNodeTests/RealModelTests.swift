@@ -88,15 +88,16 @@ enum RealModel {
         return try JSONDecoder().decode(GenerateOutput.self, from: Data(r.stdout.utf8))
     }
 
-    /// Our top 20 at every position of `ids`.
-    func tops(_ ids: [Int], ranks: Int, model: String) throws -> [[LogitsOutput.Top]] {
+    /// Our top 20 after the last of `ids` (the `logits` command without `--all`: rank 0
+    /// receives only the last position's vocabulary slices, not every position's).
+    func lastTop(_ ids: [Int], ranks: Int, model: String) throws -> [LogitsOutput.Top] {
         let r = try GemmaNodeBinary.mpirun(ranks: ranks, ["logits", "-m", model, "--tokens",
                                                           ids.map(String.init).joined(separator: ","),
-                                                          "--all", "--top", "20", "-t", "1"], timeout: 300)
+                                                          "--top", "20", "-t", "1"], timeout: 300)
         try #require(!r.timedOut && r.status == 0, "logits at \(ranks) ranks: \(r.all)")
         let out = try JSONDecoder().decode(LogitsOutput.self, from: Data(r.stdout.utf8))
-        try #require(out.positions.count == ids.count)
-        return try out.positions.map { try #require($0.top) }
+        try #require(out.positions.count == 1)
+        return try #require(out.positions[0].top)
     }
 
     /// One prompt: our greedy run and our logits against llama.cpp's.
@@ -113,9 +114,8 @@ enum RealModel {
         if k == ours.count && k < p.tokens.count {
             #expect(out.finish_reason == "stop", "\(p.name): \(ours.count) tokens, finish \(out.finish_reason)")
         }
-        // One logits run over the prompt and the shared prefix: the last prompt position and step k.
-        let top = try tops(p.prompt_tokens + Array(ours.prefix(min(k, p.tokens.count - 1))), ranks: ranks, model: model)
-        let last = top[p.prompt_tokens.count - 1]
+        // Our logits at the last prompt position (and below, at step k).
+        let last = try lastTop(p.prompt_tokens, ranks: ranks, model: model)
         let ref5 = Array(p.last_prompt_top.prefix(5))
         let ref5th = ref5[4].logit
         let our5th = last[4].logit
@@ -149,7 +149,9 @@ enum RealModel {
             return o
         }
         let step = p.steps[k]
-        let ourTop3 = top[top.count - 1].prefix(3).map(\.id)
+        let prefix = Array(ours.prefix(min(k, p.tokens.count - 1)))
+        let atK = prefix.isEmpty ? last : try lastTop(p.prompt_tokens + prefix, ranks: ranks, model: model)
+        let ourTop3 = atK.prefix(3).map(\.id)
         // Our id at k: the one generate sampled, or (if it stopped) its stop token, which is
         // not reported: the top of our logits there.
         let ourToken = k < ours.count ? ours[k] : ourTop3[0]
