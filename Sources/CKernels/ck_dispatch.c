@@ -42,6 +42,18 @@ static void detect(void) {
     atomic_store(&active_level, level);
 }
 
+size_t ck_prefetch_bytes(void) {
+    static _Atomic long cached = -1;
+    long v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        const char *e = getenv("GEMMA_NODE_PREFETCH");
+        v = e && *e ? atol(e) : 4096;  // 2-8 KiB measured alike; 4 KiB is one page ahead
+        if (v < 0) v = 0;
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return (size_t)v;
+}
+
 int ck_best_level(void) {
     pthread_once(&level_once, detect);
     return best_level;
@@ -167,7 +179,11 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
         return;
     }
     if (T == 1) {
-        for (int64_t r = r0; r < r1; r++) m->y[r] = m->fn(m->w + r * m->row_bytes, m->act, m->cols);
+        const size_t ahead = ck_prefetch_bytes();
+        for (int64_t r = r0; r < r1; r++) {
+            ck_prefetch_row(m->w + r * m->row_bytes, m->row_bytes, ahead);
+            m->y[r] = m->fn(m->w + r * m->row_bytes, m->act, m->cols);
+        }
         return;
     }
     // Batch invariance (issue 6: greedy alone == batched): every token goes through the same

@@ -240,8 +240,10 @@ static void q8s_task(void *c, int64_t r0, int64_t r1, int thread) {
     (void)thread;
     const q8s_ctx *m = c;
     const int64_t nb = m->cols / 32;
+    const size_t ahead = ck_prefetch_bytes();
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = m->w + r * m->row_bytes;
+        ck_prefetch_row(row, m->row_bytes, ahead);
 #if defined(__x86_64__)
         if (m->level == CK_LEVEL_AVX512) {
             for (int64_t t = 0; t < m->tokens; t++)
