@@ -148,6 +148,7 @@ typedef struct {
     const void *gemm_act;
     uint8_t *gemm_rows;
     size_t gemm_row_bytes;
+    int kgemm;  // multi-token Q4_K/Q6_K path (ck_gemm_k.c); uses gemm_rows as row scratch
 } mm_ctx;
 
 int ck_quantize_act_at(int level, uint32_t type, const float *x, int64_t cols, void *out) {
@@ -176,6 +177,11 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
     if (m->gemm_act) {
         ck_gemm_rows(m->type, m->w, m->row_bytes, r0, r1, m->cols, m->gemm_act, T,
                      m->gemm_rows + (size_t)thread * m->gemm_row_bytes, m->y, m->y_stride);
+        return;
+    }
+    if (m->kgemm) {
+        ck_gemmk_rows(m->type, m->w, m->row_bytes, r0, r1, m->cols, m->act, m->act_stride, T,
+                      m->gemm_rows + (size_t)thread * m->gemm_row_bytes, m->y, m->y_stride);
         return;
     }
     if (T == 1) {
@@ -213,17 +219,19 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
     mm_ctx m = {fn, kernel4(level, type), level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride,
-                NULL, NULL, 0};
+                NULL, NULL, 0, 0};
     int threads = pool ? ck_pool_threads(pool) : 1;
     if (ck_block_size(type) == 1) {
         m.act = (const uint8_t *)x;  // plain float weights read x directly
         m.act_stride = (size_t)x_stride * 4;
     } else {
         if (!pool) return -2;
-        int gemm = ck_gemm_applies(level == CK_LEVEL_AUTO ? ck_active_level() : level, type, cols, tokens);
+        const int lv = level == CK_LEVEL_AUTO ? ck_active_level() : level;
+        int gemm = ck_gemm_applies(lv, type, cols, tokens);
+        int kgemm = !gemm && ck_gemmk_applies(lv, type, cols, tokens);
         size_t act_bytes = (arb * (size_t)tokens + 63) & ~(size_t)63;
         size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : 0;
-        size_t row_bytes_g = gemm ? ck_gemm_row_bytes(cols) : 0;
+        size_t row_bytes_g = gemm ? ck_gemm_row_bytes(cols) : kgemm ? ck_gemmk_row_bytes(cols) : 0;
         uint8_t *s = ck_pool_scratch(pool, act_bytes + pair_bytes + row_bytes_g * (size_t)threads);
         if (!s) return -2;
         m.act = s;
@@ -234,6 +242,11 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
             ck_gemm_prepare(type, s, arb, tokens, cols, s + act_bytes);
             m.gemm_act = s + act_bytes;
             m.gemm_rows = s + act_bytes + pair_bytes;
+            m.gemm_row_bytes = row_bytes_g;
+        }
+        if (kgemm) {
+            m.kgemm = 1;
+            m.gemm_rows = s + act_bytes;
             m.gemm_row_bytes = row_bytes_g;
         }
     }

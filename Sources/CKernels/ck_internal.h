@@ -110,3 +110,10 @@ size_t ck_gemm_row_bytes(int64_t cols);
 void ck_gemm_prepare(uint32_t type, const uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols, void *pairs);
 void ck_gemm_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
                   const void *pairs, int64_t tokens, void *row_scratch, float *y, int64_t y_stride);
+
+// Multi-token Q4_K/Q6_K path (ck_gemm_k.c): rows decoded once per matmul, AVX-512 VNNI only,
+// bit-identical per token to dot_q4_K_512 / dot_q6_K_512. Activations are the ck_q8k rows.
+int ck_gemmk_applies(int level, uint32_t type, int64_t cols, int64_t tokens);
+size_t ck_gemmk_row_bytes(int64_t cols);
+void ck_gemmk_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
+                   const uint8_t *act, size_t act_stride, int64_t tokens, void *row_scratch, float *y, int64_t y_stride);

@@ -1,0 +1,237 @@
+// Multi-token (prefill) path for the K-quants Q4_K and Q6_K at the AVX-512 VNNI level: each
+// weight super-block is decoded ONCE per matmul (nibbles / six-bit values as unsigned bytes,
+// the int32 scale vectors, the min/offset multipliers, the f16 scales as floats) into a
+// per-thread L1 scratch, then dotted with every token, four tokens per pass.
+//
+// Bit-identical, per token, to the one-token kernels dot_q4_K_512 / dot_q6_K_512 in
+// ck_x86_body.h (batch invariance, issue 6). Per super-block those kernels form exact int32
+// lanes (vpdpbusd of the same bytes, times the same per-lane scale, summed over the four
+// 64-value chunks: integer, so any order gives the same lanes) and then do, in this order,
+//   Q4_K: acc  = fma(d * a.d, float(sumi), acc)           16 lanes
+//         accm = fma(dmin * a.d, float(kmins), accm)      8 lanes
+//         result = reduce_add(acc) - hsum8(accm)
+//   Q6_K: dd = d * a.d; acc = fma(dd, float(sumi), acc); acco = fma(dd, float(off), acco)
+//         result = reduce_add(acc) - 32 * hsum8(acco)
+// The code below performs exactly these float operations on exactly these lane values; only
+// the weight-side decoding is hoisted out of the token loop, and the integer lanes are formed
+// with fewer multiply-port instructions: vpmaddubsw (pairs of u*a, at most 2*63*127 = 16002,
+// so never saturated) then vpdpwssd with the lane's scale in both int16 halves gives
+// sumi + s*(pair0 + pair1) = sumi + s*dpbusd-lane, i.e. the same int32 as the one-token
+// kernel's mullo(dpbusd(u, a), s) summed over the chunks (no overflow: |lane| < 2^23). hsum8 is the same sequence as
+// ck_x86_body.h's (halves, movehl, movehdup), _mm512_reduce_add_ps the same intrinsic.
+#include <stdlib.h>
+#include "ck_internal.h"
+
+// GEMMA_NODE_KGEMM=0 turns the path off (A/B measurements): matmul then runs the one-token
+// kernel per (row, token), which gives the same bits.
+static int kgemm_disabled(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        const char *e = getenv("GEMMA_NODE_KGEMM");
+        cached = e && e[0] == '0';
+    }
+    return cached;
+}
+
+// Rows decoded together: a pass of four tokens then reuses their activations (292 bytes per
+// token and super-block, from L2 for long prompts) across this many rows from L1.
+#define KG_ROW_TILE 4
+
+// One decoded super-block (256 values), 576 bytes, 64-aligned:
+//   u[c]   [64] uint8: chunk c's weights as vpdpbusd's unsigned operand (Q4_K: nibbles of
+//          qs[32c..32c+31], low then high; Q6_K: the six-bit values of half c/2, values
+//          64(c&1).. of that half), activation bytes a.q[64c..64c+63] go with them;
+//   scl[c] [32] int16: the per-lane scale of chunk c twice per int32 lane (Q4_K: sc[2c] for
+//          lanes 0-7, sc[2c+1] for 8-15; Q6_K: four lanes per 16-value group, scales[4c..4c+3]);
+//   w16    [16] int16: Q4_K: mins m0,m0,m1,m1,...,m7,m7 (kmins operand); Q6_K: the 16 scales;
+//   d, dmin: f16 scales as floats (exact conversions).
+typedef struct {
+    uint8_t u[4][64];
+    int16_t scl[4][32];
+    int16_t w16[16];
+    float d, dmin;
+    uint8_t pad[24];
+} ck_ksb;
+_Static_assert(sizeof(ck_ksb) == 576, "ck_ksb");
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define KG_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define KG_INLINE static inline __attribute__((always_inline)) KG_TARGET
+
+static inline KG_TARGET float kg_h2f(const void *p) { return _cvtsh_ss(ck_ld16(p)); }
+
+// Same operations as ck_x86_body.h's hsum8.
+static inline KG_TARGET float kg_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// int32 lanes of v (values that fit int16) -> the low 16 bits in both halves of each lane.
+static inline KG_TARGET __m512i kg_dup16(__m512i v) {
+    const __m512i idx = _mm512_set1_epi32(0x01000100);
+    return _mm512_shuffle_epi8(v, idx);
+}
+
+static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t i = 0; i < nsb; i++) {
+        uint8_t sc[8], m[8];
+        ck_kscales8(b[i].scales, sc, m);
+        __m512i scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc));
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+            _mm512_store_si512((__m512i *)o[i].u[c], u);
+            // lanes 0-7: sc[2c], lanes 8-15: sc[2c+1]
+            __m512i pick = _mm512_mask_set1_epi32(_mm512_set1_epi32(2 * c), 0xFF00, 2 * c + 1);
+            _mm512_store_si512((__m512i *)o[i].scl[c], kg_dup16(_mm512_permutexvar_epi32(pick, scv)));
+        }
+        __m128i mm = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
+        _mm256_store_si256((__m256i *)o[i].w16, _mm256_set_m128i(_mm_unpackhi_epi16(mm, mm), _mm_unpacklo_epi16(mm, mm)));
+        o[i].d = kg_h2f(&b[i].d);
+        o[i].dmin = kg_h2f(&b[i].dmin);
+    }
+}
+
+static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    for (int64_t i = 0; i < nsb; i++) {
+        for (int h = 0; h < 2; h++) {
+            __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            __m512i qhs = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qhs, m2), 4));
+            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qhs, 4), m2), 4));
+            _mm512_store_si512((__m512i *)o[i].u[2 * h], u01);
+            _mm512_store_si512((__m512i *)o[i].u[2 * h + 1], u23);
+        }
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
+        __m512i scv = _mm512_cvtepi8_epi32(sc8);
+        for (int c = 0; c < 4; c++) {
+            // lane L: scales[4c + L/4]
+            __m512i pick = _mm512_add_epi32(_mm512_set1_epi32(4 * c), _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+            _mm512_store_si512((__m512i *)o[i].scl[c], kg_dup16(_mm512_permutexvar_epi32(pick, scv)));
+        }
+        _mm256_store_si256((__m256i *)o[i].w16, _mm256_cvtepi8_epi16(sc8));
+        o[i].d = kg_h2f(&b[i].d);
+        o[i].dmin = 0;
+    }
+}
+
+// N tokens (1..4, a compile-time constant after inlining) times one decoded row.
+KG_INLINE void kg_dot_q4_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+    __m512 acc[4];
+    __m256 accm[4];
+    for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); accm[t] = _mm256_setzero_ps(); }
+    for (int64_t i = 0; i < nsb; i++) {
+        const __m512i u0 = _mm512_load_si512(s[i].u[0]), u1 = _mm512_load_si512(s[i].u[1]);
+        const __m512i u2 = _mm512_load_si512(s[i].u[2]), u3 = _mm512_load_si512(s[i].u[3]);
+        const __m512i s0 = _mm512_load_si512(s[i].scl[0]), s1 = _mm512_load_si512(s[i].scl[1]);
+        const __m512i s2 = _mm512_load_si512(s[i].scl[2]), s3 = _mm512_load_si512(s[i].scl[3]);
+        const __m256i md = _mm256_load_si256((const __m256i *)s[i].w16);
+        const float d = s[i].d, dmin = s[i].dmin;
+        for (int t = 0; t < N; t++) {
+            const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
+            __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(u0, _mm512_loadu_si512(a->q)), s0);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u1, _mm512_loadu_si512(a->q + 64)), s1);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u2, _mm512_loadu_si512(a->q + 128)), s2);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u3, _mm512_loadu_si512(a->q + 192)), s3);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * a->d), _mm512_cvtepi32_ps(sumi), acc[t]);
+            __m256i km = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), md);
+            accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a->d), _mm256_cvtepi32_ps(km), accm[t]);
+        }
+    }
+    for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - kg_hsum8(accm[t]);
+}
+
+KG_INLINE void kg_dot_q6_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+    __m512 acc[4];
+    __m256 acco[4];
+    for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); acco[t] = _mm256_setzero_ps(); }
+    for (int64_t i = 0; i < nsb; i++) {
+        const __m512i u0 = _mm512_load_si512(s[i].u[0]), u1 = _mm512_load_si512(s[i].u[1]);
+        const __m512i u2 = _mm512_load_si512(s[i].u[2]), u3 = _mm512_load_si512(s[i].u[3]);
+        const __m512i s0 = _mm512_load_si512(s[i].scl[0]), s1 = _mm512_load_si512(s[i].scl[1]);
+        const __m512i s2 = _mm512_load_si512(s[i].scl[2]), s3 = _mm512_load_si512(s[i].scl[3]);
+        const __m256i sc16 = _mm256_load_si256((const __m256i *)s[i].w16);
+        const float d = s[i].d;
+        for (int t = 0; t < N; t++) {
+            const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
+            __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(u0, _mm512_loadu_si512(a->q)), s0);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u1, _mm512_loadu_si512(a->q + 64)), s1);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u2, _mm512_loadu_si512(a->q + 128)), s2);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u3, _mm512_loadu_si512(a->q + 192)), s3);
+            const float dd = d * a->d;
+            __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), sc16);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(sumi), acc[t]);
+            acco[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(off), acco[t]);
+        }
+    }
+    for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * kg_hsum8(acco[t]);
+}
+
+// One decoded row times N tokens starting at token t0; results to y[(t0 + k) * y_stride + r].
+#define KG_PASS(fmt, N)                                                                          \
+    static KG_TARGET void kg_pass_##fmt##_##N(const ck_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, \
+                                              float *y, int64_t y_stride) {                       \
+        float out[4];                                                                            \
+        kg_dot_##fmt(s, nsb, act, stride, N, out);                                               \
+        for (int k = 0; k < N; k++) y[k * y_stride] = out[k];                                    \
+    }
+KG_PASS(q4_K, 1) KG_PASS(q4_K, 2) KG_PASS(q4_K, 3) KG_PASS(q4_K, 4)
+KG_PASS(q6_K, 1) KG_PASS(q6_K, 2) KG_PASS(q6_K, 3) KG_PASS(q6_K, 4)
+#undef KG_PASS
+
+typedef void (*kg_pass_fn)(const ck_ksb *, int64_t, const uint8_t *, size_t, float *, int64_t);
+
+static KG_TARGET void kg_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t nsb,
+                              const uint8_t *act, size_t act_stride, int64_t tokens, ck_ksb *scratch, float *y,
+                              int64_t y_stride) {
+    static const kg_pass_fn q4[5] = {0, kg_pass_q4_K_1, kg_pass_q4_K_2, kg_pass_q4_K_3, kg_pass_q4_K_4};
+    static const kg_pass_fn q6[5] = {0, kg_pass_q6_K_1, kg_pass_q6_K_2, kg_pass_q6_K_3, kg_pass_q6_K_4};
+    const kg_pass_fn *pass = type == CK_Q4_K ? q4 : q6;
+    const size_t ahead = ck_prefetch_bytes();
+    for (int64_t rt = r0; rt < r1; rt += KG_ROW_TILE) {
+        const int64_t nr = r1 - rt < KG_ROW_TILE ? r1 - rt : KG_ROW_TILE;
+        for (int64_t k = 0; k < nr; k++) {
+            const uint8_t *row = w + (rt + k) * row_bytes;
+            ck_prefetch_row(row, row_bytes, ahead);  // small batches are memory-bound as decode is
+            if (type == CK_Q4_K) kg_decode_q4_K((const blk_q4_K *)row, nsb, scratch + k * nsb);
+            else kg_decode_q6_K((const blk_q6_K *)row, nsb, scratch + k * nsb);
+        }
+        for (int64_t t = 0; t < tokens; t += 4) {
+            const int n = tokens - t < 4 ? (int)(tokens - t) : 4;
+            for (int64_t k = 0; k < nr; k++)
+                pass[n](scratch + k * nsb, nsb, act + (size_t)t * act_stride, act_stride, y + t * y_stride + rt + k, y_stride);
+        }
+    }
+}
+#endif
+
+int ck_gemmk_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
+#if defined(__x86_64__)
+    if (kgemm_disabled()) return 0;
+    return level == CK_LEVEL_AVX512 && ck_level_supported(CK_LEVEL_AVX512) && (type == CK_Q4_K || type == CK_Q6_K) &&
+           tokens >= 2 && cols > 0 && cols % 256 == 0;
+#else
+    (void)level; (void)type; (void)cols; (void)tokens;
+    return 0;
+#endif
+}
+
+size_t ck_gemmk_row_bytes(int64_t cols) { return (size_t)KG_ROW_TILE * (size_t)(cols / 256) * sizeof(ck_ksb); }
+
+void ck_gemmk_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
+                   const uint8_t *act, size_t act_stride, int64_t tokens, void *row_scratch, float *y, int64_t y_stride) {
+#if defined(__x86_64__)
+    kg_rows(type, w, row_bytes, r0, r1, cols / 256, act, act_stride, tokens, row_scratch, y, y_stride);
+#else
+    (void)type; (void)w; (void)row_bytes; (void)r0; (void)r1; (void)cols; (void)act; (void)act_stride;
+    (void)tokens; (void)row_scratch; (void)y; (void)y_stride;
+#endif
+}
