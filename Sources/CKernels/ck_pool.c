@@ -1,7 +1,10 @@
-// Persistent worker pool. Workers wait for a new generation number (spinning briefly, then
-// sleeping on a futex on Linux), take chunks from a shared atomic counter and report back through
-// a pending counter; the caller works too and then waits for the pending count to reach zero.
-// No allocation per run.
+// Persistent worker pool. A run is split into chunks handed out through one atomic ticket that
+// holds (run generation << 32 | next chunk): a worker claims a chunk only by a compare-and-swap
+// that also proves the run is still the one it read the task of. The caller works too and then
+// waits only for claimed chunks to finish (a done counter), never for a worker to wake up: on a
+// busy box a descheduled worker used to hold up every matmul until the scheduler ran it (both
+// engines' 2-thread decode fell below their 1-thread decode at load 3-4), now the caller simply
+// takes its chunks. Idle workers spin briefly, then sleep on a futex (Linux). No allocation per run.
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -32,15 +35,20 @@
 struct ck_pool {
     int threads;
     pthread_t *workers;
-    _Atomic uint32_t gen;      // bumped once per run (and at shutdown)
-    _Atomic uint32_t pending;  // workers that have not finished the current run
-    _Atomic int64_t next;      // next chunk index
+    _Atomic uint32_t gen;      // bumped once per run (and at shutdown): wakes workers
+    _Atomic uint64_t ticket;   // (gen << 32) | next unclaimed chunk of the current run
+    _Atomic uint32_t done;     // chunks of the current run finished
     _Atomic int sleepers;      // workers parked on the futex
+    _Atomic int caller_sleeping;
     _Atomic int stop;
     double spin_seconds;
-    ck_task_fn fn;
-    void *ctx;
-    int64_t count, grain, chunks;
+    // The current run's task. Written by the caller before it publishes the ticket, read by
+    // workers between loading the ticket and claiming a chunk (relaxed atomics: a worker whose
+    // claim then fails may have read the next run's values, which it discards).
+    _Atomic(ck_task_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic int64_t count, grain;
+    _Atomic uint32_t chunks;
     // Scratch for ck_matmul's quantized activations (grown on demand, reused).
     void *scratch;
     size_t scratch_bytes;
@@ -65,13 +73,28 @@ static void futex_wake_all(_Atomic uint32_t *addr) {
 #endif
 }
 
-static void run_chunks(ck_pool *p, int thread) {
+// Claims and runs chunks of run `g` until none are left (or the run is no longer `g`).
+static void run_chunks(ck_pool *p, uint32_t g, int thread) {
     for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (c >= p->chunks) break;
-        int64_t b = c * p->grain, e = b + p->grain;
-        if (e > p->count) e = p->count;
-        p->fn(p->ctx, b, e, thread);
+        uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+        if ((uint32_t)(t >> 32) != g) return;
+        ck_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+        int64_t count = atomic_load_explicit(&p->count, memory_order_relaxed);
+        int64_t grain = atomic_load_explicit(&p->grain, memory_order_relaxed);
+        uint32_t chunks = atomic_load_explicit(&p->chunks, memory_order_relaxed);
+        uint32_t c = (uint32_t)t;
+        if (c >= chunks) return;
+        // Success proves chunk c of run g was unclaimed, so run g had not finished and the
+        // task read above is run g's (the caller rewrites it only after every chunk is done).
+        if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel, memory_order_relaxed))
+            continue;
+        int64_t b = (int64_t)c * grain, e = b + grain;
+        if (e > count) e = count;
+        fn(ctx, b, e, thread);
+        // seq_cst with the caller's caller_sleeping store / done re-check (no lost wake-up).
+        if (atomic_fetch_add(&p->done, 1) + 1 == chunks && atomic_load(&p->caller_sleeping))
+            futex_wake_all(&p->done);
     }
 }
 
@@ -99,9 +122,7 @@ static void *worker_main(void *arg) {
         }
         seen = g;
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-        run_chunks(p, wa.index);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
-            futex_wake_all(&p->pending);
+        run_chunks(p, g, wa.index);
     }
     return NULL;
 }
@@ -149,29 +170,40 @@ void ck_pool_run(ck_pool *p, ck_task_fn fn, void *ctx, int64_t count, int64_t gr
     if (count <= 0) return;
     if (grain < 1) grain = 1;
     int64_t chunks = (count + grain - 1) / grain;
+    if (chunks > 0x7fffffff) {  // the ticket holds 32-bit chunk indices
+        grain = (count + 0x7ffffffe) / 0x7fffffff;
+        chunks = (count + grain - 1) / grain;
+    }
     if (!p || p->threads == 1 || chunks == 1) {
         fn(ctx, 0, count, 0);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->count = count;
-    p->grain = grain;
-    p->chunks = chunks;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, (uint32_t)(p->threads - 1), memory_order_relaxed);
+    // Every chunk of the previous run is done (we waited for it), so no worker reads these now
+    // except one whose claim will fail.
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->count, count, memory_order_relaxed);
+    atomic_store_explicit(&p->grain, grain, memory_order_relaxed);
+    atomic_store_explicit(&p->chunks, (uint32_t)chunks, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
     // seq_cst pairs with the worker's sleepers++ / gen re-check: one of the two sees the other.
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
-    run_chunks(p, 0);
+    run_chunks(p, g, 0);
     int spins = 0;
     double start = 0;
-    uint32_t left;
-    while ((left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0) {
+    uint32_t d;
+    while ((d = atomic_load_explicit(&p->done, memory_order_acquire)) != (uint32_t)chunks) {
         CK_PAUSE();
         if ((++spins & 63) != 0) continue;
         if (start == 0) start = ck_now();
-        if (ck_now() - start > CK_SPIN_SECONDS) futex_wait(&p->pending, left);
+        if (ck_now() - start > CK_SPIN_SECONDS) {
+            atomic_store(&p->caller_sleeping, 1);
+            if (atomic_load(&p->done) == d) futex_wait(&p->done, d);
+            atomic_store(&p->caller_sleeping, 0);
+        }
     }
 }
 

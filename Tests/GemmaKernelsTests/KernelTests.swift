@@ -352,4 +352,28 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
             }
         }
     }
+
+    /// Workers that stall inside a chunk or sleep on the futex between runs (spin 0) still give
+    /// exactly-once coverage, and every run waits for the chunks it handed out: the caller never
+    /// waits for a worker to wake up, only for claimed chunks to finish (ck_pool.c).
+    @Test func stalledAndSleepingWorkers() {
+        setenv("GEMMA_NODE_SPIN_US", "0", 1)
+        let pool = ThreadPool(threads: 3)
+        unsetenv("GEMMA_NODE_SPIN_US")
+        let count = 64
+        let hits = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+        defer { hits.deallocate() }
+        hits.initialize(repeating: 0, count: count)
+        let box = UnsafeSendableBox(hits)
+        for run in 0..<300 {
+            pool.parallelForThreads(count, minChunk: 4) { s, e, t in
+                // A worker stalls in one chunk of every 10th run: the run must still wait for it.
+                if t != 0 && run % 10 == 0 && s == 0 { usleep(2000) }
+                for i in s..<e { box.value[i] += 1 }
+            }
+            // Nothing runs after the call returns: every chunk's writes are visible here.
+            if run % 10 == 0 { #expect(hits[0] == Int32(run + 1)) }
+        }
+        #expect((0..<count).allSatisfy { hits[$0] == 300 })
+    }
 }
