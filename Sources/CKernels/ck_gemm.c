@@ -22,6 +22,10 @@ static int getenv_gemm_disabled(void) {
     return cached;
 }
 
+// Rows decoded together: each pass of four tokens then reuses those tokens' activation pairs
+// (192 bytes per token and 64 values, from L2 for long prompts) across this many rows from L1.
+#define G_ROW_TILE 4
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -90,43 +94,57 @@ static CK_G_TARGET void g_decode_row(uint32_t type, const uint8_t *row, int64_t 
     }
 }
 
+// N tokens (1..4, a compile-time constant after inlining) times one decoded row. Per token and
+// pair exactly the one-token kernel's lane sums and float ops (see the file comment); Q8_0 has
+// no seed (all zero), so its dpbusd starts from the correction alone: the same int32 lanes.
+static inline __attribute__((always_inline)) CK_G_TARGET void g_dot(int q5, const ck_pair_w *pw, int64_t pairs,
+                                                                     const ck_pair_act *acts, int N, float *out) {
+    __m512 acc[4][2];
+    for (int k = 0; k < N; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < pairs; j++) {
+        const __m512i wv = _mm512_load_si512((const __m512i *)pw[j].w);
+        const __m512i nc = _mm512_load_si512((const __m512i *)pw[j].negc);
+        const __m512 ws = _mm512_load_ps(pw[j].ws);
+        const int h = (int)(j & 1);
+        for (int k = 0; k < N; k++) {
+            const ck_pair_act *a = acts + k * pairs + j;
+            __m512i start = q5 ? _mm512_add_epi32(nc, _mm512_load_si512((const __m512i *)a->seed)) : nc;
+            __m512i p = _mm512_dpbusd_epi32(start, _mm512_load_si512((const __m512i *)a->au), wv);
+            acc[k][h] = _mm512_fmadd_ps(_mm512_mul_ps(ws, _mm512_load_ps(a->as)), _mm512_cvtepi32_ps(p), acc[k][h]);
+        }
+    }
+    for (int k = 0; k < N; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
+}
+
+#define G_PASS(fmt, Q5, N)                                                                                   \
+    static CK_G_TARGET void g_pass_##fmt##_##N(const ck_pair_w *pw, int64_t pairs, const ck_pair_act *acts, \
+                                              float *y, int64_t y_stride) {                                  \
+        float out[4];                                                                                        \
+        g_dot(Q5, pw, pairs, acts, N, out);                                                                  \
+        for (int k = 0; k < N; k++) y[k * y_stride] = out[k];                                                \
+    }
+G_PASS(q8_0, 0, 1) G_PASS(q8_0, 0, 4) G_PASS(q5_0, 1, 1) G_PASS(q5_0, 1, 4)
+#undef G_PASS
+
 static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t pairs,
                                const ck_pair_act *acts, int64_t tokens, ck_pair_w *pw, float *y, int64_t y_stride) {
-    (void)type;
-    for (int64_t r = r0; r < r1; r++) {
-        g_decode_row(type, w + r * row_bytes, pairs, pw);
+    const int q5 = type == CK_Q5_0;
+    for (int64_t rt = r0; rt < r1; rt += G_ROW_TILE) {
+        const int64_t nr = r1 - rt < G_ROW_TILE ? r1 - rt : G_ROW_TILE;
+        for (int64_t k = 0; k < nr; k++) g_decode_row(type, w + (rt + k) * row_bytes, pairs, pw + k * pairs);
         int64_t t = 0;
-#define G_TOKEN(a, acc)                                                                                        \
-        {                                                                                                      \
-            __m512i p = _mm512_dpbusd_epi32(_mm512_add_epi32(nc, _mm512_load_si512((const __m512i *)a[j].seed)), \
-                                            _mm512_load_si512((const __m512i *)a[j].au), wv);                  \
-            acc = _mm512_fmadd_ps(_mm512_mul_ps(ws, _mm512_load_ps(a[j].as)), _mm512_cvtepi32_ps(p), acc);      \
-        }
-        for (; t + 4 <= tokens; t += 4) {
-            __m512 acc[4][2];
-            for (int k = 0; k < 4; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
-            const ck_pair_act *a0 = acts + t * pairs, *a1 = a0 + pairs, *a2 = a1 + pairs, *a3 = a2 + pairs;
-            for (int64_t j = 0; j < pairs; j++) {
-                __m512i wv = _mm512_load_si512((const __m512i *)pw[j].w);
-                __m512i nc = _mm512_load_si512((const __m512i *)pw[j].negc);
-                __m512 ws = _mm512_load_ps(pw[j].ws);
-                const int h = (int)(j & 1);
-                G_TOKEN(a0, acc[0][h]) G_TOKEN(a1, acc[1][h]) G_TOKEN(a2, acc[2][h]) G_TOKEN(a3, acc[3][h])
+        for (; t + 4 <= tokens; t += 4)
+            for (int64_t k = 0; k < nr; k++) {
+                float *yo = y + t * y_stride + rt + k;
+                if (q5) g_pass_q5_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                else g_pass_q8_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
             }
-            for (int k = 0; k < 4; k++) y[(t + k) * y_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
-        }
-        for (; t < tokens; t++) {
-            __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-            const ck_pair_act *a0 = acts + t * pairs;
-            for (int64_t j = 0; j < pairs; j++) {
-                __m512i wv = _mm512_load_si512((const __m512i *)pw[j].w);
-                __m512i nc = _mm512_load_si512((const __m512i *)pw[j].negc);
-                __m512 ws = _mm512_load_ps(pw[j].ws);
-                G_TOKEN(a0, acc[j & 1])
+        for (; t < tokens; t++)
+            for (int64_t k = 0; k < nr; k++) {
+                float *yo = y + t * y_stride + rt + k;
+                if (q5) g_pass_q5_0_1(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                else g_pass_q8_0_1(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
             }
-            y[t * y_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-        }
-#undef G_TOKEN
     }
 }
 #endif
@@ -143,7 +161,7 @@ int ck_gemm_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
 }
 
 size_t ck_gemm_act_bytes(int64_t cols, int64_t tokens) { return (size_t)tokens * (size_t)(cols / 64) * 192; }  // sizeof(ck_pair_act)
-size_t ck_gemm_row_bytes(int64_t cols) { return (size_t)(cols / 64) * 192; }
+size_t ck_gemm_row_bytes(int64_t cols) { return (size_t)G_ROW_TILE * (size_t)(cols / 64) * 192; }  // G_ROW_TILE rows
 
 void ck_gemm_prepare(uint32_t type, const uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols, void *pairs) {
 #if defined(__x86_64__)
