@@ -149,6 +149,9 @@ typedef struct {
     uint8_t *gemm_rows;
     size_t gemm_row_bytes;
     int kgemm;  // multi-token Q4_K/Q6_K path (ck_gemm_k.c); uses gemm_rows as row scratch
+    // Q5_0 activations laid out for ck_q5pre_dot (ck_q5.c), q5pre_stride bytes per token; NULL when unused.
+    const uint8_t *q5pre;
+    size_t q5pre_stride;
 } mm_ctx;
 
 int ck_quantize_act_at(int level, uint32_t type, const float *x, int64_t cols, void *out) {
@@ -182,6 +185,15 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
     if (m->kgemm) {
         ck_gemmk_rows(m->type, m->w, m->row_bytes, r0, r1, m->cols, m->act, m->act_stride, T,
                       m->gemm_rows + (size_t)thread * m->gemm_row_bytes, m->y, m->y_stride);
+        return;
+    }
+    if (m->q5pre) {
+        const size_t ahead = ck_prefetch_bytes();
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *wr = m->w + r * m->row_bytes;
+            ck_prefetch_row(wr, m->row_bytes, ahead);
+            for (int64_t t = 0; t < T; t++) m->y[t * m->y_stride + r] = ck_q5pre_dot(wr, m->q5pre + t * m->q5pre_stride, m->cols);
+        }
         return;
     }
     if (T == 1) {
@@ -219,7 +231,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
     mm_ctx m = {fn, kernel4(level, type), level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride,
-                NULL, NULL, 0, 0};
+                NULL, NULL, 0, 0, NULL, 0};
     int threads = pool ? ck_pool_threads(pool) : 1;
     if (ck_block_size(type) == 1) {
         m.act = (const uint8_t *)x;  // plain float weights read x directly
@@ -229,8 +241,9 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
         const int lv = level == CK_LEVEL_AUTO ? ck_active_level() : level;
         int gemm = ck_gemm_applies(lv, type, cols, tokens);
         int kgemm = !gemm && ck_gemmk_applies(lv, type, cols, tokens);
+        int q5pre = !gemm && !kgemm && ck_q5pre_applies(lv, type, cols);
         size_t act_bytes = (arb * (size_t)tokens + 63) & ~(size_t)63;
-        size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : 0;
+        size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : q5pre ? ck_q5pre_bytes(cols) * (size_t)tokens : 0;
         size_t row_bytes_g = gemm ? ck_gemm_row_bytes(cols) : kgemm ? ck_gemmk_row_bytes(cols) : 0;
         uint8_t *s = ck_pool_scratch(pool, act_bytes + pair_bytes + row_bytes_g * (size_t)threads);
         if (!s) return -2;
@@ -243,6 +256,12 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
             m.gemm_act = s + act_bytes;
             m.gemm_rows = s + act_bytes + pair_bytes;
             m.gemm_row_bytes = row_bytes_g;
+        }
+        if (q5pre) {
+            for (int64_t t = 0; t < tokens; t++)
+                ck_q5pre_prepare(s + t * arb, cols, s + act_bytes + (size_t)t * ck_q5pre_bytes(cols));
+            m.q5pre = s + act_bytes;
+            m.q5pre_stride = ck_q5pre_bytes(cols);
         }
         if (kgemm) {
             m.kgemm = 1;

@@ -90,6 +90,13 @@ float ck_q8_0_f32_avx2(const void *w, const float *x, int64_t n);
 float ck_q8_0_f32_avx512(const void *w, const float *x, int64_t n);
 float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n);
 
+// Q5_0 decode with activations laid out once per matmul (ck_q5.c), AVX-512 VBMI only;
+// bit-identical to dot_q5_0_512. Layout: ck_q5pre_bytes(cols) per token, 64-byte aligned.
+int ck_q5pre_applies(int level, uint32_t type, int64_t cols);
+size_t ck_q5pre_bytes(int64_t cols);
+void ck_q5pre_prepare(const void *act, int64_t cols, void *out);
+float ck_q5pre_dot(const void *w, const void *pre, int64_t cols);
+
 /// How far ahead of the row being read the decode loops prefetch weights, in bytes (0 = off;
 /// GEMMA_NODE_PREFETCH overrides). See ck_prefetch_row.
 size_t ck_prefetch_bytes(void);
