@@ -153,7 +153,7 @@ int ck_gemm_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
 #if defined(__x86_64__)
     if (getenv_gemm_disabled()) return 0;
     return level == CK_LEVEL_AVX512 && ck_level_supported(CK_LEVEL_AVX512) && (type == CK_Q5_0 || type == CK_Q8_0) &&
-           tokens >= 8 && cols > 0 && cols % 64 == 0;
+           tokens >= 2 && cols > 0 && cols % 64 == 0;
 #else
     (void)level; (void)type; (void)cols; (void)tokens;
     return 0;

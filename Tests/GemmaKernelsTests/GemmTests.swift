@@ -1,5 +1,5 @@
 // The prefill GEMM path of ck_matmul (Q8_0/Q5_0 rows decoded once per matmul, AVX-512 VNNI,
-// 8+ tokens, columns a multiple of 64) against per-(row, token) ck_dot at the same level.
+// 2+ tokens, columns a multiple of 64) against per-(row, token) ck_dot at the same level.
 // Required: bit-identical outputs (batch invariance, issue 6): the same int32 lane sums and the
 // same float operations in the same order as the one-token kernel (see ck_gemm.c).
 import Foundation
@@ -18,7 +18,7 @@ import Testing
                 let bytes = randomRow(type, cols: cols, rng: &rng)
                 bytes.withUnsafeBytes { m.storage.pointer.advanced(by: r * m.rowBytes).copyMemory(from: $0.baseAddress!, byteCount: m.rowBytes) }
             }
-            for tokens in [8, 9, 13, 16] {
+            for tokens in [2, 3, 4, 5, 7, 8, 9, 13, 16, 33] {
                 let xStride = cols + 3, yStride = rows + 2
                 let x = (0..<tokens * xStride).map { _ in rng.normal() }
                 for threads in [1, 2, 3] {
