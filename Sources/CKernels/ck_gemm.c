@@ -99,21 +99,30 @@ static CK_G_TARGET void g_decode_row(uint32_t type, const uint8_t *row, int64_t 
 // no seed (all zero), so its dpbusd starts from the correction alone: the same int32 lanes.
 static inline __attribute__((always_inline)) CK_G_TARGET void g_dot(int q5, const ck_pair_w *pw, int64_t pairs,
                                                                      const ck_pair_act *acts, int N, float *out) {
-    __m512 acc[4][2];
-    for (int k = 0; k < N; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < pairs; j++) {
-        const __m512i wv = _mm512_load_si512((const __m512i *)pw[j].w);
-        const __m512i nc = _mm512_load_si512((const __m512i *)pw[j].negc);
-        const __m512 ws = _mm512_load_ps(pw[j].ws);
-        const int h = (int)(j & 1);
-        for (int k = 0; k < N; k++) {
-            const ck_pair_act *a = acts + k * pairs + j;
-            __m512i start = q5 ? _mm512_add_epi32(nc, _mm512_load_si512((const __m512i *)a->seed)) : nc;
-            __m512i p = _mm512_dpbusd_epi32(start, _mm512_load_si512((const __m512i *)a->au), wv);
-            acc[k][h] = _mm512_fmadd_ps(_mm512_mul_ps(ws, _mm512_load_ps(a->as)), _mm512_cvtepi32_ps(p), acc[k][h]);
-        }
+    __m512 acc0[4], acc1[4];  // pair j goes to acc(j & 1), as in the one-token kernel
+    for (int k = 0; k < N; k++) acc0[k] = acc1[k] = _mm512_setzero_ps();
+    // Pairs two at a time so the accumulator of each pair is known at compile time and stays in
+    // a register (indexing by j & 1 at run time kept them on the stack).
+#define G_STEP(jj, ACC)                                                                                   \
+    {                                                                                                     \
+        const __m512i wv = _mm512_load_si512((const __m512i *)pw[jj].w);                                  \
+        const __m512i nc = _mm512_load_si512((const __m512i *)pw[jj].negc);                               \
+        const __m512 ws = _mm512_load_ps(pw[jj].ws);                                                      \
+        for (int k = 0; k < N; k++) {                                                                     \
+            const ck_pair_act *a = acts + k * pairs + (jj);                                               \
+            __m512i start = q5 ? _mm512_add_epi32(nc, _mm512_load_si512((const __m512i *)a->seed)) : nc;  \
+            __m512i p = _mm512_dpbusd_epi32(start, _mm512_load_si512((const __m512i *)a->au), wv);        \
+            ACC[k] = _mm512_fmadd_ps(_mm512_mul_ps(ws, _mm512_load_ps(a->as)), _mm512_cvtepi32_ps(p), ACC[k]); \
+        }                                                                                                 \
     }
-    for (int k = 0; k < N; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
+    int64_t j = 0;
+    for (; j + 2 <= pairs; j += 2) {
+        G_STEP(j, acc0)
+        G_STEP(j + 1, acc1)
+    }
+    if (j < pairs) G_STEP(j, acc0)
+#undef G_STEP
+    for (int k = 0; k < N; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
 }
 
 #define G_PASS(fmt, Q5, N)                                                                                   \

@@ -11,7 +11,7 @@ import Testing
     func gemmEqualsPerRowDots(_ type: WeightType) throws {
         guard KernelLevel.avx512.isSupported else { return }
         var rng = SplitMix(seed: 7 + UInt64(type.rawValue))
-        for cols in [640, 128] {
+        for cols in [640, 128, 192, 576] {  // 576 and 192: an odd number of block pairs
             let rows = 53
             let m = try WeightMatrix(type: type, rows: rows, cols: cols)
             for r in 0..<rows {
