@@ -144,6 +144,27 @@ public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// A metadata array of scalars or strings left in the file: where its elements start.
+struct FlatArray: Sendable {
+    let elementType: GGUFValueType
+    let count: Int
+    /// Absolute file offset of the first element.
+    let offset: Int
+}
+
+/// A metadata entry as kept by `GGUFFile`.
+enum MetadataEntry: Sendable {
+    case value(GGUFValue)
+    case array(FlatArray)
+
+    var typeName: String {
+        switch self {
+        case let .value(v): return v.typeName
+        case let .array(a): return "array of \(a.elementType)"
+        }
+    }
+}
+
 /// One tensor's entry in the GGUF header.
 public struct GGUFTensorInfo: Sendable, Equatable {
     public let name: String
@@ -175,8 +196,18 @@ public final class GGUFFile: @unchecked Sendable {
     public let file: MappedFile
     /// Format version (2 or 3).
     public let version: UInt32
-    /// Every metadata entry, by key.
-    public let metadata: [String: GGUFValue]
+    /// Every metadata entry, by key. Arrays are decoded from the file on each call (see
+    /// `entries`): prefer `value(_:)` and the typed accessors.
+    public var metadata: [String: GGUFValue] {
+        var all: [String: GGUFValue] = [:]
+        for key in metadataKeys { all[key] = value(key) }
+        return all
+    }
+    /// Scalars and strings decoded at open; arrays of scalars or strings stay in the file and
+    /// are only located and checked at open. A Gemma vocabulary is three arrays of 262144
+    /// entries: decoded as `GGUFValue`s they are ~786K heap objects (~37 MiB) in every rank,
+    /// though only rank 0's tokenizer reads them, once, as typed arrays.
+    private let entries: [String: MetadataEntry]
     /// Metadata keys in file order.
     public let metadataKeys: [String]
     /// Tensor infos in file order.
@@ -207,7 +238,7 @@ public final class GGUFFile: @unchecked Sendable {
         let nTensors = try r.count("tensor count", minimumEach: 8 + 4 + 4 + 8)
         let nKV = try r.count("metadata count", minimumEach: 8 + 4 + 1)
 
-        var metadata: [String: GGUFValue] = [:]
+        var metadata: [String: MetadataEntry] = [:]
         var keys: [String] = []
         keys.reserveCapacity(nKV)
         for i in 0..<nKV {
@@ -216,8 +247,13 @@ public final class GGUFFile: @unchecked Sendable {
             guard let type = GGUFValueType(rawValue: rawType) else {
                 throw GGUFError.corrupt(file: name, reason: "metadata \(key) has unknown value type \(rawType)")
             }
-            let value = try r.value(type, key: key, depth: 0)
-            if metadata.updateValue(value, forKey: key) != nil {
+            let entry: MetadataEntry
+            if type == .array, let lazy = try r.flatArray(key: key) {
+                entry = .array(lazy)
+            } else {
+                entry = .value(try r.value(type, key: key, depth: 0))
+            }
+            if metadata.updateValue(entry, forKey: key) != nil {
                 throw GGUFError.corrupt(file: name, reason: "metadata key \(key) appears twice")
             }
             keys.append(key)
@@ -225,7 +261,7 @@ public final class GGUFFile: @unchecked Sendable {
 
         var alignment = 32
         if let a = metadata["general.alignment"] {
-            guard case let .uint32(v) = a else {
+            guard case let .value(.uint32(v)) = a else {
                 throw GGUFError.wrongType(file: name, key: "general.alignment", expected: "u32", found: a.typeName)
             }
             guard v > 0, v & (v - 1) == 0 else {
@@ -288,22 +324,85 @@ public final class GGUFFile: @unchecked Sendable {
                 throw GGUFError.truncated(file: name, what: "data of tensor \(t.name) (type \(t.typeID), dims \(t.dims))", offset: start + t.offset, needed: o1 ? Int.max : bytes, fileSize: file.size)
             }
         }
-        self.metadata = metadata
+        self.entries = metadata
         self.metadataKeys = keys
         self.tensors = tensors
         self.tensorIndex = index
         self.alignment = alignment
         self.dataStart = start
+        // Everything needed from the header is decoded or located; its pages (6 MB for a
+        // Gemma vocabulary) need not stay resident.
+        file.dropResidency(offset: 0, count: min(start, file.size))
     }
 
     // MARK: Metadata accessors
 
-    /// The raw value of `key`, or nil.
-    public func value(_ key: String) -> GGUFValue? { metadata[key] }
+    /// The raw value of `key`, or nil. An array is decoded from the file on every call.
+    public func value(_ key: String) -> GGUFValue? {
+        switch entries[key] {
+        case nil: return nil
+        case let .value(v)?: return v
+        case let .array(a)?:
+            // Checked at open: decoding cannot fail unless the file changed underneath.
+            guard let values = try? decode(a, { r, t in try r.value(t, key: key, depth: 1) }) else { return nil }
+            return .array(elementType: a.elementType, values: values)
+        }
+    }
 
     private func required(_ key: String) throws -> GGUFValue {
-        guard let v = metadata[key] else { throw GGUFError.missingKey(file: path, key: key) }
+        guard let v = value(key) else { throw GGUFError.missingKey(file: path, key: key) }
         return v
+    }
+
+    /// The elements of a located array, each read by `element` from a cursor at its start.
+    private func decode<T>(_ a: FlatArray, _ element: (inout Reader, GGUFValueType) throws -> T) throws -> [T] {
+        var r = Reader(file: file)
+        r.offset = a.offset
+        var out: [T] = []
+        out.reserveCapacity(a.count)
+        // The array's pages are only needed for this decode: dropped as it goes (every MiB).
+        var walked = a.offset
+        for _ in 0..<a.count {
+            out.append(try element(&r, a.elementType))
+            if r.offset - walked >= 1 << 20 {
+                file.dropResidency(offset: walked, count: r.offset - walked)
+                walked = r.offset
+            }
+        }
+        file.dropResidency(offset: walked, count: r.offset - walked)
+        return out
+    }
+
+    /// The located array `key`, or the error a typed accessor reports for it.
+    private func flatArray(_ key: String, expected: String) throws -> FlatArray? {
+        switch entries[key] {
+        case nil: throw GGUFError.missingKey(file: path, key: key)
+        case let .array(a)?: return a
+        case let .value(v)?:
+            if case .array = v { return nil }   // nested arrays stay decoded
+            throw GGUFError.wrongType(file: path, key: key, expected: expected, found: v.typeName)
+        }
+    }
+
+    /// The index of the first element equal to `string` in the string array `key`, or nil
+    /// (also when `key` is missing or not an array of strings). Compares bytes in the file:
+    /// nothing is decoded, so a worker can find a special token without the vocabulary.
+    public func firstIndex(of string: String, inStringArray key: String) -> Int? {
+        guard case let .array(a)? = entries[key], a.elementType == .string else { return nil }
+        let wanted = Array(string.utf8)
+        var r = Reader(file: file)
+        r.offset = a.offset
+        var walked = a.offset
+        defer { file.dropResidency(offset: walked, count: r.offset - walked) }
+        for i in 0..<a.count {
+            guard let bytes = try? r.stringBytes("element") else { return nil }
+            if bytes.count == wanted.count, bytes.elementsEqual(wanted) { return i }
+            if r.offset - walked >= 1 << 20 {
+                file.dropResidency(offset: walked, count: r.offset - walked)
+                walked = r.offset
+            }
+        }
+        return nil
     }
 
     /// A string value.
@@ -342,6 +441,10 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// An array of strings.
     public func stringArray(_ key: String) throws -> [String] {
+        if let a = try flatArray(key, expected: "array") {
+            guard a.elementType == .string else { throw GGUFError.wrongType(file: path, key: key, expected: "array of string", found: "array of \(a.elementType)") }
+            return try decode(a) { r, _ in try r.string("element of \(key)") }
+        }
         let (t, values) = try array(key)
         guard t == .string else { throw GGUFError.wrongType(file: path, key: key, expected: "array of string", found: "array of \(t)") }
         return values.map { if case let .string(s) = $0 { return s } else { return "" } }
@@ -349,6 +452,13 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// An array of integers (any integer element type).
     public func intArray(_ key: String) throws -> [Int] {
+        if let a = try flatArray(key, expected: "array") {
+            let wrong = GGUFError.wrongType(file: path, key: key, expected: "array of integers", found: "array of \(a.elementType)")
+            return try decode(a) { r, t in
+                guard let i = try r.value(t, key: key, depth: 1).intValue else { throw wrong }
+                return i
+            }
+        }
         let (t, values) = try array(key)
         let ints = values.compactMap(\.intValue)
         guard ints.count == values.count else { throw GGUFError.wrongType(file: path, key: key, expected: "array of integers", found: "array of \(t)") }
@@ -357,6 +467,13 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// An array of numbers (floats or integers) as `Float`.
     public func floatArray(_ key: String) throws -> [Float] {
+        if let a = try flatArray(key, expected: "array") {
+            let wrong = GGUFError.wrongType(file: path, key: key, expected: "array of numbers", found: "array of \(a.elementType)")
+            return try decode(a) { r, t in
+                guard let d = try r.value(t, key: key, depth: 1).doubleValue else { throw wrong }
+                return Float(d)
+            }
+        }
         let (t, values) = try array(key)
         let fs = values.compactMap { $0.doubleValue.map(Float.init) }
         guard fs.count == values.count else { throw GGUFError.wrongType(file: path, key: key, expected: "array of numbers", found: "array of \(t)") }
@@ -365,6 +482,10 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// An array of bools.
     public func boolArray(_ key: String) throws -> [Bool] {
+        if let a = try flatArray(key, expected: "array") {
+            guard a.elementType == .bool else { throw GGUFError.wrongType(file: path, key: key, expected: "array of bool", found: "array of \(a.elementType)") }
+            return try decode(a) { r, _ in try r.u8("element of \(key)") == 1 }
+        }
         let (t, values) = try array(key)
         let bs = values.compactMap { if case let .bool(b) = $0 { return b } else { return nil } }
         guard bs.count == values.count else { throw GGUFError.wrongType(file: path, key: key, expected: "array of bool", found: "array of \(t)") }
@@ -427,10 +548,15 @@ public final class GGUFFile: @unchecked Sendable {
             if total == 0 { return 0 }
             throw GGUFError.sliceOutOfRange(file: path, tensor: tensor.name, reason: "destination holds \(destination.count) bytes, the slice needs \(total)")
         }
-        guard let s = src.baseAddress else { return 0 }
+        // Read from the file (pread), not through the mapping: see `MappedFile.copy`.
+        let start = src.baseAddress.map { $0 - file.base } ?? 0
+        if sliceBytes == rowBytes {
+            try file.copy(offset: start, count: total, into: dst)
+            return total
+        }
         let skip = columns.lowerBound / bs * type.bytesPerBlock
         for r in 0..<rows.count {
-            (dst + r * sliceBytes).copyMemory(from: s + r * rowBytes + skip, byteCount: sliceBytes)
+            try file.copy(offset: start + r * rowBytes + skip, count: sliceBytes, into: dst + r * sliceBytes)
         }
         return total
     }
@@ -511,14 +637,58 @@ private struct Reader {
     }
 
     mutating func string(_ what: @autoclosure () -> String) throws -> String {
+        // Invalid UTF-8 is repaired (U+FFFD) rather than refused, as gguf-py decodes leniently.
+        String(decoding: try stringBytes(what()), as: UTF8.self)
+    }
+
+    /// A string's bytes in the file (length-checked, not decoded).
+    mutating func stringBytes(_ what: @autoclosure () -> String) throws -> UnsafeRawBufferPointer {
         let start = offset
         let n = try u64("length of \(what())")
         guard n <= UInt64(file.size - offset) else {
             throw GGUFError.truncated(file: file.path, what: what(), offset: start + 8, needed: Int(clamping: n), fileSize: file.size)
         }
         let p = try take(Int(n), what())
-        // Invalid UTF-8 is repaired (U+FFFD) rather than refused, as gguf-py decodes leniently.
-        return String(decoding: UnsafeRawBufferPointer(start: p, count: Int(n)), as: UTF8.self)
+        return UnsafeRawBufferPointer(start: p, count: Int(n))
+    }
+
+    /// After an array's value type: locates an array of scalars or strings and moves past it,
+    /// with the checks `value` makes on every element (same errors) but nothing decoded.
+    /// Returns nil, having read nothing, for an array of arrays (decoded by `value`).
+    mutating func flatArray(key: String) throws -> FlatArray? {
+        let start = offset
+        let rawType = try u32("element type of metadata \(key)")
+        guard let elementType = GGUFValueType(rawValue: rawType) else {
+            throw GGUFError.corrupt(file: file.path, reason: "metadata \(key): unknown array element type \(rawType)")
+        }
+        if elementType == .array {
+            offset = start
+            return nil
+        }
+        let n = try count("metadata \(key) array", minimumEach: elementType.minimumSize)
+        let first = offset
+        switch elementType {
+        case .string:
+            // A vocabulary's strings are megabytes of header: pages already walked are dropped
+            // every MiB, so opening a file (again, e.g. for a report) never holds them all.
+            var walked = first
+            for _ in 0..<n {
+                _ = try stringBytes("metadata \(key)")
+                if offset - walked >= 1 << 20 {
+                    file.dropResidency(offset: walked, count: offset - walked)
+                    walked = offset
+                }
+            }
+        case .bool:
+            for _ in 0..<n {
+                let b = try u8(key)
+                guard b <= 1 else { throw GGUFError.corrupt(file: file.path, reason: "metadata \(key): bool byte is \(b)") }
+            }
+        default:
+            // Fixed size: `count` already checked that n elements fit in the file.
+            _ = try take(n * elementType.minimumSize, key)
+        }
+        return FlatArray(elementType: elementType, count: n, offset: first)
     }
 
     mutating func value(_ type: GGUFValueType, key: String, depth: Int) throws -> GGUFValue {

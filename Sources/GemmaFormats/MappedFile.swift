@@ -27,6 +27,9 @@ public final class MappedFile: @unchecked Sendable {
     /// First byte (valid for `size` bytes; a 1-byte dummy allocation when the file is empty).
     public let base: UnsafeRawPointer
     private let isMapped: Bool
+    /// The open file behind a mapping (-1 for in-memory bytes): `copy` reads slices with pread
+    /// so a rank's copy never maps the source pages into its resident set.
+    private let descriptor: Int32
 
     /// Maps the whole file read-only. A missing, unreadable or non-regular file is a
     /// `cannotOpen` error naming the path.
@@ -34,7 +37,8 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw MappedFileError.cannotOpen(file: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
+        var keepOpen = false
+        defer { if !keepOpen { close(fd) } }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             throw MappedFileError.cannotOpen(file: path, reason: "fstat: " + String(cString: strerror(errno)))
@@ -47,6 +51,7 @@ public final class MappedFile: @unchecked Sendable {
             // mmap of 0 bytes fails with EINVAL; an empty file is the format parser's to report.
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
             isMapped = false
+            descriptor = -1
             return
         }
         guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
@@ -54,6 +59,8 @@ public final class MappedFile: @unchecked Sendable {
         }
         base = UnsafeRawPointer(p)
         isMapped = true
+        descriptor = fd
+        keepOpen = true
     }
 
     /// An owned, 64-byte-aligned copy of `bytes`, reported as `name` in errors.
@@ -66,10 +73,12 @@ public final class MappedFile: @unchecked Sendable {
         }
         base = UnsafeRawPointer(p)
         isMapped = false
+        descriptor = -1
     }
 
     deinit {
         if isMapped { munmap(UnsafeMutableRawPointer(mutating: base), size) } else { base.deallocate() }
+        if descriptor >= 0 { close(descriptor) }
     }
 
     /// `count` bytes starting at `offset`; throws if any part lies outside the file
@@ -79,6 +88,32 @@ public final class MappedFile: @unchecked Sendable {
             throw MappedFileError.outOfBounds(file: path, offset: offset, count: count, size: size)
         }
         return UnsafeRawBufferPointer(start: base + offset, count: count)
+    }
+
+    /// Copies `count` bytes at `offset` into `destination` (bounds-checked like `bytes`). A mapped
+    /// file is read with pread, so the bytes pass through the page cache without entering this
+    /// process's resident set: a rank's peak memory is its copies, not its copies plus every
+    /// source page it read (the whole 178 MB embedding at one rank). A read error or a file that
+    /// shrank since it was opened is `cannotOpen` naming the file.
+    public func copy(offset: Int, count: Int, into destination: UnsafeMutableRawPointer) throws {
+        _ = try bytes(at: offset, count: count)
+        guard isMapped else {
+            if count > 0 { destination.copyMemory(from: base + offset, byteCount: count) }
+            return
+        }
+        var done = 0
+        while done < count {
+            // Linux transfers at most 0x7ffff000 bytes per call; a short read just continues.
+            let n = pread(descriptor, destination + done, min(count - done, 1 << 30), off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw MappedFileError.cannotOpen(file: path, reason: "pread at \(offset + done): " + String(cString: strerror(errno)))
+            }
+            if n == 0 {
+                throw MappedFileError.cannotOpen(file: path, reason: "pread at \(offset + done): the file ended early (it changed after it was opened)")
+            }
+            done += n
+        }
     }
 
     /// Tells the kernel this process no longer needs the pages of `count` bytes at `offset`

@@ -187,18 +187,28 @@ public final class SafetensorsArchive: @unchecked Sendable {
 
     /// Copies rows `rows` and, within each, columns `cols` of a tensor viewed as 2-D
     /// [rows, cols], in its stored dtype, densely packed (`rows.count * cols.count` elements)
-    /// into `destination`. Only the requested bytes are touched in the mapping.
+    /// into `destination`. The bytes are read from the file (`MappedFile.copy`: pread), so
+    /// none of the source pages enter this process's resident set.
     public func copySlice(_ name: String, rows: Range<Int>, cols: Range<Int>, into destination: UnsafeMutableRawPointer) throws {
         let info = try info(name)
         guard rows.lowerBound >= 0, rows.upperBound <= info.rows, cols.lowerBound >= 0, cols.upperBound <= info.cols else {
             throw SafetensorsError.sliceOutOfRange(tensor: name, shape: info.shape, rows: rows, cols: cols)
         }
         let es = info.dtype.byteSize
-        let base = regions[info.fileIndex].base + info.offset
+        let region = regions[info.fileIndex]
         let rowBytes = info.cols * es
         let sliceRowBytes = cols.count * es
-        for (i, r) in rows.enumerated() {
-            (destination + i * sliceRowBytes).copyMemory(from: base + r * rowBytes + cols.lowerBound * es, byteCount: sliceRowBytes)
+        do {
+            if sliceRowBytes == rowBytes {
+                try region.copy(offset: info.offset + rows.lowerBound * rowBytes, count: rows.count * rowBytes, into: destination)
+                return
+            }
+            for (i, r) in rows.enumerated() {
+                try region.copy(offset: info.offset + r * rowBytes + cols.lowerBound * es, count: sliceRowBytes,
+                                into: destination + i * sliceRowBytes)
+            }
+        } catch let MappedFileError.cannotOpen(file, reason) {
+            throw SafetensorsError.cannotOpen(file: file, reason: reason)
         }
     }
 

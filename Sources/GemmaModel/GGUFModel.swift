@@ -176,8 +176,8 @@ enum GGUFTensorNames {
     }
 }
 
-/// A GGUF file as a weight source: rank slices are copied out of the mapping in the stored
-/// encoding (split on block boundaries) and the copied pages are dropped from residency.
+/// A GGUF file as a weight source: rank slices are read from the file (pread) in the stored
+/// encoding (split on block boundaries), so no source page enters the rank's resident set.
 final class GGUFWeightSource: ModelWeightSource {
     let file: GGUFFile
     var path: String { file.path }
@@ -226,39 +226,32 @@ final class GGUFWeightSource: ModelWeightSource {
 
     func matrix(_ t: LogicalTensor, rows: Range<Int>?, cols: Range<Int>?) throws -> WeightMatrix {
         let i = try info(t)
-        let m = try file.weightMatrix(of: i, rows: rows, columns: cols)
-        evict(i)
-        return m
+        return try file.weightMatrix(of: i, rows: rows, columns: cols)
     }
 
     func vector(_ t: LogicalTensor) throws -> [Float] {
         let i = try info(t)
         let type = try file.weightType(of: i)
-        let bytes = try file.data(of: i)
+        let bytes = try file.columnBytes(of: i, rows: 0..<i.rows, columns: 0..<i.columns)
         var out = [Float](repeating: 0, count: i.elementCount)
-        guard let src = bytes.baseAddress else { return out }
-        out.withUnsafeMutableBufferPointer { buf in
-            if let p = buf.baseAddress { dequantize(type, src, count: i.elementCount, into: p) }
+        bytes.withUnsafeBytes { raw in
+            guard let src = raw.baseAddress else { return }
+            out.withUnsafeMutableBufferPointer { buf in
+                if let p = buf.baseAddress { dequantize(type, src, count: i.elementCount, into: p) }
+            }
         }
         return out
     }
 
     func blockSize(_ t: LogicalTensor) throws -> Int { try file.weightType(of: try info(t)).blockSize }
 
-    /// Drops the tensor's pages from this process's residency after its slice was copied, so a
-    /// rank's peak memory stays near its share instead of its share plus the whole file.
-    private func evict(_ i: GGUFTensorInfo) {
-        guard let bytes = try? file.data(of: i), let start = bytes.baseAddress, bytes.count > 0 else { return }
-        file.file.dropResidency(offset: start - file.file.base, count: bytes.count)
-    }
-
     /// Ids that end generation: EOS, the end-of-turn id if the file names one, and the id of
     /// `<end_of_turn>` (llama.cpp treats it as end of generation for Gemma).
     func stopTokenIds(config: GemmaConfig) -> [Int] {
         var ids = config.eosTokenIds
         if let eot = file.value("tokenizer.ggml.eot_token_id")?.intValue { ids.append(eot) }
-        if case let .array(_, values)? = file.value("tokenizer.ggml.tokens"),
-           let i = values.firstIndex(of: .string("<end_of_turn>")) {
+        // Found in the file's bytes: decoding the vocabulary here would cost every rank ~37 MiB.
+        if let i = file.firstIndex(of: "<end_of_turn>", inStringArray: "tokenizer.ggml.tokens") {
             ids.append(i)
         }
         var seen = Set<Int>()

@@ -110,6 +110,54 @@ func expected() throws -> ExpectedFile {
         // u64 beyond Int.max is not silently wrapped.
         #expect(throws: GGUFError.self) { try g.int("t.u64") }
         #expect(throws: GGUFError.missingTensor(file: g.path, tensor: "absent")) { try g.tensor("absent") }
+        // Arrays stay in the file until asked for; the errors are those of decoded arrays.
+        #expect(throws: GGUFError.wrongType(file: g.path, key: "t.arr_str", expected: "array of integers", found: "array of string")) { try g.intArray("t.arr_str") }
+        #expect(throws: GGUFError.wrongType(file: g.path, key: "t.arr_str", expected: "array of numbers", found: "array of string")) { try g.floatArray("t.arr_str") }
+        #expect(throws: GGUFError.wrongType(file: g.path, key: "t.arr_i32", expected: "array of bool", found: "array of i32")) { try g.boolArray("t.arr_i32") }
+        #expect(throws: GGUFError.wrongType(file: g.path, key: "t.arr_i32", expected: "integer", found: "array of i32")) { try g.int("t.arr_i32") }
+        #expect(throws: GGUFError.wrongType(file: g.path, key: "t.string", expected: "array", found: "string")) { try g.stringArray("t.string") }
+        #expect(throws: GGUFError.missingKey(file: g.path, key: "nope")) { try g.intArray("nope") }
+        // u64 elements beyond Int.max are refused as in a scalar.
+        #expect(throws: GGUFError.self) { try g.intArray("t.arr_u64") }
+        #expect(try g.floatArray("t.arr_i32") == [1, -2, 3])
+        // `metadata` holds the same values as `value(_:)`, arrays included.
+        let all = g.metadata
+        #expect(all.count == g.metadataKeys.count)
+        for key in g.metadataKeys { #expect(all[key] == g.value(key)) }
+    }
+
+    @Test func firstIndexOfStringWithoutDecoding() throws {
+        let g = try GGUFFile(path: ggufFixtures.appendingPathComponent("types_v3.gguf").path)
+        #expect(g.firstIndex(of: "▁▁", inStringArray: "t.arr_str") == 2)
+        #expect(g.firstIndex(of: "", inStringArray: "t.arr_str") == 1)
+        #expect(g.firstIndex(of: "<0x0A>", inStringArray: "t.arr_str") == 3)
+        #expect(g.firstIndex(of: "▁", inStringArray: "t.arr_str") == nil)   // a prefix is not a match
+        #expect(g.firstIndex(of: "a", inStringArray: "t.arr_i32") == nil)  // not strings
+        #expect(g.firstIndex(of: "a", inStringArray: "absent") == nil)
+    }
+
+    /// The same bytes whether the file is mapped from disk (slices read with pread) or held in
+    /// memory (copied from the buffer).
+    @Test func slicesFromDiskEqualSlicesFromMemory() throws {
+        let disk = try GGUFFile(path: ggufFixtures.appendingPathComponent("types_v3.gguf").path)
+        let memory = try GGUFFile(file: MappedFile(bytes: fixtureBytes("types_v3.gguf"), name: "mem.gguf"))
+        for t in disk.tensors where t.type != nil {
+            let whole = Array(try memory.data(of: t))
+            #expect(try disk.columnBytes(of: t, rows: 0..<t.rows, columns: 0..<t.columns) == whole, "\(t.name)")
+            #expect(try memory.columnBytes(of: t, rows: 0..<t.rows, columns: 0..<t.columns) == whole, "\(t.name)")
+            if t.rows > 1, let rb = t.rowByteCount {
+                #expect(try disk.columnBytes(of: t, rows: 1..<t.rows, columns: 0..<t.columns) == Array(whole[rb...]), "\(t.name)")
+            }
+        }
+        let q8 = try disk.tensor("q8_0")
+        #expect(try disk.columnBytes(of: q8, rows: 0..<3, columns: 32..<64) == memory.columnBytes(of: q8, rows: 0..<3, columns: 32..<64))
+        // MappedFile.copy checks bounds like bytes(at:count:).
+        var out = [UInt8](repeating: 0, count: 8)
+        #expect(throws: MappedFileError.outOfBounds(file: disk.path, offset: disk.file.size - 4, count: 8, size: disk.file.size)) {
+            try out.withUnsafeMutableBytes { try disk.file.copy(offset: disk.file.size - 4, count: 8, into: $0.baseAddress!) }
+        }
+        try out.withUnsafeMutableBytes { try disk.file.copy(offset: 0, count: 4, into: $0.baseAddress!) }
+        #expect(Array(out[0..<4]) == Array("GGUF".utf8))
     }
 
     @Test func unknownTensorTypeIsAnErrorOnlyWhenUsed() throws {
@@ -347,9 +395,53 @@ func defaultModelPath() -> String? {
         var total = 0
         for t in g.tensors { total += try g.data(of: t).count }
         #expect(total <= g.file.size - g.dataStart)
+        // Found in the file's bytes, as the decoded vocabulary has it.
+        let tokens = try g.stringArray("tokenizer.ggml.tokens")
+        #expect(g.firstIndex(of: "<end_of_turn>", inStringArray: "tokenizer.ggml.tokens") == tokens.firstIndex(of: "<end_of_turn>"))
+        #expect(g.firstIndex(of: "<end_of_turn>", inStringArray: "tokenizer.ggml.tokens") != nil)
         // Norms carry the +1 offset baked in by llama.cpp's converter (mean ≈ 26 for output_norm).
         let norm = try g.data(of: g.tensor("output_norm.weight")).bindMemory(to: Float.self)
         let mean = norm.reduce(0, +) / Float(norm.count)
         #expect(mean > 20 && mean < 32)
+    }
+}
+
+/// Resident bytes of the mapping that starts at `base`, from /proc/self/smaps (nil if absent).
+func residentBytesOfMapping(at base: UnsafeRawPointer) -> Int? {
+    // /proc files report size 0, so read them to the end rather than by their stat size.
+    guard let handle = FileHandle(forReadingAtPath: "/proc/self/smaps"),
+          let data = try? handle.readToEnd() else { return nil }
+    let text = String(decoding: data, as: UTF8.self)
+    let start = String(UInt(bitPattern: base), radix: 16)
+    var inside = false
+    for line in text.split(separator: "\n") {
+        if let dash = line.firstIndex(of: "-"), !line.hasPrefix("Rss"), line.split(separator: " ").count >= 5,
+           line[line.startIndex..<dash].allSatisfy(\.isHexDigit) {
+            inside = line[line.startIndex..<dash] == start
+        } else if inside, line.hasPrefix("Rss:") {
+            return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
+        }
+    }
+    return nil
+}
+
+@Suite struct GGUFResidencyTests {
+    /// A rank's slice is read from the file, not through the mapping: after copying a quarter
+    /// of the 178 MB embedding (44 MB) the mapping holds almost nothing in this process's
+    /// resident set (the header pages are dropped once parsed). Reading through the mapping
+    /// would leave all 44 MB of it resident here (the loader's peak, multiplied by the ranks).
+    @Test func slicesDoNotEnterTheResidentSet() throws {
+        guard let path = defaultModelPath() else { return }
+        let g = try GGUFFile(path: path)
+        let embd = try g.tensor("token_embd.weight")
+        let quarter = try g.weightMatrix(of: embd, rows: 0..<(embd.rows / 4))
+        #expect(quarter.byteCount == embd.byteCount.map { $0 / 4 })
+        // Same bytes as through the mapping (a small sample, read last so it cannot mask the check).
+        let rss = residentBytesOfMapping(at: g.file.base)
+        #expect(rss != nil)
+        // 1 MiB: a few header pages may be faulted in again by other readers of this object.
+        #expect((rss ?? .max) < 1 << 20, "mapping resident after the copy: \(rss ?? -1) bytes")
+        let viaMapping = try g.rowBytes(of: embd, rows: 1000..<1001)
+        #expect(Array(UnsafeRawBufferPointer(start: quarter.row(1000), count: quarter.rowBytes)) == Array(viaMapping))
     }
 }
