@@ -130,6 +130,14 @@ enum ProcessStats {
     static var peakResidentBytes: Int? { statusKilobytes("VmHWM:").map { $0 * 1024 } }
     /// Current resident set (VmRSS) in bytes.
     static var residentBytes: Int? { statusKilobytes("VmRSS:").map { $0 * 1024 } }
+    /// Current anonymous resident memory (RssAnon: heap, weight copies, KV cache) in bytes.
+    static var residentAnonymousBytes: Int? { statusKilobytes("RssAnon:").map { $0 * 1024 } }
+    /// Current file-backed and shared resident memory (RssFile + RssShmem: library code,
+    /// mapped model pages, MPI shared segments) in bytes.
+    static var residentFileBytes: Int? {
+        guard let file = statusKilobytes("RssFile:") else { return nil }
+        return (file + (statusKilobytes("RssShmem:") ?? 0)) * 1024
+    }
 
     static func statusKilobytes(_ key: String) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),

@@ -29,7 +29,13 @@ import Testing
             // Steps run from one forward to the next; the last decode step of the session has
             // no successor and is dropped.
             #expect(p["decode_steps"] as? Int == reps * gen - 1)
-            #expect((p["peak_rss_mib"] as? Double ?? 0) > 1)
+            let peak = p["peak_rss_mib"] as? Double ?? 0
+            #expect(peak > 1)
+            // The resident set's parts, read just before the peak, cannot exceed it (0.01 MiB:
+            // the Float rounding of the three MiB figures).
+            let anon = p["rss_anon_mib"] as? Double ?? 0, file = p["rss_file_mib"] as? Double ?? 0
+            #expect(anon > 1 && file > 1)
+            #expect(anon + file <= peak + 0.01, "anon \(anon) + file \(file) > peak \(peak)")
             let split = try #require(p["decode_step_ms"] as? [String: Double])
             let total = split["total"] ?? 0
             #expect(total > 0)

@@ -63,8 +63,7 @@ struct BenchCommand: ParsableCommand {
             // Context for prompt + generated tokens + the token sampled last (never fed back).
             let context = ctxSize > 0 ? ctxSize : nPrompt + nGen + 2
             let options = GemmaLoadOptions(maxContext: context, slots: 1, maxBatchTokens: min(512, nPrompt), threads: threadCount)
-            // `load(directory:)` takes a .gguf file too once the GGUF loader is in (it forwards to load(path:)).
-            let shard = try GemmaShard.load(directory: URL(fileURLWithPath: modelPath), comm: comm, options: options)
+            let shard = try GemmaShard.load(path: URL(fileURLWithPath: modelPath), comm: comm, options: options)
             let loadSeconds = Double(benchNow() - loadStart) / 1e9
             guard nPrompt <= shard.maxBatchTokens, nPrompt + nGen + 1 <= shard.maxContext else {
                 throw BenchError.tooLong(prompt: nPrompt, gen: nGen, context: shard.maxContext, batch: shard.maxBatchTokens)
@@ -85,6 +84,10 @@ struct BenchCommand: ParsableCommand {
             model.reset()
             let reps = try Self.session(model: model, comm: comm,
                                         requests: Array(repeating: request(prompt, nGen), count: repetitions))
+            // What the resident set is made of now (after the runs, before the probe): where
+            // the peak comes from when, as here, the peak is the loaded steady state. Read
+            // before the peak, so anon + file <= peak always holds.
+            let anonRSS = ProcessStats.residentAnonymousBytes ?? 0, fileRSS = ProcessStats.residentFileBytes ?? 0
             let peakRSS = ProcessStats.peakResidentBytes ?? 0
 
             var bandwidth = 0.0
@@ -98,6 +101,7 @@ struct BenchCommand: ParsableCommand {
                 Float(d.milliseconds(d.forwardCollectiveNanos)), Float(d.milliseconds(d.otherNanos)),
                 Float(d.milliseconds(d.planWaitNanos)), Float(p.milliseconds(p.totalNanos)),
                 Float(Double(peakRSS) / 1048576), Float(bandwidth / 1e9), Float(d.steps),
+                Float(Double(anonRSS) / 1048576), Float(Double(fileRSS) / 1048576),
             ]
             let all = try comm.allGather(record)
             guard let reps else { return }
@@ -181,7 +185,8 @@ struct BenchReport {
     /// Tokens per second of each repetition.
     let prefill: [Double], decode: [Double]
     /// Per rank: decode step ms (total, compute, all-reduce, sampling+control, plan wait),
-    /// prefill step ms, peak RSS MiB, probe GB/s, decode steps.
+    /// prefill step ms, peak RSS MiB, probe GB/s, decode steps, anonymous and file-backed RSS
+    /// MiB after the runs.
     let perRank: [[Float]]
     let bytesPerToken: Int
     /// Bytes per second all ranks streamed together; nil when skipped.
@@ -237,6 +242,8 @@ struct BenchReport {
                     j.key("peak_rss_mib"); j.double(Double(r[6]))
                     j.key("bandwidth_gb_per_s"); j.double(Double(r[7]))
                     j.key("decode_steps"); j.int(Int(r[8]))
+                    j.key("rss_anon_mib"); j.double(Double(r[9]))
+                    j.key("rss_file_mib"); j.double(Double(r[10]))
                 }
             }
             j.key("weight_bytes_per_token"); j.int(bytesPerToken)
@@ -259,11 +266,11 @@ struct BenchReport {
             "model \(model): \(ranks) rank(s) x \(threads) thread(s), kernels \(kernels), load \(f(loadSeconds, 2)) s, load average \(loadAverage.map { f($0, 2) } ?? "?")",
             row("pp\(nPrompt)", prefill),
             row("tg\(nGen)", decode),
-            "rank  decode step ms: total  compute  all-reduce  sampling+control  plan wait | prefill step ms | peak RSS MiB",
+            "rank  decode step ms: total  compute  all-reduce  sampling+control  plan wait | prefill step ms | peak RSS MiB (now: anon + file)",
         ]
         for (i, r) in perRank.enumerated() {
-            lines.append(String(format: "%4d  %21.3f  %7.3f  %10.3f  %16.3f  %9.3f | %15.1f | %12.1f", i,
-                                r[0], r[1], r[2], r[3], r[4], r[5], r[6]))
+            lines.append(String(format: "%4d  %21.3f  %7.3f  %10.3f  %16.3f  %9.3f | %15.1f | %12.1f (%.1f + %.1f)", i,
+                                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[9], r[10]))
         }
         if let bandwidth, let roof = rooflineTokensPerSecond {
             lines.append("roofline: \(f(Double(bytesPerToken) / 1e6)) MB of weights per token, probe \(f(bandwidth / 1e9)) GB/s "
