@@ -1,12 +1,14 @@
 // Prefill GEMM for the symmetric 32-block formats (Q8_0, Q5_0) at the AVX-512 VNNI level: each
 // weight row is decoded ONCE per matmul into 64-value block pairs (quants, scales, an integer
 // correction) in a per-thread L1 scratch, then dotted with every token. Activations are laid
-// out once per matmul as unsigned bytes a + 128 with their scales spread over the lanes.
+// out once per matmul with their scales spread over the lanes: for Q8_0 as unsigned bytes
+// a + 128 (its weights are signed), for Q5_0 as the signed a (its weights q are unsigned).
 //
 // Bit-identical, per token, to the one-token kernels dot_q8_0_512 / dot_q5_0_512 (batch
-// invariance): every int32 lane holds the same exact sum of four products as there
-// (sum((a + 128) w) - 128 sum(w) over the lane's four bytes = sum(a w); Q5_0 keeps unsigned q
-// and the -16 sum(a) seed in lanes 0 and 8, as its one-token kernel does), and the float
+// invariance): every int32 lane holds the same exact sum of four products as there (Q8_0:
+// sum((a + 128) w) - 128 sum(w) over the lane's four bytes = sum(a w); Q5_0: vpdpbusd of
+// unsigned q and signed a started from the -16 sum(a) seed in lanes 0 and 8, the very
+// instruction its one-token kernel uses), and the float
 // operations are the same in the same order: scale = d_w * d_a per lane, fma(scale,
 // float(p), acc) with pair k into accumulator k & 1, then reduce_add(acc0 + acc1).
 #include <stdlib.h>
@@ -60,7 +62,10 @@ static CK_G_TARGET void g_prepare_act(uint32_t type, const uint8_t *act, size_t 
         const ck_q8a *a = (const ck_q8a *)(act + t * act_stride);
         for (int64_t j = 0; j < pairs; j++) {
             ck_pair_act *o = &out[t * pairs + j];
-            __m512i v = _mm512_xor_si512(g_two32(a[2 * j].q, a[2 * j + 1].q), _mm512_set1_epi8((char)0x80));
+            // Q8_0: unsigned a + 128 against the signed weights; Q5_0: signed a as is, the
+            // weights q (0..31) are vpdpbusd's unsigned side, exactly as in dot_q5_0_512.
+            __m512i v = g_two32(a[2 * j].q, a[2 * j + 1].q);
+            if (type != CK_Q5_0) v = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
             _mm512_store_si512((__m512i *)o->au, v);
             _mm512_store_ps(o->as, g_two_scales(a[2 * j].d, a[2 * j + 1].d));
             // Q5_0's one-token kernel seeds lanes 0 and 8 with -16 * sum(a) of each block.
@@ -86,11 +91,13 @@ static CK_G_TARGET void g_decode_row(uint32_t type, const uint8_t *row, int64_t 
             w = g_two32(b[0].qs, b[1].qs);
             d0 = g_h2f(&b[0].d); d1 = g_h2f(&b[1].d);
         }
-        // -128 * (sum of the lane's four w): removes the +128 of the activations lane by lane.
-        __m512i lane_sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w);
         _mm512_store_si512((__m512i *)pw[j].w, w);
         _mm512_store_ps(pw[j].ws, g_two_scales(d0, d1));
-        _mm512_store_si512((__m512i *)pw[j].negc, _mm512_mullo_epi32(lane_sums, _mm512_set1_epi32(-128)));
+        if (type != CK_Q5_0) {
+            // -128 * (sum of the lane's four w): removes the +128 of the activations lane by lane.
+            __m512i lane_sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w);
+            _mm512_store_si512((__m512i *)pw[j].negc, _mm512_mullo_epi32(lane_sums, _mm512_set1_epi32(-128)));
+        }
     }
 }
 
@@ -110,8 +117,9 @@ static inline __attribute__((always_inline)) CK_G_TARGET void g_dot(int q5, cons
         const __m512 ws = _mm512_load_ps(pw[jj].ws);                                                      \
         for (int k = 0; k < N; k++) {                                                                     \
             const ck_pair_act *a = acts + k * pairs + (jj);                                               \
-            __m512i start = q5 ? _mm512_add_epi32(nc, _mm512_load_si512((const __m512i *)a->seed)) : nc;  \
-            __m512i p = _mm512_dpbusd_epi32(start, _mm512_load_si512((const __m512i *)a->au), wv);        \
+            __m512i p = q5 ? _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)a->seed), wv,          \
+                                                 _mm512_load_si512((const __m512i *)a->au))               \
+                           : _mm512_dpbusd_epi32(nc, _mm512_load_si512((const __m512i *)a->au), wv);      \
             ACC[k] = _mm512_fmadd_ps(_mm512_mul_ps(ws, _mm512_load_ps(a->as)), _mm512_cvtepi32_ps(p), ACC[k]); \
         }                                                                                                 \
     }
