@@ -37,17 +37,19 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     nonisolated(unsafe) private static var created = false
     private static let creationLock = NSLock()
 
-    /// More ranks on this host than online CPUs (the README's `mpirun -n 4` on a 2-core box):
-    /// Open MPI's collectives busy-poll by default, so a waiting rank holds the core the rank it
-    /// waits for needs. Measured on 2 cores, 4 ranks, 1 thread each: decode 0.7 tok/s polling,
-    /// 12.9 tok/s with `mpi_yield_when_idle` (all-reduce 1410 -> 43 ms per step). So it is turned
-    /// on then, before MPI_Init reads it, unless the user set it (OMPI_MCA_mpi_yield_when_idle).
-    /// With at most one rank per core polling is faster and is left alone.
+    /// As many ranks on this host as it has online CPUs, or more (the README's `mpirun -n 4` on
+    /// a 2-core box): Open MPI's collectives busy-poll by default, so a waiting rank holds a core
+    /// that the rank it waits for, or anything else on the box, needs. Measured on 2 cores,
+    /// 1 thread per rank: 4 ranks decode at 0.7 tok/s polling and 12.9 with
+    /// `mpi_yield_when_idle` (all-reduce 1410 -> 43 ms per step); 2 ranks at load average 3-4,
+    /// 13.5 and 5.6 tok/s polling, 20.4 and 21.5 yielding. So it is turned on then, before
+    /// MPI_Init reads it, unless the user set OMPI_MCA_mpi_yield_when_idle (0 keeps polling).
+    /// With a spare core per host (e.g. one rank per machine) polling is left alone.
     static func yieldWhenOversubscribed() {
         let env = ProcessInfo.processInfo.environment
         guard env["OMPI_MCA_mpi_yield_when_idle"] == nil,
               let local = env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap({ Int($0) }) else { return }
-        if local > ProcessInfo.processInfo.activeProcessorCount {
+        if local > 1 && local >= ProcessInfo.processInfo.activeProcessorCount {
             setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0)
         }
     }
