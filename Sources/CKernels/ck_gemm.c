@@ -148,9 +148,13 @@ G_PASS(q8_0, 0, 1) G_PASS(q8_0, 0, 4) G_PASS(q5_0, 1, 1) G_PASS(q5_0, 1, 4)
 static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t pairs,
                                const ck_pair_act *acts, int64_t tokens, ck_pair_w *pw, float *y, int64_t y_stride) {
     const int q5 = type == CK_Q5_0;
+    const size_t ahead = ck_prefetch_bytes();
     for (int64_t rt = r0; rt < r1; rt += G_ROW_TILE) {
         const int64_t nr = r1 - rt < G_ROW_TILE ? r1 - rt : G_ROW_TILE;
-        for (int64_t k = 0; k < nr; k++) g_decode_row(type, w + (rt + k) * row_bytes, pairs, pw + k * pairs);
+        for (int64_t k = 0; k < nr; k++) {
+            ck_prefetch_row(w + (rt + k) * row_bytes, row_bytes, ahead);  // small batches are memory-bound
+            g_decode_row(type, w + (rt + k) * row_bytes, pairs, pw + k * pairs);
+        }
         int64_t t = 0;
         for (; t + 4 <= tokens; t += 4)
             for (int64_t k = 0; k < nr; k++) {
