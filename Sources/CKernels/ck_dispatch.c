@@ -120,19 +120,8 @@ float ck_dot_q8_0_f32(int level, const void *wrow, const float *x, int64_t cols)
     }
 }
 
-static ck_dot4_fn kernel4(int level, uint32_t type) {
-    if (level == CK_LEVEL_AUTO) level = ck_active_level();
-    if (!ck_level_supported(level)) return 0;
-    switch (level) {
-    case CK_LEVEL_AVX2: return ck_kernel4_avx2(type);
-    case CK_LEVEL_AVX512: return ck_kernel4_avx512(type);
-    default: return 0;
-    }
-}
-
 typedef struct {
     ck_dot_fn fn;
-    ck_dot4_fn fn4;
     int level;
     uint32_t type;
     const uint8_t *w;
@@ -172,8 +161,9 @@ static void quant_task(void *c, int64_t t0, int64_t t1, int thread) {
 }
 
 // Row by row, every token per row: the row stays in L1 while the tokens' activations stream
-// from L2, so a batch of T tokens reads the weights from memory once, not T times. Formats with
-// a four-token kernel also decode each weight block once per four tokens.
+// from L2, so a batch of T tokens reads the weights from memory once, not T times. The GEMM
+// paths (Q8_0/Q5_0 in ck_gemm.c, Q4_K/Q6_K in ck_gemm_k.c, AVX-512) also decode each weight
+// row once per matmul instead of once per token.
 static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
     const mm_ctx *m = c;
     const int64_t T = m->tokens;
@@ -206,21 +196,12 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
     }
     // Batch invariance (issue 6: greedy alone == batched): every token goes through the same
     // one-token kernel `fn` as a decode step, so a token's outputs never depend on its batch.
-    // The four-token kernels (fn4) are only within 3e-4 S of fn, so they are not used here;
-    // the GEMM path above reproduces fn bit for bit.
+    // The GEMM paths above reproduce fn bit for bit (the old four-token kernels, within 3e-4 S
+    // of fn, were removed).
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *wr = m->w + r * m->row_bytes;
         for (int64_t t = 0; t < T; t++) m->y[t * m->y_stride + r] = m->fn(wr, m->act + t * m->act_stride, m->cols);
     }
-}
-
-/// Four-token kernel test hook: out[0..3] for activation rows `stride` bytes apart; returns -1
-/// when `level` has no four-token kernel for `type`.
-int ck_dot4(int level, uint32_t type, const void *wrow, const void *act, size_t stride, int64_t cols, float *out) {
-    ck_dot4_fn f = kernel4(level, type);
-    if (!f) return -1;
-    f(wrow, act, stride, cols, out);
-    return 0;
 }
 
 int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row_bytes,
@@ -230,7 +211,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     size_t arb = ck_act_row_bytes(type, cols);
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
-    mm_ctx m = {fn, kernel4(level, type), level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride,
+    mm_ctx m = {fn, level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride,
                 NULL, NULL, 0, 0, NULL, 0};
     int threads = pool ? ck_pool_threads(pool) : 1;
     if (ck_block_size(type) == 1) {

@@ -40,8 +40,6 @@ _Static_assert(sizeof(ck_q8k) == 292, "q8k");
 
 /// Dot of one weight row with a prepared activation row of n values.
 typedef float (*ck_dot_fn)(const void *w, const void *act, int64_t n);
-/// One weight row with four prepared activation rows `stride` bytes apart: out[0..3].
-typedef void (*ck_dot4_fn)(const void *w, const void *act, size_t stride, int64_t n, float *out);
 
 static inline uint16_t ck_ld16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t ck_ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -79,9 +77,6 @@ ck_dot_fn ck_scalar_kernel(uint32_t type);
 ck_dot_fn ck_avx2_kernel(uint32_t type);
 ck_dot_fn ck_avx512_kernel(uint32_t type);
 ck_dot_fn ck_neon_kernel(uint32_t type);
-/// Four-token kernels (NULL where a level has none: the driver then calls the 1-token kernel).
-ck_dot4_fn ck_kernel4_avx2(uint32_t type);
-ck_dot4_fn ck_kernel4_avx512(uint32_t type);
 /// SIMD activation quantizers, bit-identical to ck_quantize_act.
 int ck_quant_act_avx2(uint32_t type, const float *x, int64_t cols, void *out);
 int ck_quant_act_avx512(uint32_t type, const float *x, int64_t cols, void *out);

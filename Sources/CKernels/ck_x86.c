@@ -30,8 +30,6 @@
 #else
 ck_dot_fn ck_kernel_avx2(uint32_t type) { (void)type; return 0; }
 ck_dot_fn ck_kernel_avx512(uint32_t type) { (void)type; return 0; }
-ck_dot4_fn ck_kernel4_avx2(uint32_t type) { (void)type; return 0; }
-ck_dot4_fn ck_kernel4_avx512(uint32_t type) { (void)type; return 0; }
 int ck_quant_act_avx2(uint32_t type, const float *x, int64_t cols, void *out) { return ck_quantize_act(type, x, cols, out); }
 int ck_quant_act_avx512(uint32_t type, const float *x, int64_t cols, void *out) { return ck_quantize_act(type, x, cols, out); }
 float ck_q8_0_f32_avx2(const void *w, const float *x, int64_t n) { return ck_q8_0_f32_scalar(w, x, n); }

@@ -153,32 +153,6 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
         }
     }
 
-    /// Four-token (prefill) kernels against the one-token kernel of the same level, token by token.
-    @Test(arguments: [WeightType.q8_0, .q4_0, .q5_0, .q4_K, .q6_K])
-    func fourTokenKernels(_ type: WeightType) {
-        var rng = SplitMix(seed: 4000 + UInt64(type.rawValue))
-        for cols in testSizes(type) {
-            let w = randomRow(type, cols: cols, rng: &rng)
-            let xs = (0..<4).map { t in (0..<cols).map { i in rng.normal() * Float(1 << ((i / 32 + t) % 5)) } }
-            let arb = ck_act_row_bytes(type.rawValue, Int64(cols))
-            var act = [UInt8](repeating: 0, count: 4 * arb)
-            act.withUnsafeMutableBytes { ap in
-                for t in 0..<4 { xs[t].withUnsafeBufferPointer { _ = ck_quantize_act(type.rawValue, $0.baseAddress!, Int64(cols), ap.baseAddress! + t * arb) } }
-            }
-            for level in cLevels where level != .scalar {
-                var out = [Float](repeating: .nan, count: 4)
-                let rc = w.withUnsafeBytes { wp in act.withUnsafeBytes { ap in out.withUnsafeMutableBufferPointer {
-                    ck_dot4(level.cLevel, type.rawValue, wp.baseAddress!, ap.baseAddress!, arb, Int64(cols), $0.baseAddress!) } } }
-                #expect(rc == 0, "\(level) has no four-token kernel for \(type)")
-                for t in 0..<4 {
-                    let c = DotCase(w: w, x: xs[t], type: type)
-                    let one = c.kernel(level)
-                    #expect(abs(Double(out[t]) - Double(one)) <= 3e-4 * c.bounds().s, "\(type) cols \(cols) \(level) token \(t): \(out[t]) vs \(one)")
-                }
-            }
-        }
-    }
-
     /// Activation scheme (a), kept for measurement: Q8_0 times f32 x, no activation rounding.
     @Test func q8_0WithFloatActivations() {
         var rng = SplitMix(seed: 77)

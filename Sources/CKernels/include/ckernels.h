@@ -43,9 +43,6 @@ int ck_quantize_act_at(int level, uint32_t type, const float *x, int64_t cols, v
 /// Dot product of one weight row (GGML `type`, `cols` values) with a prepared activation row,
 /// using the kernels of `level` (CK_LEVEL_AUTO = active level). NaN for an unknown type.
 float ck_dot(int level, uint32_t type, const void *wrow, const void *act, int64_t cols);
-/// Four-token kernel (prefill path of ck_matmul): one weight row with four prepared activation
-/// rows `stride` bytes apart, out[0..3]. Returns -1 when `level` has none for `type`.
-int ck_dot4(int level, uint32_t type, const void *wrow, const void *act, size_t stride, int64_t cols, float *out);
 /// Q8_0 weight row times an f32 vector, dequantizing in registers (activation scheme (a),
 /// kept for measurement; the matmul uses quantized activations).
 float ck_dot_q8_0_f32(int level, const void *wrow, const float *x, int64_t cols);
