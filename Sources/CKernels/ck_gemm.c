@@ -27,8 +27,10 @@ static int getenv_gemm_disabled(void) {
 // Rows decoded together: each pass of four tokens then reuses those tokens' activation pairs
 // (192 bytes per token and 64 values, from L2 for long prompts) across this many rows from L1
 // (8: 2-7% faster than 4 in a harness at 2048 x 640, T = 128; 8 rows of 640 columns decode to
-// 15 KiB, which stays in L1 with four tokens' 7.5 KiB of activations).
+// 15 KiB, which stays in L1 with four tokens' 7.5 KiB of activations). Longer rows (bigger
+// models) get fewer rows per tile, so the decoded tile stays within G_TILE_BYTES of L1.
 #define G_ROW_TILE 8
+#define G_TILE_BYTES (24 * 1024)
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -149,8 +151,10 @@ static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes
                                const ck_pair_act *acts, int64_t tokens, ck_pair_w *pw, float *y, int64_t y_stride) {
     const int q5 = type == CK_Q5_0;
     const size_t ahead = ck_prefetch_bytes();
-    for (int64_t rt = r0; rt < r1; rt += G_ROW_TILE) {
-        const int64_t nr = r1 - rt < G_ROW_TILE ? r1 - rt : G_ROW_TILE;
+    int64_t tile = G_TILE_BYTES / (pairs * (int64_t)sizeof(ck_pair_w));
+    tile = tile < 1 ? 1 : tile > G_ROW_TILE ? G_ROW_TILE : tile;
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        const int64_t nr = r1 - rt < tile ? r1 - rt : tile;
         for (int64_t k = 0; k < nr; k++) {
             ck_prefetch_row(w + (rt + k) * row_bytes, row_bytes, ahead);  // small batches are memory-bound
             g_decode_row(type, w + (rt + k) * row_bytes, pairs, pw + k * pairs);

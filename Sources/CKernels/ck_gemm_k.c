@@ -34,8 +34,10 @@ static int kgemm_disabled(void) {
 }
 
 // Rows decoded together: a pass of four tokens then reuses their activations (292 bytes per
-// token and super-block, from L2 for long prompts) across this many rows from L1.
+// token and super-block, from L2 for long prompts) across this many rows from L1 (8 measured
+// alike). Longer rows get fewer rows per tile, so the decoded tile stays within KG_TILE_BYTES.
 #define KG_ROW_TILE 4
+#define KG_TILE_BYTES (24 * 1024)
 
 // One decoded super-block (256 values), 576 bytes, 64-aligned:
 //   u[c]   [64] uint8: chunk c's weights as vpdpbusd's unsigned operand (Q4_K: nibbles of
@@ -196,8 +198,10 @@ static KG_TARGET void kg_rows(uint32_t type, const uint8_t *w, size_t row_bytes,
     static const kg_pass_fn q6[5] = {0, kg_pass_q6_K_1, kg_pass_q6_K_2, kg_pass_q6_K_3, kg_pass_q6_K_4};
     const kg_pass_fn *pass = type == CK_Q4_K ? q4 : q6;
     const size_t ahead = ck_prefetch_bytes();
-    for (int64_t rt = r0; rt < r1; rt += KG_ROW_TILE) {
-        const int64_t nr = r1 - rt < KG_ROW_TILE ? r1 - rt : KG_ROW_TILE;
+    int64_t tile = KG_TILE_BYTES / (nsb * (int64_t)sizeof(ck_ksb));
+    tile = tile < 1 ? 1 : tile > KG_ROW_TILE ? KG_ROW_TILE : tile;
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        const int64_t nr = r1 - rt < tile ? r1 - rt : tile;
         for (int64_t k = 0; k < nr; k++) {
             const uint8_t *row = w + (rt + k) * row_bytes;
             ck_prefetch_row(row, row_bytes, ahead);  // small batches are memory-bound as decode is

@@ -48,6 +48,41 @@ import Testing
     }
 }
 
+extension GemmTests {
+    /// Long rows get fewer rows per tile (4096 columns: two, 8192: one); still bit-identical.
+    @Test(arguments: [WeightType.q8_0, .q5_0])
+    func longRowsSmallerTiles(_ type: WeightType) throws {
+        guard KernelLevel.avx512.isSupported else { return }
+        var rng = SplitMix(seed: 70 + UInt64(type.rawValue))
+        for cols in [4096, 8192] {
+            let rows = 5
+            let m = try WeightMatrix(type: type, rows: rows, cols: cols)
+            for r in 0..<rows {
+                let bytes = randomRow(type, cols: cols, rng: &rng)
+                bytes.withUnsafeBytes { m.storage.pointer.advanced(by: r * m.rowBytes).copyMemory(from: $0.baseAddress!, byteCount: m.rowBytes) }
+            }
+            for tokens in [2, 5, 9] {
+                let x = (0..<tokens * cols).map { _ in rng.normal() }
+                var want = [Float](repeating: 0, count: tokens * rows)
+                for t in 0..<tokens {
+                    let xt = Array(x[t * cols..<(t + 1) * cols])
+                    for r in 0..<rows {
+                        let w = Array(UnsafeRawBufferPointer(start: m.row(r), count: m.rowBytes))
+                        want[t * rows + r] = DotCase(w: w, x: xt, type: type).kernel(.avx512)
+                    }
+                }
+                for threads in [1, 2] {
+                    var y = [Float](repeating: .nan, count: tokens * rows)
+                    x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: cols, tokens: tokens, y: $0.baseAddress!, yStride: rows, pool: ThreadPool(threads: threads), level: .avx512) }
+                    }
+                    #expect(y.map(\.bitPattern) == want.map(\.bitPattern), "\(type) cols \(cols) tokens \(tokens) threads \(threads)")
+                }
+            }
+        }
+    }
+}
+
 /// The split Q8_0 layout: conversion round trip, dequantizeRow/dotRow unchanged, and matmul at
 /// every level against ck_dot on the GGML rows (same quantized activations and integer sums,
 /// other f32 order: 3e-4 S as in MatmulTests).
