@@ -1,6 +1,6 @@
 // Multi-token (prefill) path for the K-quants Q4_K and Q6_K at the AVX-512 VNNI level: each
 // weight super-block is decoded ONCE per matmul (nibbles / six-bit values as unsigned bytes,
-// the int32 scale vectors, the min/offset multipliers, the f16 scales as floats) into a
+// the per-lane scale vectors, the min/offset multipliers, the f16 scales as floats) into a
 // per-thread L1 scratch, then dotted with every token, four tokens per pass.
 //
 // Bit-identical, per token, to the one-token kernels dot_q4_K_512 / dot_q6_K_512 in
@@ -17,8 +17,9 @@
 // with fewer multiply-port instructions: vpmaddubsw (pairs of u*a, at most 2*63*127 = 16002,
 // so never saturated) then vpdpwssd with the lane's scale in both int16 halves gives
 // sumi + s*(pair0 + pair1) = sumi + s*dpbusd-lane, i.e. the same int32 as the one-token
-// kernel's mullo(dpbusd(u, a), s) summed over the chunks (no overflow: |lane| < 2^23). hsum8 is the same sequence as
-// ck_x86_body.h's (halves, movehl, movehdup), _mm512_reduce_add_ps the same intrinsic.
+// kernel's mullo(dpbusd(u, a), s) summed over the chunks (no overflow: |lane| < 2^23).
+// hsum8 is the same sequence as ck_x86_body.h's (halves, movehl, movehdup), and
+// _mm512_reduce_add_ps the same intrinsic. Tested with == in KGemmTests.
 #include <stdlib.h>
 #include "ck_internal.h"
 
