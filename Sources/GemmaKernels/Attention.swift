@@ -77,7 +77,10 @@ public func attentionHeadReference(q: UnsafePointer<Float>, keys: UnsafePointer<
 /// Make `bytes` much larger than the last-level cache.
 public func measureReadBandwidth(bytes: Int, passes: Int = 3, pool: ThreadPool) -> Double {
     let floats = max(bytes / 4, 1024) & ~1023
-    let buffer = AlignedBuffer(byteCount: floats * 4)  // zero-filled: every page is touched
+    let buffer = AlignedBuffer(byteCount: floats * 4)
+    // Written once so every page is its own (an untouched mapping reads the shared zero page,
+    // which stays in cache and would report a bogus bandwidth).
+    buffer.pointer.initializeMemory(as: UInt8.self, repeating: 1, count: floats * 4)
     let chunks = pool.threads
     let per = (floats / chunks) & ~63
     let base = UnsafeSendableBox(UnsafePointer(buffer.floats().baseAddress!))

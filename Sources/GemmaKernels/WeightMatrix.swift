@@ -61,13 +61,28 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
 public final class AlignedBuffer: @unchecked Sendable {
     public let byteCount: Int
     public let pointer: UnsafeMutableRawPointer
+    private let mapped: Bool
+
+    /// Buffers this large get their own anonymous mapping: zero pages until first written, so
+    /// scratch sized for the worst case (e.g. maxBatchTokens = 512 activations, ~19 MB at one
+    /// rank) costs no resident memory until a step uses it, and no memset at load. Smaller
+    /// buffers come from the allocator, zero-filled.
+    static let mapThreshold = 256 << 10
 
     public init(byteCount: Int) {
         self.byteCount = byteCount
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-        pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+        if byteCount >= Self.mapThreshold,
+           let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+            pointer = p  // page-aligned, so 64-byte aligned
+            mapped = true
+        } else {
+            // Small, or no address space left for a mapping: an ordinary zeroed allocation.
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+            mapped = false
+        }
     }
-    deinit { pointer.deallocate() }
+    deinit { if mapped { munmap(pointer, byteCount) } else { pointer.deallocate() } }
 
     public func floats(count: Int? = nil) -> UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(start: pointer.assumingMemoryBound(to: Float.self), count: count ?? byteCount / 4)
