@@ -59,8 +59,7 @@ public final class GemmaTokenizer: Sendable {
     /// SentencePiece "add dummy prefix": a space before the first text of the prompt (off for Gemma).
     public let addSpacePrefix: Bool
 
-    private let pieceBytes: [[UInt8]]
-    private let idOfBytes: [[UInt8]: Int32]
+    private let table: PieceTable
     private let byteTokens: [Int32]  // 256 entries; -1 when the vocab lacks one
     private let special: SpecialMatcher
     private let specialNoControl: SpecialMatcher
@@ -91,34 +90,29 @@ public final class GemmaTokenizer: Sendable {
         self.addBOS = addBOS
         self.addEOS = addEOS
         self.addSpacePrefix = addSpacePrefix
-        let bytes = pieces.map { Array($0.utf8) }
-        pieceBytes = bytes
-        var map: [[UInt8]: Int32] = [:]
-        map.reserveCapacity(pieces.count)
-        // Later duplicates win, as in llama.cpp's token_to_id map.
-        for (i, b) in bytes.enumerated() { map[b] = Int32(i) }
-        idOfBytes = map
+        let table = PieceTable(pieces: pieces)
+        self.table = table
         var bt = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
-            if let id = map[Array(String(format: "<0x%02X>", b).utf8)] { bt[b] = id }
-            else if b < 0x80, let id = map[[UInt8(b)]] { bt[b] = id }
+            if let id = table.id(of: String(format: "<0x%02X>", b).utf8) { bt[b] = id }
+            else if b < 0x80, let id = table.id(of: CollectionOfOne(UInt8(b))) { bt[b] = id }
         }
         byteTokens = bt
         // llama.cpp's special-token cache: CONTROL, USER_DEFINED and UNKNOWN pieces.
         var all: [Int32] = [], userDefined: [Int32] = []
-        for (i, t) in types.enumerated() where !bytes[i].isEmpty {
+        for (i, t) in types.enumerated() where !table.bytes(i).isEmpty {
             switch t {
             case .control, .unknown: all.append(Int32(i))
             case .userDefined: all.append(Int32(i)); userDefined.append(Int32(i))
             default: break
             }
         }
-        special = SpecialMatcher(ids: all, pieces: bytes)
-        specialNoControl = SpecialMatcher(ids: userDefined, pieces: bytes)
+        special = SpecialMatcher(ids: all, table: table)
+        specialNoControl = SpecialMatcher(ids: userDefined, table: table)
     }
 
     /// The id of an exact piece, if the vocabulary has it.
-    public func id(of piece: String) -> Int32? { idOfBytes[Array(piece.utf8)] }
+    public func id(of piece: String) -> Int32? { table.id(of: piece.utf8) }
 
     /// Whether `id` is a control token (BOS, EOS, turn markers, unused slots).
     public func isControl(_ id: Int32) -> Bool {
@@ -237,7 +231,7 @@ public final class GemmaTokenizer: Sendable {
         func tryAdd(_ left: Int, _ right: Int) {
             guard left >= 0, right >= 0 else { return }
             let s = symbols[left].start, n = symbols[left].length + symbols[right].length
-            guard let id = idOfBytes[Array(text[s..<(s + n)])] else { return }
+            guard let id = table.id(of: text[s..<(s + n)]) else { return }
             heap.push(Bigram(score: scores[Int(id)], left: left, right: right, size: n))
         }
         for i in 1..<max(symbols.count, 1) { tryAdd(i - 1, i) }
@@ -255,7 +249,7 @@ public final class GemmaTokenizer: Sendable {
         var i = 0
         while i != -1 {
             let s = symbols[i]
-            if let id = idOfBytes[Array(text[s.start..<(s.start + s.length)])] {
+            if let id = table.id(of: text[s.start..<(s.start + s.length)]) {
                 out.append(id)
             } else {
                 // Only unmerged single characters can miss: spell them as bytes.
@@ -275,7 +269,7 @@ public final class GemmaTokenizer: Sendable {
         // Initial symbols: characters in the vocab, else their bytes as <0xXX> tokens.
         var ids: [Int32] = []
         for c in Self.characters(text) {
-            if let id = idOfBytes[Array(text[c.start..<(c.start + c.length)])] { ids.append(id) }
+            if let id = table.id(of: text[c.start..<(c.start + c.length)]) { ids.append(id) }
             else { for k in c.start..<(c.start + c.length) { appendByte(text[k], into: &ids) } }
         }
         var prev = Array(-1..<(ids.count - 1)), next = Array(1...max(ids.count, 1))
@@ -313,21 +307,21 @@ public final class GemmaTokenizer: Sendable {
     public func bytes(of id: Int32, renderSpecial: Bool = false) -> [UInt8] {
         guard id >= 0, Int(id) < pieces.count else { return [] }
         let i = Int(id)
+        let p = table.bytes(i)
         switch types[i] {
         case .byte:
-            if let b = Self.byteValue(pieceBytes[i]) { return [b] }
-            return pieceBytes[i]
+            if let b = Self.byteValue(Array(p)) { return [b] }
+            return Array(p)
         case .control, .unknown, .unused:
-            return renderSpecial ? pieceBytes[i] : []
+            return renderSpecial ? Array(p) : []
         case .userDefined:
-            return pieceBytes[i]
+            return Array(p)
         case .normal:
             var out: [UInt8] = []
-            out.reserveCapacity(pieceBytes[i].count)
-            let p = pieceBytes[i]
-            var k = 0
-            while k < p.count {
-                if k + 2 < p.count, p[k] == 0xE2, p[k + 1] == 0x96, p[k + 2] == 0x81 { out.append(0x20); k += 3 }
+            out.reserveCapacity(p.count)
+            var k = p.startIndex
+            while k < p.endIndex {
+                if k + 2 < p.endIndex, p[k] == 0xE2, p[k + 1] == 0x96, p[k + 2] == 0x81 { out.append(0x20); k += 3 }
                 else { out.append(p[k]); k += 1 }
             }
             return out
@@ -358,11 +352,14 @@ private struct SpecialMatcher: Sendable {
     private var terminal: [(id: Int32, rank: Int32)?] = [nil]
 
     /// `ids` are candidate pieces; priority is llama.cpp's: longer first, then lower id.
-    init(ids: [Int32], pieces: [[UInt8]]) {
-        let ordered = ids.sorted { pieces[Int($0)].count != pieces[Int($1)].count ? pieces[Int($0)].count > pieces[Int($1)].count : $0 < $1 }
+    init(ids: [Int32], table: PieceTable) {
+        let ordered = ids.sorted {
+            let a = table.bytes(Int($0)).count, b = table.bytes(Int($1)).count
+            return a != b ? a > b : $0 < $1
+        }
         for (rank, id) in ordered.enumerated() {
             var node = 0
-            for b in pieces[Int(id)] {
+            for b in table.bytes(Int(id)) {
                 if let c = children[node][b] { node = Int(c) } else {
                     children.append([:]); terminal.append(nil)
                     children[node][b] = Int32(children.count - 1)
@@ -440,5 +437,64 @@ struct Heap<Element: HeapElement> {
             }
         }
         return first
+    }
+}
+
+/// Every piece's UTF-8 in one buffer, and an open-addressing hash from bytes to id. Replaces an
+/// array of 262144 small arrays plus a dictionary keyed by them (~19 MB of heap objects for
+/// Gemma 3's vocabulary on the rank that tokenizes) with three flat arrays (~5 MB).
+struct PieceTable: Sendable {
+    private let blob: [UInt8]
+    private let offsets: [UInt32]  // count + 1: piece i is blob[offsets[i] ..< offsets[i + 1]]
+    private let slots: [Int32]     // power-of-two table of ids, -1 = empty; linear probing
+    private let mask: Int
+
+    init(pieces: [String]) {
+        var blob: [UInt8] = []
+        var offsets: [UInt32] = [0]
+        offsets.reserveCapacity(pieces.count + 1)
+        for p in pieces {
+            blob.append(contentsOf: p.utf8)
+            offsets.append(UInt32(truncatingIfNeeded: blob.count))
+        }
+        self.blob = blob
+        self.offsets = offsets
+        var size = 16
+        while size < 2 * pieces.count { size <<= 1 }
+        mask = size - 1
+        var slots = [Int32](repeating: -1, count: size)
+        for i in 0..<pieces.count {
+            let key = blob[Int(offsets[i])..<Int(offsets[i + 1])]
+            var h = Self.hash(key) & (size - 1)
+            while slots[h] >= 0 {
+                let j = Int(slots[h])
+                // Later duplicates win, as in llama.cpp's token_to_id map.
+                if blob[Int(offsets[j])..<Int(offsets[j + 1])].elementsEqual(key) { break }
+                h = (h + 1) & (size - 1)
+            }
+            slots[h] = Int32(i)
+        }
+        self.slots = slots
+    }
+
+    /// The UTF-8 bytes of piece `i`.
+    func bytes(_ i: Int) -> ArraySlice<UInt8> { blob[Int(offsets[i])..<Int(offsets[i + 1])] }
+
+    /// The id of the piece with exactly these bytes.
+    func id<C: Collection>(of key: C) -> Int32? where C.Element == UInt8 {
+        var h = Self.hash(key) & mask
+        while slots[h] >= 0 {
+            let j = Int(slots[h])
+            if bytes(j).elementsEqual(key) { return Int32(j) }
+            h = (h + 1) & mask
+        }
+        return nil
+    }
+
+    /// FNV-1a, 64 bit.
+    private static func hash<C: Collection>(_ key: C) -> Int where C.Element == UInt8 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        return Int(truncatingIfNeeded: h ^ (h >> 32))
     }
 }

@@ -184,4 +184,21 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
             try GemmaTokenizer(pieces: ["a"], scores: [0], types: [.normal], bosID: 5, eosID: nil, unknownID: nil, addBOS: true, addEOS: false, source: "x")
         }
     }
+
+    /// The flat piece table: exact lookups (no prefix or suffix matches), later duplicates win
+    /// (llama.cpp's token_to_id), empty and multi-byte pieces, and misses.
+    @Test func pieceLookup() throws {
+        let pieces = ["", "a", "ab", "▁the", "b", "ab", "<0x41>", "日本"]
+        let t = try GemmaTokenizer(pieces: pieces, scores: [Float](repeating: 0, count: pieces.count),
+                                   types: [.control, .normal, .normal, .normal, .normal, .normal, .byte, .normal],
+                                   bosID: nil, eosID: nil, unknownID: nil, addBOS: false, addEOS: false, source: "x")
+        #expect(t.id(of: "a") == 1)
+        #expect(t.id(of: "ab") == 5)
+        #expect(t.id(of: "▁the") == 3)
+        #expect(t.id(of: "日本") == 7)
+        #expect(t.id(of: "") == 0)
+        #expect(t.id(of: "abc") == nil)
+        #expect(t.id(of: "▁th") == nil)
+        #expect(t.decode([3, 6, 7]) == " theA日本")
+    }
 }
