@@ -101,15 +101,10 @@ static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) 
 }
 
 static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
     for (int64_t i = 0; i < nsb; i++) {
         for (int h = 0; h < 2; h++) {
-            __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m512i qhs = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qhs, m2), 4));
-            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qhs, 4), m2), 4));
+            __m512i u01, u23;
+            ck_q6_K_half_512(&b[i], h, &u01, &u23);
             _mm512_store_si512((__m512i *)o[i].u[2 * h], u01);
             _mm512_store_si512((__m512i *)o[i].u[2 * h + 1], u23);
         }
@@ -126,24 +121,27 @@ static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) 
     }
 }
 
+// One token's exact int32 lanes of a decoded super-block (see the header): per chunk,
+// vpmaddubsw of weights and activations, then vpdpwssd with the chunk's lane scales.
+KG_INLINE __m512i kg_lanes(const __m512i u[4], const __m512i sc[4], const int8_t *q) {
+    __m512i sumi = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u[c], _mm512_loadu_si512(q + 64 * c)), sc[c]);
+    return sumi;
+}
+
 // N tokens (1..4, a compile-time constant after inlining) times one decoded row.
 KG_INLINE void kg_dot_q4_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
     __m512 acc[4];
     __m256 accm[4];
     for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); accm[t] = _mm256_setzero_ps(); }
     for (int64_t i = 0; i < nsb; i++) {
-        const __m512i u0 = _mm512_load_si512(s[i].u[0]), u1 = _mm512_load_si512(s[i].u[1]);
-        const __m512i u2 = _mm512_load_si512(s[i].u[2]), u3 = _mm512_load_si512(s[i].u[3]);
-        const __m512i s0 = _mm512_load_si512(s[i].scl[0]), s1 = _mm512_load_si512(s[i].scl[1]);
-        const __m512i s2 = _mm512_load_si512(s[i].scl[2]), s3 = _mm512_load_si512(s[i].scl[3]);
+        __m512i u[4], sc[4];
+        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(s[i].u[c]); sc[c] = _mm512_load_si512(s[i].scl[c]); }
         const __m256i md = _mm256_load_si256((const __m256i *)s[i].w16);
         const float d = s[i].d, dmin = s[i].dmin;
         for (int t = 0; t < N; t++) {
             const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
-            __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(u0, _mm512_loadu_si512(a->q)), s0);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u1, _mm512_loadu_si512(a->q + 64)), s1);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u2, _mm512_loadu_si512(a->q + 128)), s2);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u3, _mm512_loadu_si512(a->q + 192)), s3);
+            const __m512i sumi = kg_lanes(u, sc, a->q);
             acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * a->d), _mm512_cvtepi32_ps(sumi), acc[t]);
             __m256i km = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), md);
             accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a->d), _mm256_cvtepi32_ps(km), accm[t]);
@@ -157,18 +155,13 @@ KG_INLINE void kg_dot_q6_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, siz
     __m256 acco[4];
     for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); acco[t] = _mm256_setzero_ps(); }
     for (int64_t i = 0; i < nsb; i++) {
-        const __m512i u0 = _mm512_load_si512(s[i].u[0]), u1 = _mm512_load_si512(s[i].u[1]);
-        const __m512i u2 = _mm512_load_si512(s[i].u[2]), u3 = _mm512_load_si512(s[i].u[3]);
-        const __m512i s0 = _mm512_load_si512(s[i].scl[0]), s1 = _mm512_load_si512(s[i].scl[1]);
-        const __m512i s2 = _mm512_load_si512(s[i].scl[2]), s3 = _mm512_load_si512(s[i].scl[3]);
+        __m512i u[4], sc[4];
+        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(s[i].u[c]); sc[c] = _mm512_load_si512(s[i].scl[c]); }
         const __m256i sc16 = _mm256_load_si256((const __m256i *)s[i].w16);
         const float d = s[i].d;
         for (int t = 0; t < N; t++) {
             const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
-            __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(u0, _mm512_loadu_si512(a->q)), s0);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u1, _mm512_loadu_si512(a->q + 64)), s1);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u2, _mm512_loadu_si512(a->q + 128)), s2);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u3, _mm512_loadu_si512(a->q + 192)), s3);
+            const __m512i sumi = kg_lanes(u, sc, a->q);
             const float dd = d * a->d;
             __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), sc16);
             acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(sumi), acc[t]);

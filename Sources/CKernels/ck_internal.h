@@ -92,6 +92,23 @@ size_t ck_q5pre_bytes(int64_t cols);
 void ck_q5pre_prepare(const void *act, int64_t cols, void *out);
 float ck_q5pre_dot(const void *w, const void *pre, int64_t cols);
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+/// Half h (128 values) of a Q6_K super-block as two vectors of 64 unsigned six-bit values in
+/// activation order (*u01: values 0-63 of the half, *u23: 64-127). Shared by the one-token
+/// AVX-512 kernel and the multi-token path (ck_gemm_k.c), which must see the same bytes.
+static inline __attribute__((always_inline, target("avx2,avx512f,avx512bw")))
+void ck_q6_K_half_512(const blk_q6_K *b, int h, __m512i *u01, __m512i *u23) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+    __m512i qhs = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+    *u01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qhs, m2), 4));
+    *u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qhs, 4), m2), 4));
+}
+#endif
+
 /// How far ahead of the row being read the decode loops prefetch weights, in bytes (0 = off;
 /// GEMMA_NODE_PREFETCH overrides). See ck_prefetch_row.
 size_t ck_prefetch_bytes(void);

@@ -408,7 +408,6 @@ static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, 
 static CK_TARGET float CK_NAME(dot_q6_K_512)(const void *w, const void *act, int64_t n) {
     const blk_q6_K *b = w;
     const ck_q8k *a = act;
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
     __m512 acc = _mm512_setzero_ps();
     __m256 acco = _mm256_setzero_ps();
     const __m512i pick[4] = {
@@ -422,12 +421,8 @@ static CK_TARGET float CK_NAME(dot_q6_K_512)(const void *w, const void *act, int
         __m512i scv = _mm512_cvtepi8_epi32(sc8);
         __m512i sumi = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++) {
-            __m512i ql = _mm512_loadu_si512(b[i].ql + 64 * h);
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m512i qhs = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qhs, m2), 4));
-            __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qhs, 4), m2), 4));
+            __m512i u01, u23;
+            ck_q6_K_half_512(&b[i], h, &u01, &u23);
             __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(a[i].q + 128 * h));
             __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(a[i].q + 128 * h + 64));
             sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p01, _mm512_permutexvar_epi32(pick[2 * h], scv)));

@@ -1,41 +1,11 @@
 // Per-rank KV cache: only this rank's KV heads, one region per slot (sequence) and layer.
 // Global layers keep every position; sliding layers keep a ring buffer of window +
 // maxBatchTokens positions, so a prefill chunk never overwrites a key a query of the same
-// chunk still needs. Reserved once at load; a page becomes resident memory only when a
-// position on it is first written (a 4096-token context costs what the run uses).
+// chunk still needs. Reserved once at load as `AlignedBuffer`s, which map buffers of 256 KiB
+// and more lazily: a page becomes resident memory only when a position on it is first written
+// (a 4096-token context costs what the run uses).
 import Foundation
 import GemmaKernels
-
-/// Zeroed memory that costs nothing until touched: an anonymous private mapping, whose pages
-/// the kernel supplies (zero-filled) on first access. `AlignedBuffer` writes zeros over the
-/// whole allocation at once, which would make every position of every slot resident at load.
-final class LazyZeroBuffer: @unchecked Sendable {
-    // @unchecked: the cache's owner writes between parallel sections only (see KVCache).
-    let byteCount: Int
-    let pointer: UnsafeMutableRawPointer
-    private let mapped: Bool
-
-    init(byteCount: Int) {
-        self.byteCount = byteCount
-        if byteCount > 0, let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-           p != MAP_FAILED {
-            pointer = p
-            mapped = true
-        } else {
-            // Empty (layers that read another layer's cache) or no address space left: an
-            // ordinary zeroed allocation, as before.
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-            pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
-            mapped = false
-        }
-    }
-
-    deinit { if mapped { munmap(pointer, byteCount) } else { pointer.deallocate() } }
-
-    func floats() -> UnsafeMutableBufferPointer<Float> {
-        UnsafeMutableBufferPointer(start: pointer.assumingMemoryBound(to: Float.self), count: byteCount / 4)
-    }
-}
 
 final class KVCache: @unchecked Sendable {
     // @unchecked: written only by the rank's thread between parallel sections; read concurrently.
@@ -49,8 +19,8 @@ final class KVCache: @unchecked Sendable {
     let specs: [LayerSpec]
     let slots: Int
     /// keys[layer]: [slots, capacity, kvHeads, headDim]; values the same.
-    let keys: [LazyZeroBuffer]
-    let values: [LazyZeroBuffer]
+    let keys: [AlignedBuffer]
+    let values: [AlignedBuffer]
     /// Tokens cached per slot (next position).
     var lengths: [Int]
     let maxCapacity: Int
@@ -67,8 +37,8 @@ final class KVCache: @unchecked Sendable {
     init(layers: [LayerSpec], slots: Int) {
         specs = layers
         self.slots = slots
-        keys = layers.map { LazyZeroBuffer(byteCount: slots * $0.capacity * $0.kvHeads * $0.headDim * 4) }
-        values = layers.map { LazyZeroBuffer(byteCount: slots * $0.capacity * $0.kvHeads * $0.headDim * 4) }
+        keys = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * $0.headDim * 4) }
+        values = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * $0.headDim * 4) }
         lengths = Array(repeating: 0, count: slots)
         maxCapacity = layers.map(\.capacity).max() ?? 1
     }

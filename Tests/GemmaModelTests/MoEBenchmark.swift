@@ -118,11 +118,14 @@ struct MoE26BLayerBenchmark {
         return QuantizedTensor(raw: bytes, type: .q8_0, rows: rows, cols: cols)
     }
 
-    @Test func decodeAndPrefill() throws {
-        let h = 2816, e = 128, k = 8, ie = 704
-        let dims = try MoEDims(hidden: h, experts: e, topK: k, expertIntermediate: ie, eps: 1e-6)
-        let gu = try Self.randomQ8(rows: e * 2 * ie, cols: h, seed: 1)
-        let dn = try Self.randomQ8(rows: e * h, cols: ie, seed: 2)
+    /// A 26B-A4B-shaped MoE layer (hidden 2816, 128 experts, top 8, expert width 704) with
+    /// random Q8_0 expert weights and a random router, read from memory; also the generator
+    /// that drew the router, to continue with the inputs.
+    static func layer26B() throws -> (MoEDims, MoETensorReader, MoERNG) {
+        let h = 2816, e = 128, ie = 704
+        let dims = try MoEDims(hidden: h, experts: e, topK: 8, expertIntermediate: ie, eps: 1e-6)
+        let gu = try randomQ8(rows: e * 2 * ie, cols: h, seed: 1)
+        let dn = try randomQ8(rows: e * h, cols: ie, seed: 2)
         var g = MoERNG(state: 3)
         let small = MoETensorReader.inMemory([.routerProj: ([e, h], g.floats(e * h, scale: 3)), .routerScale: ([1, h], [Float](repeating: 1, count: h)),
                                               .perExpertScale: ([1, e], [Float](repeating: 1, count: e)), .preNorm2: ([1, h], [Float](repeating: 1, count: h))])
@@ -134,6 +137,13 @@ struct MoE26BLayerBenchmark {
                 default: return try small.matrix(t, rows, cols)
                 }
             }, floats: small.floats)
+        return (dims, reader, g)
+    }
+
+    @Test func decodeAndPrefill() throws {
+        let (dims, reader, rng) = try Self.layer26B()
+        var g = rng
+        let h = dims.hidden
         let tokens = 48, prefill = 64
         let xs = g.floats(prefill * h, scale: 2)
         var flush = [UInt8](repeating: 0, count: 64 << 20)
@@ -182,21 +192,9 @@ struct MoE26BLayerBenchmark {
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] != nil), .serialized)
 struct MoEGroupedDecodeBenchmark {
     @Test func groupedVsSplit() throws {
-        let h = 2816, e = 128, ie = 704
-        let dims = try MoEDims(hidden: h, experts: e, topK: 8, expertIntermediate: ie, eps: 1e-6)
-        let gu = try MoE26BLayerBenchmark.randomQ8(rows: e * 2 * ie, cols: h, seed: 1)
-        let dn = try MoE26BLayerBenchmark.randomQ8(rows: e * h, cols: ie, seed: 2)
-        var g = MoERNG(state: 3)
-        let small = MoETensorReader.inMemory([.routerProj: ([e, h], g.floats(e * h, scale: 3)), .routerScale: ([1, h], [Float](repeating: 1, count: h)),
-                                              .perExpertScale: ([1, e], [Float](repeating: 1, count: e)), .preNorm2: ([1, h], [Float](repeating: 1, count: h))])
-        let reader = MoETensorReader(
-            matrix: { t, rows, cols in
-                switch t {
-                case .gateUp: return try gu.slice(rows, cols)
-                case .down: return try dn.slice(rows, cols)
-                default: return try small.matrix(t, rows, cols)
-                }
-            }, floats: small.floats)
+        let (dims, reader, rng) = try MoE26BLayerBenchmark.layer26B()
+        var g = rng
+        let h = dims.hidden
         let shard = try MoEPlan.shards(dims: dims, ranks: 4, strategy: .columnSplit, blockSize: 32)[0]
         var block = try MoEBlock.load(dims: dims, shard: shard, read: reader, scratch: MoEScratch())
         let tokens = 32
