@@ -8,6 +8,10 @@ Zipf-like popularity (a pessimistic skew: expert popularity ~ 1/rank^s, s = 0.5)
 that matter for decode are bytes of expert weights each rank must stream per token; the slowest
 rank sets the step time. Usage: python3 Scripts/bench_moe_imbalance.py [--trials N]
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
 import argparse
 
 import numpy as np

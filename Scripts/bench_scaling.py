@@ -13,6 +13,10 @@ overhead (all-reduces, the sampling gather, load imbalance) and the memory split
 speed-up of several machines. More ranks than cores is oversubscribed: gemma-node then turns on
 Open MPI's yield-when-idle itself (MPICommunicator.yieldWhenOversubscribed).
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
 import argparse
 import json
 import os

@@ -9,6 +9,10 @@ Each client sends streaming chat requests one after another (greedy, distinct pr
 time to first token (mean, p50, p95), inter-token latency (mean), request latency (mean), and
 from the server's /metrics the mean sequences per engine step (how much batching happened).
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("test")
+
 import argparse
 import concurrent.futures
 import re

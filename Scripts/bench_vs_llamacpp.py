@@ -12,6 +12,10 @@ rounds). Its side feeds back the argmax of the logits each step, as gemma-node's
 `use_extra_bufts` is turned off: on this machine llama.cpp's AMX weight repacking path dies with
 SIGILL (tileloadd), so llama.cpp runs its ordinary CPU kernels (AVX-512/VNNI).
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
 import argparse
 import json
 import os

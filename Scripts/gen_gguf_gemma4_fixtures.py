@@ -16,6 +16,10 @@ fixture's expected.json (transformers), so the test checks the GGUF mapping, not
 
   python3 Scripts/gen_gguf_gemma4_fixtures.py
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
 import json
 import os
 import sys

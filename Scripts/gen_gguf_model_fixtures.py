@@ -24,6 +24,10 @@ config and every matrix round-tripped through gguf's Q8_0 quantizer.
 
   python3 Scripts/gen_gguf_model_fixtures.py
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("fixtures")
+
 import json
 import os
 

@@ -11,6 +11,10 @@ Deterministic: every fixture seeds torch from a fixed per-fixture seed, so runni
 transformers versions). `python3 Scripts/gen_hf_fixtures.py NAME ...` regenerates only those.
 """
 
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("fixtures")
+
+
 import json
 import math
 import os

@@ -27,6 +27,10 @@ template before tokenizing), prompt_tokens, and
     32 greedy tokens it shares with the reference before the first difference. This measures
     how far two correct int8-activation implementations of this model drift apart.
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
 import json
 import os
 import sys

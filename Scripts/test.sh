@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Sets up what the tests need (system packages, the default model), then builds and runs
-# the whole test suite, including the real binary under the real mpirun at 2 and 4 ranks.
-# Exits non-zero on any failure. Extra arguments go to `swift test` (e.g. --filter X).
+# Sets up what the tests need (system packages, the project's Python environment, the default
+# model), then builds and runs the test suite. Exits non-zero on any failure.
+#
+# Usage: Scripts/test.sh [--fast] [swift test arguments, e.g. --filter X]
+#   (no flag)  the whole suite, as CI runs it: every in-process suite, then the real binary
+#              under the real mpirun at 2 and 4 ranks on the default model, the OpenAI
+#              server driven by the official `openai` client.
+#   --fast     the in-process suites only (no binary, no mpirun): the development loop.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-"$ROOT/Scripts/setup.sh" --no-build >/dev/null
-if ! command -v swift >/dev/null && [ -x /opt/swift/usr/bin/swift ]; then
-    export PATH="/opt/swift/usr/bin:$PATH"
-fi
+FAST=0
+if [ "${1:-}" = "--fast" ]; then FAST=1; shift; fi
+
+MODEL_PATH="$("$ROOT/Scripts/setup.sh" --no-build --quiet | tail -n 1)"
+. "$ROOT/Scripts/lib.sh"
+ensure_swift
+# Tests that run Python use this interpreter (the project's environment), never python3 from PATH.
+GEMMA_NODE_PYTHON="$("$ROOT/Scripts/venv.sh" test)"
+export GEMMA_NODE_PYTHON
+export GEMMA_NODE_MODEL="${GEMMA_NODE_MODEL:-$MODEL_PATH}"
 
 # mpirun as root (CI containers) must be allowed explicitly; more ranks than cores is normal.
 if [ "$(id -u)" = 0 ]; then
@@ -19,7 +30,15 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 # The project runs its own thread pools; OpenBLAS must not start its own on top.
 export OPENBLAS_NUM_THREADS=1
 
-echo "test: swift build" >&2
+start=$(date +%s)
+echo "test: swift build --build-tests" >&2
 swift build --build-tests
-echo "test: swift test" >&2
-swift test --skip-build "$@"
+echo "test: built in $(( $(date +%s) - start )) s" >&2
+if [ "$FAST" = 1 ]; then
+    echo "test: swift test (in-process suites; GemmaNodeTests, which run the binary, skipped by --fast)" >&2
+    swift test --skip-build --skip GemmaNodeTests "$@"
+else
+    echo "test: swift test (all suites)" >&2
+    swift test --skip-build "$@"
+fi
+echo "test: done in $(( $(date +%s) - start )) s" >&2

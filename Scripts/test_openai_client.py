@@ -13,6 +13,10 @@ the numbers), 401, 413, 429; a client that disconnects frees its slot; the idle 
 across all ranks (read from /proc) stays under 10% of a core. Prints one line per check and
 'N passed, N failed' at the end; exit status 1 if any failed.
 """
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("test")
+
 import argparse
 import concurrent.futures
 import json
