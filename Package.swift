@@ -54,15 +54,17 @@ let package = Package(
             swiftSettings: swiftFast
         ),
 
-        // Tests
-        .testTarget(name: "GemmaKernelsTests", dependencies: ["GemmaKernels", "CKernels"]),
-        .testTarget(name: "GemmaParallelTests", dependencies: ["GemmaParallel"]),
-        .testTarget(name: "GemmaWireTests", dependencies: ["GemmaWire"]),
-        .testTarget(name: "GemmaFormatsTests", dependencies: ["GemmaFormats"]),
-        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTokenizer", "GemmaFormats"]),
-        .testTarget(name: "GemmaModelTests", dependencies: ["GemmaModel", "GemmaParallel", "GemmaEngine"]),
-        .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire"]),
-        .testTarget(name: "GemmaNodeTests", dependencies: ["gemma-node"]),
-        .testTarget(name: "GemmaServerTests", dependencies: ["GemmaServer", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaTokenizer"]),
+        // Tests: GemmaTestSupport holds what the test targets share (fixture paths, the
+        // default model and Python environment with clear errors when missing, a seeded RNG).
+        .target(name: "GemmaTestSupport", path: "Tests/GemmaTestSupport"),
+        .testTarget(name: "GemmaKernelsTests", dependencies: ["GemmaTestSupport", "GemmaKernels", "CKernels"]),
+        .testTarget(name: "GemmaParallelTests", dependencies: ["GemmaTestSupport", "GemmaParallel"]),
+        .testTarget(name: "GemmaWireTests", dependencies: ["GemmaTestSupport", "GemmaWire"]),
+        .testTarget(name: "GemmaFormatsTests", dependencies: ["GemmaTestSupport", "GemmaFormats"]),
+        .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTestSupport", "GemmaTokenizer", "GemmaFormats"]),
+        .testTarget(name: "GemmaModelTests", dependencies: ["GemmaTestSupport", "GemmaModel", "GemmaParallel", "GemmaEngine"]),
+        .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaTestSupport", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire"]),
+        .testTarget(name: "GemmaNodeTests", dependencies: ["GemmaTestSupport", "gemma-node"]),
+        .testTarget(name: "GemmaServerTests", dependencies: ["GemmaTestSupport", "GemmaServer", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaTokenizer"]),
     ]
 )

@@ -20,9 +20,3 @@ struct GemmaNode: ParsableCommand {
         main(nil)
     }
 }
-
-/// Thrown by subcommands that are not built yet: says so and exits non-zero.
-struct NotImplemented: Error, CustomStringConvertible {
-    let command: String
-    var description: String { "gemma-node \(command): not implemented yet" }
-}

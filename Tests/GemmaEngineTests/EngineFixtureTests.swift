@@ -6,13 +6,13 @@ import Testing
 @testable import GemmaEngine
 import GemmaModel
 import GemmaParallel
+import GemmaTestSupport
 
 struct FixtureExpected: Decodable {
     let prompt_tokens: [Int32]
     let greedy_tokens: [Int32]
 
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures/hf")
+    static let root = TestPaths.fixture("hf")
 
     static func load(_ name: String) throws -> FixtureExpected {
         let data = try Data(contentsOf: root.appendingPathComponent(name).appendingPathComponent("expected.json"))

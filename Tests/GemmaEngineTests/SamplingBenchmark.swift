@@ -6,12 +6,13 @@ import Testing
 @testable import GemmaEngine
 import GemmaModel
 import GemmaParallel
+import GemmaTestSupport
 
 @Suite struct SamplingBenchmark {
     @Test(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] == "1"))
     func samplingCostAtFullVocabulary() throws {
         let vocab = 262_144
-        var rng = TestRNG(state: 1)
+        var rng = SplitMix64(seed: 1)
         let row = (0..<vocab).map { _ in rng.normal() * 3 }
         let cases: [(String, SamplerSettings)] = [
             ("greedy", .greedy),

@@ -5,6 +5,7 @@ import Testing
 @testable import GemmaEngine
 import GemmaModel
 import GemmaParallel
+import GemmaTestSupport
 
 /// Reference sampler: sorts the whole vocabulary, then applies the filters in Hugging Face's
 /// order (temperature, top-k, top-p, min-p) and takes the Gumbel-max draw. It shares only the
@@ -67,18 +68,8 @@ func distributedSample(rows: [[Float]], requests: [SampleRequest], sampleable: I
     return (ids, stats)
 }
 
-/// Deterministic test data.
-struct TestRNG {
-    var state: UInt64
-    mutating func next() -> UInt64 { state &+= 1; return SamplingNoise.mix(state) }
-    mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
-    mutating func normal() -> Float {
-        let u1 = max(unit(), 1e-300), u2 = unit()
-        return Float(sqrt(-2 * log(u1)) * cos(2 * Double.pi * u2))
-    }
-}
 
-func randomLogits(_ rng: inout TestRNG, vocab: Int, style: Int) -> [Float] {
+func randomLogits(_ rng: inout SplitMix64, vocab: Int, style: Int) -> [Float] {
     var row = (0..<vocab).map { _ in rng.normal() * Float(1 + style) }
     switch style % 4 {
     case 1: // Coarse values: many exact ties.
@@ -111,7 +102,7 @@ let settingsGrid: [SamplerSettings] = [
 @Suite struct SamplingTests {
     @Test(arguments: [1, 2, 4])
     func matchesReferenceOnRandomLogits(ranks: Int) throws {
-        var rng = TestRNG(state: 42)
+        var rng = SplitMix64(seed: 42)
         let vocab = 256
         var rows: [[Float]] = []
         var requests: [SampleRequest] = []
@@ -133,7 +124,7 @@ let settingsGrid: [SamplerSettings] = [
     }
 
     @Test func sameSeedSameTokensAtAnyRankCount() throws {
-        var rng = TestRNG(state: 7)
+        var rng = SplitMix64(seed: 7)
         let rows = (0..<30).map { _ in randomLogits(&rng, vocab: 128, style: 0) }
         let requests = rows.indices.map {
             SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: 0, topP: 0.95, minP: 0, seed: 99), stepIndex: UInt64($0))
@@ -160,7 +151,7 @@ let settingsGrid: [SamplerSettings] = [
 
     @Test(arguments: [1, 2, 4])
     func topPEdges(ranks: Int) throws {
-        var rng = TestRNG(state: 3)
+        var rng = SplitMix64(seed: 3)
         let rows = (0..<40).map { _ in randomLogits(&rng, vocab: 64, style: 0) }
         let argmax = rows.map { row in Int32(row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!) }
         // Tiny p keeps only the most likely id, with or without top-k.
@@ -181,7 +172,7 @@ let settingsGrid: [SamplerSettings] = [
     func nucleusSearchGrowsUntilExact(ranks: Int) throws {
         // A nearly flat distribution: p = 0.99 needs almost every id, far more than the first
         // 4 candidates per rank, so the search must run several rounds and still be exact.
-        var rng = TestRNG(state: 11)
+        var rng = SplitMix64(seed: 11)
         let rows = (0..<8).map { _ in (0..<256).map { _ in rng.normal() * 0.1 } }
         let s = SamplerSettings(temperature: 1, topK: 0, topP: 0.99, minP: 0, seed: 1234)
         let requests = rows.indices.map { SampleRequest(row: $0, settings: s, stepIndex: UInt64($0)) }
@@ -192,7 +183,7 @@ let settingsGrid: [SamplerSettings] = [
     }
 
     @Test func localTopKEqualsAFullSort() {
-        var rng = TestRNG(state: 5)
+        var rng = SplitMix64(seed: 5)
         for style in 0..<4 {
             let row = randomLogits(&rng, vocab: 3000, style: style)
             var all: [Candidate] = []

@@ -5,9 +5,9 @@ import Foundation
 import Testing
 import GemmaFormats
 import GemmaKernels
+import GemmaTestSupport
 
-let ggufFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("Fixtures/gguf")
+let ggufFixtures = TestPaths.fixture("gguf")
 
 func fixtureBytes(_ name: String) throws -> [UInt8] {
     [UInt8](try Data(contentsOf: ggufFixtures.appendingPathComponent(name)))
@@ -305,7 +305,7 @@ func expected() throws -> ExpectedFile {
     /// throws a typed error; none may crash or hang.
     @Test func seededGarbage() throws {
         let good = try fixtureBytes("types_v3.gguf")
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         var rejected = 0
         for _ in 0..<3000 {
             var b = good
@@ -326,33 +326,11 @@ func expected() throws -> ExpectedFile {
     }
 }
 
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
-/// The default model's path, or a test failure telling how to get it.
-func defaultModelPath() -> String? {
-    let env = ProcessInfo.processInfo.environment
-    let path = env["GEMMA_NODE_MODEL"].flatMap { $0.isEmpty ? nil : $0 }
-        ?? (env["HOME"] ?? NSHomeDirectory()) + "/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf"
-    guard FileManager.default.fileExists(atPath: path) else {
-        Issue.record("default model not found at \(path): run Scripts/setup.sh (or set GEMMA_NODE_MODEL)")
-        return nil
-    }
-    return path
-}
 
 @Suite struct GGUFRealModelTests {
     @Test func gemma3_270m_metadataAndTensors() throws {
-        guard let path = defaultModelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let g = try GGUFFile(path: path)
         #expect(g.version == 3)
         #expect(g.tensors.count == 236)
@@ -431,7 +409,7 @@ func residentBytesOfMapping(at base: UnsafeRawPointer) -> Int? {
     /// resident set (the header pages are dropped once parsed). Reading through the mapping
     /// would leave all 44 MB of it resident here (the loader's peak, multiplied by the ranks).
     @Test func slicesDoNotEnterTheResidentSet() throws {
-        guard let path = defaultModelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let g = try GGUFFile(path: path)
         let embd = try g.tensor("token_embd.weight")
         let quarter = try g.weightMatrix(of: embd, rows: 0..<(embd.rows / 4))

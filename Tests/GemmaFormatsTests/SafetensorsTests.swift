@@ -4,6 +4,7 @@ import Foundation
 import Testing
 import GemmaFormats
 import GemmaKernels
+import GemmaTestSupport
 
 /// Builds a safetensors file from (name, dtype, shape, raw bytes) in a fresh temp dir.
 func writeSafetensors(_ tensors: [(String, String, [Int], [UInt8])], headerOverride: String? = nil, name: String = "model.safetensors") throws -> URL {
@@ -84,8 +85,7 @@ struct SafetensorsTests {
     }
 
     @Test func shardedCheckpointThroughIndex() throws {
-        let hf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures").appendingPathComponent("hf")
+        let hf = TestPaths.fixture("hf")
         let sharded = try SafetensorsArchive(directory: hf.appendingPathComponent("gemma3_sharded"))
         let single = try SafetensorsArchive(directory: hf.appendingPathComponent("gemma3_pattern"))
         #expect(sharded.files.count == 3)

@@ -10,6 +10,7 @@
 import Foundation
 import Testing
 @testable import GemmaKernels
+import GemmaTestSupport
 
 @Suite struct AttentionTests {
     struct Head {
@@ -18,7 +19,7 @@ import Testing
     }
 
     static func makeHead(d: Int, kvHeads: Int, capacity: Int, seed: UInt64) -> Head {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let n = capacity * kvHeads * d
         return Head(q: (0..<d).map { _ in rng.normal() }, keys: (0..<n).map { _ in rng.normal() },
                     values: (0..<n).map { _ in rng.normal() }, d: d, rowStride: kvHeads * d, capacity: capacity)
@@ -113,7 +114,7 @@ import Testing
 /// add 1.2e-7 |z u| absolute. (The kernels' z / (1 + e^(-2y)) does not cancel.)
 @Suite struct GeluTests {
     @Test func matchesSwiftTwin() {
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         var z: [Float] = (0..<4099).map { _ in rng.normal() * 4 }
         z += [0, -0.0, 1e-20, -1e-20, 10, -10, 30, -30, 80, -80, 200, -200, 1e30, -1e30]
         let u: [Float] = z.indices.map { _ in rng.normal() }
@@ -133,7 +134,7 @@ import Testing
     /// An element's result does not depend on its position or the buffer length (the vector
     /// tails use the same formula): batch invariance.
     @Test func positionIndependent() {
-        var rng = SplitMix(seed: 8)
+        var rng = SplitMix64(seed: 8)
         let z: [Float] = (0..<37).map { _ in rng.normal() * 3 }, u: [Float] = (0..<37).map { _ in rng.normal() }
         for level in [KernelLevel.scalar, .avx2, .avx512, .neon].filter(\.isSupported) {
             var whole = z

@@ -6,6 +6,7 @@ import CKernels
 import Foundation
 import Testing
 @testable import GemmaKernels
+import GemmaTestSupport
 
 /// One fixture file: blocks of `type` and f32 values (see Scripts/gen_quant_fixtures.py).
 struct QuantFixture {
@@ -14,8 +15,7 @@ struct QuantFixture {
     let bytes: [UInt8]
     let values: [Float]
 
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures/quant")
+    static let directory = TestPaths.fixture("quant")
 
     static func load(_ name: String) throws -> QuantFixture {
         let data = try Data(contentsOf: directory.appendingPathComponent(name))
@@ -95,7 +95,7 @@ enum FixtureError: Error { case bad(String) }
     /// float -> half rounding (nearest even, overflow, subnormals) of the C conversion vs Swift's
     /// Float16(Float) on every midpoint between neighbouring halves and a million random floats.
     @Test func floatToHalfRounding() {
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var bad: [Float] = []
         for h in 0..<UInt16(0x7C00) {
             let a = Float(Float16(bitPattern: h)), b = Float(Float16(bitPattern: h + 1))
@@ -126,7 +126,7 @@ enum FixtureError: Error { case bad(String) }
     /// clamps from 16 to 15) plus 16 * |d - f16(d)|.
     @Test(arguments: [WeightType.q8_0, .q4_0])
     func quantizeRoundTrip(_ type: WeightType) throws {
-        var rng = SplitMix(seed: 11)
+        var rng = SplitMix64(seed: 11)
         let n = 32 * 200
         let x = (0..<n).map { i in rng.normal() * Float(1 << (i / 32 % 12)) / 64 }
         var q = [UInt8](repeating: 0, count: type.rowBytes(n)!)
@@ -166,19 +166,3 @@ enum FixtureError: Error { case bad(String) }
 }
 
 /// Deterministic test randomness.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
-    mutating func normal() -> Float {
-        let u = max(uniform(), 1e-7), v = uniform()
-        return (-2 * Foundation.log(u)).squareRoot() * Foundation.cos(2 * .pi * v)
-    }
-}

@@ -5,12 +5,13 @@
 import Foundation
 import Testing
 @testable import GemmaKernels
+import GemmaTestSupport
 
 @Suite struct GemmTests {
     @Test(arguments: [WeightType.q8_0, .q5_0])
     func gemmEqualsPerRowDots(_ type: WeightType) throws {
         guard KernelLevel.avx512.isSupported else { return }
-        var rng = SplitMix(seed: 7 + UInt64(type.rawValue))
+        var rng = SplitMix64(seed: 7 + UInt64(type.rawValue))
         for cols in [640, 128, 192, 576] {  // 576 and 192: an odd number of block pairs
             let rows = 53
             let m = try WeightMatrix(type: type, rows: rows, cols: cols)
@@ -53,7 +54,7 @@ extension GemmTests {
     @Test(arguments: [WeightType.q8_0, .q5_0])
     func longRowsSmallerTiles(_ type: WeightType) throws {
         guard KernelLevel.avx512.isSupported else { return }
-        var rng = SplitMix(seed: 70 + UInt64(type.rawValue))
+        var rng = SplitMix64(seed: 70 + UInt64(type.rawValue))
         for cols in [4096, 8192] {
             let rows = 5
             let m = try WeightMatrix(type: type, rows: rows, cols: cols)
@@ -89,7 +90,7 @@ extension GemmTests {
 @Suite struct SplitQ8Tests {
     @Test(arguments: [640, 96, 32, 608])
     func splitLayoutMatchesGGML(_ cols: Int) throws {
-        var rng = SplitMix(seed: 300 + UInt64(cols))
+        var rng = SplitMix64(seed: 300 + UInt64(cols))
         let rows = 41
         let original = try WeightMatrix(type: .q8_0, rows: rows, cols: cols)
         var rowsBytes: [[UInt8]] = []

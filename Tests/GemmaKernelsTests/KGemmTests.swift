@@ -7,11 +7,12 @@ import CKernels
 import Foundation
 import Testing
 @testable import GemmaKernels
+import GemmaTestSupport
 
 @Suite struct KGemmTests {
     /// Activations with a large dynamic range across 32-value groups, some all-zero blocks
     /// (activation scale 0) and some constant-sign blocks, so the int32 lanes see extremes.
-    static func activations(_ count: Int, rng: inout SplitMix) -> [Float] {
+    static func activations(_ count: Int, rng: inout SplitMix64) -> [Float] {
         var x = (0..<count).map { _ in rng.normal() }
         var i = 0
         while i < count {
@@ -33,7 +34,7 @@ import Testing
     @Test(arguments: [WeightType.q4_K, .q6_K])
     func multiTokenEqualsOneTokenKernel(_ type: WeightType) throws {
         guard KernelLevel.avx512.isSupported else { return }
-        var rng = SplitMix(seed: 0x6b67 + UInt64(type.rawValue))
+        var rng = SplitMix64(seed: 0x6b67 + UInt64(type.rawValue))
         // 12288 columns: a row decodes to 27 KiB, more than the tile budget (one row per tile).
         for (rows, cols) in [(53, 1024), (6, 256), (3, 2048), (17, 768), (5, 12288)] {
             let m = try WeightMatrix(type: type, rows: rows, cols: cols)
@@ -79,7 +80,7 @@ import Testing
     @Test(arguments: [WeightType.q4_K, .q6_K])
     func oneTokenKernelIsTheReference(_ type: WeightType) {
         guard KernelLevel.avx512.isSupported else { return }
-        var rng = SplitMix(seed: 0x6b68 + UInt64(type.rawValue))
+        var rng = SplitMix64(seed: 0x6b68 + UInt64(type.rawValue))
         let cols = 1024
         let w = randomRow(type, cols: cols, rng: &rng)
         let x0 = Self.activations(cols, rng: &rng), x1 = Self.activations(cols, rng: &rng)

@@ -16,9 +16,10 @@ import CKernels
 import Foundation
 import Testing
 @testable import GemmaKernels
+import GemmaTestSupport
 
 /// A random row of `type` with `cols` values: random bytes with finite f16 scales of varied size.
-func randomRow(_ type: WeightType, cols: Int, rng: inout SplitMix) -> [UInt8] {
+func randomRow(_ type: WeightType, cols: Int, rng: inout SplitMix64) -> [UInt8] {
     let rowBytes = type.rowBytes(cols)!
     var bytes = (0..<rowBytes).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
     func putHalf(_ off: Int, _ v: Float) {
@@ -114,7 +115,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
 
     @Test(arguments: WeightType.allCases)
     func simdMatchesScalarTwins(_ type: WeightType) {
-        var rng = SplitMix(seed: UInt64(type.rawValue) + 100)
+        var rng = SplitMix64(seed: UInt64(type.rawValue) + 100)
         for cols in testSizes(type) {
             for trial in 0..<3 {
                 // Activations of varied scale per block, as real hidden states are.
@@ -140,7 +141,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
         let rows = f.type == .f32 ? 1 : 2
         let cols = f.values.count / rows
         let rb = f.type.rowBytes(cols)!
-        var rng = SplitMix(seed: 5)
+        var rng = SplitMix64(seed: 5)
         for r in 0..<rows {
             let x = (0..<cols).map { _ in rng.normal() }
             let c = DotCase(w: Array(f.bytes[r * rb..<(r + 1) * rb]), x: x, type: f.type)
@@ -155,7 +156,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
 
     /// Activation scheme (a), kept for measurement: Q8_0 times f32 x, no activation rounding.
     @Test func q8_0WithFloatActivations() {
-        var rng = SplitMix(seed: 77)
+        var rng = SplitMix64(seed: 77)
         for cols in testSizes(.q8_0) {
             let x = (0..<cols).map { _ in rng.normal() }
             let c = DotCase(w: randomRow(.q8_0, cols: cols, rng: &rng), x: x, type: .q8_0)
@@ -171,7 +172,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
     /// Activation quantization: sums/bsums match the int8 values, |q| <= 127, reconstruction within d/2.
     /// The SIMD activation quantizers produce the portable C's bytes exactly.
     @Test func simdActivationQuantizationIsBitIdentical() {
-        var rng = SplitMix(seed: 31)
+        var rng = SplitMix64(seed: 31)
         for type in [WeightType.q8_0, .q4_K] {
             for cols in [256, 768, 2048] {
                 var x = (0..<cols).map { i in rng.normal() * Float(1 << (i / 32 % 9)) / 16 }
@@ -189,7 +190,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
     }
 
     @Test func activationQuantization() {
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let cols = 512
         var x = (0..<cols).map { _ in rng.normal() * 3 }
         for i in 256..<288 { x[i] = 0 }  // an all-zero block
@@ -238,7 +239,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
     @Test(arguments: [(WeightType.q8_0, 96), (.q5_0, 96), (.q5_0, 128), (.q8_0, 128), (.q4_K, 512), (.q6_K, 512),
                       (.f32, 96), (.bf16, 96), (.q4_1, 96), (.q5_K, 512)])
     func matmulEqualsPerRowDots(_ type: WeightType, _ cols: Int) throws {
-        var rng = SplitMix(seed: 99 + UInt64(type.rawValue))
+        var rng = SplitMix64(seed: 99 + UInt64(type.rawValue))
         let rows = 37
         let m = try WeightMatrix(type: type, rows: rows, cols: cols)
         for r in 0..<rows {
@@ -277,7 +278,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
 
     /// The reference path (Swift twin) and the fast path agree within the activation-rounding bound.
     @Test func referenceLevelMatchesFast() throws {
-        var rng = SplitMix(seed: 1234)
+        var rng = SplitMix64(seed: 1234)
         let rows = 20, cols = 512
         let values = (0..<rows * cols).map { _ in rng.normal() }
         let m = try values.withUnsafeBufferPointer { try WeightMatrix.quantizing($0, rows: rows, cols: cols, to: .q8_0) }

@@ -5,9 +5,9 @@ import Foundation
 import Testing
 @testable import GemmaModel
 import GemmaParallel
+import GemmaTestSupport
 
-let hfFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Fixtures").appendingPathComponent("hf")
+let hfFixtures = TestPaths.fixture("hf")
 
 struct Expected: Sendable {
     let promptTokens: [Int32]

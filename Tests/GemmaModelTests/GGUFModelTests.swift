@@ -8,9 +8,9 @@ import Testing
 import GemmaFormats
 import GemmaKernels
 import GemmaParallel
+import GemmaTestSupport
 
-let ggufModelFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Fixtures").appendingPathComponent("gguf_models")
+let ggufModelFixtures = TestPaths.fixture("gguf_models")
 
 struct GGUFExpected: Sendable {
     let file: URL

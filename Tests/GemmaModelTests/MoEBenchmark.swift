@@ -8,6 +8,7 @@ import Testing
 @testable import GemmaModel
 import GemmaKernels
 import GemmaParallel
+import GemmaTestSupport
 
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] != nil), .serialized)
 struct MoEBenchmark {
@@ -26,7 +27,7 @@ struct MoEBenchmark {
         let dims = try MoEDims(hidden: h, experts: experts, topK: topK, expertIntermediate: ie, eps: 1e-6)
         let w = MoETensors.random(dims, seed: 77)
         let reader = try quantizedReader(w, type: .q8_0)
-        var g = MoERNG(state: 5)
+        var g = SplitMix64(seed: 5)
         let decodeTokens = 32, prefill = 64
         let xs = g.floats(prefill * h, scale: 2)
         let pool = ThreadPool(threads: 1)
@@ -104,7 +105,7 @@ struct MoEBenchmark {
 struct MoE26BLayerBenchmark {
     /// Q8_0 rows with valid scales (0.01) and random quants, built straight as bytes.
     static func randomQ8(rows: Int, cols: Int, seed: UInt64) throws -> QuantizedTensor {
-        var g = MoERNG(state: seed)
+        var g = SplitMix64(seed: seed)
         let blocks = cols / 32
         var bytes = [UInt8](repeating: 0, count: rows * blocks * 34)
         let scale = Float16(0.01).bitPattern
@@ -121,12 +122,12 @@ struct MoE26BLayerBenchmark {
     /// A 26B-A4B-shaped MoE layer (hidden 2816, 128 experts, top 8, expert width 704) with
     /// random Q8_0 expert weights and a random router, read from memory; also the generator
     /// that drew the router, to continue with the inputs.
-    static func layer26B() throws -> (MoEDims, MoETensorReader, MoERNG) {
+    static func layer26B() throws -> (MoEDims, MoETensorReader, SplitMix64) {
         let h = 2816, e = 128, ie = 704
         let dims = try MoEDims(hidden: h, experts: e, topK: 8, expertIntermediate: ie, eps: 1e-6)
         let gu = try randomQ8(rows: e * 2 * ie, cols: h, seed: 1)
         let dn = try randomQ8(rows: e * h, cols: ie, seed: 2)
-        var g = MoERNG(state: 3)
+        var g = SplitMix64(seed: 3)
         let small = MoETensorReader.inMemory([.routerProj: ([e, h], g.floats(e * h, scale: 3)), .routerScale: ([1, h], [Float](repeating: 1, count: h)),
                                               .perExpertScale: ([1, e], [Float](repeating: 1, count: e)), .preNorm2: ([1, h], [Float](repeating: 1, count: h))])
         let reader = MoETensorReader(

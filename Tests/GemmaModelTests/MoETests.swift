@@ -9,22 +9,8 @@ import Testing
 import GemmaFormats
 import GemmaKernels
 import GemmaParallel
+import GemmaTestSupport
 
-/// Deterministic pseudo-random numbers (SplitMix64), so every run tests the same tensors.
-struct MoERNG {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-scale, scale).
-    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] {
-        (0..<n).map { _ in (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
-    }
-}
 
 /// Full f32 tensors of one MoE layer in checkpoint layout.
 struct MoETensors: Sendable {
@@ -37,7 +23,7 @@ struct MoETensors: Sendable {
     var down: [Float]            // [E, H, Ie]
 
     static func random(_ dims: MoEDims, seed: UInt64) -> MoETensors {
-        var g = MoERNG(state: seed)
+        var g = SplitMix64(seed: seed)
         let e = dims.experts, h = dims.hidden, ie = dims.expertIntermediate
         // Router logits of order 1 so the softmax is neither flat nor one-hot.
         return MoETensors(dims: dims, routerProj: g.floats(e * h, scale: 3), routerScale: g.floats(h, scale: 1).map { 1 + 0.5 * $0 },
@@ -200,7 +186,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
             let dims = try MoEDims(hidden: s.h, experts: s.e, topK: s.k, expertIntermediate: s.ie, eps: 1e-6)
             let w = MoETensors.random(dims, seed: UInt64(17 + n))
             for t in [1, 7] {
-                var g = MoERNG(state: UInt64(100 + t))
+                var g = SplitMix64(seed: UInt64(100 + t))
                 let x = g.floats(t * s.h, scale: 2)
                 let (want, gap) = directMoE(w, residual: x, tokens: t)
                 // The k-th and (k+1)-th probabilities must differ by far more than float error (~1e-7).
@@ -223,7 +209,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
     @Test func strategiesAgree() throws {
         let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 22, eps: 1e-6)
         let w = MoETensors.random(dims, seed: 5)
-        var g = MoERNG(state: 9)
+        var g = SplitMix64(seed: 9)
         let t = 33
         let x = g.floats(t * 48, scale: 2)
         let base = try shardedMoE(w, residual: x, tokens: t, ranks: 1, strategy: .columnSplit)[0]
@@ -241,7 +227,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
     @Test func threadedPathsAreBitIdentical() throws {
         let dims = try MoEDims(hidden: 48, experts: 10, topK: 4, expertIntermediate: 22, eps: 1e-6)
         let w = MoETensors.random(dims, seed: 21)
-        var g = MoERNG(state: 22)
+        var g = SplitMix64(seed: 22)
         for t in [1, 3, MoEBlock.groupedTokenLimit, MoEBlock.groupedTokenLimit + 5] {
             let x = g.floats(t * 48, scale: 2)
             for strategy in MoEStrategy.allCases {
@@ -371,7 +357,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
         let read = try quantizedReader(w, type: .q8_0)
         w.gateUp = try QuantizedTensor(.q8_0, rows: 8 * 320, cols: 64, values: w.gateUp).dequantized()
         w.down = try QuantizedTensor(.q8_0, rows: 8 * 64, cols: 160, values: w.down).dequantized()
-        var g = MoERNG(state: 12)
+        var g = SplitMix64(seed: 12)
         let t = 9
         let x = g.floats(t * 64, scale: 2)
         let (want, gap) = directMoE(w, residual: x, tokens: t)
@@ -426,8 +412,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
     /// first, [E, H, Ie] down) read through the slicing loader at 1, 2 and 4 ranks, both strategies,
     /// every layer, against the direct computation on the same tensors.
     @Test func fixtureLayersThroughSafetensorsReader() throws {
-        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/hf/gemma4_moe")
+        let dir = TestPaths.fixture("hf/gemma4_moe")
         let archive = try SafetensorsArchive(directory: dir)
         let dims = try MoEDims(hidden: 64, experts: 8, topK: 2, expertIntermediate: 16, eps: 1e-6)
         for layer in 0..<3 {
@@ -443,7 +428,7 @@ func quantizedReader(_ w: MoETensors, type: WeightType) throws -> MoETensorReade
                     return m
                 },
                 floats: { t in try archive.floats(name(t)) })
-            var g = MoERNG(state: UInt64(40 + layer))
+            var g = SplitMix64(seed: UInt64(40 + layer))
             let t = 6
             let x = g.floats(t * 64, scale: 2)
             let (want, gap) = directMoE(full, residual: x, tokens: t)

@@ -4,6 +4,7 @@
 // this tiny random model amplifies to whole logit units (see GemmaModelTests/GGUFModelTests).
 import Foundation
 import Testing
+import GemmaTestSupport
 
 struct GGUFModelReference: Decodable {
     let prompt_tokens: [Int]
@@ -11,8 +12,7 @@ struct GGUFModelReference: Decodable {
     let greedy_tokens: [Int]?
     let file: String?
 
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures/gguf_models")
+    static let root = TestPaths.fixture("gguf_models")
 
     static func load(_ name: String) throws -> GGUFModelReference {
         let data = try Data(contentsOf: root.appendingPathComponent("expected.json"))

@@ -3,6 +3,7 @@
 // reference outputs in its expected.json; and a bad token id failing identically on every rank.
 import Foundation
 import Testing
+import GemmaTestSupport
 
 /// The fixture's reference outputs (written by Scripts/gen_hf_fixtures.py from transformers).
 struct HFExpected: Decodable {
@@ -10,8 +11,7 @@ struct HFExpected: Decodable {
     let logits: [[Double]]
     let greedy_tokens: [Int]
 
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures/hf")
+    static let root = TestPaths.fixture("hf")
 
     static func load(_ name: String) throws -> HFExpected {
         let data = try Data(contentsOf: root.appendingPathComponent(name).appendingPathComponent("expected.json"))

@@ -1,11 +1,11 @@
 // `gemma-node inspect` as users see it: the built binary on a fixture model directory.
 import Foundation
 import Testing
+import GemmaTestSupport
 
 @Suite("inspect command")
 struct InspectCommandTests {
-    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures").appendingPathComponent("hf")
+    let fixtures = TestPaths.fixture("hf")
 
     @Test func printsArchitectureAndPerRankShares() throws {
         let out = try GemmaNodeBinary.run(["inspect", "-m", fixtures.appendingPathComponent("gemma3_pattern").path, "--ranks", "4"])

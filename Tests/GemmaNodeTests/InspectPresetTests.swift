@@ -2,6 +2,7 @@
 // configs, without any checkpoint, as a user would to size a cluster.
 import Foundation
 import Testing
+import GemmaTestSupport
 
 @Suite("inspect --config presets")
 struct InspectPresetTests {
@@ -43,8 +44,7 @@ struct InspectPresetTests {
 @Suite("inspect on GGUF files")
 struct InspectGGUFTests {
     @Test func plansAGemma4GGUF() throws {
-        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/gguf_gemma4/gemma4_moe.gguf")
+        let file = TestPaths.fixture("gguf_gemma4/gemma4_moe.gguf")
         let out = try GemmaNodeBinary.run(["inspect", "-m", file.path, "--ranks", "2"])
         #expect(out.status == 0, "\(out.all)")
         #expect(out.stdout.contains("architecture: gemma4 (gemma4_text), 3 layers [SSF]"))

@@ -5,6 +5,7 @@
 // fails these tests with that instruction instead of skipping them.
 import Foundation
 import Testing
+import GemmaTestSupport
 
 /// llama.cpp's greedy run on one prompt.
 struct LlamaCppPrompt: Decodable {
@@ -28,30 +29,18 @@ struct LlamaCppPrompt: Decodable {
 struct LlamaCppReference: Decodable {
     let prompts: [LlamaCppPrompt]
 
-    static let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/llamacpp/greedy_reference.json")
+    static let url = TestPaths.fixture("llamacpp/greedy_reference.json")
 
     static func load() throws -> LlamaCppReference {
         try JSONDecoder().decode(LlamaCppReference.self, from: Data(contentsOf: url))
     }
 }
 
-/// Where the default model is (same rule as `DefaultModel` in the executable).
+/// The default model (same rule as `DefaultModel` in the executable); a missing file fails
+/// the test, never skips it.
 enum RealModel {
-    static var path: String {
-        let env = ProcessInfo.processInfo.environment
-        if let override = env["GEMMA_NODE_MODEL"], !override.isEmpty { return override }
-        let home = env["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
-        return home + "/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf"
-    }
-
-    /// Fails (never skips) when the model is missing.
-    static func require() throws -> String {
-        let p = path
-        try #require(FileManager.default.fileExists(atPath: p),
-                     "the default model is missing at \(p): run Scripts/setup.sh (it installs Gemma 3 270M Q4_K_M)")
-        return p
-    }
+    static var path: String { TestPaths.defaultModel }
+    static func require() throws -> String { try TestPaths.requireDefaultModel() }
 }
 
 @Suite(.serialized) struct RealModelTests {

@@ -1,11 +1,13 @@
 // `gemma-node serve` as users run it: the real mpirun with 2 ranks on the default model
 // (Gemma 3 270M Q4_K_M; GEMMA_NODE_MODEL overrides, GEMMA_NODE_SERVE_TOKENIZER adds
 // --tokenizer for a model without one), driven by Scripts/test_openai_client.py through the
-// official `openai` Python package (chat and completions, streaming or not, 16 concurrent
-// streams, error codes, disconnects, idle CPU). Then SIGTERM to rank 0 must end every rank
+// official `openai` Python package from the project's environment (Scripts/venv.sh): chat
+// and completions, streaming or not, 16 concurrent streams, error codes, disconnects, idle
+// CPU. Then SIGTERM to rank 0 must end every rank
 // with status 0.
 import Foundation
 import Testing
+import GemmaTestSupport
 
 /// Reads a child's stdout line by line on a background thread.
 private final class LineReader: @unchecked Sendable {
@@ -45,20 +47,11 @@ private final class LineReader: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ServerTests {
-    static var modelPath: String {
-        let env = ProcessInfo.processInfo.environment
-        if let override = env["GEMMA_NODE_MODEL"], !override.isEmpty { return override }
-        let home = env["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
-        return home + "/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf"
-    }
-
-    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Scripts/test_openai_client.py")
+    static let script = TestPaths.script("test_openai_client.py")
 
     @Test func openAIClientAgainstTwoRanks() throws {
-        let model = Self.modelPath
-        try #require(FileManager.default.fileExists(atPath: model),
-                     "the default model is missing at \(model): run Scripts/setup.sh (or set GEMMA_NODE_MODEL)")
+        let model = try TestPaths.requireDefaultModel()
+        let python = try TestPaths.requirePython()
         let marker = "server-test-\(UInt32.random(in: 0...UInt32.max))"
         var args = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", "2", GemmaNodeBinary.url.path,
                     "serve", "-m", model, "--port", "0", "--api-key", "test-key", "--parallel", "8", "--max-queue", "16",
@@ -91,7 +84,7 @@ private final class LineReader: @unchecked Sendable {
 
         let client = Process()
         client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        client.arguments = ["python3", Self.script.path, "--base-url", "http://127.0.0.1:\(port)", "--api-key", "test-key",
+        client.arguments = [python, Self.script.path, "--base-url", "http://127.0.0.1:\(port)", "--api-key", "test-key",
                             "--match", marker, "--max-tokens", "10"]
         let clientOut = Pipe()
         client.standardOutput = clientOut

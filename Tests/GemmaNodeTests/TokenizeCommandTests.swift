@@ -1,21 +1,15 @@
 // `gemma-node tokenize` as users see it: the built binary on the default model and on bad files.
 import Foundation
 import Testing
+import GemmaTestSupport
 
 @Suite("tokenize command")
 struct TokenizeCommandTests {
-    let ggufFixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/gguf/types_v3.gguf").path
+    let ggufFixture = TestPaths.fixture("gguf/types_v3.gguf").path
 
     /// The default model (resolved by the binary itself: $GEMMA_NODE_MODEL or the cache path).
     @Test func printsIdsOfTheDefaultModel() throws {
-        let env = ProcessInfo.processInfo.environment
-        let path = env["GEMMA_NODE_MODEL"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (env["HOME"] ?? NSHomeDirectory()) + "/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf"
-        guard FileManager.default.fileExists(atPath: path) else {
-            Issue.record("default model not found at \(path): run Scripts/setup.sh")
-            return
-        }
+        let path = try TestPaths.requireDefaultModel()
         // Ids from llama.cpp (Tests/Fixtures/tokenizer/llama_cpp_reference.json).
         let out = try GemmaNodeBinary.run(["tokenize", "-p", "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"])
         #expect(out.status == 0, "\(out.all)")

@@ -10,6 +10,7 @@ import GemmaEngine
 import GemmaModel
 import GemmaParallel
 import GemmaTokenizer
+import GemmaTestSupport
 
 /// Greedy output at position p is `script[p % script.count]` (a logit of 10 there, 0 elsewhere).
 final class ScriptModel: ShardedCausalLM {
@@ -59,8 +60,7 @@ final class ServiceHarness: @unchecked Sendable {
     let script: [Int32]
     private let done = DispatchSemaphore(value: 0)
 
-    static let tokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/tokenizer/tiny_tokenizer.json").path
+    static let tokenizerPath = TestPaths.fixture("tokenizer/tiny_tokenizer.json").path
 
     init(reply: String, eos: Bool = false, maxContext: Int = 64, slots: Int = 2, maxQueued: Int = 8, apiKey: String? = nil) throws {
         tokenizer = try GemmaTokenizer.load(path: Self.tokenizerPath)

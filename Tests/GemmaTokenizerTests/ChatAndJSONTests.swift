@@ -3,6 +3,7 @@
 import Foundation
 import Testing
 import GemmaTokenizer
+import GemmaTestSupport
 
 struct TinyCase: Decodable { let text: String; let ids: [Int32]; let decoded: String }
 struct TinyFile: Decodable { let cases: [TinyCase] }
@@ -110,7 +111,7 @@ struct TinyFile: Decodable { let cases: [TinyCase] }
 
     /// The rendered Gemma 3 prompt tokenizes (without a second BOS) to the turn ids.
     @Test func renderedPromptTokenizes() async throws {
-        guard let path = modelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         let text = try gemma.render(messages: [ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
         let ids = tok.encode(text, addSpecial: false, parseSpecial: true)

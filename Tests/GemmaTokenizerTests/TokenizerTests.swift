@@ -5,9 +5,9 @@ import Foundation
 import Testing
 import GemmaFormats
 import GemmaTokenizer
+import GemmaTestSupport
 
-let tokenizerFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("Fixtures/tokenizer")
+let tokenizerFixtures = TestPaths.fixture("tokenizer")
 
 struct ReferenceEntry: Decodable { let text: String; let ids: [Int32]; let ids_no_special: [Int32]; let detokenized: String }
 struct ReferenceFile: Decodable { let generator: String; let count: Int; let entries: [ReferenceEntry] }
@@ -16,17 +16,6 @@ func referenceCorpus() throws -> ReferenceFile {
     try JSONDecoder().decode(ReferenceFile.self, from: Data(contentsOf: tokenizerFixtures.appendingPathComponent("llama_cpp_reference.json")))
 }
 
-/// The default model's path, or a test failure telling how to get it.
-func modelPath() -> String? {
-    let env = ProcessInfo.processInfo.environment
-    let path = env["GEMMA_NODE_MODEL"].flatMap { $0.isEmpty ? nil : $0 }
-        ?? (env["HOME"] ?? NSHomeDirectory()) + "/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf"
-    guard FileManager.default.fileExists(atPath: path) else {
-        Issue.record("default model not found at \(path): run Scripts/setup.sh (or set GEMMA_NODE_MODEL)")
-        return nil
-    }
-    return path
-}
 
 /// Loading the 262144-token vocabulary takes a moment: share one instance.
 actor SharedTokenizer {
@@ -56,7 +45,7 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
 
 @Suite(.serialized) struct GGUFTokenizerTests {
     @Test func vocabularyLayout() async throws {
-        guard let path = modelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         #expect(tok.count == 262_144)
         #expect(tok.bosID == 2 && tok.eosID == 1 && tok.unknownID == 3)
@@ -67,7 +56,7 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
     }
 
     @Test func identicalToLlamaCpp() async throws {
-        guard let path = modelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         let ref = try referenceCorpus()
         #expect(ref.count >= 300)
@@ -76,7 +65,7 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
     }
 
     @Test func decodeMatchesLlamaCpp() async throws {
-        guard let path = modelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         for e in try referenceCorpus().entries {
             var text = tok.decode(e.ids)
@@ -91,7 +80,7 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
     }
 
     @Test func streamingDecoderEmitsWholeCharacters() async throws {
-        guard let path = modelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         // "𠀀" is not in the vocabulary: four byte tokens <0xF0><0xA0><0x80><0x80>.
         let ids = tok.encode("a𠀀b", addSpecial: false)
@@ -118,7 +107,7 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
     }
 
     @Test func speed() async throws {
-        guard let path = modelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         let ref = try referenceCorpus()
         var text = ""
@@ -136,7 +125,7 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
     /// The tokenizer.model path on the real vocabulary: the GGUF vocabulary exported as a
     /// SentencePiece ModelProto with protobuf-c, parsed back, must tokenize identically.
     @Test func sentencePieceModelRoundTrip() async throws {
-        guard let path = modelPath() else { return }
+        let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         let data = tok.sentencePieceModelData()
         #expect(data.count > 1_000_000)

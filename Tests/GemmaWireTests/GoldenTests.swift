@@ -6,10 +6,10 @@
 import Foundation
 import Testing
 @testable import GemmaWire
+import GemmaTestSupport
 
 enum Golden {
-    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Fixtures/wire")
+    static let dir = TestPaths.fixture("wire")
 
     /// Name -> message of every golden file.
     static let messages: [(String, WireMessage)] = [

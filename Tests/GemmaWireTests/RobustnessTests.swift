@@ -3,18 +3,8 @@
 // a crash; anything decoded must also re-encode to something that decodes to itself.
 import Testing
 @testable import GemmaWire
+import GemmaTestSupport
 
-/// SplitMix64: a tiny seeded generator so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Outcome of decoding arbitrary bytes; fails the test if anything but a WireError is thrown.
 enum Outcome: Hashable { case decoded, empty, truncated, garbage, other }
@@ -57,7 +47,7 @@ func classify(_ bytes: [UInt8]) -> Outcome {
     }
 
     @Test func randomGarbage() {
-        var rng = SplitMix64(state: 0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         var seen: [Outcome: Int] = [:]
         for _ in 0..<20_000 {
             let n = Int.random(in: 0...300, using: &rng)
@@ -70,7 +60,7 @@ func classify(_ bytes: [UInt8]) -> Outcome {
     @Test(arguments: Golden.messages.map(\.0))
     func randomCorruption(name: String) throws {
         let golden = try Golden.bytes(name)
-        var rng = SplitMix64(state: 0xC0FFEE ^ UInt64(golden.count))
+        var rng = SplitMix64(seed: 0xC0FFEE ^ UInt64(golden.count))
         for _ in 0..<3_000 {
             var bytes = golden
             for _ in 0..<Int.random(in: 1...4, using: &rng) {
