@@ -7,7 +7,8 @@
 #   cortex-a53  ARMv8.0, no dot product: the run-time check must pick the widening-multiply kernels
 # Installs qemu-user, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (Debian/Ubuntu) if missing.
 # Exits non-zero on any mismatch. Tolerances: see the driver's header. Env: NEON_CFLAGS (default
-# -O3, as the release build), NEON_CPUS (default "max cortex-a53").
+# -O3, as the release build), NEON_CPUS (default "max cortex-a53"), NEON_CC (a clang, e.g. the
+# Swift toolchain's, to compile the kernels with instead of gcc, as SwiftPM would; gcc links).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,9 +37,11 @@ trap 'rm -rf "$BUILD"' EXIT
 
 # The kernels at the release build's optimisation; the driver (not under test) at -O2, where
 # gcc 12 does not hit an internal compiler error vectorising its reference loops.
+KCC=("$CC")
+if [ -n "${NEON_CC:-}" ]; then KCC=("$NEON_CC" --target=aarch64-linux-gnu --sysroot="$SYSROOT"); fi
 for src in Sources/CKernels/*.c; do
     # shellcheck disable=SC2086
-    "$CC" ${NEON_CFLAGS:--O3} -std=gnu11 -Wall -Wextra -pthread -I Sources/CKernels/include \
+    "${KCC[@]}" ${NEON_CFLAGS:--O3} -std=gnu11 -Wall -Wextra -pthread -I Sources/CKernels/include \
         -c "$src" -o "$BUILD/$(basename "$src" .c).o"
 done
 "$CC" -O2 -std=gnu11 -Wall -Wextra -pthread -I Sources/CKernels -I Sources/CKernels/include \
