@@ -15,6 +15,7 @@
 #include "ck_internal.h"
 
 // GEMMA_NODE_GEMM=0 turns the path off (A/B measurements).
+#if defined(__x86_64__)  // only the x86 paths read it
 static int getenv_gemm_disabled(void) {
     static int cached = -1;
     if (cached < 0) {
@@ -23,6 +24,7 @@ static int getenv_gemm_disabled(void) {
     }
     return cached;
 }
+#endif
 
 // Rows decoded together: each pass of four tokens then reuses those tokens' activation pairs
 // (192 bytes per token and 64 values, from L2 for long prompts) across this many rows from L1

@@ -25,6 +25,7 @@
 
 // GEMMA_NODE_KGEMM=0 turns the path off (A/B measurements): matmul then runs the one-token
 // kernel per (row, token), which gives the same bits.
+#if defined(__x86_64__)  // only the x86 paths read it
 static int kgemm_disabled(void) {
     static int cached = -1;
     if (cached < 0) {
@@ -33,6 +34,7 @@ static int kgemm_disabled(void) {
     }
     return cached;
 }
+#endif
 
 // Rows decoded together: a pass of four tokens then reuses their activations (292 bytes per
 // token and super-block, from L2 for long prompts) across this many rows from L1 (8 measured

@@ -77,6 +77,12 @@ ck_dot_fn ck_scalar_kernel(uint32_t type);
 ck_dot_fn ck_avx2_kernel(uint32_t type);
 ck_dot_fn ck_avx512_kernel(uint32_t type);
 ck_dot_fn ck_neon_kernel(uint32_t type);
+/// NEON only: 1 when the CPU has the ARMv8.2 dot-product instructions (which = 0), or when the
+/// kernels use them (which = 1: the CPU has them and GEMMA_NODE_NEON_DOTPROD is not 0).
+int ck_neon_dotprod(int which);
+/// NEON kernel of one flavour (dotprod 0: widening multiplies, 1: vdotq_s32; only where the CPU
+/// has it), 0 when NEON has none for `type`. Both flavours give bit-identical results.
+ck_dot_fn ck_neon_kernel_flavour(uint32_t type, int dotprod);
 /// SIMD activation quantizers, bit-identical to ck_quantize_act.
 int ck_quant_act_avx2(uint32_t type, const float *x, int64_t cols, void *out);
 int ck_quant_act_avx512(uint32_t type, const float *x, int64_t cols, void *out);

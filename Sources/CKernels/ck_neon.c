@@ -1,10 +1,33 @@
-// ARM NEON kernels (aarch64): float formats, Q8_0, Q4_0 and Q5_0 with widening int8 multiplies
-// (no dotprod extension needed). Other formats use the scalar C kernels on ARM. Written to
-// compile on aarch64; this machine is x86, so they are compile-checked only (see KERNELS.md).
+// ARM NEON kernels (aarch64): F32, F16, BF16, and Q8_0, Q4_0, Q5_0, Q4_K, Q6_K in two flavours
+// compiled from one body (ck_neon_body.h): widening int8 multiplies (vmull_s8, baseline
+// ARMv8-A) and the ARMv8.2 dot-product instruction (vdotq_s32, per-function target attribute,
+// so the file still builds for baseline armv8-a). ck_neon_kernel picks the dot-product flavour
+// at run time when the CPU has it (Linux: AT_HWCAP & HWCAP_ASIMDDP; macOS:
+// hw.optional.arm.FEAT_DotProd; GEMMA_NODE_NEON_DOTPROD=0 turns it off). Both flavours give
+// bit-identical results. Q4_1, Q5_1 and Q5_K use the scalar C kernels on ARM. Tested under
+// qemu-aarch64 against the scalar twins by Scripts/test_neon.sh (see KERNELS.md).
 #include "ck_internal.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#include <pthread.h>
+#include <stdlib.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+
+// GCC 12's arm_neon.h declares vdotq_s32 under arch=armv8.2-a+dotprod and only inlines it into
+// functions with at least that; clang takes the feature name.
+#if defined(__clang__)
+#define CK_DOTPROD __attribute__((target("dotprod")))
+#else
+#define CK_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
 
 static float dot_f32(const void *w, const void *act, int64_t n) {
     const float *a = w, *x = act;
@@ -48,61 +71,63 @@ static float dot_bf16(const void *w, const void *act, int64_t n) {
     return vaddvq_f32(vaddq_f32(s0, s1)) + ck_scalar_kernel(CK_BF16)(a + i, x + i, n - i);
 }
 
-// Sum of 32 int8 x int8 products (|products| summed in pairs stay inside int16).
-static inline int32_t dot32(int8x16_t w0, int8x16_t w1, const int8_t *q) {
-    int8x16_t a0 = vld1q_s8(q), a1 = vld1q_s8(q + 16);
+// Widening multiplies: int8 x int8 products summed in pairs stay inside int16 (|w| <= 128,
+// |a| <= 127: 2 * 128 * 127 = 32512), then widened pairwise to int32.
+static inline __attribute__((always_inline)) int32x4_t dot32_mull(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
     int16x8_t p0 = vmlal_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(a0)), vget_high_s8(w0), vget_high_s8(a0));
     int16x8_t p1 = vmlal_s8(vmull_s8(vget_low_s8(w1), vget_low_s8(a1)), vget_high_s8(w1), vget_high_s8(a1));
-    return vaddvq_s32(vpadalq_s16(vpaddlq_s16(p0), p1));
+    return vpadalq_s16(vpaddlq_s16(p0), p1);
+}
+static inline __attribute__((always_inline)) int32x4_t dot16_mull(int8x16_t w, int8x16_t a) {
+    return vpaddlq_s16(vmlal_s8(vmull_s8(vget_low_s8(w), vget_low_s8(a)), vget_high_s8(w), vget_high_s8(a)));
+}
+// Dot-product instruction: each int32 lane += four int8 x int8 products.
+static inline __attribute__((always_inline)) CK_DOTPROD int32x4_t dot32_sdot(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
+    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, a0), w1, a1);
+}
+static inline __attribute__((always_inline)) CK_DOTPROD int32x4_t dot16_sdot(int8x16_t w, int8x16_t a) {
+    return vdotq_s32(vdupq_n_s32(0), w, a);
 }
 
-static float dot_q8_0(const void *w, const void *act, int64_t n) {
-    const blk_q8_0 *b = w;
-    const ck_q8a *a = act;
-    float acc = 0.0f;
-    for (int64_t i = 0; i < n / 32; i++) {
-        int32_t s = dot32(vld1q_s8(b[i].qs), vld1q_s8(b[i].qs + 16), a[i].q);
-        acc += (float)s * (ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d);
-    }
-    return acc;
+#define CK_NT
+#define CK_NN(x) x##_mull
+#include "ck_neon_body.h"
+#undef CK_NT
+#undef CK_NN
+
+#define CK_NT CK_DOTPROD
+#define CK_NN(x) x##_sdot
+#include "ck_neon_body.h"
+#undef CK_NT
+#undef CK_NN
+
+static pthread_once_t dotprod_once = PTHREAD_ONCE_INIT;
+static int dotprod_cpu, dotprod_use;
+
+static void detect_dotprod(void) {
+#if defined(__linux__)
+    dotprod_cpu = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    int v = 0;
+    size_t len = sizeof v;
+    dotprod_cpu = sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &len, NULL, 0) == 0 && v != 0;
+#endif
+    const char *e = getenv("GEMMA_NODE_NEON_DOTPROD");  // =0: widening-multiply flavour (A/B runs)
+    dotprod_use = dotprod_cpu && !(e && e[0] == '0');
 }
 
-static float dot_q4_0(const void *w, const void *act, int64_t n) {
-    const blk_q4_0 *b = w;
-    const ck_q8a *a = act;
-    float acc = 0.0f, corr = 0.0f;
-    for (int64_t i = 0; i < n / 32; i++) {
-        uint8x16_t q = vld1q_u8(b[i].qs);
-        int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0xF)));
-        int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
-        float d = ck_half_to_float(ck_ld16(&b[i].d));
-        acc += (float)dot32(lo, hi, a[i].q) * (d * a[i].d);
-        corr += d * a[i].d * (float)a[i].sum;
-    }
-    return acc - 8.0f * corr;
+int ck_neon_dotprod(int which) {
+    pthread_once(&dotprod_once, detect_dotprod);
+    return which ? dotprod_use : dotprod_cpu;
 }
 
-static float dot_q5_0(const void *w, const void *act, int64_t n) {
-    const blk_q5_0 *b = w;
-    const ck_q8a *a = act;
-    static const uint8_t bitsel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
-    const uint8x16_t sel = vld1q_u8(bitsel);
-    float acc = 0.0f, corr = 0.0f;
-    for (int64_t i = 0; i < n / 32; i++) {
-        uint32_t qh = ck_ld32(b[i].qh);
-        // Byte j of each half gets bit j of qh (low half) or bit j+16 (high half).
-        uint8x16_t h0 = vcombine_u8(vdup_n_u8((uint8_t)qh), vdup_n_u8((uint8_t)(qh >> 8)));
-        uint8x16_t h1 = vcombine_u8(vdup_n_u8((uint8_t)(qh >> 16)), vdup_n_u8((uint8_t)(qh >> 24)));
-        h0 = vandq_u8(vtstq_u8(h0, sel), vdupq_n_u8(0x10));
-        h1 = vandq_u8(vtstq_u8(h1, sel), vdupq_n_u8(0x10));
-        uint8x16_t q = vld1q_u8(b[i].qs);
-        int8x16_t lo = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, vdupq_n_u8(0xF)), h0));
-        int8x16_t hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), h1));
-        float d = ck_half_to_float(ck_ld16(&b[i].d));
-        acc += (float)dot32(lo, hi, a[i].q) * (d * a[i].d);
-        corr += d * a[i].d * (float)a[i].sum;
+ck_dot_fn ck_neon_kernel_flavour(uint32_t type, int dotprod) {
+    switch (type) {
+    case CK_F32: return dot_f32;
+    case CK_F16: return dot_f16;
+    case CK_BF16: return dot_bf16;
+    default: return dotprod ? kernel_sdot(type) : kernel_mull(type);
     }
-    return acc - 16.0f * corr;
 }
 
 float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n) {
@@ -120,18 +145,10 @@ float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n) {
     return vaddvq_f32(acc);
 }
 
-ck_dot_fn ck_neon_kernel(uint32_t type) {
-    switch (type) {
-    case CK_F32: return dot_f32;
-    case CK_F16: return dot_f16;
-    case CK_BF16: return dot_bf16;
-    case CK_Q8_0: return dot_q8_0;
-    case CK_Q4_0: return dot_q4_0;
-    case CK_Q5_0: return dot_q5_0;
-    default: return 0;
-    }
-}
+ck_dot_fn ck_neon_kernel(uint32_t type) { return ck_neon_kernel_flavour(type, ck_neon_dotprod(1)); }
 #else
 ck_dot_fn ck_neon_kernel(uint32_t type) { (void)type; return 0; }
+int ck_neon_dotprod(int which) { (void)which; return 0; }
+ck_dot_fn ck_neon_kernel_flavour(uint32_t type, int dotprod) { (void)type; (void)dotprod; return 0; }
 float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n) { return ck_q8_0_f32_scalar(w, x, n); }
 #endif
