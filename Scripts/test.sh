@@ -3,9 +3,10 @@
 # model), then builds and runs the test suite. Exits non-zero on any failure.
 #
 # Usage: Scripts/test.sh [--fast] [swift test arguments, e.g. --filter X]
-#   (no flag)  the whole suite, as CI runs it: every in-process suite, then the real binary
-#              under the real mpirun at 2 and 4 ranks on the default model, the OpenAI
-#              server driven by the official `openai` client.
+#   (no flag)  the whole suite, as CI runs it: the NEON kernels against their scalar twins
+#              under qemu-aarch64 (Scripts/test_neon.sh), every in-process suite, then the
+#              real binary under the real mpirun at 2 and 4 ranks on the default model, the
+#              OpenAI server driven by the official `openai` client.
 #   --fast     the in-process suites only (no binary, no mpirun): the development loop.
 set -euo pipefail
 
@@ -31,6 +32,10 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1
 
 start=$(date +%s)
+if [ "$FAST" = 0 ]; then
+    echo "test: NEON kernels under qemu-aarch64 (Scripts/test_neon.sh)" >&2
+    "$ROOT/Scripts/test_neon.sh"
+fi
 echo "test: swift build --build-tests" >&2
 swift build --build-tests
 echo "test: built in $(( $(date +%s) - start )) s" >&2

@@ -20,15 +20,8 @@ have_tools() {
 }
 
 if ! have_tools; then
-    echo "test_neon: installing qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross" >&2
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || { echo "test_neon: need root or sudo to install packages" >&2; exit 2; }
-        SUDO="sudo"
-    fi
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross >/dev/null
+    . Scripts/lib.sh
+    ensure_apt qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     have_tools || { echo "test_neon: tools still missing after install" >&2; exit 2; }
 fi
 
