@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds an N-host cluster on one machine from network namespaces, for scaling experiments
-# over a real TCP path with a chosen latency and bandwidth (tc netem). Host gnK lives in
-# namespace gnK with address 10.77.0.(K+1)/24 on a private bridge; nothing is routed
-# outside the bridge. Needs root and iproute2; --delay also needs the sch_netem kernel
-# module (--rate alone uses tbf, which is built in more often).
+# over a real TCP path with a chosen bandwidth per link (tc tbf) and, where the kernel has
+# the sch_netem module, latency (tc netem). Host gnK lives in namespace gnK with address
+# 198.18.0.(K+1)/24 on a private bridge: the range RFC 2544 sets aside for benchmarking
+# (198.18.0.0/15), and nothing is routed outside the bridge. Needs root and iproute2.
+# `up` undoes its own half-made work when a step fails; `down` removes whatever is left of
+# a cluster (also after a failed run) and is safe to repeat.
 #
 #   cluster/netns/netns-cluster.sh up 4 [--delay 1ms] [--rate 1gbit]
 #   cluster/netns/netns-cluster.sh run 4 cluster-check      # mpirun across the 4 hosts
@@ -17,12 +19,12 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 BRIDGE=gnbr0
-SUBNET=10.77.0
+SUBNET=198.18.0
 
 usage() { sed -n '2,15p' "$0"; exit 2; }
 [ "$#" -ge 2 ] || usage
 ACTION="$1"; N="$2"; shift 2
-[[ "$N" =~ ^[1-9][0-9]?$ ]] || { echo "host count must be 1..99, got $N" >&2; exit 2; }
+[[ "$N" =~ ^[1-9][0-9]?$ ]] && [ "$N" -le 250 ] || { echo "host count must be 1..99, got $N" >&2; exit 2; }
 
 up() {
     local delay="" rate=""
@@ -33,6 +35,7 @@ up() {
             *) echo "unknown option $1" >&2; exit 2 ;;
         esac
     done
+    trap 'echo "netns-cluster: up failed; removing what was made" >&2; down >/dev/null' ERR
     ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
     ip link set "$BRIDGE" up
     for k in $(seq 0 $((N - 1))); do
@@ -57,6 +60,7 @@ up() {
             ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 256kb latency 100ms
         fi
     done
+    trap - ERR
     echo "cluster of $N hosts up: gn0..gn$((N - 1)) at $SUBNET.1..$SUBNET.$N${delay:+, delay $delay}${rate:+, rate $rate}"
 }
 
@@ -72,20 +76,17 @@ down() {
 run() {
     local bin="${GEMMA_NODE_BIN:-$ROOT/.build/release/gemma-node}"
     [ -x "$bin" ] || { echo "no binary at $bin (build first or set GEMMA_NODE_BIN)" >&2; exit 1; }
-    local hostfile
-    hostfile="$(mktemp)"
-    for k in $(seq 0 $((N - 1))); do echo "gn$k slots=1" >> "$hostfile"; done
+    HOSTFILE="$(mktemp)"
+    trap 'rm -f "$HOSTFILE"' EXIT
+    for k in $(seq 0 $((N - 1))); do echo "gn$k slots=1" >> "$HOSTFILE"; done
     # Every "host" sees the same hostname, so name resolution goes through the hostfile
     # names only; MPI traffic stays on the bridge subnet.
     ip netns exec gn0 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-        mpirun --hostfile "$hostfile" -n "$N" --bind-to none \
+        mpirun --hostfile "$HOSTFILE" -n "$N" --bind-to none \
         --mca plm_rsh_agent "$HERE/rsh-netns" \
         --mca oob_tcp_if_include "$SUBNET.0/24" --mca btl_tcp_if_include "$SUBNET.0/24" \
         --mca btl self,tcp \
         "$bin" "$@"
-    local status=$?
-    rm -f "$hostfile"
-    return $status
 }
 
 case "$ACTION" in
