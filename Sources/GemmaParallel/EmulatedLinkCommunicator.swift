@@ -1,0 +1,130 @@
+// A `Communicator` decorator that makes every collective take as long as it would over a
+// network link of a chosen latency and bandwidth, for scaling experiments on one machine
+// whose kernel cannot add delay (no sch_netem). It is an emulation: the collective itself
+// still runs over the wrapped transport (shared memory or loopback TCP); afterwards every
+// rank waits the modelled transfer time, so the time seen by the engine is the modelled
+// time plus the local transport's own (a few microseconds at 2 ranks on one host).
+import Foundation
+
+/// A network link between every pair of ranks: one-way latency and bandwidth.
+public struct EmulatedLink: Sendable, Equatable, CustomStringConvertible {
+    /// One-way latency of one message, in seconds.
+    public var latency: Double
+    /// Bytes per second in each direction.
+    public var bytesPerSecond: Double
+
+    public init(latency: Double, bytesPerSecond: Double) {
+        self.latency = latency
+        self.bytesPerSecond = bytesPerSecond
+    }
+
+    /// Parses `LATENCY_US,GBIT` (for example `200,1` for 0.2 ms and 1 Gbit/s).
+    public init(parsing text: String) throws {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+        guard parts.count == 2, let us = Double(parts[0]), let gbit = Double(parts[1]),
+              us.isFinite, gbit.isFinite, us >= 0, gbit > 0, us <= 1e7, gbit <= 1e4 else {
+            throw EmulatedLinkError(text: text)
+        }
+        self.init(latency: us / 1e6, bytesPerSecond: gbit * 1e9 / 8)
+    }
+
+    public var description: String {
+        String(format: "%.0f us, %.3g Gbit/s", latency * 1e6, bytesPerSecond * 8 / 1e9)
+    }
+
+    /// Whole messages needed to combine across `ranks` by recursive doubling (log2, rounded up).
+    static func rounds(_ ranks: Int) -> Double { ranks <= 1 ? 0 : Double(Int.bitWidth - (ranks - 1).leadingZeroBitCount) }
+
+    /// Modelled seconds for an all-reduce of `bytes` on every one of `ranks` ranks: the
+    /// faster of recursive doubling (log2 N rounds, each a latency plus the whole vector) and
+    /// the ring (2(N-1) steps, each a latency plus 1/N of the vector), as a tuned MPI chooses.
+    public func allReduceSeconds(bytes: Int, ranks: Int) -> Double {
+        guard ranks > 1 else { return 0 }
+        let b = Double(bytes), n = Double(ranks)
+        let doubling = Self.rounds(ranks) * (latency + b / bytesPerSecond)
+        let ring = 2 * (n - 1) * (latency + b / n / bytesPerSecond)
+        return min(doubling, ring)
+    }
+
+    /// Modelled seconds for a broadcast of `bytes` from one rank (binomial tree).
+    public func broadcastSeconds(bytes: Int, ranks: Int) -> Double {
+        Self.rounds(ranks) * (latency + Double(bytes) / bytesPerSecond)
+    }
+
+    /// Modelled seconds for an all-gather of one `bytes` record per rank (ring: N-1 steps).
+    public func allGatherSeconds(bytes: Int, ranks: Int) -> Double {
+        ranks <= 1 ? 0 : Double(ranks - 1) * (latency + Double(bytes) / bytesPerSecond)
+    }
+
+    /// Modelled seconds for a barrier (dissemination: log2 N rounds of one empty message).
+    public func barrierSeconds(ranks: Int) -> Double { Self.rounds(ranks) * latency }
+}
+
+public struct EmulatedLinkError: Error, CustomStringConvertible {
+    public let text: String
+    public var description: String {
+        "--emulate-link wants LATENCY_US,GBIT (latency 0...1e7 microseconds, bandwidth above 0 and at most 10000 Gbit/s), got \"\(text)\""
+    }
+}
+
+/// Forwards every collective to `inner`, then holds it for the time `link` would take.
+/// Every rank computes the same modelled time from the same arguments, so the ranks stay in
+/// step. A broadcast waiting for the next step plan (`idle`) is not held: that wait is the
+/// coordinator's idle time, not a transfer (the plan's own transfer is modelled as one
+/// broadcast of its bytes when it arrives).
+public final class EmulatedLinkCommunicator: Communicator, @unchecked Sendable {
+    public let inner: any Communicator
+    public let link: EmulatedLink
+    /// Modelled seconds added so far (for reports).
+    public private(set) var heldSeconds = 0.0
+
+    public init(_ inner: any Communicator, link: EmulatedLink) {
+        self.inner = inner
+        self.link = link
+    }
+
+    public var rank: Int { inner.rank }
+    public var size: Int { inner.size }
+
+    /// Waits `seconds`: sleeps all but the last 100 us (nanosleep overshoots by tens of
+    /// microseconds), then spins to the deadline.
+    private func hold(_ seconds: Double) {
+        guard seconds > 0 else { return }
+        heldSeconds += seconds
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        let sleepNanos = Int64(seconds * 1e9) - 100_000
+        if sleepNanos > 0 {
+            var request = timespec(tv_sec: Int(sleepNanos / 1_000_000_000), tv_nsec: Int(sleepNanos % 1_000_000_000))
+            var remaining = timespec()
+            while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+        }
+        while DispatchTime.now().uptimeNanoseconds < deadline {}
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try inner.allReduceSum(buffer)
+        hold(link.allReduceSeconds(bytes: buffer.count * MemoryLayout<Float>.size, ranks: size))
+    }
+
+    public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try inner.allReduceMax(buffer)
+        hold(link.allReduceSeconds(bytes: buffer.count * MemoryLayout<Float>.size, ranks: size))
+    }
+
+    public func broadcast(_ bytes: [UInt8], root: Int, idle: Bool) throws -> [UInt8] {
+        let result = try inner.broadcast(bytes, root: root, idle: idle)
+        hold(link.broadcastSeconds(bytes: result.count, ranks: size))
+        return result
+    }
+
+    public func allGather(_ record: [Float]) throws -> [Float] {
+        let result = try inner.allGather(record)
+        hold(link.allGatherSeconds(bytes: record.count * MemoryLayout<Float>.size, ranks: size))
+        return result
+    }
+
+    public func barrier() throws {
+        try inner.barrier()
+        hold(link.barrierSeconds(ranks: size))
+    }
+}
