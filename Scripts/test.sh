@@ -36,8 +36,9 @@ if [ "$FAST" = 0 ]; then
     echo "test: NEON kernels under qemu-aarch64 (Scripts/test_neon.sh)" >&2
     "$ROOT/Scripts/test_neon.sh"
 fi
-echo "test: swift build --build-tests" >&2
-swift build --build-tests
+# Every import must be a declared dependency (Package.swift exact): a missing one fails here.
+echo "test: swift build --build-tests --explicit-target-dependency-import-check error" >&2
+swift build --build-tests --explicit-target-dependency-import-check error
 echo "test: built in $(( $(date +%s) - start )) s" >&2
 if [ "$FAST" = 1 ]; then
     echo "test: swift test (in-process suites; GemmaNodeTests, which run the binary, skipped by --fast)" >&2
