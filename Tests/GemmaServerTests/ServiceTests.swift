@@ -68,7 +68,7 @@ final class ServiceHarness: @unchecked Sendable {
         if eos, let e = tokenizer.eosID { s.append(e) }
         script = s
         let model = ScriptModel(vocabSize: tokenizer.count, script: s, maxContext: maxContext, slots: slots)
-        let executor = StepExecutor(model: model, comm: SoloCommunicator(), codec: WirePlanCodec())
+        let executor = StepExecutor(model: model, comm: SoloCommunicator())
         scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueued)
         service = OpenAIService(config: ServerConfig(modelName: "script", apiKey: apiKey))
         service.attach(Backend(scheduler: scheduler, tokenizer: tokenizer, template: ChatTemplate(format: .gemma), maxContext: maxContext,
