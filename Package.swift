@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "gemma-node",
             dependencies: [
-                "GemmaEngine", "GemmaServer", "GemmaMPI", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels", "GemmaFormats", "CKernels",
+                "GemmaEngine", "GemmaServer", "GemmaMPI", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels", "GemmaFormats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftFast
