@@ -228,4 +228,14 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         #expect(e.push("café") == ("caf", false))
         #expect(e.flush() == "é")
     }
+
+    /// Absent finish reasons and logprobs are sent as explicit nulls, as OpenAI sends them.
+    @Test func absentOptionalFieldsEncodeAsNull() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let chunk = String(decoding: try encoder.encode(ChatChunkChoice(index: 0, delta: ChatDelta(role: nil, content: "a"), finish_reason: nil)), as: UTF8.self)
+        #expect(chunk == #"{"delta":{"content":"a"},"finish_reason":null,"index":0}"#)
+        let text = String(decoding: try encoder.encode(TextChoice(index: 1, text: "b", finish_reason: "stop")), as: UTF8.self)
+        #expect(text == #"{"finish_reason":"stop","index":1,"logprobs":null,"text":"b"}"#)
+    }
 }
