@@ -140,7 +140,7 @@ public final class StepExecutor {
         do {
             if comm.isCoordinator {
                 guard let plan else { throw EngineError.notCoordinator("sending a plan") }
-                _ = try comm.broadcastPlan(comm.size > 1 ? plan.encode() : [])
+                _ = try comm.broadcastPlan(plan.encode())
                 received = plan
             } else {
                 received = try StepPlan.decode(try comm.broadcastPlan([]))
