@@ -39,16 +39,16 @@ let package = Package(
         .target(name: "GemmaModel", dependencies: ["GemmaParallel", "GemmaKernels", "GemmaFormats"], swiftSettings: swiftFast),
         .target(name: "GemmaTokenizer", dependencies: ["CWire", "GemmaFormats"]),
         .target(name: "GemmaWire", dependencies: ["CWire"]),
-        .target(name: "GemmaEngine", dependencies: ["GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels"], swiftSettings: swiftFast),
+        .target(name: "GemmaEngine", dependencies: ["GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaFormats"], swiftSettings: swiftFast),
         .target(name: "GemmaMPI", dependencies: ["CMPI", "GemmaParallel"]),
         // OpenAI-compatible HTTP API on rank 0 (Hummingbird), driving the engine's scheduler.
         .target(name: "GemmaServer", dependencies: [
-            "GemmaEngine", "GemmaTokenizer", .product(name: "Hummingbird", package: "hummingbird"),
+            "GemmaEngine", "GemmaTokenizer", "GemmaWire", .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(
             name: "gemma-node",
             dependencies: [
-                "GemmaEngine", "GemmaServer", "GemmaMPI", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels", "GemmaFormats", "CKernels",
+                "GemmaEngine", "GemmaServer", "GemmaMPI", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer", "GemmaKernels", "GemmaFormats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftFast

@@ -1,30 +1,22 @@
 // The coordinator/worker step loop (DESIGN.md §5-6). Rank 0 schedules sequences into steps,
-// broadcasts each `PlannedStep`, and every rank (rank 0 included) runs the same step: release
-// freed slots, validate, forward, then the sampling exchange. Failures are agreed across
+// broadcasts each `StepPlan` (GemmaWire's message, encoded with protobuf-c), and every rank
+// (rank 0 included) runs the same step: release freed slots, validate against the model's
+// limits, forward, then the sampling exchange. Failures are agreed across
 // ranks so every rank reports the same message. The scheduler (continuous batching) is in
 // Scheduler.swift; `Coordinator` runs a fixed batch through it.
 import Foundation
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 /// Errors raised by the engine itself (model and transport errors pass through).
 public enum EngineError: Error, CustomStringConvertible, Equatable {
-    case tokenOutOfVocabulary(token: Int32, vocabSize: Int)
-    case contextExceeded(slot: Int, needed: Int, maxContext: Int)
-    case slotOutOfRange(slot: Int, slots: Int)
-    case emptyPrompt(requestId: UInt64)
     case tooManyRequests(requested: Int, slots: Int)
     case notCoordinator(String)
     case badPlan(String)
 
     public var description: String {
         switch self {
-        case let .tokenOutOfVocabulary(token, vocab):
-            return "token id \(token) is outside the vocabulary (0..<\(vocab))"
-        case let .contextExceeded(slot, needed, maxContext):
-            return "sequence in slot \(slot) needs \(needed) positions, more than the context of \(maxContext)"
-        case let .slotOutOfRange(slot, slots): return "slot \(slot) outside 0..<\(slots)"
-        case let .emptyPrompt(id): return "request \(id) has an empty prompt"
         case let .tooManyRequests(n, slots):
             return "\(n) requests at once need \(n) KV slots, the model has \(slots)"
         case let .notCoordinator(what): return "\(what) runs on rank 0 only"
@@ -39,17 +31,40 @@ public struct GenerationRequest: Sendable, Equatable {
     public var promptTokens: [Int32]
     /// Most tokens to generate; generation also stops at a stop token or a full context.
     public var maxNewTokens: Int
-    public var sampling: SamplerSettings
+    public var sampling: SamplingParams
     /// Ids that end the sequence (not included in the output), e.g. the model's EOS ids.
     public var stopTokens: Set<Int32>
 
-    public init(id: UInt64, promptTokens: [Int32], maxNewTokens: Int, sampling: SamplerSettings,
+    public init(id: UInt64, promptTokens: [Int32], maxNewTokens: Int, sampling: SamplingParams,
                 stopTokens: Set<Int32> = []) {
         self.id = id
         self.promptTokens = promptTokens
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
         self.stopTokens = stopTokens
+    }
+}
+
+extension GenerationRequest {
+    /// Checks the request with the rules its plans will meet on every rank (the token check
+    /// `PlanLimits.checkTokens` and `SamplingParams.validate`), plus `maxNewTokens >= 0`.
+    /// `slot`, when already known, names the sequence in messages.
+    public func validate(_ limits: PlanLimits, slot: Int? = nil) throws {
+        try limits.checkTokens(promptTokens, startPosition: 0,
+                               subject: slot.map { "sequence in slot \($0)" } ?? "the prompt of request \(id)",
+                               planSubject: "request \(id)")
+        try sampling.validate(limits)
+        if maxNewTokens < 0 {
+            throw PlanError(subject: "request \(id)", detail: "max new tokens must be >= 0, got \(maxNewTokens)")
+        }
+    }
+}
+
+extension PlanLimits {
+    /// The limits of a loaded model: its vocabulary, context, slots and batch size.
+    public init(model: any ShardedCausalLM) {
+        self.init(vocabSize: model.vocabSize, maxContext: model.maxContext, slots: model.slots,
+                  maxBatchTokens: model.maxBatchTokens)
     }
 }
 
@@ -101,41 +116,15 @@ public struct EngineTimings: Sendable, Equatable {
 public final class StepExecutor {
     public let model: any ShardedCausalLM
     public let comm: any Communicator
-    public let codec: any StepPlanCodec
+    /// What every plan is checked against (the model's limits).
+    public let limits: PlanLimits
     public private(set) var timings = EngineTimings()
     var sampler = DistributedSampler()
 
-    public init(model: any ShardedCausalLM, comm: any Communicator, codec: any StepPlanCodec) {
+    public init(model: any ShardedCausalLM, comm: any Communicator) {
         self.model = model
         self.comm = comm
-        self.codec = codec
-    }
-
-    /// Checks a plan against the model's limits; identical on every rank (same plan, same
-    /// model dimensions), so an error here is raised everywhere.
-    func validate(_ plan: PlannedStep) throws {
-        for slot in plan.freeSlots where slot < 0 || slot >= model.slots {
-            throw EngineError.slotOutOfRange(slot: slot, slots: model.slots)
-        }
-        var seen = Set<Int>()
-        for w in plan.work {
-            guard w.slot >= 0 && w.slot < model.slots else {
-                throw EngineError.slotOutOfRange(slot: w.slot, slots: model.slots)
-            }
-            guard seen.insert(w.slot).inserted else { throw EngineError.badPlan("slot \(w.slot) appears twice") }
-            guard !w.tokens.isEmpty, w.startPosition >= 0 else { throw EngineError.badPlan("empty work for slot \(w.slot)") }
-            for t in w.tokens where t < 0 || Int(t) >= model.vocabSize {
-                throw EngineError.tokenOutOfVocabulary(token: t, vocabSize: model.vocabSize)
-            }
-            if w.startPosition + w.tokens.count > model.maxContext {
-                throw EngineError.contextExceeded(slot: w.slot, needed: w.startPosition + w.tokens.count,
-                                                  maxContext: model.maxContext)
-            }
-            if w.wantSample { try DistributedSampler.validate(w.sampling) }
-        }
-        if plan.tokenCount > model.maxBatchTokens {
-            throw EngineError.badPlan("\(plan.tokenCount) tokens in one step, the model takes at most \(model.maxBatchTokens)")
-        }
+        self.limits = PlanLimits(model: model)
     }
 
     /// Runs one plan on this rank: receives it (workers) or sends it (coordinator), releases
@@ -144,21 +133,17 @@ public final class StepExecutor {
     ///
     /// `coordinatorFailure` (rank 0 only) is an error found by the scheduler itself: it is
     /// agreed like any other, so every rank throws it with the same text.
-    func execute(sending plan: PlannedStep?, coordinatorFailure: Error? = nil) throws -> (plan: PlannedStep, sampled: [Int32]) {
+    func execute(sending plan: StepPlan?, coordinatorFailure: Error? = nil) throws -> (plan: StepPlan, sampled: [Int32]) {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var failure: Error? = coordinatorFailure
-        var received: PlannedStep?
+        var received: StepPlan?
         do {
             if comm.isCoordinator {
                 guard let plan else { throw EngineError.notCoordinator("sending a plan") }
-                let bytes = try codec.encode(plan)
-                // `idle` must match on every rank (MPI pairs a non-blocking broadcast only with
-                // non-blocking ones), and the workers wait idle.
-                if comm.size > 1 { _ = try comm.broadcast(bytes, root: 0, idle: true) }
+                _ = try comm.broadcastPlan(plan.encode())
                 received = plan
             } else {
-                // Waiting here may last arbitrarily long: do not spin a core.
-                received = try codec.decode(try comm.broadcast([], root: 0, idle: true))
+                received = try StepPlan.decode(try comm.broadcastPlan([]))
             }
         } catch let error as CommunicatorError {
             throw error  // a transport failure: there is nothing left to agree over
@@ -169,9 +154,9 @@ public final class StepExecutor {
         var forwardNanos: UInt64 = 0
         if failure == nil, let step = received {
             do {
-                for slot in step.freeSlots { model.release(slot: slot) }
+                for slot in step.freeSlots { model.release(slot: Int(slot)) }
                 if !step.shutdown {
-                    try validate(step)
+                    try step.validate(limits)
                     let batch = Self.batch(for: step)
                     let f0 = DispatchTime.now().uptimeNanoseconds
                     if !batch.isEmpty { slice = try model.forward(batch) }
@@ -190,8 +175,8 @@ public final class StepExecutor {
         if let slice, !step.shutdown {
             var requests: [SampleRequest] = []
             var row = 0
-            for w in step.work where w.wantSample {
-                requests.append(SampleRequest(row: row, settings: w.sampling, stepIndex: w.stepIndex))
+            for w in step.work where w.wantLogits {
+                requests.append(SampleRequest(row: row, settings: w.sampling, stepIndex: w.stepIndexInSequence))
                 row += 1
             }
             if !requests.isEmpty {
@@ -208,12 +193,12 @@ public final class StepExecutor {
         timings.samplingRounds += stats.rounds
         timings.samplingFloatsSent += stats.floatsSent
         let seconds = Double(t2 - t0) / 1e9
-        let prefill = step.work.filter(\.isPrefillChunk).reduce(0) { $0 + $1.tokens.count }
+        let prefill = step.work.filter(\.isPrefillChunk).reduce(0) { $0 + $1.tokenIds.count }
         if prefill > 0 {
             timings.prefillTokens += prefill
             timings.prefillSeconds += seconds
         } else if !step.work.isEmpty {
-            timings.decodeTokens += step.work.reduce(0) { $0 + $1.tokens.count }
+            timings.decodeTokens += step.tokenCount
             timings.decodeSeconds += seconds
         }
         return (step, sampled)
@@ -221,13 +206,13 @@ public final class StepExecutor {
 
     /// The model batch of a plan: every work item's tokens in order, logits wanted after the
     /// last token of items that sample.
-    static func batch(for plan: PlannedStep) -> [BatchEntry] {
+    static func batch(for plan: StepPlan) -> [BatchEntry] {
         var batch: [BatchEntry] = []
         batch.reserveCapacity(plan.tokenCount)
         for w in plan.work {
-            for (i, t) in w.tokens.enumerated() {
-                batch.append(BatchEntry(slot: w.slot, token: t, position: w.startPosition + i,
-                                        wantLogits: w.wantSample && i == w.tokens.count - 1))
+            for (i, t) in w.tokenIds.enumerated() {
+                batch.append(BatchEntry(slot: Int(w.slot), token: t, position: Int(w.startPosition) + i,
+                                        wantLogits: w.wantLogits && i == w.tokenIds.count - 1))
             }
         }
         return batch
@@ -264,12 +249,8 @@ public final class Coordinator {
         guard requests.count <= model.slots else {
             throw EngineError.tooManyRequests(requested: requests.count, slots: model.slots)
         }
-        for (i, r) in requests.enumerated() {
-            guard !r.promptTokens.isEmpty else { throw EngineError.emptyPrompt(requestId: r.id) }
-            // Checked again on every rank when the plans run; here it fails before any compute.
-            if let error = validateTokens(r.promptTokens, model: model, slot: i) { throw error }
-            try DistributedSampler.validate(r.sampling)
-        }
+        // Checked again on every rank when the plans run; here it fails before any compute.
+        for (i, r) in requests.enumerated() { try r.validate(executor.limits, slot: i) }
         let collectors = requests.map { _ in ResultCollector() }
         for (r, c) in zip(requests, collectors) {
             try scheduler.submit(r) { event in
@@ -297,9 +278,9 @@ public final class Coordinator {
 /// Convenience for commands and tests: runs `requests` on a whole cluster. Rank 0 generates
 /// and then shuts the workers down; other ranks serve plans until then. Returns the results
 /// on rank 0 and nil elsewhere; an agreed error is thrown on every rank.
-public func runGeneration(_ requests: [GenerationRequest], model: any ShardedCausalLM, comm: any Communicator,
-                          codec: any StepPlanCodec) throws -> (results: [GenerationResult], timings: EngineTimings)? {
-    let executor = StepExecutor(model: model, comm: comm, codec: codec)
+public func runGeneration(_ requests: [GenerationRequest], model: any ShardedCausalLM,
+                          comm: any Communicator) throws -> (results: [GenerationResult], timings: EngineTimings)? {
+    let executor = StepExecutor(model: model, comm: comm)
     guard comm.isCoordinator else {
         try executor.runWorker()
         return nil

@@ -3,6 +3,7 @@
 // Every rank already knows the tokens (they come from the command line), so no plan is sent.
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 /// Logits of one position.
 public struct PositionLogits: Sendable, Equatable {
@@ -61,15 +62,15 @@ public func gatherFullLogits(model: any ShardedCausalLM, comm: any Communicator,
     return comm.isCoordinator ? out : nil
 }
 
-/// Input checks shared by the commands: non-empty, ids in the vocabulary, fits the context.
+/// Input checks shared by the commands: the slot exists, the ids are non-empty, in the
+/// vocabulary and fit the context (`PlanLimits.checkTokens`, the check plans get).
 public func validateTokens(_ tokens: [Int32], model: any ShardedCausalLM, slot: Int = 0) -> Error? {
-    if tokens.isEmpty { return EngineError.emptyPrompt(requestId: 0) }
-    if slot < 0 || slot >= model.slots { return EngineError.slotOutOfRange(slot: slot, slots: model.slots) }
-    for t in tokens where t < 0 || Int(t) >= model.vocabSize {
-        return EngineError.tokenOutOfVocabulary(token: t, vocabSize: model.vocabSize)
+    let limits = PlanLimits(model: model)
+    do {
+        try limits.checkSlot(slot, subject: "input")
+        try limits.checkTokens(tokens, startPosition: 0, subject: "sequence in slot \(slot)", planSubject: "input")
+        return nil
+    } catch {
+        return error
     }
-    if tokens.count > model.maxContext {
-        return EngineError.contextExceeded(slot: slot, needed: tokens.count, maxContext: model.maxContext)
-    }
-    return nil
 }

@@ -9,6 +9,7 @@
 // how the vocabulary is split: the same seed gives the same token at any number of ranks.
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 #if canImport(Glibc)
 import Glibc
@@ -16,43 +17,13 @@ import Glibc
 import Darwin
 #endif
 
-/// How to choose the next token of one sequence. Filters run in Hugging Face's order:
-/// temperature, top-k, top-p, min-p; then one draw from the renormalised distribution.
-public struct SamplerSettings: Sendable, Equatable {
-    /// 0 = greedy (argmax, ties to the lowest id).
-    public var temperature: Float
-    /// Keep the k most likely ids; 0 (or >= vocabulary) = all.
-    public var topK: Int
-    /// Keep the smallest most-likely prefix with at least this probability; 1 = off.
-    public var topP: Float
-    /// Drop ids less likely than minP times the most likely one; 0 = off.
-    public var minP: Float
-    /// Seed of the noise; with `stepIndex` it fully determines the draw.
-    public var seed: UInt64
-
-    public init(temperature: Float = 1, topK: Int = 64, topP: Float = 0.95, minP: Float = 0, seed: UInt64 = 0) {
-        self.temperature = temperature
-        self.topK = topK
-        self.topP = topP
-        self.minP = minP
-        self.seed = seed
-    }
-
-    /// Argmax decoding.
-    public static let greedy = SamplerSettings(temperature: 0, topK: 1, topP: 1, minP: 0, seed: 0)
-
-    public var isGreedy: Bool { temperature == 0 || topK == 1 }
-}
-
 /// Errors from sampling.
 public enum SamplingError: Error, CustomStringConvertible, Equatable {
-    case invalidSettings(String)
     case noCandidates(row: Int)
     case malformedRecord(String)
 
     public var description: String {
         switch self {
-        case let .invalidSettings(m): return "invalid sampling settings: \(m)"
         case let .noCandidates(row): return "sampling row \(row): no sampleable token (all logits are -inf or NaN)"
         case let .malformedRecord(m): return "sampling exchange: \(m)"
         }
@@ -179,7 +150,7 @@ func localTopK(_ logits: UnsafeBufferPointer<Float>, firstId: Int, count: Int) -
 /// otherwise the candidates are the whole distribution. Returns the chosen id and how many
 /// candidates survived the filters. Shared by the distributed sampler and the tests'
 /// reference only through its inputs' definitions, not through this code.
-func drawFromSorted(_ candidates: [Candidate], settings: SamplerSettings, key: UInt64,
+func drawFromSorted(_ candidates: [Candidate], settings: SamplingParams, key: UInt64,
                     totalMass: Double? = nil) -> Candidate? {
     guard let top = candidates.first else { return nil }
     let t = Double(settings.temperature)
@@ -221,12 +192,12 @@ func drawFromSorted(_ candidates: [Candidate], settings: SamplerSettings, key: U
 public struct SampleRequest: Sendable, Equatable {
     /// Row of the step's `LogitsSlice`.
     public var row: Int
-    public var settings: SamplerSettings
+    public var settings: SamplingParams
     /// Index of the token being drawn within its sequence (0 = first generated token): with
     /// the seed it keys the noise, so a sequence's draws do not depend on batching.
     public var stepIndex: UInt64
 
-    public init(row: Int, settings: SamplerSettings, stepIndex: UInt64) {
+    public init(row: Int, settings: SamplingParams, stepIndex: UInt64) {
         self.row = row
         self.settings = settings
         self.stepIndex = stepIndex
@@ -259,22 +230,12 @@ public struct DistributedSampler {
 
     public init() {}
 
-    /// Validates settings the way every rank will see them (a bad value must fail on all).
-    public static func validate(_ s: SamplerSettings) throws {
-        if !(s.temperature >= 0 && s.temperature.isFinite) {
-            throw SamplingError.invalidSettings("temperature must be finite and >= 0, got \(s.temperature)")
-        }
-        if s.topK < 0 { throw SamplingError.invalidSettings("top-k must be >= 0, got \(s.topK)") }
-        if !(s.topP > 0 && s.topP <= 1) { throw SamplingError.invalidSettings("top-p must be in (0, 1], got \(s.topP)") }
-        if !(s.minP >= 0 && s.minP <= 1) { throw SamplingError.invalidSettings("min-p must be in [0, 1], got \(s.minP)") }
-    }
-
     /// Draws one id per request. `logits` is this rank's slice; `sampleableVocab` bounds the
     /// ids that may be chosen (padding rows above it are ignored).
     public func sample(_ requests: [SampleRequest], logits: LogitsSlice, sampleableVocab: Int,
                        comm: any Communicator, stats: inout SamplingStats) throws -> [Int32] {
         for r in requests {
-            try Self.validate(r.settings)
+            try r.settings.validate()
             guard r.row >= 0 && r.row < logits.rows else {
                 throw SamplingError.malformedRecord("row \(r.row) outside 0..<\(logits.rows)")
             }
@@ -346,8 +307,8 @@ struct RowState {
         let s = request.settings
         if s.isGreedy {
             phase = .greedy
-        } else if s.topK > 0 && s.topK < vocabulary {
-            phase = .topK(s.topK)
+        } else if s.topK > 0 && Int(s.topK) < vocabulary {
+            phase = .topK(Int(s.topK))
         } else if s.topP < 1 {
             phase = .nucleus(max(1, initialNucleus))
         } else if s.minP > 0 {
@@ -427,7 +388,7 @@ struct RowState {
             phase = .gumbelMax
             return nil
         case let .topK(k):
-            let merged = try merge(perRank, pairs: k).prefix(request.settings.topK)
+            let merged = try merge(perRank, pairs: k).prefix(Int(request.settings.topK))
             guard let chosen = drawFromSorted(Array(merged), settings: request.settings, key: key) else {
                 throw SamplingError.noCandidates(row: rowIndex)
             }

@@ -8,6 +8,7 @@
 import Foundation
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 /// What a request's sink receives, in order: zero or more `token`s, then exactly one
 /// `finished` or `failed`. Sinks are called on the engine thread and must not block.
@@ -119,19 +120,10 @@ public final class BatchScheduler: @unchecked Sendable {
         return (waiting.count, runningCount)
     }
 
-    /// Checks what every rank would check, before anything is queued: non-empty prompt, ids in
-    /// the vocabulary, prompt within the context, sampling settings in range.
+    /// Checks what every rank would check, before anything is queued
+    /// (`GenerationRequest.validate` against the model's limits).
     public func check(_ r: GenerationRequest) throws {
-        let model = executor.model
-        if r.promptTokens.isEmpty { throw SchedulerError.invalidRequest("the prompt is empty") }
-        for t in r.promptTokens where t < 0 || Int(t) >= model.vocabSize {
-            throw SchedulerError.invalidRequest("\(EngineError.tokenOutOfVocabulary(token: t, vocabSize: model.vocabSize))")
-        }
-        if r.promptTokens.count > model.maxContext {
-            throw SchedulerError.invalidRequest("the prompt has \(r.promptTokens.count) tokens, more than the context of \(model.maxContext)")
-        }
-        if r.maxNewTokens < 0 { throw SchedulerError.invalidRequest("max new tokens must be >= 0, got \(r.maxNewTokens)") }
-        do { try DistributedSampler.validate(r.sampling) } catch {
+        do { try r.validate(executor.limits) } catch {
             throw SchedulerError.invalidRequest("\(error)")
         }
     }
@@ -222,7 +214,7 @@ public final class BatchScheduler: @unchecked Sendable {
         shutdownRequested = true
         lock.unlock()
         // Bounded: the wire refuses strings over 4 KiB, and the reason is informational.
-        let plan = PlannedStep(stepId: nextStepId, freeSlots: pendingFrees + running.map(\.slot), shutdown: true,
+        let plan = StepPlan(stepId: nextStepId, freeSlots: (pendingFrees + running.map(\.slot)).map { UInt32($0) }, shutdown: true,
                                shutdownReason: String(reason.utf8.prefix(1024)) ?? "")
         nextStepId += 1
         pendingFrees = []
@@ -320,9 +312,9 @@ public final class BatchScheduler: @unchecked Sendable {
         let model = executor.model
         var next = 0
         for w in plan.work {
-            guard let i = running.firstIndex(where: { $0.slot == w.slot }) else { continue }
-            running[i].cached += w.tokens.count
-            guard w.wantSample else { continue }
+            guard let i = running.firstIndex(where: { $0.slot == Int(w.slot) }) else { continue }
+            running[i].cached += w.tokenIds.count
+            guard w.wantLogits else { continue }
             guard next < sampled.count else { throw EngineError.badPlan("sampler returned too few ids") }
             let token = sampled[next]
             next += 1
@@ -344,7 +336,7 @@ public final class BatchScheduler: @unchecked Sendable {
         if let onStep, !plan.work.isEmpty {
             let after = executor.timings
             onStep(StepReport(sequences: plan.work.count, tokens: plan.tokenCount,
-                              promptTokens: plan.work.filter(\.isPrefillChunk).reduce(0) { $0 + $1.tokens.count },
+                              promptTokens: plan.work.filter(\.isPrefillChunk).reduce(0) { $0 + $1.tokenIds.count },
                               forwardSeconds: after.forwardSeconds - before.forwardSeconds,
                               allReduceSeconds: (timed?.allReduceSumSeconds ?? 0) - reduceBefore,
                               controlSeconds: after.controlSeconds - before.controlSeconds,
@@ -354,25 +346,25 @@ public final class BatchScheduler: @unchecked Sendable {
 
     /// The next step: one decode token for each sequence past its prompt, then prompt chunks
     /// in admission order while the token budget lasts.
-    func buildStep() -> PlannedStep {
+    func buildStep() -> StepPlan {
         var budget = max(1, executor.model.maxBatchTokens)
-        var work: [PlannedWork] = []
+        var work: [SequenceWork] = []
         for s in running where s.cached >= s.request.promptTokens.count && budget > 0 {
-            work.append(PlannedWork(slot: s.slot, requestId: s.request.id, tokens: [s.tokens[s.cached]],
-                                    startPosition: s.cached, isPrefillChunk: false, wantSample: true,
-                                    sampling: s.request.sampling, stepIndex: UInt64(s.generated.count)))
+            work.append(SequenceWork(slot: UInt32(s.slot), requestId: s.request.id, tokenIds: [s.tokens[s.cached]],
+                                     startPosition: UInt32(s.cached), isPrefillChunk: false, wantLogits: true,
+                                     sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count)))
             budget -= 1
         }
         for s in running where s.cached < s.request.promptTokens.count && budget > 0 {
             let remaining = s.request.promptTokens.count - s.cached
             let n = min(remaining, budget)
-            work.append(PlannedWork(slot: s.slot, requestId: s.request.id,
-                                    tokens: Array(s.tokens[s.cached..<(s.cached + n)]),
-                                    startPosition: s.cached, isPrefillChunk: true, wantSample: n == remaining,
-                                    sampling: s.request.sampling, stepIndex: UInt64(s.generated.count)))
+            work.append(SequenceWork(slot: UInt32(s.slot), requestId: s.request.id,
+                                     tokenIds: Array(s.tokens[s.cached..<(s.cached + n)]),
+                                     startPosition: UInt32(s.cached), isPrefillChunk: true, wantLogits: n == remaining,
+                                     sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count)))
             budget -= n
         }
-        let plan = PlannedStep(stepId: nextStepId, work: work, freeSlots: pendingFrees)
+        let plan = StepPlan(stepId: nextStepId, work: work, freeSlots: pendingFrees.map { UInt32($0) })
         nextStepId += 1
         return plan
     }

@@ -1,6 +1,7 @@
-// A `Communicator` that forwards to another and adds up the time spent in each kind of
-// collective, so the server can split a step's forward pass into compute and all-reduce time
-// without the model knowing. Wrap the communicator before loading the model with it.
+// A `Communicator` decorator that forwards every collective to another and adds up the time
+// spent in each kind, so the server (/metrics) and `bench` can split a step into compute,
+// all-reduce and plan wait without the model or the engine knowing. Wrap the communicator
+// before loading the model with it, so the model's all-reduces pass through it.
 import Foundation
 import GemmaParallel
 
@@ -8,30 +9,44 @@ import GemmaParallel
 /// every communicator is); the totals are read on that thread too.
 public final class TimedCommunicator: Communicator, @unchecked Sendable {
     public let inner: any Communicator
-    /// Seconds inside `allReduceSum` (the model's tensor-parallel merges).
-    public private(set) var allReduceSumSeconds = 0.0
-    /// Seconds inside `allReduceMax`, `broadcast`, `allGather` and `barrier`.
-    public private(set) var otherCollectiveSeconds = 0.0
+    /// Nanoseconds inside `allReduceSum`: the model's tensor-parallel merges (the only
+    /// collective inside a forward pass), including the wait for the slowest rank.
+    public private(set) var allReduceSumNanos: UInt64 = 0
+    /// Nanoseconds in idle broadcasts: waiting for the next step plan (on workers, the
+    /// coordinator's sampling and scheduling; on rank 0, the send).
+    public private(set) var planWaitNanos: UInt64 = 0
+    /// Nanoseconds in every other collective: `allReduceMax`, blocking broadcasts,
+    /// `allGather`, `barrier` (agreements and the sampling exchange).
+    public private(set) var otherCollectiveNanos: UInt64 = 0
 
     public init(_ inner: any Communicator) { self.inner = inner }
 
     public var rank: Int { inner.rank }
     public var size: Int { inner.size }
 
-    @inline(__always) private func timed<T>(_ sum: Bool, _ body: () throws -> T) rethrows -> T {
+    /// `allReduceSumNanos` in seconds.
+    public var allReduceSumSeconds: Double { Double(allReduceSumNanos) / 1e9 }
+
+    private enum Kind { case sum, planWait, other }
+
+    @inline(__always) private func timed<T>(_ kind: Kind, _ body: () throws -> T) rethrows -> T {
         let t0 = DispatchTime.now().uptimeNanoseconds
         defer {
-            let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            if sum { allReduceSumSeconds += s } else { otherCollectiveSeconds += s }
+            let dt = DispatchTime.now().uptimeNanoseconds - t0
+            switch kind {
+            case .sum: allReduceSumNanos += dt
+            case .planWait: planWaitNanos += dt
+            case .other: otherCollectiveNanos += dt
+            }
         }
         return try body()
     }
 
-    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(true) { try inner.allReduceSum(buffer) } }
-    public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(false) { try inner.allReduceMax(buffer) } }
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(.sum) { try inner.allReduceSum(buffer) } }
+    public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(.other) { try inner.allReduceMax(buffer) } }
     public func broadcast(_ bytes: [UInt8], root: Int, idle: Bool) throws -> [UInt8] {
-        try timed(false) { try inner.broadcast(bytes, root: root, idle: idle) }
+        try timed(idle ? .planWait : .other) { try inner.broadcast(bytes, root: root, idle: idle) }
     }
-    public func allGather(_ record: [Float]) throws -> [Float] { try timed(false) { try inner.allGather(record) } }
-    public func barrier() throws { try timed(false) { try inner.barrier() } }
+    public func allGather(_ record: [Float]) throws -> [Float] { try timed(.other) { try inner.allGather(record) } }
+    public func barrier() throws { try timed(.other) { try inner.barrier() } }
 }

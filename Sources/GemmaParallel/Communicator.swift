@@ -77,6 +77,17 @@ extension Communicator {
         throw CommunicatorError.remote(rank: firstFailing, message: String(decoding: bytes, as: UTF8.self))
     }
 
+    /// The coordinator's message for the next step (its plan) to every rank. Every rank calls
+    /// it at the start of each step; rank 0 passes the message, the others anything (ignored).
+    /// Workers may wait here arbitrarily long (an idle server), so they wait without spinning a
+    /// core: the idle broadcast. Transports that pair only matching broadcast kinds (MPI pairs
+    /// a non-blocking broadcast only with non-blocking ones) see the idle kind on every rank,
+    /// because every rank comes through here. A world of one returns `message` unsent.
+    public func broadcastPlan(_ message: [UInt8]) throws -> [UInt8] {
+        guard size > 1 else { return message }
+        return try broadcast(message, root: 0, idle: true)
+    }
+
     /// Convenience: run `body` on every rank and agree on the outcome (see `agree`).
     public func agreeOn<T>(_ body: () throws -> T) throws -> T {
         var result: T?

@@ -5,21 +5,7 @@
 import Foundation
 import GemmaEngine
 import GemmaTokenizer
-
-/// Sampling used when a request leaves a field out (the serve command's flags).
-public struct SamplingDefaults: Sendable, Equatable {
-    public var temperature: Float
-    public var topK: Int
-    public var topP: Float
-    public var minP: Float
-
-    public init(temperature: Float = 1, topK: Int = 64, topP: Float = 0.95, minP: Float = 0) {
-        self.temperature = temperature
-        self.topK = topK
-        self.topP = topP
-        self.minP = minP
-    }
-}
+import GemmaWire
 
 /// Server settings fixed at start-up.
 public struct ServerConfig: Sendable {
@@ -29,11 +15,13 @@ public struct ServerConfig: Sendable {
     public var apiKey: String?
     /// Largest request body accepted (413 beyond).
     public var maxBodyBytes: Int
-    public var defaults: SamplingDefaults
+    /// Sampling for fields a request leaves out (the serve command's flags); the seed is
+    /// drawn per request unless the request gives one.
+    public var defaults: SamplingParams
     /// Ranks computing the model (reported by /health).
     public var ranks: Int
 
-    public init(modelName: String, apiKey: String? = nil, maxBodyBytes: Int = 1 << 20, defaults: SamplingDefaults = SamplingDefaults(),
+    public init(modelName: String, apiKey: String? = nil, maxBodyBytes: Int = 1 << 20, defaults: SamplingParams = .gemmaDefaults,
                 ranks: Int = 1) {
         self.modelName = modelName
         self.apiKey = apiKey
@@ -109,6 +97,9 @@ public final class OpenAIService: @unchecked Sendable {
     private var draining = false
 
     public init(config: ServerConfig) { self.config = config }
+
+    /// Sampling limits of the API (OpenAI's temperature range is [0, 2]).
+    static let limits = PlanLimits(maxTemperature: 2)
 
     /// Makes the service ready (every rank has loaded the model).
     public func attach(_ backend: Backend) {
@@ -191,26 +182,19 @@ public final class OpenAIService: @unchecked Sendable {
         }
         let backend = try currentBackend()
 
-        let d = config.defaults
-        var settings = SamplerSettings(temperature: d.temperature, topK: d.topK, topP: d.topP, minP: d.minP,
-                                       seed: UInt64.random(in: 0...UInt64.max))
-        if let t = common.temperature {
-            guard t >= 0 && t <= 2 else { throw APIError.badRequest("temperature must be in [0, 2], got \(t)", param: "temperature") }
-            settings.temperature = Float(t)
-        }
-        if let p = common.top_p {
-            guard p > 0 && p <= 1 else { throw APIError.badRequest("top_p must be in (0, 1], got \(p)", param: "top_p") }
-            settings.topP = Float(p)
-        }
-        if let k = common.top_k {
-            guard k >= 0 else { throw APIError.badRequest("top_k must be 0 (all) or positive, got \(k)", param: "top_k") }
-            settings.topK = k
-        }
-        if let m = common.min_p {
-            guard m >= 0 && m <= 1 else { throw APIError.badRequest("min_p must be in [0, 1], got \(m)", param: "min_p") }
-            settings.minP = Float(m)
-        }
+        var settings = config.defaults
+        settings.seed = UInt64.random(in: 0...UInt64.max)
+        if let t = common.temperature { settings.temperature = Float(t) }
+        if let p = common.top_p { settings.topP = Float(p) }
+        if let k = common.top_k { settings.topK = Int32(clamping: k) }
+        if let m = common.min_p { settings.minP = Float(m) }
         if let s = common.seed { settings.seed = UInt64(bitPattern: s) }
+        // The engine's rule set, with the OpenAI API's temperature bound.
+        do {
+            try settings.validate(Self.limits)
+        } catch let e as PlanError {
+            throw APIError.badRequest(e.detail, param: e.field)
+        }
         if let n = common.n, n != 1 { throw APIError.badRequest("only n = 1 is supported, got \(n)", param: "n") }
         let stops = common.stop?.list ?? []
         guard stops.count <= 4 else { throw APIError.badRequest("at most 4 stop strings, got \(stops.count)", param: "stop") }

@@ -131,20 +131,25 @@ public struct ChatDelta: Encodable, Sendable {
     public var content: String?
 }
 
+/// An optional field that encodes as JSON `null` when absent instead of being left out, as
+/// OpenAI sends it.
+@propertyWrapper
+public struct ExplicitNull<Value: Encodable & Sendable>: Encodable, Sendable {
+    public var wrappedValue: Value?
+
+    public init(wrappedValue: Value?) { self.wrappedValue = wrappedValue }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        if let wrappedValue { try c.encode(wrappedValue) } else { try c.encodeNil() }
+    }
+}
+
 public struct ChatChunkChoice: Encodable, Sendable {
     public var index: Int
     public var delta: ChatDelta
-    /// Encoded as null until the last chunk.
-    public var finish_reason: String?
-
-    enum CodingKeys: String, CodingKey { case index, delta, finish_reason }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(index, forKey: .index)
-        try c.encode(delta, forKey: .delta)
-        try c.encode(finish_reason, forKey: .finish_reason)  // explicit null, as OpenAI sends
-    }
+    /// Null until the last chunk.
+    @ExplicitNull public var finish_reason: String?
 }
 
 public struct ChatCompletionChunk: Encodable, Sendable {
@@ -159,18 +164,9 @@ public struct ChatCompletionChunk: Encodable, Sendable {
 public struct TextChoice: Encodable, Sendable {
     public var index: Int
     public var text: String
-    public var logprobs: String? = nil
-    public var finish_reason: String?
-
-    enum CodingKeys: String, CodingKey { case index, text, logprobs, finish_reason }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(index, forKey: .index)
-        try c.encode(text, forKey: .text)
-        try c.encodeNil(forKey: .logprobs)
-        try c.encode(finish_reason, forKey: .finish_reason)
-    }
+    /// Always null (no logprobs).
+    @ExplicitNull public var logprobs: String? = nil
+    @ExplicitNull public var finish_reason: String?
 }
 
 public struct CompletionResponse: Encodable, Sendable {

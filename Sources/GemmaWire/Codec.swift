@@ -93,37 +93,44 @@ extension WireMessage {
     }
 }
 
-extension Hello {
-    /// `WireMessage.hello(self).encode()`.
-    public func encode() -> [UInt8] { WireMessage.hello(self).encode() }
-    /// Decodes bytes that must hold a Hello.
-    public static func decode(_ bytes: [UInt8]) throws -> Hello {
+/// A message that travels as the body of its own envelope: `Hello`, `StepPlan`, `Shutdown`.
+public protocol WireBody: Sendable {
+    /// This message as an envelope body.
+    var wireMessage: WireMessage { get }
+    /// The message of this type an envelope carries, nil for another kind.
+    static func body(of message: WireMessage) -> Self?
+    /// Name used in error messages.
+    static var kind: String { get }
+}
+
+extension WireBody {
+    /// `wireMessage.encode()`: the envelope bytes of this message.
+    public func encode() -> [UInt8] { wireMessage.encode() }
+
+    /// Decodes bytes that must hold a message of this type.
+    public static func decode(_ bytes: [UInt8]) throws -> Self {
         let m = try WireMessage.decode(bytes)
-        guard case .hello(let h) = m else { throw WireError.unexpectedMessage(expected: "Hello", got: m.kind) }
-        return h
+        guard let body = body(of: m) else { throw WireError.unexpectedMessage(expected: kind, got: m.kind) }
+        return body
     }
 }
 
-extension StepPlan {
-    /// `WireMessage.plan(self).encode()`.
-    public func encode() -> [UInt8] { WireMessage.plan(self).encode() }
-    /// Decodes bytes that must hold a StepPlan.
-    public static func decode(_ bytes: [UInt8]) throws -> StepPlan {
-        let m = try WireMessage.decode(bytes)
-        guard case .plan(let p) = m else { throw WireError.unexpectedMessage(expected: "StepPlan", got: m.kind) }
-        return p
-    }
+extension Hello: WireBody {
+    public var wireMessage: WireMessage { .hello(self) }
+    public static func body(of message: WireMessage) -> Hello? { if case .hello(let h) = message { return h } else { return nil } }
+    public static var kind: String { "Hello" }
 }
 
-extension Shutdown {
-    /// `WireMessage.shutdown(self).encode()`.
-    public func encode() -> [UInt8] { WireMessage.shutdown(self).encode() }
-    /// Decodes bytes that must hold a Shutdown.
-    public static func decode(_ bytes: [UInt8]) throws -> Shutdown {
-        let m = try WireMessage.decode(bytes)
-        guard case .shutdown(let s) = m else { throw WireError.unexpectedMessage(expected: "Shutdown", got: m.kind) }
-        return s
-    }
+extension StepPlan: WireBody {
+    public var wireMessage: WireMessage { .plan(self) }
+    public static func body(of message: WireMessage) -> StepPlan? { if case .plan(let p) = message { return p } else { return nil } }
+    public static var kind: String { "StepPlan" }
+}
+
+extension Shutdown: WireBody {
+    public var wireMessage: WireMessage { .shutdown(self) }
+    public static func body(of message: WireMessage) -> Shutdown? { if case .shutdown(let s) = message { return s } else { return nil } }
+    public static var kind: String { "Shutdown" }
 }
 
 // MARK: - Swift -> C (encode)

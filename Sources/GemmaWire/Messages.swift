@@ -32,18 +32,20 @@ public struct Hello: Sendable, Equatable {
     }
 }
 
-/// How to pick the next token of one sequence. The zero value (`SamplingParams()`) is what an
-/// absent field decodes to: temperature 0, i.e. greedy.
+/// How to pick the next token of one sequence; engine, scheduler, server and commands all use
+/// this one type. Filters run in Hugging Face's order: temperature, top-k, top-p, min-p; then
+/// one draw from the renormalised distribution. The zero value (`SamplingParams()`) is what an
+/// absent field decodes to: temperature 0, i.e. greedy. Ranges: `validate(_:)`.
 public struct SamplingParams: Sendable, Equatable {
-    /// 0 = argmax. Finite, >= 0.
+    /// 0 = greedy (argmax, ties to the lowest id).
     public var temperature: Float
-    /// 0 = whole vocabulary. >= 0.
+    /// Keep the k most likely ids; 0 (or >= vocabulary) = all.
     public var topK: Int32
-    /// In [0, 1].
+    /// Keep the smallest most-likely prefix with at least this probability; 1 = off.
     public var topP: Float
-    /// In [0, 1]; 0 = off.
+    /// Drop ids less likely than minP times the most likely one; 0 = off.
     public var minP: Float
-    /// With `SequenceWork.stepIndexInSequence` fully determines the draw.
+    /// Seed of the noise; with `SequenceWork.stepIndexInSequence` it fully determines the draw.
     public var seed: UInt64
 
     public init(temperature: Float = 0, topK: Int32 = 0, topP: Float = 0, minP: Float = 0, seed: UInt64 = 0) {
@@ -53,6 +55,15 @@ public struct SamplingParams: Sendable, Equatable {
         self.minP = minP
         self.seed = seed
     }
+
+    /// Argmax decoding.
+    public static let greedy = SamplingParams(temperature: 0, topK: 1, topP: 1, minP: 0, seed: 0)
+
+    /// Gemma's generation config: temperature 1, top-k 64, top-p 0.95 (the commands' defaults).
+    public static let gemmaDefaults = SamplingParams(temperature: 1, topK: 64, topP: 0.95, minP: 0, seed: 0)
+
+    /// True when the draw is an argmax (temperature 0 or top-k 1).
+    public var isGreedy: Bool { temperature == 0 || topK == 1 }
 }
 
 /// One sequence's share of a step: a decode token or a chunk of its prompt.
@@ -134,9 +145,9 @@ public enum WireMessage: Sendable, Equatable {
     /// Name used in error messages.
     public var kind: String {
         switch self {
-        case .hello: return "Hello"
-        case .plan: return "StepPlan"
-        case .shutdown: return "Shutdown"
+        case .hello: return Hello.kind
+        case .plan: return StepPlan.kind
+        case .shutdown: return Shutdown.kind
         }
     }
 }

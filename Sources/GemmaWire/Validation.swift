@@ -1,37 +1,126 @@
-// Range checks on decoded messages: protobuf only guarantees the types, so anything a worker
-// would index, allocate or loop by is checked here before it leaves GemmaWire.
+// The one set of checks for step plans and the requests that become them. Decoding a message
+// checks it against the wire's own bounds (`PlanLimits.wire`: anything a worker would index,
+// allocate or loop by); the engine checks the same plan against the loaded model's limits, and
+// the scheduler and the HTTP API check a request against them before it is queued. The rules
+// are written once here, so a value refused in one place is refused everywhere.
+
+/// What a plan or request is checked against, on top of the fixed `WireLimits`. A nil limit is
+/// not checked (the wire does not know the model).
+public struct PlanLimits: Sendable, Equatable {
+    /// Token ids must be in `0 ..< vocabSize`; nil: any id >= 0.
+    public var vocabSize: Int?
+    /// Positions must stay below it; nil: positions must fit 32 bits.
+    public var maxContext: Int?
+    /// KV-cache slots: slot numbers must be in `0 ..< slots`.
+    public var slots: Int?
+    /// Most tokens one plan feeds through the model.
+    public var maxBatchTokens: Int?
+    /// Largest temperature accepted (the OpenAI API allows 2).
+    public var maxTemperature: Float
+
+    public init(vocabSize: Int? = nil, maxContext: Int? = nil, slots: Int? = nil, maxBatchTokens: Int? = nil,
+                maxTemperature: Float = .greatestFiniteMagnitude) {
+        self.vocabSize = vocabSize
+        self.maxContext = maxContext
+        self.slots = slots
+        self.maxBatchTokens = maxBatchTokens
+        self.maxTemperature = maxTemperature
+    }
+
+    /// The bounds decoding enforces: `WireLimits` only.
+    public static let wire = PlanLimits()
+}
+
+/// A plan or request value outside its limits. `description` is the detail alone (it is the
+/// text every rank agrees on); `WireMessage.decode` reports it as `WireError.invalidField`.
+public struct PlanError: Error, Equatable, CustomStringConvertible {
+    /// The message or part that failed: "StepPlan 3", "SequenceWork (slot 2)", "SamplingParams".
+    public var subject: String
+    /// The sampling field at fault ("temperature", "top_k", "top_p", "min_p"); nil otherwise.
+    public var field: String?
+    public var detail: String
+
+    public init(subject: String, field: String? = nil, detail: String) {
+        self.subject = subject
+        self.field = field
+        self.detail = detail
+    }
+
+    public var description: String { detail }
+}
 
 extension SamplingParams {
-    /// Throws unless every field is in the range documented on it.
-    public func validate() throws {
-        func bad(_ detail: String) -> WireError { .invalidField(message: "SamplingParams", detail: detail) }
-        guard temperature.isFinite, temperature >= 0 else { throw bad("temperature \(temperature) is not a finite number >= 0") }
-        guard topK >= 0 else { throw bad("top_k \(topK) is negative") }
-        guard topP.isFinite, (0...1).contains(topP) else { throw bad("top_p \(topP) is outside [0, 1]") }
-        guard minP.isFinite, (0...1).contains(minP) else { throw bad("min_p \(minP) is outside [0, 1]") }
+    /// Throws unless every field is in range: temperature finite in [0, `maxTemperature`],
+    /// top_k >= 0, top_p in (0, 1] (0, the value of an absent field, is accepted for a greedy
+    /// draw, which does not use it), min_p in [0, 1].
+    public func validate(_ limits: PlanLimits = .wire) throws {
+        func bad(_ field: String, _ detail: String) -> PlanError { PlanError(subject: "SamplingParams", field: field, detail: detail) }
+        guard temperature.isFinite, temperature >= 0 else {
+            throw bad("temperature", "temperature \(temperature) is not a finite number >= 0")
+        }
+        guard temperature <= limits.maxTemperature else {
+            throw bad("temperature", "temperature \(temperature) is above \(limits.maxTemperature)")
+        }
+        guard topK >= 0 else { throw bad("top_k", "top_k \(topK) is negative") }
+        guard topP.isFinite, topP <= 1, topP > 0 || (topP == 0 && isGreedy) else {
+            throw bad("top_p", "top_p \(topP) is outside (0, 1]")
+        }
+        guard minP.isFinite, (0...1).contains(minP) else { throw bad("min_p", "min_p \(minP) is outside [0, 1]") }
+    }
+}
+
+extension PlanLimits {
+    /// The token check: ids non-negative and inside the vocabulary, the positions
+    /// `startPosition ..< startPosition + tokens.count` inside the context (and 32 bits).
+    /// `subject` names the sequence in messages ("sequence in slot 2", "request 7").
+    public func checkTokens(_ tokens: [Int32], startPosition: Int, subject: String, planSubject: String) throws {
+        func bad(_ detail: String) -> PlanError { PlanError(subject: planSubject, detail: detail) }
+        guard !tokens.isEmpty else { throw bad("no token ids") }
+        guard tokens.count <= WireLimits.maxTokensPerSequence else {
+            throw bad("\(tokens.count) token ids, more than \(WireLimits.maxTokensPerSequence)")
+        }
+        if let vocabSize {
+            for t in tokens where t < 0 || Int(t) >= vocabSize {
+                throw bad("token id \(t) is outside the vocabulary (0..<\(vocabSize))")
+            }
+        } else if let negative = tokens.first(where: { $0 < 0 }) {
+            throw bad("negative token id \(negative)")
+        }
+        let end = startPosition + tokens.count
+        guard startPosition >= 0, end <= Int(UInt32.max) else {
+            throw bad("positions \(startPosition) + \(tokens.count) overflow 32 bits")
+        }
+        if let maxContext, end > maxContext {
+            throw bad("\(subject) needs \(end) positions, more than the context of \(maxContext)")
+        }
+    }
+
+    /// Throws unless `slot` names a KV-cache slot.
+    public func checkSlot(_ slot: Int, subject: String) throws {
+        if let slots, slot < 0 || slot >= slots {
+            throw PlanError(subject: subject, detail: "slot \(slot) outside 0..<\(slots)")
+        }
     }
 }
 
 extension SequenceWork {
-    /// Throws unless tokens are non-empty, non-negative, bounded, and positions do not overflow.
-    public func validate() throws {
-        func bad(_ detail: String) -> WireError { .invalidField(message: "SequenceWork (slot \(slot))", detail: detail) }
-        guard !tokenIds.isEmpty else { throw bad("no token ids") }
-        guard tokenIds.count <= WireLimits.maxTokensPerSequence else {
-            throw bad("\(tokenIds.count) token ids, more than \(WireLimits.maxTokensPerSequence)")
-        }
-        if let negative = tokenIds.first(where: { $0 < 0 }) { throw bad("negative token id \(negative)") }
-        guard UInt64(startPosition) + UInt64(tokenIds.count) <= UInt64(UInt32.max) else {
-            throw bad("positions \(startPosition) + \(tokenIds.count) overflow 32 bits")
-        }
-        try sampling.validate()
+    /// Throws unless the slot exists, the tokens pass `PlanLimits.checkTokens` and the
+    /// sampling parameters pass `SamplingParams.validate`.
+    public func validate(_ limits: PlanLimits = .wire) throws {
+        let subject = "SequenceWork (slot \(slot))"
+        try limits.checkSlot(Int(slot), subject: subject)
+        try limits.checkTokens(tokenIds, startPosition: Int(startPosition), subject: "sequence in slot \(slot)",
+                               planSubject: subject)
+        try sampling.validate(limits)
     }
 }
 
 extension StepPlan {
-    /// Throws unless the plan is of this protocol version, bounded, and names each slot once.
-    public func validate() throws {
-        func bad(_ detail: String) -> WireError { .invalidField(message: "StepPlan \(stepId)", detail: detail) }
+    /// Throws unless the plan is of this protocol version, bounded, names each slot once and
+    /// every sequence passes `SequenceWork.validate`.
+    public func validate(_ limits: PlanLimits = .wire) throws {
+        let subject = "StepPlan \(stepId)"
+        func bad(_ detail: String) -> PlanError { PlanError(subject: subject, detail: detail) }
         guard protocolVersion == WireProtocol.version else {
             throw WireError.versionMismatch(remote: protocolVersion, local: WireProtocol.version)
         }
@@ -42,15 +131,18 @@ extension StepPlan {
             throw bad("\(freeSlots.count) freed slots, more than \(WireLimits.maxFreeSlots)")
         }
         guard shutdownReason.utf8.count <= WireLimits.maxStringBytes else { throw bad("shutdown reason longer than \(WireLimits.maxStringBytes) bytes") }
-        var total = 0
+        for slot in freeSlots { try limits.checkSlot(Int(slot), subject: subject) }
         var seen = Set<UInt32>()
         for w in work {
-            try w.validate()
+            try w.validate(limits)
             // Two entries for one slot would race on that sequence's KV cache.
             guard seen.insert(w.slot).inserted else { throw bad("slot \(w.slot) appears twice") }
-            total += w.tokenIds.count
         }
+        let total = tokenCount
         guard total <= WireLimits.maxTokensPerPlan else { throw bad("\(total) tokens, more than \(WireLimits.maxTokensPerPlan)") }
+        if let maxBatchTokens = limits.maxBatchTokens, total > maxBatchTokens {
+            throw bad("\(total) tokens in one step, the model takes at most \(maxBatchTokens)")
+        }
     }
 }
 
@@ -77,12 +169,17 @@ extension Shutdown {
 }
 
 extension WireMessage {
-    /// Validates the carried message.
+    /// Validates the carried message against the wire's bounds; a `PlanError` is reported as
+    /// `WireError.invalidField`.
     public func validate() throws {
-        switch self {
-        case .hello(let h): try h.validate()
-        case .plan(let p): try p.validate()
-        case .shutdown(let s): try s.validate()
+        do {
+            switch self {
+            case .hello(let h): try h.validate()
+            case .plan(let p): try p.validate(.wire)
+            case .shutdown(let s): try s.validate()
+            }
+        } catch let e as PlanError {
+            throw WireError.invalidField(message: e.subject, detail: e.detail)
         }
     }
 }

@@ -1,7 +1,8 @@
-// Instruments for `gemma-node bench`: a communicator and a model wrapper that time collectives
-// and forward passes per step without touching the engine, peak RSS from /proc, and the weight
+// Instruments for `gemma-node bench`: a model wrapper that cuts time into steps (with the
+// engine's `TimedCommunicator` timing the collectives), peak RSS from /proc, and the weight
 // bytes one decoded token reads (for the roofline figure).
 import Foundation
+import GemmaEngine
 import GemmaFormats
 import GemmaModel
 import GemmaParallel
@@ -30,51 +31,18 @@ struct StepSplit: Sendable {
     func milliseconds(_ nanos: UInt64) -> Double { steps > 0 ? Double(nanos) / Double(steps) / 1e6 : 0 }
 }
 
-/// Wraps a communicator to time every collective. The model is loaded with this wrapper, so
-/// its internal all-reduces pass through it. Called from the rank's engine thread only.
-final class TimingCommunicator: Communicator, @unchecked Sendable {
-    let inner: any Communicator
-    var rank: Int { inner.rank }
-    var size: Int { inner.size }
-
-    /// Set by `TimingModel` while a forward pass runs.
-    var insideForward = false
-    var forwardCollectiveNanos: UInt64 = 0
-    var planWaitNanos: UInt64 = 0
-    var otherCollectiveNanos: UInt64 = 0
-
-    init(_ inner: any Communicator) { self.inner = inner }
-
-    @inline(__always) private func timed<T>(idle: Bool = false, _ body: () throws -> T) rethrows -> T {
-        let t0 = benchNow()
-        defer {
-            let dt = benchNow() - t0
-            if insideForward { forwardCollectiveNanos += dt } else if idle { planWaitNanos += dt } else { otherCollectiveNanos += dt }
-        }
-        return try body()
-    }
-
-    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed { try inner.allReduceSum(buffer) } }
-    func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed { try inner.allReduceMax(buffer) } }
-    func broadcast(_ bytes: [UInt8], root: Int, idle: Bool) throws -> [UInt8] {
-        try timed(idle: idle) { try inner.broadcast(bytes, root: root, idle: idle) }
-    }
-    func allGather(_ record: [Float]) throws -> [Float] { try timed { try inner.allGather(record) } }
-    func barrier() throws { try timed { try inner.barrier() } }
-}
-
 /// Wraps the model to cut time into steps (see `StepSplit`): single-token forwards are decode
 /// steps, larger ones prefill steps (a one-token prompt would count as decode; bench prompts
 /// are longer).
 final class TimingModel: ShardedCausalLM {
     let inner: any ShardedCausalLM
-    let comm: TimingCommunicator
+    let comm: TimedCommunicator
     private(set) var decode = StepSplit()
     private(set) var prefill = StepSplit()
     /// The open step: its kind, start, and the communicator's counters at its start.
     private var open: (decode: Bool, start: UInt64, forward: UInt64, inForward: UInt64, wait: UInt64)?
 
-    init(_ inner: any ShardedCausalLM, comm: TimingCommunicator) {
+    init(_ inner: any ShardedCausalLM, comm: TimedCommunicator) {
         self.inner = inner
         self.comm = comm
     }
@@ -93,7 +61,7 @@ final class TimingModel: ShardedCausalLM {
         var s = o.decode ? decode : prefill
         s.steps += 1
         s.totalNanos += now - o.start
-        let collectives = comm.forwardCollectiveNanos - o.inForward
+        let collectives = comm.allReduceSumNanos - o.inForward
         s.forwardCollectiveNanos += collectives
         s.computeNanos += o.forward - collectives
         s.planWaitNanos += comm.planWaitNanos - o.wait
@@ -115,9 +83,7 @@ final class TimingModel: ShardedCausalLM {
     func forward(_ batch: [BatchEntry]) throws -> LogitsSlice {
         let t0 = benchNow()
         closeStep(at: t0)
-        let inForward = comm.forwardCollectiveNanos, wait = comm.planWaitNanos
-        comm.insideForward = true
-        defer { comm.insideForward = false }
+        let inForward = comm.allReduceSumNanos, wait = comm.planWaitNanos
         let slice = try inner.forward(batch)
         open = (decode: batch.count == 1, start: t0, forward: benchNow() - t0, inForward: inForward, wait: wait)
         return slice

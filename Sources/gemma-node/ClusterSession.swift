@@ -3,6 +3,7 @@
 // same message and a non-zero exit on every rank, without leaving any rank hanging.
 import ArgumentParser
 import Foundation
+import GemmaEngine
 import GemmaMPI
 import GemmaParallel
 

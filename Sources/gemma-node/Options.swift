@@ -5,6 +5,8 @@
 import ArgumentParser
 import Foundation
 import GemmaKernels
+import GemmaModel
+import GemmaWire
 
 /// Which model to load and how much compute each rank may use.
 struct ModelOptions: ParsableArguments {
@@ -33,6 +35,21 @@ struct ModelOptions: ParsableArguments {
 
     /// Threads per rank: `-t` if given, else every core this process may run on.
     var resolvedThreads: Int { threads ?? HostInfo.availableCores }
+
+    /// The load options of these flags: the one place every command gets them from, so
+    /// -c, -t and --quant mean the same everywhere. `slots` and `maxBatchTokens` are the
+    /// command's own (serve's --parallel and --batch-tokens).
+    func loadOptions(slots: Int = 1, maxBatchTokens: Int = 512) -> GemmaLoadOptions {
+        Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
+                         maxBatchTokens: maxBatchTokens)
+    }
+
+    /// Load options from flag values, for commands with flags of their own (bench).
+    static func loadOptions(maxContext: Int, threads: Int, quantize: WeightType? = nil, slots: Int = 1,
+                            maxBatchTokens: Int = 512) -> GemmaLoadOptions {
+        GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
+                         quantize: quantize)
+    }
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
@@ -73,10 +90,18 @@ struct SamplingOptions: ParsableArguments {
     @Option(name: .customLong("seed"), help: "Random seed (default: random). The same seed gives the same tokens at any rank count.")
     var seed: UInt64?
 
+    /// The flags as sampling parameters with `seed`.
+    func params(seed: UInt64) -> SamplingParams {
+        SamplingParams(temperature: temperature, topK: Int32(clamping: topK), topP: topP, minP: minP, seed: seed)
+    }
+
+    /// The engine's rule set (`SamplingParams.validate`), reported with the flag's name.
     func validate() throws {
-        if !(temperature >= 0) { throw ValidationError("--temp must be 0 or positive, got \(temperature)") }
-        if topK < 0 { throw ValidationError("--top-k must be 0 or positive, got \(topK)") }
-        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
-        if !(minP >= 0 && minP <= 1) { throw ValidationError("--min-p must be in [0, 1], got \(minP)") }
+        do {
+            try params(seed: 0).validate()
+        } catch let e as PlanError {
+            let flag = ["temperature": "--temp", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p"][e.field ?? ""] ?? "sampling"
+            throw ValidationError("\(flag): \(e.detail)")
+        }
     }
 }

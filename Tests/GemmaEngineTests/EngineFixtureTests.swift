@@ -7,6 +7,7 @@ import Testing
 import GemmaModel
 import GemmaParallel
 import GemmaTestSupport
+import GemmaWire
 
 struct FixtureExpected: Decodable {
     let prompt_tokens: [Int32]
@@ -27,7 +28,7 @@ func runFixture(_ fixture: String, ranks: Int, _ requests: [GenerationRequest],
     let out = try LocalCommunicator.run(ranks: ranks) { comm -> [GenerationResult]? in
         let model = try GemmaShard.load(directory: directory, comm: comm,
                                         options: GemmaLoadOptions(slots: max(1, requests.count), maxBatchTokens: maxBatchTokens))
-        return try runGeneration(requests, model: model, comm: comm, codec: WirePlanCodec())?.results
+        return try runGeneration(requests, model: model, comm: comm)?.results
     }
     guard let results = out[0] else { throw EngineError.notCoordinator("test") }
     return results
@@ -56,7 +57,7 @@ func runFixture(_ fixture: String, ranks: Int, _ requests: [GenerationRequest],
         let expected = try FixtureExpected.load("gemma2_softcap")
         let a = GenerationRequest(id: 1, promptTokens: expected.prompt_tokens, maxNewTokens: 16, sampling: .greedy)
         let b = GenerationRequest(id: 2, promptTokens: [2, 77, 13, 200, 5], maxNewTokens: 10,
-                                  sampling: SamplerSettings(temperature: 1.2, topK: 0, topP: 0.95, minP: 0, seed: 3))
+                                  sampling: SamplingParams(temperature: 1.2, topK: 0, topP: 0.95, minP: 0, seed: 3))
         let together = try runFixture("gemma2_softcap", ranks: 2, [a, b])
         #expect(together[0].tokens == expected.greedy_tokens)
         #expect(together[0].tokens == (try runFixture("gemma2_softcap", ranks: 2, [a]))[0].tokens)
@@ -66,10 +67,10 @@ func runFixture(_ fixture: String, ranks: Int, _ requests: [GenerationRequest],
 
     @Test func sameSeedSameSampledTokensAtOneTwoFourRanks() throws {
         let expected = try FixtureExpected.load("gemma3_pattern")
-        let settings: [SamplerSettings] = [
-            SamplerSettings(temperature: 1.5, topK: 0, topP: 1, minP: 0, seed: 11),
-            SamplerSettings(temperature: 1.2, topK: 20, topP: 0.9, minP: 0.05, seed: 12),
-            SamplerSettings(temperature: 2, topK: 0, topP: 0.95, minP: 0, seed: 13),
+        let settings: [SamplingParams] = [
+            SamplingParams(temperature: 1.5, topK: 0, topP: 1, minP: 0, seed: 11),
+            SamplingParams(temperature: 1.2, topK: 20, topP: 0.9, minP: 0.05, seed: 12),
+            SamplingParams(temperature: 2, topK: 0, topP: 0.95, minP: 0, seed: 13),
         ]
         let requests = settings.enumerated().map {
             GenerationRequest(id: UInt64($0.offset), promptTokens: expected.prompt_tokens, maxNewTokens: 12, sampling: $0.element)
@@ -88,7 +89,7 @@ func runFixture(_ fixture: String, ranks: Int, _ requests: [GenerationRequest],
             let model = try GemmaShard.load(directory: directory, comm: comm, options: GemmaLoadOptions())
             do {
                 _ = try runGeneration([GenerationRequest(id: 0, promptTokens: [2, 300], maxNewTokens: 2, sampling: .greedy)],
-                                      model: model, comm: comm, codec: WirePlanCodec())
+                                      model: model, comm: comm)
                 return "no error"
             } catch { return "\(error)" }
         }

@@ -5,15 +5,15 @@ import Testing
 @testable import GemmaEngine
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 /// Runs `requests` on `ranks` in-process ranks with a fresh toy model per rank.
 func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sampleable: Int? = nil,
-            maxContext: Int = 64, slots: Int = 4, maxBatchTokens: Int = 8,
-            codec: any StepPlanCodec = TestPlanCodec()) throws -> [GenerationResult] {
+            maxContext: Int = 64, slots: Int = 4, maxBatchTokens: Int = 8) throws -> [GenerationResult] {
     let out = try LocalCommunicator.run(ranks: ranks) { comm -> [GenerationResult]? in
         let model = ToyModel(vocabSize: vocab, sampleableVocab: sampleable, rank: comm.rank, ranks: comm.size,
                              maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens)
-        return try runGeneration(requests, model: model, comm: comm, codec: codec)?.results
+        return try runGeneration(requests, model: model, comm: comm)?.results
     }
     guard let results = out[0] else { throw EngineError.notCoordinator("test") }
     for r in out.dropFirst() { #expect(r == nil) }
@@ -21,13 +21,13 @@ func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sample
 }
 
 @Suite struct EngineToyTests {
-    let sampled = SamplerSettings(temperature: 0.9, topK: 20, topP: 0.9, minP: 0.02, seed: 77)
-    let fullVocab = SamplerSettings(temperature: 1.1, topK: 0, topP: 0.8, minP: 0, seed: 5)
+    let sampled = SamplingParams(temperature: 0.9, topK: 20, topP: 0.9, minP: 0.02, seed: 77)
+    let fullVocab = SamplingParams(temperature: 1.1, topK: 0, topP: 0.8, minP: 0, seed: 5)
 
     @Test(arguments: [1, 2, 4])
     func matchesSingleProcessReference(ranks: Int) throws {
         let prompts: [[Int32]] = [[1, 2, 3], Array(1...19).map(Int32.init), [50]]  // 19 > maxBatchTokens: chunked
-        let settings: [SamplerSettings] = [.greedy, sampled, fullVocab]
+        let settings: [SamplingParams] = [.greedy, sampled, fullVocab]
         let requests = prompts.indices.map {
             GenerationRequest(id: UInt64($0), promptTokens: prompts[$0], maxNewTokens: 12, sampling: settings[$0])
         }
@@ -40,23 +40,23 @@ func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sample
         }
     }
 
-    /// The production codec (GemmaWire protobuf-c) carries every field the engine uses.
-    @Test func wireCodecRoundTripsPlansAndRunsTheLoop() throws {
-        let codec = WirePlanCodec()
-        let plan = PlannedStep(stepId: 7, work: [
-            PlannedWork(slot: 2, requestId: 99, tokens: [5, 6, 7], startPosition: 11, isPrefillChunk: true, wantSample: true,
-                        sampling: SamplerSettings(temperature: 0.7, topK: 40, topP: 0.9, minP: 0.05, seed: .max), stepIndex: 3),
-            PlannedWork(slot: 0, requestId: 1, tokens: [1], startPosition: 0, isPrefillChunk: false, wantSample: false,
-                        sampling: .greedy, stepIndex: 0),
+    /// The engine's plans are GemmaWire's messages: every field the engine uses survives the
+    /// protobuf-c round trip, and the loop gives the same tokens at 4 ranks as at 1.
+    @Test func wirePlansRoundTripAndRunTheLoop() throws {
+        let plan = StepPlan(stepId: 7, work: [
+            SequenceWork(slot: 2, requestId: 99, tokenIds: [5, 6, 7], startPosition: 11, isPrefillChunk: true, wantLogits: true,
+                         sampling: SamplingParams(temperature: 0.7, topK: 40, topP: 0.9, minP: 0.05, seed: .max), stepIndexInSequence: 3),
+            SequenceWork(slot: 0, requestId: 1, tokenIds: [1], startPosition: 0, isPrefillChunk: false, wantLogits: false,
+                         sampling: .greedy, stepIndexInSequence: 0),
         ], freeSlots: [1, 3])
-        #expect(try codec.decode(codec.encode(plan)) == plan)
-        let stop = PlannedStep(stepId: 8, freeSlots: [0], shutdown: true, shutdownReason: "done")
-        #expect(try codec.decode(codec.encode(stop)) == stop)
-        #expect(throws: (any Error).self) { try codec.decode([0xFF, 0x01, 0x02]) }
+        #expect(try StepPlan.decode(plan.encode()) == plan)
+        let stop = StepPlan(stepId: 8, freeSlots: [0], shutdown: true, shutdownReason: "done")
+        #expect(try StepPlan.decode(stop.encode()) == stop)
+        #expect(throws: (any Error).self) { try StepPlan.decode([0xFF, 0x01, 0x02]) }
 
         let requests = [GenerationRequest(id: 0, promptTokens: Array(1...11).map(Int32.init), maxNewTokens: 9, sampling: sampled),
                         GenerationRequest(id: 1, promptTokens: [4], maxNewTokens: 5, sampling: fullVocab)]
-        #expect(try runToy(requests, ranks: 4, codec: codec) == runToy(requests, ranks: 1))
+        #expect(try runToy(requests, ranks: 4) == runToy(requests, ranks: 1))
     }
 
     @Test func batchedEqualsAlone() throws {
@@ -93,7 +93,7 @@ func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sample
             let model = ToyModel(rank: comm.rank, ranks: comm.size)
             do {
                 _ = try runGeneration([GenerationRequest(id: 0, promptTokens: [1, 500, 2], maxNewTokens: 3, sampling: .greedy)],
-                                      model: model, comm: comm, codec: TestPlanCodec())
+                                      model: model, comm: comm)
                 return "no error"
             } catch {
                 return "\(error)"
@@ -109,12 +109,12 @@ func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sample
     func badPlanIsRejectedOnEveryRank(ranks: Int) throws {
         let outcome = try LocalCommunicator.run(ranks: ranks) { comm -> (String, Int) in
             let model = ToyModel(rank: comm.rank, ranks: comm.size)
-            let executor = StepExecutor(model: model, comm: comm, codec: TestPlanCodec())
+            let executor = StepExecutor(model: model, comm: comm)
             do {
                 if comm.isCoordinator {
-                    let work = PlannedWork(slot: 0, requestId: 9, tokens: [3, -2], startPosition: 0, isPrefillChunk: true,
-                                           wantSample: true, sampling: .greedy, stepIndex: 0)
-                    _ = try executor.execute(sending: PlannedStep(stepId: 0, work: [work]))
+                    let work = SequenceWork(slot: 0, requestId: 9, tokenIds: [3, -2], startPosition: 0, isPrefillChunk: true,
+                                            wantLogits: true, sampling: .greedy, stepIndexInSequence: 0)
+                    _ = try executor.execute(sending: StepPlan(stepId: 0, work: [work]))
                 } else {
                     try executor.runWorker()
                 }
@@ -137,7 +137,7 @@ func runToy(_ requests: [GenerationRequest], ranks: Int, vocab: Int = 96, sample
             let messages = try LocalCommunicator.run(ranks: ranks) { comm -> String in
                 let model = ToyModel(rank: comm.rank, ranks: comm.size)
                 do {
-                    _ = try runGeneration(requests, model: model, comm: comm, codec: TestPlanCodec())
+                    _ = try runGeneration(requests, model: model, comm: comm)
                     return "no error"
                 } catch { return "\(error)" }
             }

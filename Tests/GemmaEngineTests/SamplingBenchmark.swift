@@ -7,6 +7,7 @@ import Testing
 import GemmaModel
 import GemmaParallel
 import GemmaTestSupport
+import GemmaWire
 
 @Suite struct SamplingBenchmark {
     @Test(.enabled(if: ProcessInfo.processInfo.environment["GEMMA_NODE_BENCH"] == "1"))
@@ -14,11 +15,11 @@ import GemmaTestSupport
         let vocab = 262_144
         var rng = SplitMix64(seed: 1)
         let row = (0..<vocab).map { _ in rng.normal() * 3 }
-        let cases: [(String, SamplerSettings)] = [
+        let cases: [(String, SamplingParams)] = [
             ("greedy", .greedy),
-            ("top-k 64, top-p 0.95 (Gemma default)", SamplerSettings(temperature: 1, topK: 64, topP: 0.95, minP: 0, seed: 1)),
-            ("k 0, top-p 1 (full Gumbel)", SamplerSettings(temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1)),
-            ("k 0, top-p 0.9 (nucleus search)", SamplerSettings(temperature: 1, topK: 0, topP: 0.9, minP: 0, seed: 1)),
+            ("top-k 64, top-p 0.95 (Gemma default)", SamplingParams(temperature: 1, topK: 64, topP: 0.95, minP: 0, seed: 1)),
+            ("k 0, top-p 1 (full Gumbel)", SamplingParams(temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1)),
+            ("k 0, top-p 0.9 (nucleus search)", SamplingParams(temperature: 1, topK: 0, topP: 0.9, minP: 0, seed: 1)),
         ]
         for (label, n) in [("full", vocab), ("quarter", vocab / 4)] {
             for k in [1, 64, 512] {

@@ -6,17 +6,18 @@ import Testing
 import GemmaModel
 import GemmaParallel
 import GemmaTestSupport
+import GemmaWire
 
 /// Reference sampler: sorts the whole vocabulary, then applies the filters in Hugging Face's
 /// order (temperature, top-k, top-p, min-p) and takes the Gumbel-max draw. It shares only the
 /// noise function with the code under test.
-func referenceSample(_ logits: [Float], sampleable: Int, settings s: SamplerSettings, step: UInt64) -> Int32? {
+func referenceSample(_ logits: [Float], sampleable: Int, settings s: SamplingParams, step: UInt64) -> Int32? {
     var c: [(v: Float, id: Int)] = []
     for i in 0..<sampleable where !logits[i].isNaN && logits[i] > -.infinity { c.append((logits[i], i)) }
     c.sort { $0.v > $1.v || ($0.v == $1.v && $0.id < $1.id) }
     guard let first = c.first else { return nil }
     if s.temperature == 0 || s.topK == 1 { return Int32(first.id) }
-    if s.topK > 0 { c = Array(c.prefix(s.topK)) }
+    if s.topK > 0 { c = Array(c.prefix(Int(s.topK))) }
     let t = Double(s.temperature)
     let sTop = Double(first.v) / t
     if s.topP < 1 {
@@ -83,20 +84,20 @@ func randomLogits(_ rng: inout SplitMix64, vocab: Int, style: Int) -> [Float] {
     return row
 }
 
-let settingsGrid: [SamplerSettings] = [
-    SamplerSettings(temperature: 0, topK: 64, topP: 0.95, minP: 0),
-    SamplerSettings(temperature: 1, topK: 64, topP: 0.95, minP: 0),
-    SamplerSettings(temperature: 0.7, topK: 5, topP: 1, minP: 0),
-    SamplerSettings(temperature: 1.3, topK: 40, topP: 0.5, minP: 0.05),
-    SamplerSettings(temperature: 1, topK: 0, topP: 1, minP: 0),
-    SamplerSettings(temperature: 0.8, topK: 0, topP: 1, minP: 0.1),
-    SamplerSettings(temperature: 1, topK: 0, topP: 0.9, minP: 0),
-    SamplerSettings(temperature: 2, topK: 0, topP: 0.99, minP: 0.01),
-    SamplerSettings(temperature: 1, topK: 300, topP: 1, minP: 0),   // k above the vocabulary
-    SamplerSettings(temperature: 1, topK: 1, topP: 1, minP: 0),
+let settingsGrid: [SamplingParams] = [
+    SamplingParams(temperature: 0, topK: 64, topP: 0.95, minP: 0),
+    SamplingParams(temperature: 1, topK: 64, topP: 0.95, minP: 0),
+    SamplingParams(temperature: 0.7, topK: 5, topP: 1, minP: 0),
+    SamplingParams(temperature: 1.3, topK: 40, topP: 0.5, minP: 0.05),
+    SamplingParams(temperature: 1, topK: 0, topP: 1, minP: 0),
+    SamplingParams(temperature: 0.8, topK: 0, topP: 1, minP: 0.1),
+    SamplingParams(temperature: 1, topK: 0, topP: 0.9, minP: 0),
+    SamplingParams(temperature: 2, topK: 0, topP: 0.99, minP: 0.01),
+    SamplingParams(temperature: 1, topK: 300, topP: 1, minP: 0),   // k above the vocabulary
+    SamplingParams(temperature: 1, topK: 1, topP: 1, minP: 0),
     // Hot and narrow: the filters' exact boundaries decide most draws here.
-    SamplerSettings(temperature: 4, topK: 3, topP: 1, minP: 0),
-    SamplerSettings(temperature: 3, topK: 0, topP: 0.3, minP: 0),
+    SamplingParams(temperature: 4, topK: 3, topP: 1, minP: 0),
+    SamplingParams(temperature: 3, topK: 0, topP: 0.3, minP: 0),
 ]
 
 @Suite struct SamplingTests {
@@ -127,7 +128,7 @@ let settingsGrid: [SamplerSettings] = [
         var rng = SplitMix64(seed: 7)
         let rows = (0..<30).map { _ in randomLogits(&rng, vocab: 128, style: 0) }
         let requests = rows.indices.map {
-            SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: 0, topP: 0.95, minP: 0, seed: 99), stepIndex: UInt64($0))
+            SampleRequest(row: $0, settings: SamplingParams(temperature: 1, topK: 0, topP: 0.95, minP: 0, seed: 99), stepIndex: UInt64($0))
         }
         let one = try distributedSample(rows: rows, requests: requests, sampleable: 128, ranks: 1).ids
         let two = try distributedSample(rows: rows, requests: requests, sampleable: 128, ranks: 2).ids
@@ -145,7 +146,7 @@ let settingsGrid: [SamplerSettings] = [
         let r = [SampleRequest(row: 0, settings: .greedy, stepIndex: 0)]
         #expect(try distributedSample(rows: [row], requests: r, sampleable: 64, ranks: ranks).ids == [17])
         // Temperature 0 is greedy whatever the other settings.
-        let t0 = [SampleRequest(row: 0, settings: SamplerSettings(temperature: 0, topK: 0, topP: 0.3, minP: 0.2, seed: 5), stepIndex: 3)]
+        let t0 = [SampleRequest(row: 0, settings: SamplingParams(temperature: 0, topK: 0, topP: 0.3, minP: 0.2, seed: 5), stepIndex: 3)]
         #expect(try distributedSample(rows: [row], requests: t0, sampleable: 64, ranks: ranks).ids == [17])
     }
 
@@ -156,15 +157,15 @@ let settingsGrid: [SamplerSettings] = [
         let argmax = rows.map { row in Int32(row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!) }
         // Tiny p keeps only the most likely id, with or without top-k.
         for k in [0, 10] {
-            let tiny = rows.indices.map { SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: k, topP: 1e-6, minP: 0, seed: UInt64($0)), stepIndex: 0) }
+            let tiny = rows.indices.map { SampleRequest(row: $0, settings: SamplingParams(temperature: 1, topK: Int32(k), topP: 1e-6, minP: 0, seed: UInt64($0)), stepIndex: 0) }
             #expect(try distributedSample(rows: rows, requests: tiny, sampleable: 64, ranks: ranks).ids == argmax)
         }
         // p = 1 is the same as no top-p: equals the reference with top-p off.
-        let full = rows.indices.map { SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: 0, topP: 1, minP: 0, seed: UInt64($0)), stepIndex: 1) }
+        let full = rows.indices.map { SampleRequest(row: $0, settings: SamplingParams(temperature: 1, topK: 0, topP: 1, minP: 0, seed: UInt64($0)), stepIndex: 1) }
         let want = rows.indices.map { referenceSample(rows[$0], sampleable: 64, settings: full[$0].settings, step: 1)! }
         #expect(try distributedSample(rows: rows, requests: full, sampleable: 64, ranks: ranks).ids == want)
         // min-p = 1 keeps only ids as likely as the best one.
-        let minP = rows.indices.map { SampleRequest(row: $0, settings: SamplerSettings(temperature: 1, topK: 0, topP: 1, minP: 1, seed: UInt64($0)), stepIndex: 2) }
+        let minP = rows.indices.map { SampleRequest(row: $0, settings: SamplingParams(temperature: 1, topK: 0, topP: 1, minP: 1, seed: UInt64($0)), stepIndex: 2) }
         #expect(try distributedSample(rows: rows, requests: minP, sampleable: 64, ranks: ranks).ids == argmax)
     }
 
@@ -174,7 +175,7 @@ let settingsGrid: [SamplerSettings] = [
         // 4 candidates per rank, so the search must run several rounds and still be exact.
         var rng = SplitMix64(seed: 11)
         let rows = (0..<8).map { _ in (0..<256).map { _ in rng.normal() * 0.1 } }
-        let s = SamplerSettings(temperature: 1, topK: 0, topP: 0.99, minP: 0, seed: 1234)
+        let s = SamplingParams(temperature: 1, topK: 0, topP: 0.99, minP: 0, seed: 1234)
         let requests = rows.indices.map { SampleRequest(row: $0, settings: s, stepIndex: UInt64($0)) }
         let want = rows.indices.map { referenceSample(rows[$0], sampleable: 256, settings: s, step: UInt64($0))! }
         let got = try distributedSample(rows: rows, requests: requests, sampleable: 256, ranks: ranks, initialNucleus: 4)
@@ -203,7 +204,7 @@ let settingsGrid: [SamplerSettings] = [
         // (e.g. a missing temperature, or noise that is not Gumbel) fails, a right one passes.
         let logits: [Float] = [0, 1, 2, 3]
         let n = 20_000
-        let requests = (0..<n).map { SampleRequest(row: 0, settings: SamplerSettings(temperature: 0.8, topK: 0, topP: 1, minP: 0, seed: UInt64($0)), stepIndex: 0) }
+        let requests = (0..<n).map { SampleRequest(row: 0, settings: SamplingParams(temperature: 0.8, topK: 0, topP: 1, minP: 0, seed: UInt64($0)), stepIndex: 0) }
         let ids = try distributedSample(rows: [logits], requests: requests, sampleable: 4, ranks: 2).ids
         var counts = [0, 0, 0, 0]
         for id in ids { counts[Int(id)] += 1 }
@@ -220,8 +221,8 @@ let settingsGrid: [SamplerSettings] = [
         #expect(throws: SamplingError.noCandidates(row: 0)) {
             try distributedSample(rows: [row], requests: greedy, sampleable: 4, ranks: 2)
         }
-        let bad = [SampleRequest(row: 0, settings: SamplerSettings(temperature: -1), stepIndex: 0)]
-        #expect(throws: SamplingError.self) {
+        let bad = [SampleRequest(row: 0, settings: SamplingParams(temperature: -1), stepIndex: 0)]
+        #expect(throws: PlanError.self) {
             try distributedSample(rows: [[0, 1]], requests: bad, sampleable: 2, ranks: 1)
         }
     }

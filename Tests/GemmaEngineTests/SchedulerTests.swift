@@ -8,6 +8,7 @@ import Testing
 @testable import GemmaEngine
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 /// One request's events, waited for from the client thread.
 final class Waiter: @unchecked Sendable {
@@ -54,10 +55,9 @@ final class Waiter: @unchecked Sendable {
 /// Runs `client` on its own thread against a scheduler whose loop runs on rank 0's thread;
 /// the client's return ends the loop (shutdown plan to every rank). Returns the client's value.
 func withScheduler<T: Sendable>(ranks: Int, maxQueued: Int = 8, model: @escaping @Sendable (any Communicator) throws -> any ShardedCausalLM,
-                                codec: any StepPlanCodec = TestPlanCodec(),
                                 client: @escaping @Sendable (BatchScheduler) throws -> T) throws -> T {
     let out = try LocalCommunicator.run(ranks: ranks) { comm -> T? in
-        let executor = StepExecutor(model: try model(comm), comm: comm, codec: codec)
+        let executor = StepExecutor(model: try model(comm), comm: comm)
         guard comm.isCoordinator else {
             try executor.runWorker()
             return nil
@@ -87,14 +87,14 @@ struct SchedulerFailure: Error, CustomStringConvertible {
 }
 
 @Suite struct SchedulerTests {
-    let sampled = SamplerSettings(temperature: 0.9, topK: 20, topP: 0.9, minP: 0.02, seed: 77)
+    let sampled = SamplingParams(temperature: 0.9, topK: 20, topP: 0.9, minP: 0.02, seed: 77)
 
     /// Requests join while others decode; each one's tokens equal the single-process reference,
     /// and the streamed tokens equal the final result.
     @Test(arguments: [1, 2])
     func lateJoinersMatchTheReference(ranks: Int) throws {
         let prompts: [[Int32]] = [[1, 2, 3], Array(1...19).map(Int32.init), [50], [7, 7]]
-        let settings: [SamplerSettings] = [.greedy, sampled, .greedy, sampled]
+        let settings: [SamplingParams] = [.greedy, sampled, .greedy, sampled]
         let results = try withScheduler(ranks: ranks, model: { comm in
             ToyModel(rank: comm.rank, ranks: comm.size, slots: 3, maxBatchTokens: 8)
         }) { scheduler -> [[Int32]] in
@@ -161,7 +161,7 @@ struct SchedulerFailure: Error, CustomStringConvertible {
             func attempt(_ r: GenerationRequest) {
                 do { try scheduler.submit(r, sink: Waiter().sink) } catch { out.append("\(error)") }
             }
-            let bad = SamplerSettings(temperature: 1, topK: 5, topP: 0, minP: 0, seed: 1)
+            let bad = SamplingParams(temperature: 1, topK: 5, topP: 0, minP: 0, seed: 1)
             attempt(GenerationRequest(id: 0, promptTokens: [1], maxNewTokens: 3, sampling: bad))
             attempt(GenerationRequest(id: 0, promptTokens: [], maxNewTokens: 3, sampling: .greedy))
             attempt(GenerationRequest(id: 0, promptTokens: [1, 96], maxNewTokens: 3, sampling: .greedy))
@@ -177,10 +177,10 @@ struct SchedulerFailure: Error, CustomStringConvertible {
             return out
         }
         #expect(errors.count >= 4 + 4)  // 4 invalid; of 6 quick submits at most 2 fit (slot + queue)
-        #expect(errors[0].hasSuffix("top-p must be in (0, 1], got 0.0"))
-        #expect(errors[1] == "the prompt is empty")
+        #expect(errors[0] == "top_p 0.0 is outside (0, 1]")
+        #expect(errors[1] == "no token ids")
         #expect(errors[2] == "token id 96 is outside the vocabulary (0..<96)")
-        #expect(errors[3] == "the prompt has 65 tokens, more than the context of 64")
+        #expect(errors[3] == "the prompt of request 0 needs 65 positions, more than the context of 64")
         #expect(errors.dropFirst(4).allSatisfy { $0.hasPrefix("server busy:") })
     }
 
@@ -194,7 +194,7 @@ struct SchedulerFailure: Error, CustomStringConvertible {
                                    [GenerationRequest(id: 0, promptTokens: [2, 40, 41, 42], maxNewTokens: 12, sampling: .greedy)])[0].tokens
         let results = try withScheduler(ranks: ranks, model: { comm in
             try GemmaShard.load(directory: directory, comm: comm, options: GemmaLoadOptions(slots: 3, maxBatchTokens: 8))
-        }, codec: WirePlanCodec()) { scheduler -> [[Int32]] in
+        }) { scheduler -> [[Int32]] in
             var waiters: [Waiter] = []
             for i in 0..<4 {
                 let w = Waiter()

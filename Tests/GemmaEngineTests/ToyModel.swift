@@ -1,10 +1,10 @@
-// Test doubles for the engine: a toy vocab-parallel "model" whose logits depend on a slot's
-// whole token history (so batching or KV bookkeeping mistakes change the output), and a small
-// self-contained plan codec so the step loop can be tested apart from GemmaWire.
+// Test double for the engine: a toy vocab-parallel "model" whose logits depend on a slot's
+// whole token history (so batching or KV bookkeeping mistakes change the output).
 import Foundation
 @testable import GemmaEngine
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 enum ToyModelError: Error, CustomStringConvertible {
     case badPosition(slot: Int, expected: Int, got: Int)
@@ -78,7 +78,7 @@ final class ToyModel: ShardedCausalLM {
     func release(slot: Int) { history[slot] = [] }
 
     /// Single-process reference: greedy/sampled continuation of one prompt with full logits.
-    static func referenceGenerate(prompt: [Int32], n: Int, settings: SamplerSettings, vocab: Int,
+    static func referenceGenerate(prompt: [Int32], n: Int, settings: SamplingParams, vocab: Int,
                                   sampleable: Int, stop: Set<Int32> = []) -> [Int32] {
         var h = prompt
         var out: [Int32] = []
@@ -90,55 +90,5 @@ final class ToyModel: ShardedCausalLM {
             h.append(t)
         }
         return out
-    }
-}
-
-/// A plain length-prefixed little-endian codec for tests (production uses GemmaWire).
-struct TestPlanCodec: StepPlanCodec {
-    struct Truncated: Error {}
-
-    func encode(_ p: PlannedStep) throws -> [UInt8] {
-        var b: [UInt8] = []
-        func u64(_ x: UInt64) { for i in 0..<8 { b.append(UInt8(truncatingIfNeeded: x >> (8 * UInt64(i)))) } }
-        func i(_ x: Int) { u64(UInt64(bitPattern: Int64(x))) }
-        func f(_ x: Float) { u64(UInt64(x.bitPattern)) }
-        u64(p.stepId); i(p.shutdown ? 1 : 0); i(p.freeSlots.count); p.freeSlots.forEach(i)
-        let reason = Array(p.shutdownReason.utf8); i(reason.count); b.append(contentsOf: reason)
-        i(p.work.count)
-        for w in p.work {
-            i(w.slot); u64(w.requestId); i(w.startPosition); i(w.isPrefillChunk ? 1 : 0); i(w.wantSample ? 1 : 0)
-            f(w.sampling.temperature); i(w.sampling.topK); f(w.sampling.topP); f(w.sampling.minP); u64(w.sampling.seed)
-            u64(w.stepIndex); i(w.tokens.count); w.tokens.forEach { i(Int($0)) }
-        }
-        return b
-    }
-
-    func decode(_ bytes: [UInt8]) throws -> PlannedStep {
-        var at = 0
-        func u64() throws -> UInt64 {
-            guard at + 8 <= bytes.count else { throw Truncated() }
-            var x: UInt64 = 0
-            for k in 0..<8 { x |= UInt64(bytes[at + k]) << (8 * UInt64(k)) }
-            at += 8
-            return x
-        }
-        func i() throws -> Int { Int(Int64(bitPattern: try u64())) }
-        func f() throws -> Float { Float(bitPattern: UInt32(truncatingIfNeeded: try u64())) }
-        func count() throws -> Int { let n = try i(); guard n >= 0 && n <= bytes.count else { throw Truncated() }; return n }
-        var p = PlannedStep(stepId: try u64())
-        p.shutdown = try i() == 1
-        p.freeSlots = try (0..<count()).map { _ in try i() }
-        let n = try count()
-        guard at + n <= bytes.count else { throw Truncated() }
-        p.shutdownReason = String(decoding: bytes[at..<(at + n)], as: UTF8.self); at += n
-        for _ in 0..<(try count()) {
-            let slot = try i(), rid = try u64(), start = try i(), pre = try i() == 1, want = try i() == 1
-            let s = SamplerSettings(temperature: try f(), topK: try i(), topP: try f(), minP: try f(), seed: try u64())
-            let step = try u64()
-            let tokens = try (0..<count()).map { _ in Int32(truncatingIfNeeded: try i()) }
-            p.work.append(PlannedWork(slot: slot, requestId: rid, tokens: tokens, startPosition: start,
-                                      isPrefillChunk: pre, wantSample: want, sampling: s, stepIndex: step))
-        }
-        return p
     }
 }

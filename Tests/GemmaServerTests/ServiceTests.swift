@@ -68,7 +68,7 @@ final class ServiceHarness: @unchecked Sendable {
         if eos, let e = tokenizer.eosID { s.append(e) }
         script = s
         let model = ScriptModel(vocabSize: tokenizer.count, script: s, maxContext: maxContext, slots: slots)
-        let executor = StepExecutor(model: model, comm: SoloCommunicator(), codec: WirePlanCodec())
+        let executor = StepExecutor(model: model, comm: SoloCommunicator())
         scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueued)
         service = OpenAIService(config: ServerConfig(modelName: "script", apiKey: apiKey))
         service.attach(Backend(scheduler: scheduler, tokenizer: tokenizer, template: ChatTemplate(format: .gemma), maxContext: maxContext,
@@ -227,5 +227,15 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         var e = StopMatcher(["é!"])
         #expect(e.push("café") == ("caf", false))
         #expect(e.flush() == "é")
+    }
+
+    /// Absent finish reasons and logprobs are sent as explicit nulls, as OpenAI sends them.
+    @Test func absentOptionalFieldsEncodeAsNull() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let chunk = String(decoding: try encoder.encode(ChatChunkChoice(index: 0, delta: ChatDelta(role: nil, content: "a"), finish_reason: nil)), as: UTF8.self)
+        #expect(chunk == #"{"delta":{"content":"a"},"finish_reason":null,"index":0}"#)
+        let text = String(decoding: try encoder.encode(TextChoice(index: 1, text: "b", finish_reason: "stop")), as: UTF8.self)
+        #expect(text == #"{"finish_reason":"stop","index":1,"logprobs":null,"text":"b"}"#)
     }
 }

@@ -8,6 +8,7 @@ import GemmaEngine
 import GemmaKernels
 import GemmaModel
 import GemmaParallel
+import GemmaWire
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,13 +57,14 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         try ClusterSession.run { raw in
-            let comm = TimingCommunicator(raw)
+            let comm = TimedCommunicator(raw)
             let threadCount = threads ?? HostInfo.availableCores
-            _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount)
-            let loadStart = benchNow()
             // Context for prompt + generated tokens + the token sampled last (never fed back).
             let context = ctxSize > 0 ? ctxSize : nPrompt + nGen + 2
-            let options = GemmaLoadOptions(maxContext: context, slots: 1, maxBatchTokens: min(512, nPrompt), threads: threadCount)
+            let options = ModelOptions.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt))
+            _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount)
+            // Load time without the handshake (comparable with earlier runs).
+            let loadStart = benchNow()
             let shard = try GemmaShard.load(path: URL(fileURLWithPath: modelPath), comm: comm, options: options)
             let loadSeconds = Double(benchNow() - loadStart) / 1e9
             guard nPrompt <= shard.maxBatchTokens, nPrompt + nGen + 1 <= shard.maxContext else {
@@ -76,7 +78,7 @@ struct BenchCommand: ParsableCommand {
             func request(_ p: [Int32], _ n: Int) -> GenerationRequest {
                 // n + 1 new tokens = one sampled after the prompt, then n decode steps.
                 GenerationRequest(id: 0, promptTokens: p, maxNewTokens: n + 1,
-                                  sampling: SamplerSettings(temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0))
+                                  sampling: SamplingParams(temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0))
             }
             if !noWarmup {
                 _ = try Self.session(model: model, comm: comm, requests: [request(Array(prompt.prefix(8)), 4)])
@@ -126,22 +128,21 @@ struct BenchCommand: ParsableCommand {
     /// One engine session: every rank executes plans until rank 0 shuts the workers down.
     /// Rank 0 runs the request lists one after another and returns each one's timings.
     static func session(model: TimingModel, comm: any Communicator, requests: [GenerationRequest]) throws -> [EngineTimings]? {
-        let executor = StepExecutor(model: model, comm: comm, codec: ModelSession.planCodec())
+        let session = try GenerationSession(model: model, comm: comm)
         guard comm.isCoordinator else {
-            try executor.runWorker()
+            try session.serveWorker()
             model.discardOpenStep()
             return nil
         }
-        let coordinator = try Coordinator(executor: executor)
         var out: [EngineTimings] = []
         do {
             for r in requests {
-                let before = coordinator.timings
-                let results = try coordinator.generate([r])
-                guard let result = results.first, result.tokens.count == r.maxNewTokens else {
-                    throw BenchError.shortGeneration(wanted: r.maxNewTokens, got: results.first?.tokens.count ?? 0)
+                let before = session.timings
+                let result = try session.generate(r)
+                guard result.tokens.count == r.maxNewTokens else {
+                    throw BenchError.shortGeneration(wanted: r.maxNewTokens, got: result.tokens.count)
                 }
-                let after = coordinator.timings
+                let after = session.timings
                 var t = EngineTimings()
                 t.prefillTokens = after.prefillTokens - before.prefillTokens
                 t.prefillSeconds = after.prefillSeconds - before.prefillSeconds
@@ -149,14 +150,11 @@ struct BenchCommand: ParsableCommand {
                 t.decodeSeconds = after.decodeSeconds - before.decodeSeconds
                 out.append(t)
             }
-        } catch let error as CommunicatorError {
-            throw error
         } catch {
-            try coordinator.shutdown(reason: "\(error)", failure: error)
-            throw error
+            try session.fail(error)
         }
         model.discardOpenStep()
-        try coordinator.shutdown()
+        try session.finish()
         model.discardOpenStep()
         return out
     }

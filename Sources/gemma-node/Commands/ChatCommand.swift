@@ -1,7 +1,6 @@
 // `gemma-node chat`: an interactive, multi-turn conversation in the model's chat template,
 // with the reply streamed to stdout as tokens are sampled. Under mpirun rank 0 reads stdin
 // and runs the scheduler; every other rank serves step plans until rank 0 ends the session.
-// Also holds `StreamingSession`, the per-token front end `generate` shares.
 import ArgumentParser
 import Foundation
 import GemmaEngine
@@ -38,24 +37,24 @@ struct ChatCommand: ParsableCommand {
 
     func run() throws {
         try ClusterSession.run { comm in
-            let model = try ModelSession.load(modelOptions, comm: comm)
+            let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             let tokenizer: GemmaTokenizer? = try comm.agreeOn {
                 comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath) : nil
             }
             // Agreed, so a model without a tokenizer fails on every rank before any plan.
             try comm.agree(comm.isCoordinator && tokenizer == nil
                            ? ModelSessionError.noTokenizer(modelOptions.resolvedModelPath) : nil)
-            let session = try StreamingSession(model: model, comm: comm)
+            let session = try GenerationSession(model: model, comm: comm)
             guard comm.isCoordinator, let tokenizer else {
                 try session.serveWorker()
                 return
             }
             let s = samplingOptions
             let seed = s.seed ?? UInt64.random(in: 0...UInt64.max)
-            let settings = SamplerSettings(temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP, seed: seed)
+            let settings = s.params(seed: seed)
             var conversation = ChatConversation(tokenizer: tokenizer, template: ChatTemplate(architecture: ModelSession.architecture(model)),
                                                 system: system, maxContext: model.maxContext)
-            let stop = ModelSession.stopTokens(model).union(tokenizer.endOfGenerationIDs)
+            let stop = ModelSession.stopTokens(model, tokenizer: tokenizer, chat: true)
             let interactive = isatty(STDIN_FILENO) == 1
             if interactive {
                 StandardOutput.writeError("chat: \(comm.size) rank(s), context \(model.maxContext) tokens; /exit or Ctrl-D ends, /reset forgets.\n")
@@ -158,66 +157,6 @@ struct ChatConversation {
     }
 }
 
-/// Generation with every token handed to a callback as soon as it is sampled, over the
-/// engine's scheduler. Rank 0 runs requests one after another (the workers wait in their
-/// idle receive in between, without spinning); other ranks call `serveWorker`.
-final class StreamingSession {
-    let executor: StepExecutor
-    /// Rank 0 only.
-    let coordinator: Coordinator?
-
-    init(model: any ShardedCausalLM, comm: any Communicator) throws {
-        executor = StepExecutor(model: model, comm: comm, codec: ModelSession.planCodec())
-        coordinator = comm.isCoordinator ? try Coordinator(executor: executor) : nil
-    }
-
-    var timings: EngineTimings { executor.timings }
-
-    /// Workers: executes plans until rank 0 finishes (or an agreed error, thrown here too).
-    func serveWorker() throws { try executor.runWorker() }
-
-    /// Runs one request to its end (rank 0), calling `onToken` with each generated id (stop
-    /// tokens excluded) on this thread. A request the scheduler refuses throws before any plan
-    /// is sent, so the caller may carry on; engine failures have already ended every rank's loop.
-    func generate(_ request: GenerationRequest, onToken: @escaping (Int32) -> Void) throws -> GenerationResult {
-        guard let coordinator else { throw EngineError.notCoordinator("StreamingSession.generate") }
-        let box = EventBox(onToken: onToken)
-        try coordinator.scheduler.submit(request) { event in box.handle(event) }
-        try coordinator.scheduler.runUntilIdle()
-        if let result = box.result { return result }
-        throw EngineError.badPlan(box.failure ?? "request \(request.id) did not finish")
-    }
-
-    /// Ends the workers' loops (rank 0). Workers return from `serveWorker`.
-    func finish() throws { try coordinator?.shutdown() }
-
-    /// Rank 0 after an error of its own: agreed errors (the workers already left) are rethrown;
-    /// anything else is sent to the workers with the shutdown, so every rank throws it.
-    func fail(_ error: Error) throws -> Never {
-        if error is CommunicatorError { throw error }
-        try coordinator?.shutdown(reason: "\(error)", failure: error)
-        throw error
-    }
-}
-
-/// Carries a request's events from the scheduler's sink (called on the engine thread, which
-/// is the thread running `runUntilIdle`, i.e. the caller of `StreamingSession.generate`).
-private final class EventBox: @unchecked Sendable {
-    let onToken: (Int32) -> Void
-    var result: GenerationResult?
-    var failure: String?
-
-    init(onToken: @escaping (Int32) -> Void) { self.onToken = onToken }
-
-    func handle(_ event: SequenceEvent) {
-        switch event {
-        case let .token(id): onToken(id)
-        case let .finished(r): result = r
-        case let .failed(message): failure = message
-        }
-    }
-}
-
 /// Unbuffered writes to stdout/stderr, so streamed text appears token by token (print's
 /// buffer is line-buffered under mpirun and would hold a reply until its newline).
 enum StandardOutput {
@@ -228,12 +167,5 @@ enum StandardOutput {
 
     static func writeError(_ text: String) {
         FileHandle.standardError.write(Data(text.utf8))
-    }
-}
-
-extension ModelSession {
-    /// The model's architecture name for the chat template ("gemma3", "gemma4_text", ...).
-    static func architecture(_ model: any ShardedCausalLM) -> String {
-        (model as? GemmaShard)?.config.modelType ?? "gemma"
     }
 }

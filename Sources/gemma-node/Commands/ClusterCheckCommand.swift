@@ -5,6 +5,7 @@
 // paths for tests.
 import ArgumentParser
 import Foundation
+import GemmaEngine
 import GemmaMPI
 import GemmaParallel
 import GemmaWire
@@ -192,7 +193,7 @@ struct ClusterCheckCommand: ParsableCommand {
         var problem: String?
         var bytesSent = 0
         for plan in plans {
-            let bytes = try comm.broadcast(comm.isCoordinator ? plan.encode() : [], root: 0, idle: true)
+            let bytes = try comm.broadcastPlan(comm.isCoordinator ? plan.encode() : [])
             bytesSent += bytes.count
             do {
                 let decoded = try StepPlan.decode(bytes)
@@ -231,7 +232,7 @@ struct ClusterCheckCommand: ParsableCommand {
         var ack: [Float] = [0]
         for round in 0..<(repetitions + 5) {
             let start = monotonicSeconds()
-            let bytes = try comm.broadcast(comm.isCoordinator ? encoded : [], root: 0, idle: true)
+            let bytes = try comm.broadcastPlan(comm.isCoordinator ? encoded : [])
             _ = try? StepPlan.decode(bytes)  // correctness was checked above; this is timing
             try ack.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
             if round >= 5 { times.append(monotonicSeconds() - start) }  // 5 warm-up rounds

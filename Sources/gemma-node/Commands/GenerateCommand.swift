@@ -3,7 +3,6 @@
 import ArgumentParser
 import Foundation
 import GemmaEngine
-import GemmaFormats
 import GemmaModel
 import GemmaParallel
 import GemmaTokenizer
@@ -45,7 +44,7 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         let loadStart = Date()
         try ClusterSession.run { comm in
-            let model = try ModelSession.load(modelOptions, comm: comm)
+            let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             let loadSeconds = Date().timeIntervalSince(loadStart)
             // Only rank 0 encodes and decodes: workers receive token ids in the step plans. The
             // outcome is agreed, so a missing tokenizer is the same error on every rank.
@@ -64,14 +63,11 @@ struct GenerateCommand: ParsableCommand {
             let s = samplingOptions
             // The seed travels in the step plans, so only rank 0's choice matters.
             let seed = s.seed ?? UInt64.random(in: 0...UInt64.max)
-            let settings = SamplerSettings(temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP, seed: seed)
+            let settings = s.params(seed: seed)
             let maxNew = promptOptions.nPredict < 0 ? model.maxContext : promptOptions.nPredict
-            var stop = ModelSession.stopTokens(model)
-            // A chat reply ends with the model's turn (llama.cpp's end-of-generation set).
-            if chat, let tokenizer { stop.formUnion(tokenizer.endOfGenerationIDs) }
             let request = GenerationRequest(id: 0, promptTokens: prompt, maxNewTokens: maxNew, sampling: settings,
-                                            stopTokens: stop)
-            let session = try StreamingSession(model: model, comm: comm)
+                                            stopTokens: ModelSession.stopTokens(model, tokenizer: tokenizer, chat: chat))
+            let session = try GenerationSession(model: model, comm: comm)
             guard comm.isCoordinator else {
                 try session.serveWorker()
                 return
@@ -142,63 +138,5 @@ struct GenerateCommand: ParsableCommand {
         return "prefill: \(t.prefillTokens) tokens, \(f(t.prefillTokensPerSecond)) tok/s; "
             + "decode: \(t.decodeTokens) tokens, \(f(t.decodeTokensPerSecond)) tok/s; "
             + "forward \(ms(t.forwardSeconds)), control \(ms(t.controlSeconds)), sampling \(ms(t.samplingSeconds)); \(ranks) rank(s)\n"
-    }
-}
-
-/// Errors of the commands' model session.
-enum ModelSessionError: SameOnEveryRankError, CustomStringConvertible {
-    case noTokenizer(String)
-
-    var description: String {
-        switch self {
-        case let .noTokenizer(path):
-            return "text prompts need a tokenizer, and none is available for \(path): pass token ids with --tokens"
-        }
-    }
-}
-
-/// How the commands get a model shard, its stop tokens and the plan codec.
-enum ModelSession {
-    /// Runs the start-up handshake, then loads this rank's shard. Errors are identical on
-    /// every rank: the handshake's and the loader's are agreed, the rest come from argv.
-    static func load(_ options: ModelOptions, comm: any Communicator) throws -> any ShardedCausalLM {
-        // Same build and same model files on every rank, or every rank refuses with one message.
-        _ = try StartupHandshake.run(comm, modelPath: options.resolvedModelPath, threads: options.resolvedThreads)
-        return try loadShard(options, comm: comm)
-    }
-
-    /// Loads a GGUF file or a Hugging Face model directory; the loader agrees its errors
-    /// across ranks.
-    static func loadShard(_ options: ModelOptions, comm: any Communicator, slots: Int = 1,
-                          maxBatchTokens: Int = 512) throws -> any ShardedCausalLM {
-        let loadOptions = GemmaLoadOptions(maxContext: options.ctxSize, slots: slots, maxBatchTokens: maxBatchTokens,
-                                           threads: options.resolvedThreads, quantize: options.quantizeType)
-        return try GemmaShard.load(path: URL(fileURLWithPath: options.resolvedModelPath), comm: comm, options: loadOptions)
-    }
-
-    /// Ids that end generation (EOS, and the end-of-turn id the checkpoint lists).
-    static func stopTokens(_ model: any ShardedCausalLM) -> Set<Int32> {
-        guard let shard = model as? GemmaShard else { return [] }
-        return Set(shard.stopTokenIds.compactMap { Int32(exactly: $0) })
-    }
-
-    static func planCodec() -> any StepPlanCodec { WirePlanCodec() }
-
-    /// The model's tokenizer: tokenizer.json / tokenizer.model in a model directory, or the
-    /// vocabulary inside a GGUF file; nil when a directory has neither (token-id input only).
-    static func tokenizer(_ path: String) throws -> GemmaTokenizer? {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return nil }
-        if isDirectory.boolValue {
-            let dir = URL(fileURLWithPath: path)
-            let present = ["tokenizer.json", "tokenizer.model"].contains {
-                FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path)
-            }
-            if !present { return nil }
-        } else if let file = try? GGUFFile(path: path), file.value("tokenizer.ggml.tokens") == nil {
-            // A GGUF without a vocabulary (test models): token-id input only, like a bare directory.
-            return nil
-        }
-        return try GemmaTokenizer.load(path: path)
     }
 }

@@ -121,13 +121,7 @@ struct InspectCommand: ParsableCommand {
         } catch {
             throw InspectError(message: "cannot plan \(path) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
         }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
-        } else {
-            print(report.text)
-        }
+        try emit(report)
     }
 }
 

@@ -32,7 +32,7 @@ struct LogitsCommand: ParsableCommand {
     func run() throws {
         let ids = try TokenList.parse(tokens)
         try ClusterSession.run { comm in
-            let model = try ModelSession.load(modelOptions, comm: comm)
+            let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             guard let rows = try gatherFullLogits(model: model, comm: comm, tokens: ids, allPositions: all) else { return }
             let json = JSONText()
             json.object {

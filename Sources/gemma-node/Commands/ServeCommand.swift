@@ -55,6 +55,10 @@ struct ServeCommand: ParsableCommand {
         if maxBody < 1024 { throw ValidationError("--max-body must be at least 1024, got \(maxBody)") }
     }
 
+    /// The model's load options: the shared flags (-c, -t, --quant) with serve's slots and
+    /// batch size.
+    var loadOptions: GemmaLoadOptions { modelOptions.loadOptions(slots: parallel, maxBatchTokens: batchTokens) }
+
     func run() throws {
         try ClusterSession.run { comm in
             // Times the model's all-reduces for /metrics (compute vs all-reduce per step).
@@ -67,8 +71,7 @@ struct ServeCommand: ParsableCommand {
                 let s = sampling
                 let key = apiKey ?? ProcessInfo.processInfo.environment["GEMMA_NODE_API_KEY"]
                 let config = ServerConfig(modelName: name, apiKey: key?.isEmpty == true ? nil : key, maxBodyBytes: maxBody,
-                                          defaults: SamplingDefaults(temperature: s.temperature, topK: s.topK, topP: s.topP, minP: s.minP),
-                                          ranks: comm.size)
+                                          defaults: s.params(seed: 0), ranks: comm.size)
                 service = OpenAIService(config: config)
                 // Listening starts before the load, so /health answers 503 "loading" meanwhile.
                 server = BackgroundServer.start(service: service!, host: host, port: port)
@@ -77,11 +80,8 @@ struct ServeCommand: ParsableCommand {
                 signal(SIGINT, SIG_IGN)
                 signal(SIGTERM, SIG_IGN)
             }
-            _ = try StartupHandshake.run(timed, modelPath: path, threads: modelOptions.resolvedThreads)
-            let loadOptions = GemmaLoadOptions(maxContext: modelOptions.ctxSize, slots: parallel, maxBatchTokens: batchTokens,
-                                               threads: modelOptions.resolvedThreads)
-            // A GGUF file or a Hugging Face directory; load errors are agreed across ranks.
-            let model = try GemmaShard.load(path: URL(fileURLWithPath: path), comm: timed, options: loadOptions)
+            // A GGUF file or a Hugging Face directory; handshake and load errors are agreed across ranks.
+            let model = try ModelSession.load(path: path, options: loadOptions, comm: timed)
             // Rank 0 alone tokenizes; the outcome (and a bind failure) is agreed so every rank
             // stops with the same message.
             let loaded: (GemmaTokenizer, Int)? = try timed.agreeOn {
@@ -91,16 +91,15 @@ struct ServeCommand: ParsableCommand {
                 }
                 return (tok, try server.waitUntilListening())
             }
-            let executor = StepExecutor(model: model, comm: timed, codec: ModelSession.planCodec())
+            let executor = StepExecutor(model: model, comm: timed)
             guard comm.isCoordinator, let service, let server, let loaded else {
                 try executor.runWorker()
                 return
             }
             let (tok, boundPort) = loaded
             let scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueue)
-            let architecture = (model as? GemmaShard)?.config.modelType ?? "gemma3"
-            let stops = ModelSession.stopTokens(model).union(tok.endOfGenerationIDs)
-            service.attach(Backend(scheduler: scheduler, tokenizer: tok, template: ChatTemplate(architecture: architecture),
+            let stops = ModelSession.stopTokens(model, tokenizer: tok, chat: true)
+            service.attach(Backend(scheduler: scheduler, tokenizer: tok, template: ChatTemplate(architecture: ModelSession.architecture(model)),
                                    maxContext: model.maxContext, stopTokens: stops))
             let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
                 signal(sig, SIG_IGN)

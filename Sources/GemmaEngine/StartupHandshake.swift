@@ -10,25 +10,27 @@ import GemmaWire
 /// computed from data all ranks hold (argv, a broadcast message). `ClusterSession` treats them
 /// like agreed errors: printed by every rank, exit 1, no `MPI_Abort`. Never conform an error
 /// that only some ranks can see (file I/O, memory): pass those through `Communicator.agree`.
-protocol SameOnEveryRankError: Error {}
+public protocol SameOnEveryRankError: Error {}
 
 /// A `SameOnEveryRankError` with a plain message (the handshake's verdict, for example).
-struct ClusterFailure: SameOnEveryRankError, CustomStringConvertible {
-    let description: String
+public struct ClusterFailure: SameOnEveryRankError, CustomStringConvertible {
+    public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// A local problem before the handshake (bad test override, missing model); always passed
 /// through `agree`.
-struct HandshakeSetupError: Error, CustomStringConvertible {
-    let description: String
+public struct HandshakeSetupError: Error, CustomStringConvertible {
+    public let description: String
+    public init(description: String) { self.description = description }
 }
 
-enum StartupHandshake {
+public enum StartupHandshake {
     /// Test hook: `V` gives every rank of this process protocol version V; `R:V` gives only
     /// rank R version V (one mpirun can then play a stale rank). Read only here.
-    static let versionOverrideVariable = "GEMMA_NODE_PROTOCOL_VERSION_OVERRIDE"
+    public static let versionOverrideVariable = "GEMMA_NODE_PROTOCOL_VERSION_OVERRIDE"
     /// Test hook with the same syntax for the model fingerprint.
-    static let fingerprintOverrideVariable = "GEMMA_NODE_FINGERPRINT_OVERRIDE"
+    public static let fingerprintOverrideVariable = "GEMMA_NODE_FINGERPRINT_OVERRIDE"
 
     /// Runs the handshake and returns every rank's Hello in rank order.
     ///
@@ -37,8 +39,9 @@ enum StartupHandshake {
     /// commit still takes part and is named in the error. Every rank then checks all Hellos
     /// against the coordinator's with `checkHello` and, holding the same bytes, reaches the
     /// same verdict.
-    static func run(_ comm: any Communicator, modelFingerprint: String, threads: Int,
-                    environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [Hello] {
+    public static func run(_ comm: any Communicator, modelFingerprint: String, threads: Int,
+                           host: String = ProcessInfo.processInfo.hostName,
+                           environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [Hello] {
         // A bad override can exist on one rank only: agree on it.
         let version: UInt32 = try comm.agreeOn {
             guard let value = override(environment[versionOverrideVariable], rank: comm.rank) else { return WireProtocol.version }
@@ -49,7 +52,7 @@ enum StartupHandshake {
         }
         let fingerprint = override(environment[fingerprintOverrideVariable], rank: comm.rank) ?? modelFingerprint
         let mine = Hello(protocolVersion: version, modelFingerprint: fingerprint, rank: UInt32(comm.rank),
-                         worldSize: UInt32(comm.size), host: HostInfo.hostName, threads: UInt32(clamping: threads))
+                         worldSize: UInt32(comm.size), host: host, threads: UInt32(clamping: threads))
         let encoded = mine.encode()
         var received: [[UInt8]] = []
         for root in 0..<comm.size {
@@ -78,7 +81,7 @@ enum StartupHandshake {
 
     /// The handshake for a model on disk: every rank fingerprints its own copy (a missing
     /// file on one rank is agreed, so every rank reports it), then `run`. `nil` = no model.
-    static func run(_ comm: any Communicator, modelPath: String?, threads: Int) throws -> [Hello] {
+    public static func run(_ comm: any Communicator, modelPath: String?, threads: Int) throws -> [Hello] {
         let fingerprint = try comm.agreeOn { try modelPath.map(ModelFingerprint.of(path:)) ?? "no model" }
         return try run(comm, modelFingerprint: fingerprint, threads: threads)
     }
@@ -95,11 +98,11 @@ enum StartupHandshake {
 }
 
 /// A cheap identity of a model on disk, equal on every host that has the same files.
-enum ModelFingerprint {
+public enum ModelFingerprint {
     /// For a file: `<name> <size> <FNV-1a of its first 4 MiB>` (GGUF and safetensors keep
     /// their headers, which name every tensor with its shape and offset, at the start). For a
     /// directory: the same over config.json and the names and sizes of its weight files.
-    static func of(path: String) throws -> String {
+    public static func of(path: String) throws -> String {
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -127,9 +130,10 @@ enum ModelFingerprint {
 }
 
 /// 64-bit FNV-1a: tiny and stable across builds (Swift's Hasher is seeded per process).
-struct FNV1a {
-    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
-    mutating func add(_ bytes: [UInt8]) {
+public struct FNV1a {
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    public init() {}
+    public mutating func add(_ bytes: [UInt8]) {
         for b in bytes { value = (value ^ UInt64(b)) &* 0x100_0000_01b3 }
     }
 }

@@ -1,0 +1,36 @@
+// Every command that loads a model gets its load options from one builder over the shared
+// flags, so -c, -t and --quant mean the same in each (serve used to drop --quant).
+import Foundation
+import Testing
+@testable import gemma_node
+
+@Suite struct LoadOptionsTests {
+    @Test func serveHonoursQuantAndItsOwnSizes() throws {
+        let serve = try ServeCommand.parse(["-m", "/models/gemma-dir", "--quant", "q8_0", "-c", "128", "-t", "3",
+                                            "--parallel", "2", "--batch-tokens", "64"])
+        let o = serve.loadOptions
+        #expect(o.quantize.map { "\($0)".lowercased() } == "q8_0")
+        #expect(o.maxContext == 128)
+        #expect(o.threads == 3)
+        #expect(o.slots == 2)
+        #expect(o.maxBatchTokens == 64)
+    }
+
+    @Test func generateChatAndLogitsUseTheSameBuilder() throws {
+        let flags = ["-m", "/models/gemma-dir", "--quant", "q4_0", "-c", "256", "-t", "2"]
+        let options = [
+            try GenerateCommand.parse(flags + ["--tokens", "2,3"]).modelOptions.loadOptions(),
+            try ChatCommand.parse(flags).modelOptions.loadOptions(),
+            try LogitsCommand.parse(flags + ["--tokens", "2,3"]).modelOptions.loadOptions(),
+        ]
+        for o in options {
+            #expect(o.quantize.map { "\($0)".lowercased() } == "q4_0")
+            #expect(o.maxContext == 256)
+            #expect(o.threads == 2)
+            #expect(o.slots == 1)
+            #expect(o.maxBatchTokens == 512)
+        }
+        let none = try ServeCommand.parse(["-m", "/models/m.gguf"]).loadOptions
+        #expect(none.quantize == nil)
+    }
+}
