@@ -24,6 +24,11 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // GemmaServer imports these directly (logger, channel types, service lifecycle); they
+        // come with Hummingbird, and are declared so every import names its dependency.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C shims
@@ -44,6 +49,9 @@ let package = Package(
         // OpenAI-compatible HTTP API on rank 0 (Hummingbird), driving the engine's scheduler.
         .target(name: "GemmaServer", dependencies: [
             "GemmaEngine", "GemmaTokenizer", "GemmaWire", .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(
             name: "gemma-node",
@@ -60,9 +68,9 @@ let package = Package(
         .testTarget(name: "GemmaKernelsTests", dependencies: ["GemmaTestSupport", "GemmaKernels", "CKernels"]),
         .testTarget(name: "GemmaParallelTests", dependencies: ["GemmaTestSupport", "GemmaParallel"]),
         .testTarget(name: "GemmaWireTests", dependencies: ["GemmaTestSupport", "GemmaWire"]),
-        .testTarget(name: "GemmaFormatsTests", dependencies: ["GemmaTestSupport", "GemmaFormats"]),
+        .testTarget(name: "GemmaFormatsTests", dependencies: ["GemmaTestSupport", "GemmaFormats", "GemmaKernels"]),
         .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTestSupport", "GemmaTokenizer", "GemmaFormats"]),
-        .testTarget(name: "GemmaModelTests", dependencies: ["GemmaTestSupport", "GemmaModel", "GemmaParallel", "GemmaEngine"]),
+        .testTarget(name: "GemmaModelTests", dependencies: ["GemmaTestSupport", "GemmaModel", "GemmaParallel", "GemmaFormats", "GemmaKernels"]),
         .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaTestSupport", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire"]),
         .testTarget(name: "GemmaNodeTests", dependencies: ["GemmaTestSupport", "gemma-node"]),
         .testTarget(name: "GemmaServerTests", dependencies: ["GemmaTestSupport", "GemmaServer", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaTokenizer"]),
