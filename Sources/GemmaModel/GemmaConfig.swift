@@ -1,8 +1,10 @@
 // The one mirror of a Gemma `config.json` (Gemma 1-4, text-only or with the decoder nested
-// in `text_config`), with every class default applied in one place per generation
-// (`Defaults`). GGUF metadata maps onto this same struct through `init(configDictionary:)`:
-// the GGUF loader renames its keys to config.json names and sets `normAddsOne = false` (GGUF
-// stores the norm multiplier itself). Nothing here reads weights.
+// in `text_config`): decoding (class defaults per generation: GemmaConfigDefaults.swift),
+// encoding back to config.json spelling, and the resolved fields. GGUF metadata maps onto this
+// same struct through `init(configDictionary:)` (GGUFMetadata.swift renames its keys to
+// config.json names and sets `normAddsOne = false`: GGUF stores the norm multiplier itself).
+// Checks: GemmaConfigValidation.swift; Gemma 4's per-layer structure: Gemma4LayerMap.swift.
+// Nothing here reads weights.
 import Foundation
 import GemmaParallel
 
@@ -45,23 +47,6 @@ public struct RopeParameters: Codable, Sendable, Equatable {
     }
 }
 
-/// A config that is valid JSON but not a model this engine can run.
-public enum GemmaConfigError: Error, CustomStringConvertible, Equatable {
-    case unknownModelType(String)
-    case unsupported(String)
-    case invalid(String)
-    case unreadable(path: String, reason: String)
-
-    public var description: String {
-        switch self {
-        case let .unknownModelType(t): return "model_type \"\(t)\" is not a Gemma text model (expected gemma, gemma2, gemma3, gemma3_text, gemma4, gemma4_text)"
-        case let .unsupported(m): return m
-        case let .invalid(m): return "invalid config: \(m)"
-        case let .unreadable(p, r): return "cannot read \(p): \(r)"
-        }
-    }
-}
-
 /// Decoder hyper-parameters of a Gemma model, resolved (defaults applied, layer types and
 /// RoPE per layer type filled in). Encodes back to config.json spelling.
 public struct GemmaConfig: Codable, Sendable, Equatable {
@@ -91,7 +76,7 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
     public var attentionBias: Bool
-    // Gemma 4 (parsed so the refusal can name the feature; not run yet, issue 5).
+    // Gemma 4 (nil for earlier generations and when the config leaves them out).
     public var globalHeadDim: Int?
     public var numGlobalKeyValueHeads: Int?
     public var hiddenSizePerLayerInput: Int?
@@ -155,64 +140,6 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         "is_encoder_decoder", "id2label", "label2id", "problem_type", "tokenizer_class", "_name_or_path",
         "attn_logit_softcapping", "query_pre_attn_scalar", "sliding_window_pattern",
     ]
-
-    /// One entry of Gemma 4's `per_layer_config`.
-    struct LayerOverride: Decodable {
-        var headDim: Int?
-        var numKeyValueHeads: Int?
-        var otherKeys: [String]
-        struct AnyKey: CodingKey {
-            var stringValue: String
-            var intValue: Int? { nil }
-            init?(stringValue: String) { self.stringValue = stringValue }
-            init?(intValue: Int) { return nil }
-        }
-        init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: AnyKey.self)
-            var other: [String] = []
-            for key in c.allKeys {
-                switch key.stringValue {
-                case "head_dim": headDim = try c.decodeIfPresent(Int.self, forKey: key)
-                case "num_key_value_heads": numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: key)
-                default: other.append(key.stringValue)
-                }
-            }
-            otherKeys = other.sorted()
-        }
-    }
-
-    /// Class defaults of transformers 5.23.0 per generation (GEMMA_SPEC §1.2): the only place
-    /// they are written down.
-    struct Defaults {
-        var vocab = 256000, hidden = 3072, intermediate = 24576, layers = 28, heads = 16, kvHeads = 16, headDim = 256
-        var maxPosition = 8192
-        var queryPreAttnScalar: Double? = nil  // nil = head_dim (Gemma 1 uses 1/sqrt(head_dim))
-        var attnSoftcap: Double? = nil, finalSoftcap: Double? = nil
-        var slidingWindow: Int? = nil
-        var patternEvery: Int? = nil          // layer i full iff (i+1) % p == 0; nil = all full
-        var slidingFirstAlternating = false   // Gemma 2: even layers sliding
-        var fullTheta = 10000.0, slidingTheta = 10000.0
-
-        static func of(_ g: GemmaGeneration) -> Defaults {
-            var d = Defaults()
-            switch g {
-            case .gemma1: break
-            case .gemma2:
-                d.hidden = 2304; d.intermediate = 9216; d.layers = 26; d.heads = 8; d.kvHeads = 4
-                d.queryPreAttnScalar = 256; d.attnSoftcap = 50; d.finalSoftcap = 30; d.slidingWindow = 4096
-                d.slidingFirstAlternating = true
-            case .gemma3:
-                d.vocab = 262208; d.hidden = 2304; d.intermediate = 9216; d.layers = 26; d.heads = 8; d.kvHeads = 4
-                d.maxPosition = 131072; d.queryPreAttnScalar = 256; d.slidingWindow = 4096; d.patternEvery = 6
-                d.fullTheta = 1_000_000
-            case .gemma4:
-                d.vocab = 262144; d.hidden = 2304; d.intermediate = 9216; d.layers = 30; d.heads = 8; d.kvHeads = 4
-                d.maxPosition = 131072; d.queryPreAttnScalar = 1; d.slidingWindow = 512; d.patternEvery = 6
-                d.fullTheta = 1_000_000
-            }
-            return d
-        }
-    }
 
     /// Decodes a config.json-shaped dictionary (the seam for GGUF metadata mapped to HF names).
     public init(configDictionary: [String: Any]) throws {
@@ -282,7 +209,6 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         headDim = try get(Int.self, .headDim) ?? d.headDim
         rmsNormEps = try get(Double.self, .rmsNormEps) ?? 1e-6
         maxPositionEmbeddings = try get(Int.self, .maxPositionEmbeddings) ?? d.maxPosition
-        // Gemma 1 has no such key: scale 1/sqrt(head_dim).
         // Gemma 1 has no such key: scale 1/sqrt(head_dim). Gemma 4 has no key either: scale 1.0.
         queryPreAttnScalar = generation == .gemma1 ? Double(headDim)
             : generation == .gemma4 ? 1
@@ -372,24 +298,7 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
         unknownPerLayerKeys = []
         unknownFeatureKeys = []
         if generation == .gemma4 {
-            if let overrides = try? get([String: LayerOverride].self, .perLayerConfig) {
-                for (key, o) in overrides {
-                    guard let i = Int(key), i >= 0, i < numHiddenLayers else {
-                        throw GemmaConfigError.invalid("per_layer_config has an entry for layer \"\(key)\" of \(numHiddenLayers) layers")
-                    }
-                    if let hd = o.headDim { layerHeadDims[i] = hd }
-                    if let kv = o.numKeyValueHeads { layerKVHeads[i] = kv }
-                    unknownPerLayerKeys += o.otherKeys.map { "per_layer_config[\(i)].\($0)" }
-                }
-                unknownPerLayerKeys.sort()
-            } else {
-                let globalDim = try get(Int.self, .globalHeadDim) ?? 512
-                let globalKV = attentionKEqV == true ? numGlobalKeyValueHeads : nil
-                for i in 0..<numHiddenLayers where layerTypes[i] == .full {
-                    layerHeadDims[i] = globalDim
-                    if let globalKV { layerKVHeads[i] = globalKV }
-                }
-            }
+            try resolveGemma4LayerShapes(overrides: try? get([String: LayerOverride].self, .perLayerConfig))
             unknownFeatureKeys = Self.unknownKeys(decoder: decoder)
         }
         try validate()
@@ -454,149 +363,4 @@ public struct GemmaConfig: Codable, Sendable, Equatable {
             try c.encodeIfPresent(moeIntermediateSize, forKey: .moeIntermediateSize)
         }
     }
-
-    func validate() throws {
-        func positive(_ v: Int, _ name: String) throws {
-            if v <= 0 { throw GemmaConfigError.invalid("\(name) must be positive, got \(v)") }
-        }
-        try positive(vocabSize, "vocab_size"); try positive(hiddenSize, "hidden_size")
-        try positive(intermediateSize, "intermediate_size"); try positive(numHiddenLayers, "num_hidden_layers")
-        try positive(numAttentionHeads, "num_attention_heads"); try positive(numKeyValueHeads, "num_key_value_heads")
-        try positive(headDim, "head_dim"); try positive(maxPositionEmbeddings, "max_position_embeddings")
-        if headDim % 2 != 0 { throw GemmaConfigError.invalid("head_dim must be even for RoPE, got \(headDim)") }
-        if layerTypes.count != numHiddenLayers {
-            throw GemmaConfigError.invalid("layer_types has \(layerTypes.count) entries for \(numHiddenLayers) layers")
-        }
-        if numAttentionHeads % numKeyValueHeads != 0 {
-            throw GemmaConfigError.invalid("num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
-        }
-        if layerTypes.contains(.sliding), (slidingWindow ?? 0) <= 0 {
-            throw GemmaConfigError.invalid("sliding layers need a positive sliding_window")
-        }
-        for i in 0..<numHiddenLayers {
-            try positive(layerHeadDims[i], "head_dim of layer \(i)")
-            try positive(layerKVHeads[i], "num_key_value_heads of layer \(i)")
-            if layerHeadDims[i] % 2 != 0 { throw GemmaConfigError.invalid("head_dim of layer \(i) must be even for RoPE, got \(layerHeadDims[i])") }
-            if numAttentionHeads % layerKVHeads[i] != 0 {
-                throw GemmaConfigError.invalid("num_attention_heads \(numAttentionHeads) is not a multiple of layer \(i)'s \(layerKVHeads[i]) KV heads")
-            }
-        }
-        // Layers of one type must agree on their shape: RoPE tables and KV sharing are per type.
-        for t in Set(layerTypes) {
-            let idx = layerTypes.indices.filter { layerTypes[$0] == t }
-            if Set(idx.map { layerHeadDims[$0] }).count > 1 || Set(idx.map { layerKVHeads[$0] }).count > 1 {
-                throw GemmaConfigError.invalid("\(t.rawValue) layers have different head_dim / num_key_value_heads (per_layer_config); this engine needs one shape per layer type")
-            }
-        }
-        let shared = numKvSharedLayers ?? 0
-        if shared < 0 || shared >= numHiddenLayers && shared > 0 {
-            throw GemmaConfigError.invalid("num_kv_shared_layers \(shared) must be in 0 ..< num_hidden_layers (\(numHiddenLayers))")
-        }
-        if generation == .gemma4 && shared > 0 {
-            let producerTypes = Set(layerTypes[0..<firstKVSharedLayer])
-            if let missing = Set(layerTypes[firstKVSharedLayer...]).subtracting(producerTypes).first {
-                throw GemmaConfigError.invalid("KV sharing: no layer below \(firstKVSharedLayer) has type \(missing.rawValue) to produce the K/V its consumers read")
-            }
-        }
-        if let p = hiddenSizePerLayerInput, p > 0, (vocabSizePerLayerInput ?? 1) <= 0 {
-            throw GemmaConfigError.invalid("vocab_size_per_layer_input must be positive when hidden_size_per_layer_input is set")
-        }
-        if enableMoeBlock == true {
-            guard let e = numExperts, let k = topKExperts, let ie = moeIntermediateSize, e > 0, k > 0, k <= e, ie > 0 else {
-                throw GemmaConfigError.invalid("enable_moe_block needs num_experts > 0, 0 < top_k_experts <= num_experts and moe_intermediate_size > 0")
-            }
-        }
-    }
-
-    // MARK: Gemma 4 per-layer structure (uniform / absent for Gemma 1-3)
-
-    /// First layer that reuses an earlier layer's K/V (= L when nothing is shared).
-    public var firstKVSharedLayer: Int {
-        generation == .gemma4 ? numHiddenLayers - (numKvSharedLayers ?? 0) : numHiddenLayers
-    }
-
-    /// The layer whose K/V cache layer `i` reads: itself, or for a KV consumer the last
-    /// non-consumer layer of the same type (GEMMA_SPEC §3.4.4; not a one-to-one mapping).
-    public func kvSourceLayer(_ i: Int) -> Int {
-        let first = firstKVSharedLayer
-        guard i >= first else { return i }
-        return (0..<first).last { layerTypes[$0] == layerTypes[i] } ?? i
-    }
-
-    /// Whether layer `i` has its own k_proj (false for KV consumers).
-    public func hasOwnKV(_ i: Int) -> Bool { kvSourceLayer(i) == i }
-
-    /// Whether layer `i` has a v_proj (false for consumers and for full layers with attention_k_eq_v).
-    public func hasVProj(_ i: Int) -> Bool {
-        hasOwnKV(i) && !(attentionKEqV == true && layerTypes[i] == .full && generation == .gemma4)
-    }
-
-    /// Dense MLP width of layer `i`: doubled in KV-consumer layers with use_double_wide_mlp.
-    public func intermediateSize(layer i: Int) -> Int {
-        useDoubleWideMlp == true && generation == .gemma4 && i >= firstKVSharedLayer ? 2 * intermediateSize : intermediateSize
-    }
-
-    /// Per-layer embedding width P (0 = no PLE).
-    public var perLayerInputSize: Int { generation == .gemma4 ? max(0, hiddenSizePerLayerInput ?? 0) : 0 }
-
-    /// Rows of the PLE table.
-    public var perLayerVocabSize: Int { vocabSizePerLayerInput ?? vocabSize }
-
-    /// Head dim of the layers of one type (validated to be one value per type).
-    public func headDim(for type: LayerType) -> Int {
-        layerTypes.firstIndex(of: type).map { layerHeadDims[$0] } ?? headDim
-    }
-
-    /// Per-layer shapes for `ShardPlan` (per-layer head dims, KV heads and MLP widths).
-    public var layerDims: [LayerDims] {
-        (0..<numHiddenLayers).map {
-            LayerDims(numHeads: numAttentionHeads, numKVHeads: layerKVHeads[$0], headDim: layerHeadDims[$0],
-                      intermediateSize: intermediateSize(layer: $0))
-        }
-    }
-
-    public var isMoE: Bool { generation == .gemma4 && enableMoeBlock == true }
-
-    /// Throws, naming the feature, when the forward pass cannot run this config: called
-    /// before any weight is read.
-    /// `planning`: only the split is computed (inspect), so a block the forward pass does not
-    /// run yet (MoE) is not refused.
-    public func checkSupported(planning: Bool = false) throws {
-        if attentionBias { throw GemmaConfigError.unsupported("attention_bias = true is not supported (no released Gemma uses it)") }
-        if hiddenActivation != "gelu_pytorch_tanh" {
-            throw GemmaConfigError.unsupported("hidden activation \(hiddenActivation) is not supported (Gemma uses gelu_pytorch_tanh)")
-        }
-        for t in [LayerType.sliding, .full] where layerTypes.contains(t) {
-            let kind = ropeParameters[t]?.ropeType ?? "default"
-            let known = generation == .gemma4 ? ["default", "proportional"] : ["default", "linear"]
-            if !known.contains(kind) {
-                throw GemmaConfigError.unsupported("rope_type \"\(kind)\" (\(t.rawValue)) is not supported for \(modelType) (supported: \(known.joined(separator: ", ")))")
-            }
-        }
-        guard generation == .gemma4 else { return }
-        if let first = unknownFeatureKeys.first {
-            throw GemmaConfigError.unsupported("Gemma 4 config key \"\(first)\" is not supported by this engine" +
-                (unknownFeatureKeys.count > 1 ? " (also: \(unknownFeatureKeys.dropFirst().joined(separator: ", ")))" : ""))
-        }
-        if let first = unknownPerLayerKeys.first {
-            throw GemmaConfigError.unsupported("per-layer override \"\(first)\" is not supported (only head_dim and num_key_value_heads)")
-        }
-        if let mode = useBidirectionalAttention, mode != "vision" {
-            throw GemmaConfigError.unsupported("use_bidirectional_attention = \"\(mode)\" is not supported (causal text decoding only)")
-        }
-        if isMoE && !GemmaConfig.moeSupported && !planning {
-            throw GemmaConfigError.unsupported("enable_moe_block (mixture of experts) is not supported yet")
-        }
-    }
-
-    /// Whether the MoE block is wired into the forward pass.
-    static let moeSupported = true
-
-    /// Gemma 2+ have post-attention and post-feed-forward norms.
-    public var hasPostNorms: Bool { generation != .gemma1 }
-    public var hasQKNorm: Bool { generation == .gemma3 || generation == .gemma4 }
-    /// Gemma 4: V is RMS-normed (no weight) per head.
-    public var hasVNorm: Bool { generation == .gemma4 }
-    /// Gemma 4: the residual stream is multiplied by a stored scalar after each layer.
-    public var hasLayerScalar: Bool { generation == .gemma4 }
 }

@@ -2,8 +2,8 @@
 // (refused before any weight is read when it cannot split, including splits that would cut a
 // quantization block) -> tensor table check -> each rank copies only its rows/columns from the
 // memory-mapped files, in the stored encoding (or quantized on load with `quantize`). Errors
-// are agreed across ranks so every rank reports the same text. Formats: WeightSource.swift,
-// GGUFModel.swift.
+// are agreed across ranks so every rank reports the same text. Which tensors a config has and
+// how each is split: TensorTable.swift; formats: WeightSource.swift, GGUFMetadata.swift.
 import Foundation
 import GemmaFormats
 import GemmaKernels
@@ -45,8 +45,8 @@ public enum GemmaLoadError: Error, CustomStringConvertible, Equatable {
 }
 
 extension ShardPlan {
-    /// The plan of a Gemma 1-3 config over `ranks` ranks (uniform layers). `mlpAlign` > 1
-    /// (block-quantized down_proj) allows uneven MLP shards of whole blocks (GEMMA_SPEC A3.1).
+    /// The plan of a config over `ranks` ranks. `mlpAlign` > 1 (block-quantized down_proj)
+    /// allows uneven MLP shards of whole blocks (GEMMA_SPEC A3.1).
     public init(config c: GemmaConfig, ranks: Int, mlpAlign: Int = 1) throws {
         // Per-layer shapes: uniform for Gemma 1-3; Gemma 4 head dims, KV heads, MLP widths per layer.
         try self.init(ranks: ranks, vocabSize: c.vocabSize, layers: c.layerDims,
@@ -113,11 +113,13 @@ extension GemmaShard {
         }
     }
 
-    /// Builds this rank's shard from any weight source once config and plan are settled.
+    /// Builds this rank's shard from any weight source once config and plan are settled: one
+    /// loop for every generation (TensorTable.swift says which tensors a config has), each
+    /// matrix cut to this rank's rows or columns by its table row's split.
     static func build(config: GemmaConfig, plan: ShardPlan, source: any ModelWeightSource, comm: any Communicator,
                       options: GemmaLoadOptions, stopTokens: [Int]) throws -> GemmaShard {
         if !config.tieWordEmbeddings && !source.has(.lmHead) { throw GemmaLoadError.noLMHead }
-        let r = comm.rank
+        let r = comm.rank, h = config.hiddenSize
         // o_proj is split by its input columns at head boundaries: each rank's range must
         // start and end on a block of o_proj's encoding.
         for i in 0..<config.numHiddenLayers {
@@ -132,24 +134,72 @@ extension GemmaShard {
             }
         }
 
-        if config.generation == .gemma4 {   // Gemma4Loader.swift (owned by helper gemma4)
-            return try buildGemma4(config: config, plan: plan, source: source, comm: comm, options: options, stopTokens: stopTokens)
+        let splits = Dictionary(TensorTable.specs(for: config).map { ($0.tensor, $0.split) }, uniquingKeysWith: { first, _ in first })
+        /// This rank's rows and columns of `t` (nil = all), by its split; `s` is the layer's shard.
+        func slice(_ t: LogicalTensor, _ s: LayerShard? = nil) throws -> (rows: Range<Int>?, cols: Range<Int>?) {
+            let d = s?.headDim ?? 0
+            let qRange = s.map { ($0.qHeads.lowerBound * d)..<($0.qHeads.upperBound * d) }
+            switch splits[t] ?? .replicated {
+            case .replicated, .experts: return (nil, nil)   // experts: MoEBlock.load reads its own slices
+            case .rowsByQueryHeads: return (qRange, nil)
+            case .colsByQueryHeads: return (nil, qRange)
+            case .rowsByKVHeads: return (s.map { ($0.kvHeads.lowerBound * d)..<($0.kvHeads.upperBound * d) }, nil)
+            case .rowsByMLP: return (s?.mlpColumns, nil)
+            case .colsByMLP: return (nil, s?.mlpColumns)
+            case .rowsByVocab: return (plan.vocabRanges[r], nil)
+            case .rowsByPLEVocab:
+                return (try ShardPlan.partition(config.perLayerVocabSize, ranks: comm.size, dimension: "vocab_size_per_layer_input",
+                                                unit: 1, uneven: true)[r], nil)
+            }
         }
-        func matrix(_ t: LogicalTensor, rows: Range<Int>? = nil, cols: Range<Int>? = nil) throws -> WeightMatrix {
-            try source.matrix(t, rows: rows, cols: cols)
+        func matrix(_ t: LogicalTensor, _ s: LayerShard? = nil) throws -> WeightMatrix {
+            let (rows, cols) = try slice(t, s)
+            return try source.matrix(t, rows: rows, cols: cols)
         }
         /// A norm vector as its multiplier: 1 + w for Gemma 1-3 safetensors, as stored otherwise.
         func norm(_ t: LogicalTensor) throws -> [Float] {
             let w = try source.vector(t)
             return config.normAddsOne ? w.map { 1 + $0 } : w
         }
+        /// Stand-in for a projection the layer does not have (KV consumers, k_eq_v's v_proj).
+        func absent() throws -> ColumnParallelLinear { ColumnParallelLinear(weight: try WeightMatrix(type: .f32, rows: 0, cols: h)) }
+
+        // MoE: experts split by columns (every rank holds a 1/N slice of every expert: balanced
+        // whatever the routing; docs/MOE.md), or whole experts per rank when the expert down
+        // projection's quant blocks cannot be cut per rank; router replicated; one scratch.
+        var moeDims: MoEDims?, moeShard: MoERankShard?
+        let moeScratch = MoEScratch()
+        if config.isMoE {
+            let dims = try MoEDims(config: config)
+            let block = try (0..<config.numHiddenLayers).map { try source.blockSize(.expertsDown($0)) }.max() ?? 1
+            moeDims = dims
+            moeShard = try MoEPlan.shards(dims: dims, ranks: comm.size, blockSize: block).shards[r]
+        }
+        let box = UnsafeSendableBox(source)
 
         var layers: [LayerWeights] = []
         for i in 0..<config.numHiddenLayers {
             let s = plan.layers[i][r]
-            let d = s.headDim
-            let qRows = (s.qHeads.lowerBound * d)..<(s.qHeads.upperBound * d)
-            let kvRows = (s.kvHeads.lowerBound * d)..<(s.kvHeads.upperBound * d)
+            let ownKV = config.hasOwnKV(i), ownV = config.hasVProj(i)
+            var scalar: Float = 1
+            if config.hasLayerScalar {
+                let stored = try source.vector(.layerScalar(i))
+                guard stored.count == 1 else { throw TensorTableError.wrongShape(name: "layers.\(i).layer_scalar", expected: [1], got: [stored.count]) }
+                scalar = stored[0]
+            }
+            var ple: PLELayerWeights?
+            if config.perLayerInputSize > 0 {
+                ple = PLELayerWeights(gate: try matrix(.perLayerInputGate(i)), projection: try matrix(.perLayerProjection(i)),
+                                      postNorm: try norm(.postPerLayerInputNorm(i)))
+            }
+            var moe: MoEBlock?
+            if let moeDims, let moeShard {
+                // The 3-D expert tensors are read as their 2-D views ([E·2Ie, H], [E·H, Ie]).
+                let reader = MoETensorReader(
+                    matrix: { t, rows, cols in try box.value.matrix(t.logical(layer: i), rows: rows, cols: cols) },
+                    floats: { t in try box.value.vector(t.logical(layer: i)) })
+                moe = try MoEBlock.load(dims: moeDims, shard: moeShard, read: reader, scratch: moeScratch)
+            }
             layers.append(LayerWeights(
                 type: config.layerTypes[i], shard: s,
                 inputNorm: try norm(.inputNorm(i)),
@@ -157,17 +207,32 @@ extension GemmaShard {
                 preFeedforwardNorm: config.hasPostNorms ? try norm(.preFeedforwardNorm(i)) : [],
                 postFeedforwardNorm: config.hasPostNorms ? try norm(.postFeedforwardNorm(i)) : [],
                 qNorm: config.hasQKNorm ? try norm(.qNorm(i)) : [],
-                kNorm: config.hasQKNorm ? try norm(.kNorm(i)) : [],
-                q: ColumnParallelLinear(weight: try matrix(.qProj(i), rows: qRows)),
-                k: ColumnParallelLinear(weight: try matrix(.kProj(i), rows: kvRows)),
-                v: ColumnParallelLinear(weight: try matrix(.vProj(i), rows: kvRows)),
-                o: RowParallelLinear(weight: try matrix(.oProj(i), cols: qRows)),
-                gate: ColumnParallelLinear(weight: try matrix(.gateProj(i), rows: s.mlpColumns)),
-                up: ColumnParallelLinear(weight: try matrix(.upProj(i), rows: s.mlpColumns)),
-                down: RowParallelLinear(weight: try matrix(.downProj(i), cols: s.mlpColumns))))
+                kNorm: config.hasQKNorm && ownKV ? try norm(.kNorm(i)) : [],
+                q: ColumnParallelLinear(weight: try matrix(.qProj(i), s)),
+                k: ownKV ? ColumnParallelLinear(weight: try matrix(.kProj(i), s)) : try absent(),
+                v: ownV ? ColumnParallelLinear(weight: try matrix(.vProj(i), s)) : try absent(),
+                o: RowParallelLinear(weight: try matrix(.oProj(i), s)),
+                gate: ColumnParallelLinear(weight: try matrix(.gateProj(i), s)),
+                up: ColumnParallelLinear(weight: try matrix(.upProj(i), s)),
+                down: RowParallelLinear(weight: try matrix(.downProj(i), s)),
+                kvSource: ownKV ? nil : config.kvSourceLayer(i),
+                hasVProj: ownV,
+                layerScalar: scalar,
+                ple: ple,
+                moe: moe,
+                postFeedforwardNorm1: moe == nil ? [] : try norm(.postFeedforwardNorm1(i)),
+                postFeedforwardNorm2: moe == nil ? [] : try norm(.postFeedforwardNorm2(i))))
+        }
+        var ple: PLEWeights?
+        if config.perLayerInputSize > 0 {
+            let rows = try slice(.perLayerEmbedding).rows ?? 0..<config.perLayerVocabSize
+            ple = PLEWeights(table: VocabParallelEmbedding(weight: try source.matrix(.perLayerEmbedding, rows: rows, cols: nil), vocabRange: rows),
+                             modelProjection: try matrix(.perLayerModelProjection),
+                             projectionNorm: try norm(.perLayerProjectionNorm),
+                             vocabSize: config.perLayerVocabSize)
         }
         return try assemble(config: config, plan: plan, source: source, comm: comm, options: options, layers: layers,
-                            ple: nil, finalNorm: try norm(.finalNorm), stopTokens: stopTokens)
+                            ple: ple, finalNorm: try norm(.finalNorm), stopTokens: stopTokens)
     }
 
     /// The part every generation shares once its layers are loaded: this rank's embedding rows,
@@ -198,6 +263,19 @@ extension GemmaShard {
             total += 4 * (l.inputNorm.count + l.postAttentionNorm.count + l.preFeedforwardNorm.count + l.postFeedforwardNorm.count + l.qNorm.count + l.kNorm.count)
         }
         return total + gemma4ExtraWeightBytes
+    }
+
+    /// Bytes of the Gemma 4 weights the per-layer sum above does not list (PLE table share, PLE
+    /// projections, layer scalars, MoE blocks).
+    var gemma4ExtraWeightBytes: Int {
+        var total = 0
+        if let ple { total += ple.table.weight.byteCount + ple.modelProjection.byteCount + 4 * ple.projectionNorm.count }
+        for l in layers {
+            if let p = l.ple { total += p.gate.byteCount + p.projection.byteCount + 4 * p.postNorm.count }
+            if config.hasLayerScalar { total += 4 }
+            if let m = l.moe { total += m.expertBytes + m.replicatedBytes + 4 * (l.postFeedforwardNorm1.count + l.postFeedforwardNorm2.count) }
+        }
+        return total
     }
 
     /// Bytes of K and V this rank caches per token of one slot.

@@ -48,10 +48,10 @@ public struct ShardReport: Codable, Sendable, Equatable {
         try config.checkSupported()
         let plan = try ShardPlan(config: config, ranks: ranks)
         let archive = try SafetensorsArchive(directory: directory)
-        let names = try TensorNames.resolve(config: config, names: archive.tensors.mapValues(\.shape))
-        var table = TensorNames.table(for: config)
+        let names = try TensorTable.resolve(config: config, names: archive.tensors.mapValues(\.shape))
+        var table = TensorTable.table(for: config)
         if names[.lmHead] != nil {
-            table.append(TensorSpec(tensor: .lmHead, name: "lm_head.weight", shape: [config.vocabSize, config.hiddenSize], split: .rowsByVocab))
+            table += TensorTable.specs(for: config).filter { $0.tensor == .lmHead }
         }
         let dtypes = Array(Set(names.values.compactMap { archive.tensors[$0]?.dtype.rawValue })).sorted()
         let total = names.values.reduce(0) { $0 + (archive.tensors[$1]?.byteCount ?? 0) }
@@ -70,9 +70,9 @@ public struct ShardReport: Codable, Sendable, Equatable {
         let source = try GGUFWeightSource(file: file, config: config)
         let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
         let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align)
-        var table = TensorNames.table(for: config)
+        var table = TensorTable.table(for: config)
         if source.has(.lmHead) {
-            table.append(TensorSpec(tensor: .lmHead, name: "lm_head.weight", shape: [config.vocabSize, config.hiddenSize], split: .rowsByVocab))
+            table += TensorTable.specs(for: config).filter { $0.tensor == .lmHead }
         }
         let infos = source.tensors
         let dtypes = Array(Set(infos.values.compactMap { $0.type?.description })).sorted()
@@ -100,7 +100,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
             let t = stored(spec)
             return (elements * t.bytesPerBlock + t.blockSize - 1) / t.blockSize
         }
-        let table = TensorNames.table(for: config)
+        let table = TensorTable.table(for: config)
         let align = table.filter { if case .downProj = $0.tensor { return true } else { return false } }.map { stored($0).blockSize }.max() ?? 1
         let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align)
         let types = Set(table.map { stored($0).description })

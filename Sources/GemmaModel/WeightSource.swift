@@ -1,7 +1,8 @@
 // Where a rank's weights come from, independent of the file format: a Hugging Face
-// safetensors directory or a GGUF file. The loader asks for logical tensors (TensorNames.swift)
-// and slices; each source maps them to its own names, checks shapes, and hands back
-// kernel-ready matrices in the stored encoding (or quantized on load, safetensors only).
+// safetensors directory or a GGUF file. The loader asks for logical tensors (TensorTable.swift)
+// and slices; each source checks its file against the same table rows (by their Hugging Face or
+// GGUF names), and hands back kernel-ready matrices in the stored encoding (or quantized on
+// load, safetensors only). GGUF metadata -> config: GGUFMetadata.swift.
 import Foundation
 import GemmaFormats
 import GemmaKernels
@@ -32,7 +33,7 @@ final class SafetensorsWeightSource: ModelWeightSource {
     init(directory: URL, config: GemmaConfig, quantize: WeightType?) throws {
         path = directory.path
         archive = try SafetensorsArchive(directory: directory)
-        names = try TensorNames.resolve(config: config, names: archive.tensors.mapValues(\.shape))
+        names = try TensorTable.resolve(config: config, names: archive.tensors.mapValues(\.shape))
         self.quantize = quantize
     }
 
@@ -74,6 +75,94 @@ final class SafetensorsWeightSource: ModelWeightSource {
     func blockSize(_ t: LogicalTensor) throws -> Int {
         _ = try name(t)
         return quantize?.blockSize ?? 1
+    }
+}
+
+/// A GGUF file as a weight source: rank slices are read from the file (pread) in the stored
+/// encoding (split on block boundaries), so no source page enters the rank's resident set.
+final class GGUFWeightSource: ModelWeightSource {
+    let file: GGUFFile
+    var path: String { file.path }
+    let tensors: [LogicalTensor: GGUFTensorInfo]
+
+    /// Checks every tensor against the table for `config`: missing, unexpected, wrongly shaped
+    /// or of a type this program cannot read are errors naming the file and the tensor.
+    init(file: GGUFFile, config: GemmaConfig) throws {
+        self.file = file
+        var found: [LogicalTensor: GGUFTensorInfo] = [:]
+        var unclaimed = Set(file.tensors.map(\.name))
+        for spec in TensorTable.specs(for: config) {
+            let name = spec.ggufName
+            switch spec.presence {
+            case .absent: continue
+            case .ignored:
+                unclaimed.remove(name)
+                continue
+            case .optional:
+                if !file.hasTensor(name) { continue }
+            case .required:
+                break
+            }
+            guard let info = try? file.tensor(name) else {
+                throw ModelLoadError.badMetadata(file: file.path, reason: "tensor \(name) (\(spec.name)) is missing")
+            }
+            let shape = Array(info.dims.reversed())
+            let expected = spec.shape
+            guard shape == expected else {
+                throw ModelLoadError.badMetadata(file: file.path, reason: "tensor \(name) has shape \(shape), expected \(expected) (\(spec.name))")
+            }
+            _ = try file.weightType(of: info)
+            guard info.rowByteCount != nil else {
+                throw ModelLoadError.badMetadata(file: file.path, reason: "tensor \(name): rows of \(info.columns) values are not whole \(info.type?.description ?? "?") blocks")
+            }
+            found[spec.tensor] = info
+            unclaimed.remove(name)
+        }
+        if let extra = unclaimed.sorted().first {
+            throw ModelLoadError.badMetadata(file: file.path, reason: "unexpected tensor \(extra) (not part of a \(config.generation.rawValue) text decoder)")
+        }
+        tensors = found
+    }
+
+    private func info(_ t: LogicalTensor) throws -> GGUFTensorInfo {
+        guard let i = tensors[t] else { throw ModelLoadError.badMetadata(file: path, reason: "no tensor for \(t)") }
+        return i
+    }
+
+    func has(_ t: LogicalTensor) -> Bool { tensors[t] != nil }
+
+    func matrix(_ t: LogicalTensor, rows: Range<Int>?, cols: Range<Int>?) throws -> WeightMatrix {
+        let i = try info(t)
+        return try file.weightMatrix(of: i, rows: rows, columns: cols)
+    }
+
+    func vector(_ t: LogicalTensor) throws -> [Float] {
+        let i = try info(t)
+        let type = try file.weightType(of: i)
+        let bytes = try file.columnBytes(of: i, rows: 0..<i.rows, columns: 0..<i.columns)
+        var out = [Float](repeating: 0, count: i.elementCount)
+        bytes.withUnsafeBytes { raw in
+            guard let src = raw.baseAddress else { return }
+            out.withUnsafeMutableBufferPointer { buf in
+                if let p = buf.baseAddress { dequantize(type, src, count: i.elementCount, into: p) }
+            }
+        }
+        return out
+    }
+
+    func blockSize(_ t: LogicalTensor) throws -> Int { try file.weightType(of: try info(t)).blockSize }
+
+    /// Ids that end generation: EOS, the end-of-turn id if the file names one, and the id of
+    /// `<end_of_turn>` (llama.cpp treats it as end of generation for Gemma).
+    func stopTokenIds(config: GemmaConfig) -> [Int] {
+        var ids = config.eosTokenIds
+        if let eot = file.value("tokenizer.ggml.eot_token_id")?.intValue { ids.append(eot) }
+        // Found in the file's bytes: decoding the vocabulary here would cost every rank ~37 MiB.
+        if let i = file.firstIndex(of: "<end_of_turn>", inStringArray: "tokenizer.ggml.tokens") {
+            ids.append(i)
+        }
+        var seen = Set<Int>()
+        return ids.filter { seen.insert($0).inserted }
     }
 }
 

@@ -7,6 +7,7 @@ import Testing
 @testable import GemmaModel
 import GemmaKernels
 import GemmaParallel
+import GemmaTestSupport
 
 @Suite("Gemma 4 config and plan")
 struct Gemma4ConfigTests {
@@ -58,6 +59,21 @@ struct Gemma4ConfigTests {
         #expect(moe.isMoE && moe.numExperts == 128 && moe.layerKVHeads[29] == 2)
         for name in ModelPresets.names { try #require(try ModelPresets.config(named: name)).checkSupported(planning: true) }
         #expect(try ModelPresets.config(named: "gemma-5") == nil)
+    }
+
+    /// Each preset factory gives exactly the config its published-style config.json gave before
+    /// the presets were written as factories (Tests/Fixtures/presets/NAME.json, decoded here).
+    @Test func presetFactoriesEqualTheirFixtures() throws {
+        let dir = TestPaths.fixture("presets")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".json") }.sorted()
+        #expect(Set(["gemma-4-e2b", "gemma-4-e4b", "gemma-4-31b", "gemma-4-26b-a4b"]).isSubset(of: files.map { String($0.dropLast(5)) }))
+        for file in files {
+            let name = String(file.dropLast(5))
+            let want = try JSONDecoder().decode(GemmaConfig.self, from: Data(contentsOf: dir.appendingPathComponent(file)))
+            let got = try #require(try ModelPresets.config(named: name), "no preset \(name)")
+            #expect(got == want, "\(name)")
+        }
+        #expect(ModelPresets.names.allSatisfy { files.contains($0 + ".json") })
     }
 
     @Test func unknownFeaturesAreRefusedByName() throws {
