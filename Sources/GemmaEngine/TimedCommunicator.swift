@@ -15,6 +15,9 @@ public final class TimedCommunicator: Communicator, @unchecked Sendable {
     /// Nanoseconds in idle broadcasts: waiting for the next step plan (on workers, the
     /// coordinator's sampling and scheduling; on rank 0, the send).
     public private(set) var planWaitNanos: UInt64 = 0
+    /// How many sum all-reduces ran, and the bytes of their buffers (each rank's payload).
+    public private(set) var allReduceSumCalls: UInt64 = 0
+    public private(set) var allReduceSumBytes: UInt64 = 0
     /// Nanoseconds in every other collective: `allReduceMax`, blocking broadcasts,
     /// `allGather`, `barrier` (agreements and the sampling exchange).
     public private(set) var otherCollectiveNanos: UInt64 = 0
@@ -42,7 +45,11 @@ public final class TimedCommunicator: Communicator, @unchecked Sendable {
         return try body()
     }
 
-    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(.sum) { try inner.allReduceSum(buffer) } }
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        allReduceSumCalls += 1
+        allReduceSumBytes += UInt64(buffer.count * MemoryLayout<Float>.stride)
+        try timed(.sum) { try inner.allReduceSum(buffer) }
+    }
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(.other) { try inner.allReduceMax(buffer) } }
     public func broadcast(_ bytes: [UInt8], root: Int, idle: Bool) throws -> [UInt8] {
         try timed(idle ? .planWait : .other) { try inner.broadcast(bytes, root: root, idle: idle) }

@@ -322,10 +322,7 @@ public final class GemmaShard: ShardedCausalLM {
         }
         let logits = act.logits.floats(count: wanted.count * vr)
         if !wanted.isEmpty { head.logits(rows.baseAddress!, tokens: wanted.count, into: logits.baseAddress!, pool: pool) }
-        if let cap = config.finalLogitSoftcapping {
-            let c = Float(cap)
-            for j in 0..<logits.count { logits[j] = c * tanhf(logits[j] / c) }
-        }
+        if let cap = config.finalLogitSoftcapping { softcap(logits, cap: Float(cap)) }
         return LogitsSlice(vocabRange: vocabRange, rows: wanted.count, values: UnsafeBufferPointer(logits))
     }
 
@@ -353,25 +350,32 @@ public final class GemmaShard: ShardedCausalLM {
         let x = act.x.floats().baseAddress!, n = act.normed.floats().baseAddress!, b = act.branch.floats().baseAddress!
         let h = config.hiddenSize
 
+        // Attention: this rank's heads through o_proj give a partial sum; all-reduce #1.
         rmsNorm(x, rows: t, weight: l.inputNorm, into: n)
-        try attention(l, index: index, batch: batch, input: n, into: b)        // includes o_proj + all-reduce
+        attention(l, index: index, batch: batch, input: n, into: b)
+        try allReduce(b, count: t * h)
         if config.hasPostNorms { rmsNorm(b, rows: t, weight: l.postAttentionNorm, into: b) }
-        add(b, into: x, count: t * h)
+        addResidual(b, into: x, count: t * h)
 
-        // Gemma 1 names its pre-MLP norm post_attention_layernorm.
+        // Feed-forward: this rank's MLP columns through down_proj give a partial sum; all-reduce
+        // #2. Gemma 1 names its pre-MLP norm post_attention_layernorm.
         rmsNorm(x, rows: t, weight: config.hasPostNorms ? l.preFeedforwardNorm : l.postAttentionNorm, into: n)
         if let moe = l.moe {
-            try moeFeedForward(l, moe, tokens: t, input: n, into: b)
+            // Gemma 4 MoE: dense and expert branches share one all-reduce of [2, T, H], then
+            // their norms (non-linear, so after the sum) combine them.
+            let ffn = act.ffn.floats(count: 2 * t * h).baseAddress!
+            moeFeedForwardPartials(l, moe, tokens: t, input: n, into: ffn)
+            try allReduce(ffn, count: 2 * t * h)
+            combineMoEBranches(l, ffn, tokens: t, into: b)
         } else {
-            try mlp(l, tokens: t, input: n, into: b)                           // includes down_proj + all-reduce
+            mlp(l, tokens: t, input: n, into: b)
+            try allReduce(b, count: t * h)
         }
         if config.hasPostNorms { rmsNorm(b, rows: t, weight: l.postFeedforwardNorm, into: b) }
-        add(b, into: x, count: t * h)
+        addResidual(b, into: x, count: t * h)
 
         if let p = l.ple { injectPerLayerInput(p, layer: index, tokens: t) }
-        if config.hasLayerScalar && l.layerScalar != 1 {
-            for j in 0..<(t * h) { x[j] *= l.layerScalar }
-        }
+        if config.hasLayerScalar && l.layerScalar != 1 { scale(x, by: l.layerScalar, count: t * h) }
     }
 
     /// Gemma 4 PLE, once per step (GEMMA_SPEC §3.4.1): ple[t, i, :] =
@@ -383,8 +387,7 @@ public final class GemmaShard: ShardedCausalLM {
         let out = act.ple.floats().baseAddress!, tok = act.pleTokens.floats().baseAddress!
         try w.table.lookup(batch.map(\.token), scale: Float(Double(p).squareRoot()), into: tok, comm: comm)
         matmul(w.modelProjection, x: act.x.floats().baseAddress!, xStride: h, tokens: t, y: out, yStride: lp, pool: pool)
-        let projectionScale = Float(1 / Double(h).squareRoot())
-        for j in 0..<(t * lp) { out[j] *= projectionScale }
+        scale(out, by: Float(1 / Double(h).squareRoot()), count: t * lp)
         rmsNorm(out, rows: t * config.numHiddenLayers, weight: w.projectionNorm, into: out)
         let combine = Float(1 / 2.0.squareRoot())
         for j in 0..<(t * lp) { out[j] = (out[j] + tok[j]) * combine }
@@ -396,49 +399,50 @@ public final class GemmaShard: ShardedCausalLM {
         let x = act.x.floats().baseAddress!, b = act.branch.floats().baseAddress!
         let g = act.pleGate.floats().baseAddress!, ple = act.ple.floats().baseAddress!
         matmul(w.gate, x: x, xStride: h, tokens: t, y: g, yStride: p, pool: pool)
-        for r in 0..<t {
-            for j in 0..<p { g[r * p + j] = geluTanh(g[r * p + j]) * ple[r * lp + i * p + j] }
-        }
+        for r in 0..<t { geluMul(g + r * p, ple + r * lp + i * p, count: p) }
         matmul(w.projection, x: g, xStride: p, tokens: t, y: b, yStride: h, pool: pool)
         rmsNorm(b, rows: t, weight: w.postNorm, into: b)
-        add(b, into: x, count: t * h)
+        addResidual(b, into: x, count: t * h)
     }
 
-    /// Gemma 4 MoE layer's FFN before post_feedforward_layernorm (GEMMA_SPEC §3.4.2):
-    /// post_ffn_norm_1(dense(x_normed)) + post_ffn_norm_2(experts(residual)). Both branches
-    /// leave this rank as partial sums and share ONE all-reduce of [2, T, H]; the norms are
-    /// non-linear, so they run after it.
-    func moeFeedForward(_ l: LayerWeights, _ moe: MoEBlock, tokens t: Int, input: UnsafeMutablePointer<Float>,
-                        into out: UnsafeMutablePointer<Float>) throws {
-        let h = config.hiddenSize, width = l.gate.outPerRank
-        let g = act.gate.floats().baseAddress!, u = act.up.floats().baseAddress!
-        let ffn = act.ffn.floats(count: 2 * t * h)
-        let dense = ffn.baseAddress!, experts = dense + t * h
-        l.gate(input, xStride: h, tokens: t, into: g, yStride: width, pool: pool)
-        l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
-        geluMul(g, u, count: t * width)  // SIMD; Swift twin and tests in GemmaKernels/Attention.swift
-        matmul(l.down.weight, x: g, xStride: width, tokens: t, y: dense, yStride: h, pool: pool)
-        moe(residual: act.x.floats().baseAddress!, tokens: t, into: experts, pool: pool)
-        if comm.size > 1 { try comm.allReduceSum(ffn) }
+    /// Gemma 4 MoE layer's FFN before post_feedforward_layernorm (GEMMA_SPEC §3.4.2) is
+    /// post_ffn_norm_1(dense(x_normed)) + post_ffn_norm_2(experts(residual)). This writes both
+    /// branches' partial sums, [dense; experts] = [2, T, H], for one all-reduce.
+    func moeFeedForwardPartials(_ l: LayerWeights, _ moe: MoEBlock, tokens t: Int, input: UnsafeMutablePointer<Float>,
+                                into ffn: UnsafeMutablePointer<Float>) {
+        mlp(l, tokens: t, input: input, into: ffn)
+        moe(residual: act.x.floats().baseAddress!, tokens: t, into: ffn + t * config.hiddenSize, pool: pool)
+    }
+
+    /// out = post_ffn_norm_1(dense) + post_ffn_norm_2(experts), after the all-reduce.
+    func combineMoEBranches(_ l: LayerWeights, _ ffn: UnsafeMutablePointer<Float>, tokens t: Int, into out: UnsafeMutablePointer<Float>) {
+        let dense = ffn, experts = ffn + t * config.hiddenSize
         rmsNorm(dense, rows: t, weight: l.postFeedforwardNorm1, into: out)
         rmsNorm(experts, rows: t, weight: l.postFeedforwardNorm2, into: experts)
-        add(experts, into: out, count: t * h)
+        addResidual(experts, into: out, count: t * config.hiddenSize)
     }
 
-    /// down(gelu_tanh(gate(x)) * up(x)), column- then row-parallel.
-    func mlp(_ l: LayerWeights, tokens t: Int, input: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) throws {
+    /// This rank's partial of down(gelu_tanh(gate(x)) ⊙ up(x)): gate/up column-parallel over
+    /// its MLP columns, down row-parallel (the caller all-reduces).
+    func mlp(_ l: LayerWeights, tokens t: Int, input: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         let h = config.hiddenSize, width = l.gate.outPerRank
         let g = act.gate.floats().baseAddress!, u = act.up.floats().baseAddress!
         l.gate(input, xStride: h, tokens: t, into: g, yStride: width, pool: pool)
         l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
         geluMul(g, u, count: t * width)  // SIMD; Swift twin and tests in GemmaKernels/Attention.swift
-        try l.down(g, xStride: width, tokens: t, into: out, pool: pool, comm: comm)
+        l.down(g, xStride: width, tokens: t, into: out, pool: pool)
+    }
+
+    /// Sums `count` floats at `p` over every rank (nothing to do at one rank).
+    func allReduce(_ p: UnsafeMutablePointer<Float>, count: Int) throws {
+        if comm.size > 1 { try comm.allReduceSum(UnsafeMutableBufferPointer(start: p, count: count)) }
     }
 
     /// Self-attention over this rank's heads: projections, QK-norm, RoPE, cache append,
-    /// scores over the cache (causal, sliding window, soft-cap), o_proj and all-reduce.
+    /// scores over the cache (causal, sliding window, soft-cap) and o_proj: this rank's
+    /// partial sum of the output (the caller all-reduces).
     func attention(_ l: LayerWeights, index: Int, batch: [BatchEntry], input: UnsafeMutablePointer<Float>,
-                   into out: UnsafeMutablePointer<Float>) throws {
+                   into out: UnsafeMutablePointer<Float>) {
         let t = batch.count, h = config.hiddenSize, d = l.shard.headDim
         let nq = l.shard.qHeads.count, nkv = l.shard.kvHeads.count
         let q = act.q.floats().baseAddress!, k = act.k.floats().baseAddress!, v = act.v.floats().baseAddress!
@@ -456,7 +460,7 @@ public final class GemmaShard: ShardedCausalLM {
                 v.update(from: k, count: t * nkv * d)   // k_eq_v: V is the raw K projection
             }
             if config.hasQKNorm { rmsNorm(k, rows: t * nkv, weight: l.kNorm, into: k) }
-            if config.hasVNorm { rmsNormUnweighted(v, rows: t * nkv, width: d) }
+            if config.hasVNorm { GemmaKernels.rmsNorm(v, rows: t * nkv, width: d, weight: nil, eps: eps, into: v) }
             applyRope(k, type: l.type, tokens: t, heads: nkv, headDim: d)
             for (i, e) in batch.enumerated() {
                 cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
@@ -493,78 +497,32 @@ public final class GemmaShard: ShardedCausalLM {
                 }
             }
         }
-        try l.o(a, xStride: nq * d, tokens: t, into: out, pool: pool, comm: comm)
+        l.o(a, xStride: nq * d, tokens: t, into: out, pool: pool)
     }
 
     /// cos/sin [T, d/2] of a layer type's frequencies at each entry's position.
     func fillRope(_ type: LayerType, batch: [BatchEntry], headDim d: Int) {
-        guard let cosBuffer = act.cos[type], let sinBuffer = act.sin[type], let inv = inverseFrequencies[type] else { return }
-        let cos = cosBuffer.floats().baseAddress!, sin = sinBuffer.floats().baseAddress!
-        for (i, e) in batch.enumerated() {
-            for j in 0..<(d / 2) {
-                let angle = Float(e.position) * inv[j]
-                cos[i * d / 2 + j] = cosf(angle)
-                sin[i * d / 2 + j] = sinf(angle)
-            }
-        }
+        guard let cos = act.cos[type], let sin = act.sin[type], let inv = inverseFrequencies[type] else { return }
+        ropeTable(positions: batch.map(\.position), inverseFrequencies: inv,
+                  cos: cos.floats().baseAddress!, sin: sin.floats().baseAddress!)
     }
 
-    /// Rotate-half RoPE in place on [T, heads, d]: dimension j pairs with j + d/2.
+    /// Rotate-half RoPE in place on [T, heads, d] with the layer type's table.
     func applyRope(_ p: UnsafeMutablePointer<Float>, type: LayerType, tokens t: Int, heads: Int, headDim d: Int) {
-        guard let cosBuffer = act.cos[type], let sinBuffer = act.sin[type] else { return }
-        let cos = cosBuffer.floats().baseAddress!, sin = sinBuffer.floats().baseAddress!
-        let half = d / 2
-        for i in 0..<t {
-            for hd in 0..<heads {
-                let v = p + (i * heads + hd) * d
-                for j in 0..<half {
-                    let c = cos[i * half + j], s = sin[i * half + j]
-                    let a = v[j], b = v[j + half]
-                    v[j] = a * c - b * s
-                    v[j + half] = b * c + a * s
-                }
-            }
-        }
+        guard let cos = act.cos[type], let sin = act.sin[type] else { return }
+        GemmaKernels.applyRope(p, cos: cos.floats().baseAddress!, sin: sin.floats().baseAddress!, tokens: t, heads: heads, headDim: d)
     }
 
-    /// y = x / sqrt(mean(x²) + eps) * weight, row by row (rows of weight.count values), in place allowed.
+    /// RMSNorm with a loaded weight (rows of weight.count values), in place allowed.
     func rmsNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: [Float], into y: UnsafeMutablePointer<Float>) {
-        let n = weight.count
-        let eps = Float(config.rmsNormEps)
         weight.withUnsafeBufferPointer { w in
-            for r in 0..<rows {
-                let xr = x + r * n, yr = y + r * n
-                var ss: Float = 0
-                for i in 0..<n { ss += xr[i] * xr[i] }
-                let inv = 1 / (ss / Float(n) + eps).squareRoot()
-                for i in 0..<n { yr[i] = xr[i] * inv * w[i] }
-            }
+            GemmaKernels.rmsNorm(x, rows: rows, width: w.count, weight: w.baseAddress, eps: eps, into: y)
         }
     }
 
-    /// RMSNorm without weight (Gemma 4 v_norm), rows of `width` values, in place.
-    func rmsNormUnweighted(_ x: UnsafeMutablePointer<Float>, rows: Int, width n: Int) {
-        let eps = Float(config.rmsNormEps)
-        for r in 0..<rows {
-            let xr = x + r * n
-            var ss: Float = 0
-            for i in 0..<n { ss += xr[i] * xr[i] }
-            let inv = 1 / (ss / Float(n) + eps).squareRoot()
-            for i in 0..<n { xr[i] *= inv }
-        }
-    }
-
-    func add(_ b: UnsafeMutablePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { x[i] += b[i] }
-    }
+    var eps: Float { Float(config.rmsNormEps) }
 
     func observe(_ index: Int, _ buffer: UnsafeMutableBufferPointer<Float>, _ count: Int) {
         hiddenStateObserver?(index, UnsafeBufferPointer(rebasing: buffer[0..<count]))
     }
-}
-
-/// 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), the tanh GELU every Gemma uses.
-@inline(__always)
-func geluTanh(_ z: Float) -> Float {
-    0.5 * z * (1 + tanhf(0.7978845608028654 * (z + 0.044715 * z * z * z)))
 }

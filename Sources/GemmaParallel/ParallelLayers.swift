@@ -1,6 +1,6 @@
 // The three tensor-parallel building blocks, named for what happens to the data (vLLM):
 // a column-parallel linear splits output features (no communication), a row-parallel linear
-// splits input features and all-reduces its partial sums, a vocab-parallel embedding splits
+// splits input features and leaves partial sums for the caller's all-reduce, a vocab-parallel embedding splits
 // vocabulary rows (lookup: owner contributes, all-reduce; LM head: local logits slice only).
 // Weights arrive already sliced (the loader reads only this rank's part).
 import GemmaKernels
@@ -22,20 +22,18 @@ public struct ColumnParallelLinear: Sendable {
 }
 
 /// y = x Wᵀ where x arrives split by input features (this rank's heads or MLP columns).
-/// W: [out, inPerRank]. Each rank computes a partial [tokens, out]; the all-reduce (sum)
-/// inside makes the full y on every rank.
+/// W: [out, inPerRank]. Each rank computes a partial [tokens, out]; the caller all-reduces
+/// (sum) to make the full y on every rank, so the forward pass shows its collectives where
+/// they happen (and can merge two partials into one all-reduce, as the MoE layer does).
 public struct RowParallelLinear: Sendable {
     /// [out, inPerRank]
     public let weight: WeightMatrix
     public init(weight: WeightMatrix) { self.weight = weight }
 
-    /// x: [tokens, inPerRank] (stride xStride), y: [tokens, out] contiguous, summed over ranks.
+    /// x: [tokens, inPerRank] (stride xStride), y: [tokens, out] contiguous: this rank's partial sum.
     public func callAsFunction(_ x: UnsafePointer<Float>, xStride: Int, tokens: Int,
-                               into y: UnsafeMutablePointer<Float>, pool: ThreadPool, comm: any Communicator) throws {
+                               into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         matmul(weight, x: x, xStride: xStride, tokens: tokens, y: y, yStride: weight.rows, pool: pool)
-        if comm.size > 1 {
-            try comm.allReduceSum(UnsafeMutableBufferPointer(start: y, count: tokens * weight.rows))
-        }
     }
 }
 

@@ -22,6 +22,8 @@ struct StepSplit: Sendable {
     /// Collectives inside `forward` (all-reduces of o_proj/down_proj, the embedding); includes
     /// waiting for the slowest rank to arrive.
     var forwardCollectiveNanos: UInt64 = 0
+    /// Sum all-reduces inside the forwards, and their payload bytes per rank.
+    var allReduceCalls: UInt64 = 0, allReduceBytes: UInt64 = 0
     /// Waiting for the next step plan (the idle broadcast): on workers, the coordinator's
     /// sampling and scheduling; on rank 0, the send.
     var planWaitNanos: UInt64 = 0
@@ -40,7 +42,7 @@ final class TimingModel: ShardedCausalLM {
     private(set) var decode = StepSplit()
     private(set) var prefill = StepSplit()
     /// The open step: its kind, start, and the communicator's counters at its start.
-    private var open: (decode: Bool, start: UInt64, forward: UInt64, inForward: UInt64, wait: UInt64)?
+    private var open: (decode: Bool, start: UInt64, forward: UInt64, inForward: UInt64, wait: UInt64, calls: UInt64, bytes: UInt64)?
 
     init(_ inner: any ShardedCausalLM, comm: TimedCommunicator) {
         self.inner = inner
@@ -65,6 +67,8 @@ final class TimingModel: ShardedCausalLM {
         s.forwardCollectiveNanos += collectives
         s.computeNanos += o.forward - collectives
         s.planWaitNanos += comm.planWaitNanos - o.wait
+        s.allReduceCalls += o.calls
+        s.allReduceBytes += o.bytes
         if o.decode { decode = s } else { prefill = s }
         open = nil
     }
@@ -84,8 +88,10 @@ final class TimingModel: ShardedCausalLM {
         let t0 = benchNow()
         closeStep(at: t0)
         let inForward = comm.allReduceSumNanos, wait = comm.planWaitNanos
+        let calls = comm.allReduceSumCalls, bytes = comm.allReduceSumBytes
         let slice = try inner.forward(batch)
-        open = (decode: batch.count == 1, start: t0, forward: benchNow() - t0, inForward: inForward, wait: wait)
+        open = (decode: batch.count == 1, start: t0, forward: benchNow() - t0, inForward: inForward, wait: wait,
+                calls: comm.allReduceSumCalls - calls, bytes: comm.allReduceSumBytes - bytes)
         return slice
     }
 }

@@ -55,7 +55,8 @@ enum ClusterSession {
     /// mpirun, used by tests), `solo` forces a world of one.
     static let transportVariable = "GEMMA_NODE_TRANSPORT"
 
-    static func run(_ body: (any Communicator) throws -> Void) throws {
+    /// `link`: every collective also waits the time that link would take (`--emulate-link`).
+    static func run(link: EmulatedLink? = nil, _ body: (any Communicator) throws -> Void) throws {
         MPICommunicator.lineBufferStandardOutput()
         let choice = ProcessInfo.processInfo.environment[transportVariable] ?? "auto"
         let useMPI: Bool
@@ -83,7 +84,8 @@ enum ClusterSession {
         }
 
         var failure: Error?
-        do { try body(comm) } catch { failure = error }
+        let active: any Communicator = link.map { EmulatedLinkCommunicator(comm, link: $0) } ?? comm
+        do { try body(active) } catch { failure = error }
 
         if let failure {
             if let exit = failure as? ExitCode, exit.isSuccess {

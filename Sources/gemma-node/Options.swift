@@ -6,7 +6,23 @@ import ArgumentParser
 import Foundation
 import GemmaKernels
 import GemmaModel
+import GemmaParallel
 import GemmaWire
+
+/// A modelled network link for scaling experiments on one machine (EmulatedLinkCommunicator).
+struct LinkOptions: ParsableArguments {
+    @Option(name: .customLong("emulate-link"),
+            help: "Emulate a network link LATENCY_US,GBIT (e.g. 200,1): every collective also waits the time that link would take. An emulation for scaling experiments, not a real network.")
+    var emulateLink: String?
+
+    /// The parsed link, nil when not asked for.
+    func link() throws -> EmulatedLink? {
+        guard let emulateLink else { return nil }
+        do { return try EmulatedLink(parsing: emulateLink) } catch { throw ValidationError("--emulate-link: \(error)") }
+    }
+
+    func validate() throws { _ = try link() }
+}
 
 /// Which model to load and how much compute each rank may use.
 struct ModelOptions: ParsableArguments {

@@ -16,6 +16,9 @@ struct BenchCommand: ParsableCommand {
         abstract: "Measure prefill and decode speed, per-rank step time split, peak RSS and roofline fraction."
     )
 
+    @OptionGroup var linkOptions: LinkOptions
+
+
     @Option(name: [.short, .customLong("model")],
             help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
     var model: String?
@@ -56,7 +59,7 @@ struct BenchCommand: ParsableCommand {
     var modelPath: String { model ?? DefaultModel.path().path }
 
     func run() throws {
-        try ClusterSession.run { raw in
+        try ClusterSession.run(link: try linkOptions.link()) { raw in
             let comm = TimedCommunicator(raw)
             let threadCount = threads ?? HostInfo.availableCores
             // Context for prompt + generated tokens + the token sampled last (never fed back).
@@ -104,6 +107,11 @@ struct BenchCommand: ParsableCommand {
                 Float(d.milliseconds(d.planWaitNanos)), Float(p.milliseconds(p.totalNanos)),
                 Float(Double(peakRSS) / 1048576), Float(bandwidth / 1e9), Float(d.steps),
                 Float(Double(anonRSS) / 1048576), Float(Double(fileRSS) / 1048576),
+                Float(d.steps > 0 ? Double(d.allReduceCalls) / Double(d.steps) : 0),
+                Float(d.steps > 0 ? Double(d.allReduceBytes) / Double(d.steps) : 0),
+                Float(p.steps > 0 ? Double(p.allReduceCalls) / Double(p.steps) : 0),
+                Float(p.steps > 0 ? Double(p.allReduceBytes) / Double(p.steps) : 0),
+                Float(p.milliseconds(p.forwardCollectiveNanos)),
             ]
             let all = try comm.allGather(record)
             guard let reps else { return }
@@ -114,7 +122,8 @@ struct BenchCommand: ParsableCommand {
                 prefill: reps.map { $0.prefillTokensPerSecond }, decode: reps.map { $0.decodeTokensPerSecond },
                 perRank: ranks, bytesPerToken: bytesPerToken,
                 bandwidth: bandwidthMiB > 0 ? ranks.reduce(0) { $0 + Double($1[7]) * 1e9 } : nil,
-                loadAverage: ProcessStats.loadAverage, cpu: ProcessStats.cpuModel)
+                loadAverage: ProcessStats.loadAverage, cpu: ProcessStats.cpuModel,
+                emulatedLink: try linkOptions.link()?.description)
             print(json ? report.json() : report.table())
         }
     }
@@ -184,13 +193,16 @@ struct BenchReport {
     let prefill: [Double], decode: [Double]
     /// Per rank: decode step ms (total, compute, all-reduce, sampling+control, plan wait),
     /// prefill step ms, peak RSS MiB, probe GB/s, decode steps, anonymous and file-backed RSS
-    /// MiB after the runs.
+    /// MiB after the runs, sum all-reduces per decode step and their bytes, the same per
+    /// prefill step, prefill all-reduce ms.
     let perRank: [[Float]]
     let bytesPerToken: Int
     /// Bytes per second all ranks streamed together; nil when skipped.
     let bandwidth: Double?
     let loadAverage: Double?
     let cpu: String?
+    /// `--emulate-link`'s link (its collectives' times are modelled, not measured), nil when off.
+    var emulatedLink: String? = nil
 
     static func median(_ xs: [Double]) -> Double {
         let s = xs.sorted()
@@ -242,6 +254,11 @@ struct BenchReport {
                     j.key("decode_steps"); j.int(Int(r[8]))
                     j.key("rss_anon_mib"); j.double(Double(r[9]))
                     j.key("rss_file_mib"); j.double(Double(r[10]))
+                    j.key("decode_all_reduces_per_step"); j.double(Double(r[11]))
+                    j.key("decode_all_reduce_bytes_per_step"); j.double(Double(r[12]))
+                    j.key("prefill_all_reduces_per_step"); j.double(Double(r[13]))
+                    j.key("prefill_all_reduce_bytes_per_step"); j.double(Double(r[14]))
+                    j.key("prefill_all_reduce_ms"); j.double(Double(r[15]))
                 }
             }
             j.key("weight_bytes_per_token"); j.int(bytesPerToken)
@@ -251,6 +268,7 @@ struct BenchReport {
             if let r = rooflineTokensPerSecond { j.double(Self.median(decode) / r) } else { j.string(nil) }
             j.key("load_average"); if let l = loadAverage { j.double(l) } else { j.string(nil) }
             j.key("cpu"); j.string(cpu)
+            j.key("emulated_link"); j.string(emulatedLink)
         }
         return j.text
     }
@@ -260,12 +278,13 @@ struct BenchReport {
         func row(_ name: String, _ xs: [Double]) -> String {
             "\(name): median \(f(Self.median(xs))) tok/s (min \(f(xs.min() ?? 0)), max \(f(xs.max() ?? 0)), \(xs.count) reps)"
         }
-        var lines = [
+        var lines: [String] = ([
             "model \(model): \(ranks) rank(s) x \(threads) thread(s), kernels \(kernels), load \(f(loadSeconds, 2)) s, load average \(loadAverage.map { f($0, 2) } ?? "?")",
+            emulatedLink.map { "EMULATED link \($0): every collective also waited the modelled time of that link" },
             row("pp\(nPrompt)", prefill),
             row("tg\(nGen)", decode),
             "rank  decode step ms: total  compute  all-reduce  sampling+control  plan wait | prefill step ms | peak RSS MiB (now: anon + file)",
-        ]
+        ] as [String?]).compactMap { $0 }
         for (i, r) in perRank.enumerated() {
             lines.append(String(format: "%4d  %21.3f  %7.3f  %10.3f  %16.3f  %9.3f | %15.1f | %12.1f (%.1f + %.1f)", i,
                                 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[9], r[10]))

@@ -16,6 +16,9 @@ struct ClusterCheckCommand: ParsableCommand {
         abstract: "Check that every rank is reachable, verify all-reduce results and measure its latency and bandwidth."
     )
 
+    @OptionGroup var linkOptions: LinkOptions
+
+
     @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank to report. Default: the cores this rank may run on.")
     var threads: Int?
 
@@ -58,7 +61,7 @@ struct ClusterCheckCommand: ParsableCommand {
 
     func run() throws {
         let sizes = parsedSizes ?? []
-        try ClusterSession.run { comm in
+        try ClusterSession.run(link: try linkOptions.link()) { comm in
             let hellos = try StartupHandshake.run(comm, modelPath: model, threads: threads ?? HostInfo.availableCores)
             let world = try exchangeReports(comm)
             if comm.isCoordinator {

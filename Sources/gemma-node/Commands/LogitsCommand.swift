@@ -15,6 +15,8 @@ struct LogitsCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
+    @OptionGroup var linkOptions: LinkOptions
+
     @Option(help: "Prompt token ids, comma-separated (e.g. 2,17,5).")
     var tokens: String
 
@@ -31,7 +33,7 @@ struct LogitsCommand: ParsableCommand {
 
     func run() throws {
         let ids = try TokenList.parse(tokens)
-        try ClusterSession.run { comm in
+        try ClusterSession.run(link: try linkOptions.link()) { comm in
             let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             guard let rows = try gatherFullLogits(model: model, comm: comm, tokens: ids, allPositions: all) else { return }
             let json = JSONText()

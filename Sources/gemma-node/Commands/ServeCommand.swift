@@ -18,6 +18,8 @@ struct ServeCommand: ParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
+
+    @OptionGroup var linkOptions: LinkOptions
     @OptionGroup var sampling: SamplingOptions
 
     @Option(help: "Address to listen on (loopback by default).")
@@ -60,7 +62,7 @@ struct ServeCommand: ParsableCommand {
     var loadOptions: GemmaLoadOptions { modelOptions.loadOptions(slots: parallel, maxBatchTokens: batchTokens) }
 
     func run() throws {
-        try ClusterSession.run { comm in
+        try ClusterSession.run(link: try linkOptions.link()) { comm in
             // Times the model's all-reduces for /metrics (compute vs all-reduce per step).
             let timed = TimedCommunicator(comm)
             let path = modelOptions.resolvedModelPath

