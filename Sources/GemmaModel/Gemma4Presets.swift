@@ -8,7 +8,7 @@ import Foundation
 /// Named model configs shipped with the binary.
 public enum ModelPresets {
     /// Preset names, accepted case-insensitively and without the "gemma-4-" prefix.
-    public static let names: [String] = ["gemma-4-e2b", "gemma-4-e4b", "gemma-4-31b", "gemma-4-26b-a4b"]
+    public static let names: [String] = gemma3Presets.map(\.name) + ["gemma-4-e2b", "gemma-4-e4b", "gemma-4-31b", "gemma-4-26b-a4b"]
 
     /// The config of a preset; nil for an unknown name.
     public static func config(named name: String) throws -> GemmaConfig? {
@@ -23,7 +23,7 @@ public enum ModelPresets {
         return presets.first(where: { $0.name == key || $0.name == "gemma-4-" + key })?.json
     }
 
-    static let presets: [(name: String, json: String)] = [
+    static let presets: [(name: String, json: String)] = gemma3Presets + [
         ("gemma-4-e2b", """
 {
   "architectures": [
