@@ -16,8 +16,9 @@
 //   scaled by s = max(1, sqrt(H / (8 L))): the final residual then has RMS ~sqrt(1 + H/4)
 //   whatever the depth, of which the embedding is a share 2/sqrt(H). With tied embeddings the
 //   logit of the input token is sqrt(H) * rms(x0) / rms(x) standard deviations above the rest;
-//   this keeps it at ~2 instead of sqrt(H) / sqrt(1 + 2L) (5-25), so greedy decoding does not
-//   just repeat its input;
+//   this keeps it at ~2 instead of sqrt(H) / sqrt(1 + 2L) (5-25): greedy decoding no longer
+//   repeats the prompt's last token (with the full vocabulary it can still settle on one token
+//   after the first step; docs/LARGE_MODELS.md);
 // - layer scalars, router scales: 1.
 // Speed: per (type, standard deviation) a bank of blocks is quantized once from random
 // values; tensors are filled by drawing whole blocks from the bank with a seeded SplitMix64,
