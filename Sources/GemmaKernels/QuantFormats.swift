@@ -1,8 +1,10 @@
 // Scalar reference twins of every weight format: block dequantizers that reproduce
 // `gguf.quants.dequantize` bit for bit (same f32 operations in the same order), an f32 dot
 // product built on them, and the Q8_0 / Q4_0 quantizers used for quantize-on-load (bit-exact
-// with `gguf.quants.quantize`). Speed is not the point here: the SIMD kernels in CKernels are
-// tested against these.
+// with `gguf.quants.quantize`), plus Q5_0 / Q4_K / Q6_K quantizers for writing synthetic GGUF
+// files (valid blocks with a plain min/max or absmax scale search, not llama.cpp's iterative
+// one, so not bit-exact with it). Speed is not the point here: the SIMD kernels in CKernels
+// are tested against these.
 
 /// Dequantizes `count` values of `type` starting at `src`. `count` must be a whole number of
 /// blocks (a programming-error precondition: callers validate sizes from files with
@@ -159,14 +161,16 @@ public enum QuantizeError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case let .unsupported(t): return "quantizing to \(t) is not supported (q8_0, q4_0, f16, bf16, f32 are)"
+        case let .unsupported(t): return "quantizing to \(t) is not supported (q8_0, q4_0, q5_0, q4_K, q6_K, f16, bf16, f32 are)"
         case let .notBlockAligned(t, n): return "\(n) values are not a whole number of \(t) blocks of \(t.blockSize)"
         }
     }
 }
 
-/// Quantizes `count` floats to `type` (q8_0, q4_0, f16, bf16 or f32) into `out`, which must
-/// hold `type.rowBytes(count)` bytes. Bit-exact with `gguf.quants.quantize`.
+/// Quantizes `count` floats to `type` (q8_0, q4_0, q5_0, q4_K, q6_K, f16, bf16 or f32) into
+/// /// `out`, which must hold `type.rowBytes(count)` bytes. Bit-exact with `gguf.quants.quantize`
+/// for q8_0, q4_0 and the float types; q5_0 follows ggml's reference rounding; q4_K and q6_K use
+/// a simpler scale choice than llama.cpp (valid blocks, a larger error).
 public func quantize(_ type: WeightType, _ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) throws {
     guard count % type.blockSize == 0 else { throw QuantizeError.notBlockAligned(type, count) }
     switch type {
@@ -180,6 +184,12 @@ public func quantize(_ type: WeightType, _ x: UnsafePointer<Float>, count: Int, 
         for b in 0..<count / 32 { quantizeBlockQ8_0(x + 32 * b, out + 34 * b) }
     case .q4_0:
         for b in 0..<count / 32 { quantizeBlockQ4_0(x + 32 * b, out + 18 * b) }
+    case .q5_0:
+        for b in 0..<count / 32 { quantizeBlockQ5_0(x + 32 * b, out + 22 * b) }
+    case .q4_K:
+        for b in 0..<count / 256 { quantizeBlockQ4_K(x + 256 * b, out + 144 * b) }
+    case .q6_K:
+        for b in 0..<count / 256 { quantizeBlockQ6_K(x + 256 * b, out + 210 * b) }
     default:
         throw QuantizeError.unsupported(type)
     }
@@ -219,6 +229,124 @@ func quantizeBlockQ4_0(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer
     for j in 0..<16 {
         out.storeBytes(of: q(x[j]) | q(x[j + 16]) << 4, toByteOffset: 2 + j, as: UInt8.self)
     }
+}
+
+/// d = (value of largest magnitude) / -16, q = min(31, trunc(x / d + 16.5)), the fifth bits
+/// gathered in a 32-bit word (ggml's quantize_row_q5_0_ref).
+func quantizeBlockQ5_0(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    var amax: Float = 0, vmax: Float = 0
+    for i in 0..<32 where abs(x[i]) > amax {
+        amax = abs(x[i])
+        vmax = x[i]
+    }
+    let d = vmax / -16
+    let id: Float = d == 0 ? 0 : 1 / d
+    out.storeBytes(of: Float16(d).bitPattern, toByteOffset: 0, as: UInt16.self)
+    func q(_ v: Float) -> UInt32 {
+        let t = (v * id + 16.5).rounded(.towardZero)
+        if !(t >= 0) { return 0 }
+        return t > 31 ? 31 : UInt32(t)
+    }
+    var qh: UInt32 = 0
+    for j in 0..<16 {
+        let lo = q(x[j]), hi = q(x[j + 16])
+        out.storeBytes(of: UInt8(lo & 0xF) | UInt8(hi & 0xF) << 4, toByteOffset: 6 + j, as: UInt8.self)
+        qh |= ((lo & 0x10) >> 4) << UInt32(j)
+        qh |= ((hi & 0x10) >> 4) << UInt32(j + 16)
+    }
+    out.storeBytes(of: qh, toByteOffset: 2, as: UInt32.self)
+}
+
+/// Q4_K: 8 sub-blocks of 32 values, each y = d*sc*q - dmin*m with q in 0...15. Per sub-block
+/// the scale is (max - min) / 15 and the offset -min (min clamped to <= 0); the 8 scales and
+/// 8 offsets are then quantized to 6 bits against the block's d and dmin (largest / 63).
+func quantizeBlockQ4_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    var scales = [Float](repeating: 0, count: 8), mins = [Float](repeating: 0, count: 8)
+    for j in 0..<8 {
+        var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+        for l in 0..<32 { let v = x[32 * j + l].isFinite ? x[32 * j + l] : 0; lo = min(lo, v); hi = max(hi, v) }
+        lo = min(lo, 0)
+        scales[j] = (hi - lo) / 15
+        mins[j] = -lo
+    }
+    let maxScale = scales.max() ?? 0, maxMin = mins.max() ?? 0
+    let d = Float(Float16(maxScale / 63)), dmin = Float(Float16(maxMin / 63))
+    var ls = [UInt8](repeating: 0, count: 8), lm = [UInt8](repeating: 0, count: 8)
+    for j in 0..<8 {
+        ls[j] = d > 0 ? UInt8(min(63, max(0, (scales[j] / d).rounded()))) : 0
+        lm[j] = dmin > 0 ? UInt8(min(63, max(0, (mins[j] / dmin).rounded()))) : 0
+    }
+    out.storeBytes(of: Float16(d).bitPattern, toByteOffset: 0, as: UInt16.self)
+    out.storeBytes(of: Float16(dmin).bitPattern, toByteOffset: 2, as: UInt16.self)
+    var packed = [UInt8](repeating: 0, count: 12)
+    for j in 0..<8 {
+        if j < 4 {
+            packed[j] = ls[j]
+            packed[j + 4] = lm[j]
+        } else {
+            packed[j + 4] = (ls[j] & 0xF) | (lm[j] & 0xF) << 4
+            packed[j - 4] |= (ls[j] >> 4) << 6
+            packed[j] |= (lm[j] >> 4) << 6
+        }
+    }
+    for i in 0..<12 { out.storeBytes(of: packed[i], toByteOffset: 4 + i, as: UInt8.self) }
+    var q = [UInt8](repeating: 0, count: 256)
+    for j in 0..<8 {
+        let dl = d * Float(ls[j]), ml = dmin * Float(lm[j])
+        let inv: Float = dl == 0 ? 0 : 1 / dl
+        for l in 0..<32 {
+            let v = x[32 * j + l].isFinite ? x[32 * j + l] : 0
+            let t = ((v + ml) * inv).rounded()
+            q[32 * j + l] = t >= 15 ? 15 : t > 0 ? UInt8(t) : 0
+        }
+    }
+    for j in 0..<4 {
+        for l in 0..<32 {
+            out.storeBytes(of: q[64 * j + l] | q[64 * j + 32 + l] << 4, toByteOffset: 16 + 32 * j + l, as: UInt8.self)
+        }
+    }
+}
+
+/// Q6_K: 16 sub-blocks of 16 values, y = d*sc*q with q in -32...31 and sc an int8. Per
+/// sub-block the scale is (value of largest magnitude) / -32 (so that value maps to -32
+/// exactly, as ggml's absmax choice does); the 16 scales are quantized to int8 against
+/// d = (largest scale magnitude) / 127.
+func quantizeBlockQ6_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    var scales = [Float](repeating: 0, count: 16)
+    var maxAbs: Float = 0
+    for j in 0..<16 {
+        var amax: Float = 0, vmax: Float = 0
+        for l in 0..<16 where x[16 * j + l].isFinite && abs(x[16 * j + l]) > amax {
+            amax = abs(x[16 * j + l])
+            vmax = x[16 * j + l]
+        }
+        scales[j] = vmax / -32
+        maxAbs = max(maxAbs, abs(scales[j]))
+    }
+    let d = Float(Float16(maxAbs / 127))
+    var sc = [Int8](repeating: 0, count: 16)
+    for j in 0..<16 { sc[j] = d > 0 ? Int8(min(127, max(-127, (scales[j] / d).rounded()))) : 0 }
+    var q = [UInt8](repeating: 32, count: 256)
+    for j in 0..<16 {
+        let dl = d * Float(sc[j])
+        let inv: Float = dl == 0 ? 0 : 1 / dl
+        for l in 0..<16 {
+            let v = x[16 * j + l].isFinite ? x[16 * j + l] : 0
+            let t = (v * inv).rounded()
+            q[16 * j + l] = UInt8(Int(t < -32 ? -32 : t > 31 ? 31 : t) + 32)
+        }
+    }
+    for h in 0..<2 {
+        let base = 128 * h
+        for l in 0..<32 {
+            let q0 = q[base + l], q1 = q[base + l + 32], q2 = q[base + l + 64], q3 = q[base + l + 96]
+            out.storeBytes(of: (q0 & 0xF) | (q2 & 0xF) << 4, toByteOffset: 64 * h + l, as: UInt8.self)
+            out.storeBytes(of: (q1 & 0xF) | (q3 & 0xF) << 4, toByteOffset: 64 * h + l + 32, as: UInt8.self)
+            out.storeBytes(of: (q0 >> 4) | (q1 >> 4) << 2 | (q2 >> 4) << 4 | (q3 >> 4) << 6, toByteOffset: 128 + 32 * h + l, as: UInt8.self)
+        }
+    }
+    for j in 0..<16 { out.storeBytes(of: sc[j], toByteOffset: 192 + j, as: Int8.self) }
+    out.storeBytes(of: Float16(d).bitPattern, toByteOffset: 208, as: UInt16.self)
 }
 
 extension WeightMatrix {

@@ -15,21 +15,34 @@ public enum ModelPresets {
     /// One named config.
     public struct Preset: Sendable {
         public let name: String
-        public let make: @Sendable () throws -> GemmaConfig
+        /// The config.json object (Gemma 4: the text_config nested as published).
+        let make: @Sendable () -> [String: Any]
     }
 
     /// Every preset, in the order `names` lists them.
-    static let all: [Preset] = gemma4Presets
+    static let all: [Preset] = gemma3Presets + gemma4Presets
 
     /// Preset names, accepted case-insensitively and without the "gemma-4-" prefix.
     public static var names: [String] { all.map(\.name) }
 
+    /// The preset a user's spelling names: case-insensitive, "gemma-4-" may be left out.
+    static func preset(named name: String) -> Preset? {
+        let key = name.lowercased()
+        return all.first { $0.name == key || $0.name == "gemma-4-" + key }
+    }
+
+    /// The canonical name of a preset; nil for an unknown name.
+    public static func canonicalName(_ name: String) -> String? { preset(named: name)?.name }
+
     /// The config of a preset; nil for an unknown name.
     public static func config(named name: String) throws -> GemmaConfig? {
-        let key = name.lowercased()
-        guard let preset = all.first(where: { $0.name == key || $0.name == "gemma-4-" + key }) else { return nil }
-        return try preset.make()
+        guard let d = dictionary(named: name) else { return nil }
+        return try GemmaConfig(configDictionary: d)
     }
+
+    /// The config.json object of a preset, for callers that change a field before decoding
+    /// (`synth --layers`); nil for an unknown name.
+    public static func dictionary(named name: String) -> [String: Any]? { preset(named: name)?.make() }
 
     /// Attention kinds of consecutive layers: `sliding` sliding-window layers then `full`
     /// full-attention layers, repeated for as many layers as the model has.
@@ -57,19 +70,19 @@ public enum ModelPresets {
 
     static let gemma4Presets: [Preset] = [
         Preset(name: "gemma-4-e2b") {
-            try gemma4Config(hidden: 1536, intermediate: 6144, layers: 35, heads: 8, kvHeads: 1, pattern: LayerPattern(sliding: 4, full: 1),
+            gemma4Config(hidden: 1536, intermediate: 6144, layers: 35, heads: 8, kvHeads: 1, pattern: LayerPattern(sliding: 4, full: 1),
                        perLayerInput: 256, kvSharedLayers: 20, doubleWideMLP: true, window: 512, context: 131072)
         },
         Preset(name: "gemma-4-e4b") {
-            try gemma4Config(hidden: 2560, intermediate: 10240, layers: 42, heads: 8, kvHeads: 2, pattern: LayerPattern(sliding: 5, full: 1),
+            gemma4Config(hidden: 2560, intermediate: 10240, layers: 42, heads: 8, kvHeads: 2, pattern: LayerPattern(sliding: 5, full: 1),
                        perLayerInput: 256, kvSharedLayers: 18, window: 512, context: 131072)
         },
         Preset(name: "gemma-4-31b") {
-            try gemma4Config(hidden: 5376, intermediate: 21504, layers: 60, heads: 32, kvHeads: 16, pattern: LayerPattern(sliding: 5, full: 1),
+            gemma4Config(hidden: 5376, intermediate: 21504, layers: 60, heads: 32, kvHeads: 16, pattern: LayerPattern(sliding: 5, full: 1),
                        globalKVHeads: 4, kEqV: true, window: 1024, context: 262144)
         },
         Preset(name: "gemma-4-26b-a4b") {
-            try gemma4Config(hidden: 2816, intermediate: 2112, layers: 30, heads: 16, kvHeads: 8, pattern: LayerPattern(sliding: 5, full: 1),
+            gemma4Config(hidden: 2816, intermediate: 2112, layers: 30, heads: 16, kvHeads: 8, pattern: LayerPattern(sliding: 5, full: 1),
                        globalKVHeads: 2, kEqV: true, window: 1024, context: 262144, moe: Gemma4MoE(experts: 128, topK: 8, width: 704))
         },
     ]
@@ -78,7 +91,7 @@ public enum ModelPresets {
     /// proportional RoPE on full layers, final soft-cap 30, tied embeddings.
     static func gemma4Config(hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, pattern: LayerPattern,
                        globalKVHeads: Int? = nil, perLayerInput: Int = 0, kvSharedLayers: Int = 0, doubleWideMLP: Bool = false,
-                       kEqV: Bool = false, window: Int, context: Int, moe: Gemma4MoE? = nil) throws -> GemmaConfig {
+                       kEqV: Bool = false, window: Int, context: Int, moe: Gemma4MoE? = nil) -> [String: Any] {
         var text: [String: Any] = [
             "model_type": "gemma4_text",
             "vocab_size": 262144,
@@ -117,12 +130,12 @@ public enum ModelPresets {
             text["top_k_experts"] = moe.topK
             text["moe_intermediate_size"] = moe.width
         }
-        return try GemmaConfig(configDictionary: [
+        return [
             "architectures": ["Gemma4ForConditionalGeneration"],
             "model_type": "gemma4",
             "text_config": text,
             "tie_word_embeddings": true,
             "eos_token_id": [1, 106],
-        ])
+        ]
     }
 }

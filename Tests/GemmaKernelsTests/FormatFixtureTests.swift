@@ -144,13 +144,67 @@ enum FixtureError: Error { case bad(String) }
         }
     }
 
+    /// The synthetic-model quantizers (Q5_0, Q4_K, Q6_K) against the existing dequantizers, on
+    /// normal values whose scale changes from block to block. Bounds per block, from the
+    /// formats: Q5_0 |err| <= d + 16 * |d - f16(d)|, d = amax / 16 (as Q4_0: the value opposite
+    /// the extreme may clamp by one step). Q4_K (sub-block scale s = (max - min) / 15, block
+    /// d = max s / 63, dmin = max offset / 63): |err| <= s / 2 + 8 d + dmin, rounding plus the
+    /// 6-bit rounding of the scale (up to d / 2 over 15 steps) and of the offset. Q6_K (s = amax
+    /// / 32, d = max s / 127): |err| <= s + 17 d, one step (the value opposite the extreme may
+    /// clamp from 32 to 31, as in Q4_0) plus the int8 rounding of the scale over 32 steps. And relative RMS error below 0.06 / 0.12 / 0.03 (uniform rounding of
+    /// a Gaussian block gives ~0.04 / ~0.08 / ~0.02).
+    @Test(arguments: [WeightType.q5_0, .q4_K, .q6_K])
+    func synthQuantizersRoundTrip(_ type: WeightType) throws {
+        var rng = SplitMix64(seed: 12)
+        let n = 256 * 64
+        let x = (0..<n).map { i in rng.normal() * Float(1 << (i / 256 % 10)) / 64 }
+        var q = [UInt8](repeating: 0, count: type.rowBytes(n)!)
+        var y = [Float](repeating: 0, count: n)
+        try x.withUnsafeBufferPointer { xp in try q.withUnsafeMutableBytes { try quantize(type, xp.baseAddress!, count: n, into: $0.baseAddress!) } }
+        q.withUnsafeBytes { qp in y.withUnsafeMutableBufferPointer { dequantize(type, qp.baseAddress!, count: n, into: $0.baseAddress!) } }
+        var errSq = 0.0, sigSq = 0.0
+        for b in 0..<n / 256 {
+            let sub = type == .q5_0 ? 32 : type == .q4_K ? 32 : 16
+            let blockRange = 256 * b..<256 * b + 256
+            var scales: [Float] = [], offsets: [Float] = []
+            for s in stride(from: blockRange.lowerBound, to: blockRange.upperBound, by: sub) {
+                let v = x[s..<s + sub]
+                switch type {
+                case .q4_K:
+                    let lo = min(v.min()!, 0)
+                    scales.append((v.max()! - lo) / 15); offsets.append(-lo)
+                default:
+                    scales.append(v.map(abs).max()! / (type == .q5_0 ? 16 : 32))
+                }
+            }
+            for (k, s) in stride(from: blockRange.lowerBound, to: blockRange.upperBound, by: sub).enumerated() {
+                let bound: Float
+                switch type {
+                case .q5_0: bound = scales[k] + 16 * abs(scales[k] - Float(Float16(scales[k])))
+                case .q4_K: bound = scales[k] / 2 + 8 * scales.max()! / 63 + offsets.max()! / 63
+                default: bound = scales[k] + 17 * scales.max()! / 127
+                }
+                let worst = (s..<s + sub).map { abs(x[$0] - y[$0]) }.max()!
+                #expect(worst <= bound * 1.01, "\(type) sub-block at \(s): error \(worst) > bound \(bound)")
+                for i in s..<s + sub {
+                    errSq += Double((x[i] - y[i]) * (x[i] - y[i])) / Double(scales.max()! * scales.max()!)
+                    sigSq += Double(x[i] * x[i]) / Double(scales.max()! * scales.max()!)
+                }
+            }
+        }
+        let rel = (errSq / sigSq).squareRoot()
+        let limit = type == .q5_0 ? 0.06 : type == .q4_K ? 0.12 : 0.03
+        print("\(type) round trip: relative RMS error \(rel)")
+        #expect(rel < limit, "\(type): relative RMS error \(rel) >= \(limit)")
+    }
+
     @Test func quantizeRejectsBadInput() {
         let x = [Float](repeating: 1, count: 40)
         var out = [UInt8](repeating: 0, count: 100)
         x.withUnsafeBufferPointer { xp in
             out.withUnsafeMutableBytes { o in
                 #expect(throws: QuantizeError.notBlockAligned(.q8_0, 40)) { try quantize(.q8_0, xp.baseAddress!, count: 40, into: o.baseAddress!) }
-                #expect(throws: QuantizeError.unsupported(.q4_K)) { try quantize(.q4_K, xp.baseAddress!, count: 0, into: o.baseAddress!) }
+                #expect(throws: QuantizeError.unsupported(.q5_K)) { try quantize(.q5_K, xp.baseAddress!, count: 0, into: o.baseAddress!) }
             }
         }
         // NaN in a checkpoint must not trap the quantizer.
@@ -160,6 +214,20 @@ enum FixtureError: Error { case bad(String) }
             out.withUnsafeMutableBytes { o in
                 #expect(throws: Never.self) { try quantize(.q8_0, xp.baseAddress!, count: 32, into: o.baseAddress!) }
                 #expect(throws: Never.self) { try quantize(.q4_0, xp.baseAddress!, count: 32, into: o.baseAddress!) }
+                #expect(throws: Never.self) { try quantize(.q5_0, xp.baseAddress!, count: 32, into: o.baseAddress!) }
+            }
+        }
+        var badK = [Float](repeating: 1, count: 256)
+        badK[7] = .nan
+        badK[100] = .infinity
+        badK.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBytes { o in
+                var big = [UInt8](repeating: 0, count: 210)
+                big.withUnsafeMutableBytes { b in
+                    #expect(throws: Never.self) { try quantize(.q4_K, xp.baseAddress!, count: 256, into: b.baseAddress!) }
+                    #expect(throws: Never.self) { try quantize(.q6_K, xp.baseAddress!, count: 256, into: b.baseAddress!) }
+                }
+                _ = o
             }
         }
     }

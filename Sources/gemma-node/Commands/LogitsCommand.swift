@@ -26,6 +26,9 @@ struct LogitsCommand: ParsableCommand {
     @Option(help: "Print only the K largest logits per position as {\"id\", \"logit\"} pairs.")
     var top: Int?
 
+    @Flag(name: .customLong("layer-rms"), help: "Also print the RMS of the hidden state after the embedding and after each layer (the last entry: after the final norm), over the prompt's positions.")
+    var layerRMS = false
+
     func validate() throws {
         _ = try TokenList.parse(tokens)
         if let top, top < 1 { throw ValidationError("--top must be at least 1, got \(top)") }
@@ -35,10 +38,21 @@ struct LogitsCommand: ParsableCommand {
         let ids = try TokenList.parse(tokens)
         try ClusterSession.run(link: try linkOptions.link()) { comm in
             let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
+            // The residual stream is whole on every rank after each layer's all-reduce.
+            var rms: [Double] = []
+            if layerRMS {
+                model.hiddenStateObserver = { index, values in
+                    if index == 0 { rms.removeAll() }
+                    var sum = 0.0
+                    for v in values { sum += Double(v) * Double(v) }
+                    rms.append((sum / Double(max(1, values.count))).squareRoot())
+                }
+            }
             guard let rows = try gatherFullLogits(model: model, comm: comm, tokens: ids, allPositions: all) else { return }
             let json = JSONText()
             json.object {
                 json.key("tokens"); json.ints(ids.map(Int.init))
+                if layerRMS { json.key("layer_rms"); json.floats(rms.map(Float.init)) }
                 json.key("positions")
                 json.array(rows) { row in
                     json.object {
