@@ -22,13 +22,19 @@ public struct GemmaLoadOptions: Sendable {
     /// Re-encode safetensors matrices on load (`--quant q8_0|q4_0`); nil keeps the stored dtype.
     /// GGUF files refuse it (their tensors are already encoded).
     public var quantize: WeightType?
+    /// One positive share per rank (`--split`): rank r gets about split[r] / sum(split) of the
+    /// query heads, MLP columns, vocabulary and KV cache (ShardPlan's uneven split); nil is the
+    /// even split.
+    public var split: [Double]?
 
-    public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil) {
+    public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil,
+                split: [Double]? = nil) {
         self.maxContext = maxContext
         self.slots = slots
         self.maxBatchTokens = maxBatchTokens
         self.threads = threads
         self.quantize = quantize
+        self.split = split
     }
 }
 
@@ -46,11 +52,12 @@ public enum GemmaLoadError: Error, CustomStringConvertible, Equatable {
 
 extension ShardPlan {
     /// The plan of a config over `ranks` ranks. `mlpAlign` > 1 (block-quantized down_proj)
-    /// allows uneven MLP shards of whole blocks (GEMMA_SPEC A3.1).
-    public init(config c: GemmaConfig, ranks: Int, mlpAlign: Int = 1) throws {
+    /// allows uneven MLP shards of whole blocks (GEMMA_SPEC A3.1). `split` (one share per
+    /// rank) asks for the uneven split in those shares instead of the even one.
+    public init(config c: GemmaConfig, ranks: Int, mlpAlign: Int = 1, split: [Double]? = nil) throws {
         // Per-layer shapes: uniform for Gemma 1-3; Gemma 4 head dims, KV heads, MLP widths per layer.
         try self.init(ranks: ranks, vocabSize: c.vocabSize, layers: c.layerDims,
-                      mlpAlign: mlpAlign, allowUnevenMLP: mlpAlign > 1)
+                      mlpAlign: mlpAlign, allowUnevenMLP: mlpAlign > 1, weights: split)
     }
 }
 
@@ -81,7 +88,7 @@ extension GemmaShard {
         if isDirectory.boolValue {
             let config = try GemmaConfig.load(directory: path)
             try config.checkSupported()
-            let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: options.quantize?.blockSize ?? 1)
+            let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: options.quantize?.blockSize ?? 1, split: options.split)
             try checkOptions(options)
             if let q = options.quantize, ![.q8_0, .q4_0, .f16, .bf16, .f32].contains(q) {
                 throw ModelLoadError.unsupportedQuantizeType(q.description)
@@ -96,7 +103,7 @@ extension GemmaShard {
         if options.quantize != nil { throw ModelLoadError.quantizeNeedsSafetensors(path.path) }
         let source = try GGUFWeightSource(file: file, config: config)
         let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
-        let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: align)
+        let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: align, split: options.split)
         try checkOptions(options)
         return try build(config: config, plan: plan, source: source, comm: comm, options: options,
                          stopTokens: source.stopTokenIds(config: config))

@@ -43,10 +43,10 @@ public struct ShardReport: Codable, Sendable, Equatable {
 
     /// Plans `ranks` ranks for the model in `directory`; throws the plan's reason when the
     /// model cannot be split, and the loader's errors for a broken checkpoint.
-    public init(directory: URL, ranks: Int, maxBatchTokens: Int = 512) throws {
+    public init(directory: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil) throws {
         let config = try GemmaConfig.load(directory: directory)
         try config.checkSupported()
-        let plan = try ShardPlan(config: config, ranks: ranks)
+        let plan = try ShardPlan(config: config, ranks: ranks, split: split)
         let archive = try SafetensorsArchive(directory: directory)
         let names = try TensorTable.resolve(config: config, names: archive.tensors.mapValues(\.shape))
         var table = TensorTable.table(for: config)
@@ -63,13 +63,13 @@ public struct ShardReport: Codable, Sendable, Equatable {
 
     /// Plans a GGUF file from its metadata and tensor headers (no weight is read): the same
     /// config, table check and block-aligned plan the loader uses, bytes in each tensor's own type.
-    public init(gguf path: URL, ranks: Int, maxBatchTokens: Int = 512) throws {
+    public init(gguf path: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil) throws {
         let file = try GGUFFile(path: path.path)
         let config = try GemmaConfig(gguf: file)
         try config.checkSupported()
         let source = try GGUFWeightSource(file: file, config: config)
         let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
-        let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align)
+        let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align, split: split)
         var table = TensorTable.table(for: config)
         if source.has(.lmHead) {
             table += TensorTable.specs(for: config).filter { $0.tensor == .lmHead }
@@ -88,7 +88,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// matrix stored as `weightType` (a tensor whose rows are not whole blocks of it falls back
     /// to Q8_0, as llama.cpp's quantizer does), vectors as f32. Row-parallel splits are made of
     /// whole blocks (uneven when needed, GEMMA_SPEC A3.1).
-    public init(config: GemmaConfig, ranks: Int, weightType: WeightType, maxBatchTokens: Int = 512) throws {
+    public init(config: GemmaConfig, ranks: Int, weightType: WeightType, maxBatchTokens: Int = 512, split: [Double]? = nil) throws {
         try config.checkSupported(planning: true)
         func stored(_ spec: TensorSpec) -> WeightType {
             guard spec.shape.count >= 2 else { return .f32 }
@@ -102,7 +102,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
         }
         let table = TensorTable.table(for: config)
         let align = table.filter { if case .downProj = $0.tensor { return true } else { return false } }.map { stored($0).blockSize }.max() ?? 1
-        let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align)
+        let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align, split: split)
         let types = Set(table.map { stored($0).description })
         let total = table.reduce(0) { $0 + bytes($1, $1.shape.reduce(1, *)) }
         self.init(config: config, plan: plan, table: table, dtypes: types.sorted(), totalWeightBytes: total,

@@ -24,6 +24,22 @@ struct LinkOptions: ParsableArguments {
     func validate() throws { _ = try link() }
 }
 
+/// `--split W0,W1,...`: one positive share per rank, in rank order.
+enum SplitOption {
+    static let help: ArgumentHelp = "Uneven split: one share per rank, e.g. 2,1,1 (rank 0 gets half of the heads, MLP columns, vocabulary and KV cache). Any rank count; default: even."
+
+    /// The shares, nil when not given; an error naming the flag for anything else.
+    static func parse(_ text: String?) throws -> [Double]? {
+        guard let text else { return nil }
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+        let shares = parts.map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !shares.isEmpty, shares.allSatisfy({ $0 != nil && $0!.isFinite && $0! > 0 }) else {
+            throw ValidationError("--split must be positive numbers separated by commas, one per rank (e.g. 2,1,1), got \(text)")
+        }
+        return shares.map { $0! }
+    }
+}
+
 /// Which model to load and how much compute each rank may use.
 struct ModelOptions: ParsableArguments {
     @Option(name: [.short, .customLong("model")],
@@ -39,6 +55,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("quant"),
             help: "Re-encode a safetensors model's matrices on load: q8_0, q4_0, f16, bf16 or f32 (GGUF files are already encoded).")
     var quant: String?
+
+    @Option(name: .customLong("split"), help: SplitOption.help)
+    var split: String?
 
     /// The `--quant` type, nil when not given.
     var quantizeType: WeightType? {
@@ -57,19 +76,20 @@ struct ModelOptions: ParsableArguments {
     /// command's own (serve's --parallel and --batch-tokens).
     func loadOptions(slots: Int = 1, maxBatchTokens: Int = 512) -> GemmaLoadOptions {
         Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
-                         maxBatchTokens: maxBatchTokens)
+                         maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil)
     }
 
     /// Load options from flag values, for commands with flags of their own (bench).
     static func loadOptions(maxContext: Int, threads: Int, quantize: WeightType? = nil, slots: Int = 1,
-                            maxBatchTokens: Int = 512) -> GemmaLoadOptions {
+                            maxBatchTokens: Int = 512, split: [Double]? = nil) -> GemmaLoadOptions {
         GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
-                         quantize: quantize)
+                         quantize: quantize, split: split)
     }
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
+        _ = try SplitOption.parse(split)
         if let quant, quantizeType.map({ [.q8_0, .q4_0, .f16, .bf16, .f32].contains($0) }) != true {
             throw ValidationError("--quant must be q8_0, q4_0, f16, bf16 or f32, got \(quant)")
         }

@@ -39,11 +39,12 @@ enum Feeding: Sendable, Equatable { case prefill, decode, twoChunks, chunksOf(In
 /// position (slices concatenated in rank order) and the 16 greedy tokens that follow.
 /// `model` overrides where the weights come from (e.g. a GGUF conversion of the fixture).
 func runFixture(_ name: String, ranks: Int, feeding: Feeding, greedySteps: Int = 16, maxBatchTokens: Int = 16,
-                model modelPath: URL? = nil) throws -> (logits: [[Float]], greedy: [Int32]) {
+                model modelPath: URL? = nil, split: [Double]? = nil) throws -> (logits: [[Float]], greedy: [Int32]) {
     let expected = try Expected(name)
     let dir = modelPath ?? hfFixtures.appendingPathComponent(name)
     let results = try LocalCommunicator.run(ranks: ranks) { comm -> ([[Float]], [Int32], Range<Int>) in
-        let model = try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens))
+        let model = try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens,
+                                                                                       split: split))
         let tokens = expected.promptTokens
         let steps: [Range<Int>]
         switch feeding {
@@ -115,6 +116,23 @@ struct FixtureTests {
         print("fixture \(fixture) ranks \(ranks) prefill: max |logit diff| \(diff)")
         #expect(diff <= logitTolerance, "\(fixture) at \(ranks) ranks: max |logit diff| \(diff)")
         #expect(greedy == expected.greedyTokens, "\(fixture) at \(ranks) ranks")
+    }
+
+    /// Uneven splits (`--split`): 3 ranks (which divides no head count here), and shares
+    /// that give one rank most of the model. The fixtures have 4 query heads, 1 or 2 KV heads,
+    /// MLP 64-128 and vocabulary 256, so some ranks hold one head whose KV head another rank
+    /// also holds. Same tolerance and greedy tokens as the even split.
+    @Test(arguments: ["gemma1_mqa", "gemma2_softcap", "gemma3_pattern", "gemma4_e_style", "gemma4_dense_keqv", "gemma4_moe"],
+          [[1.0, 1.0, 1.0], [3.0, 1.0], [1.0, 2.0, 1.0], [5.0, 1.0, 1.0, 1.0]])
+    func unevenSplitsMatchTransformers(fixture: String, split: [Double]) throws {
+        let expected = try Expected(fixture)
+        for feeding in [Feeding.prefill, .decode] {
+            let (logits, greedy) = try runFixture(fixture, ranks: split.count, feeding: feeding, split: split)
+            let diff = maxAbsDiff(logits, expected.logits)
+            #expect(logits.count == expected.logits.count && logits.first?.count == expected.logits.first?.count)
+            #expect(diff <= logitTolerance, "\(fixture) split \(split) \(feeding): max |logit diff| \(diff)")
+            #expect(greedy == expected.greedyTokens, "\(fixture) split \(split) \(feeding)")
+        }
     }
 
     @Test(arguments: gemma123Fixtures, [1, 2, 4])

@@ -38,6 +38,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context per slot (0 = prompt + generated tokens).")
     var ctxSize: Int = 0
 
+    @Option(name: .customLong("split"), help: SplitOption.help)
+    var split: String?
+
     @Option(name: .customLong("bandwidth-mib"), help: "Buffer streamed by the bandwidth probe, MiB over all ranks (0 = skip).")
     var bandwidthMiB: Int = 1024
 
@@ -54,6 +57,7 @@ struct BenchCommand: ParsableCommand {
         if repetitions < 1 { throw ValidationError("-r/--repetitions must be at least 1, got \(repetitions)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
         if bandwidthMiB < 0 { throw ValidationError("--bandwidth-mib must be 0 or positive, got \(bandwidthMiB)") }
+        _ = try SplitOption.parse(split)
     }
 
     var modelPath: String { model ?? DefaultModel.path().path }
@@ -64,7 +68,8 @@ struct BenchCommand: ParsableCommand {
             let threadCount = threads ?? HostInfo.availableCores
             // Context for prompt + generated tokens + the token sampled last (never fed back).
             let context = ctxSize > 0 ? ctxSize : nPrompt + nGen + 2
-            let options = ModelOptions.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt))
+            let options = ModelOptions.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt),
+                                                   split: try SplitOption.parse(split))
             _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount)
             // Load time without the handshake (comparable with earlier runs).
             let loadStart = benchNow()

@@ -17,8 +17,15 @@ struct InspectCommand: ParsableCommand {
             help: "Hugging Face model directory to plan. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M.")
     var model: String?
 
-    @Option(name: .customLong("ranks"), help: "Number of ranks to plan for.")
-    var ranks: Int = 1
+    @Option(name: .customLong("ranks"), help: "Number of ranks to plan for (default: the number of --split shares, else 1).")
+    var ranksOption: Int?
+
+    @Option(name: .customLong("split"), help: SplitOption.help)
+    var split: String?
+
+    /// --ranks, else one rank per --split share, else 1.
+    var ranks: Int { ranksOption ?? ((try? SplitOption.parse(split))??.count ?? 1) }
+    var shares: [Double]? { (try? SplitOption.parse(split)) ?? nil }
 
     @Option(name: .customLong("batch"), help: "Tokens per step (sizes the sliding-window KV ring).")
     var batch: Int = 512
@@ -41,6 +48,10 @@ struct InspectCommand: ParsableCommand {
 
     func validate() throws {
         if ranks < 1 { throw ValidationError("--ranks must be at least 1, got \(ranks)") }
+        if let shares = try SplitOption.parse(split), shares.count != ranks {
+            throw ValidationError("--split has \(shares.count) shares but --ranks is \(ranks): give one share per rank")
+        }
+        if split != nil && fitGB != nil { throw ValidationError("--fit chooses its own split; leave out --split") }
         if batch < 1 { throw ValidationError("--batch must be at least 1, got \(batch)") }
         if Self.weightType(quant) == nil { throw ValidationError("--quant must be q4_k, q8_0 or bf16, got \(quant)") }
         if let fitGB, !(fitGB > 0) { throw ValidationError("--fit must be a positive number of GB") }
@@ -88,7 +99,7 @@ struct InspectCommand: ParsableCommand {
             }
         } else {
             do {
-                report = try ShardReport(config: config, ranks: ranks, weightType: type, maxBatchTokens: batch)
+                report = try ShardReport(config: config, ranks: ranks, weightType: type, maxBatchTokens: batch, split: shares)
             } catch {
                 throw InspectError(message: "cannot plan \(name) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
             }
@@ -116,8 +127,8 @@ struct InspectCommand: ParsableCommand {
         let report: ShardReport
         do {
             let url = URL(fileURLWithPath: path)
-            report = isDirectory.boolValue ? try ShardReport(directory: url, ranks: ranks, maxBatchTokens: batch)
-                                           : try ShardReport(gguf: url, ranks: ranks, maxBatchTokens: batch)
+            report = isDirectory.boolValue ? try ShardReport(directory: url, ranks: ranks, maxBatchTokens: batch, split: shares)
+                                           : try ShardReport(gguf: url, ranks: ranks, maxBatchTokens: batch, split: shares)
         } catch {
             throw InspectError(message: "cannot plan \(path) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
         }
