@@ -195,12 +195,11 @@ def main():
               f"{r['compute_ms']:.2f} / {r['allreduce_ms']:.2f} / {r['sampling_ms']:.2f} | "
               f"{r['allreduces_per_token']:.0f} x {r['allreduce_bytes_per_token'] / max(r['allreduces_per_token'], 1):.0f} | "
               f"{r['peak_rss_mib_max']:.0f} | {p if p is None else round(p, 2)} |")
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"
     for m, f in model.items():
-        e = f["held_out_median_error"]
         print(f"\n{m}: t = {f['c_ms']:.2f}/N + {f['s_ms']:.2f} + {f['k_ms']:.2f} (N-1) ms + all-reduces; fitted on "
-              f"{', '.join(f['fit_links'])}; held-out error median {e if e is None else f'{100 * e:.1f}%'}, "
-              f"max {f['held_out_max_error'] if f['held_out_max_error'] is None else f'{100 * f['held_out_max_error']:.1f}%'} "
-              f"over {f['held_out_points']} points")
+              f"{', '.join(f['fit_links'])}; held-out error median {pct(f['held_out_median_error'])}, "
+              f"max {pct(f['held_out_max_error'])} over {f['held_out_points']} points")
     if args.fit_out:
         with open(args.fit_out, "w") as f:
             json.dump(model, f, indent=1)

@@ -86,13 +86,16 @@ public final class EmulatedLinkCommunicator: Communicator, @unchecked Sendable {
     public var rank: Int { inner.rank }
     public var size: Int { inner.size }
 
-    /// Waits `seconds`: sleeps all but the last 100 us (nanosleep overshoots by tens of
-    /// microseconds), then spins to the deadline.
+    /// Waits `seconds`. Waits up to 2 ms spin the whole time: a sleeping vCPU can take a
+    /// few hundred microseconds to wake on a virtual machine, which made short holds 2-10x
+    /// too long (docs/SCALING.md). Longer waits sleep all but their last millisecond, then
+    /// spin to the deadline. Spinning keeps the core busy, so ranks that share cores
+    /// (more ranks than cores) slow each other more than real network waits would.
     private func hold(_ seconds: Double) {
         guard seconds > 0 else { return }
         heldSeconds += seconds
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
-        let sleepNanos = Int64(seconds * 1e9) - 100_000
+        let sleepNanos = seconds <= 0.002 ? 0 : Int64(seconds * 1e9) - 1_000_000
         if sleepNanos > 0 {
             var request = timespec(tv_sec: Int(sleepNanos / 1_000_000_000), tv_nsec: Int(sleepNanos % 1_000_000_000))
             var remaining = timespec()
