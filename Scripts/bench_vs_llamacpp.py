@@ -29,11 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def default_model():
-    env = os.environ.get("GEMMA_NODE_MODEL")
-    if env:
-        return env
-    return os.path.join(os.path.expanduser("~"), ".cache", "gemma-node", "gemma-3-270m-q4_k_m.gguf")
 
 
 def llama_worker(args):
@@ -110,7 +105,7 @@ def run_ours(args, threads, ranks=1, n_gen=None, reps=None, bandwidth=True):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=default_model())
+    ap.add_argument("--model", default=_venv.default_model())
     ap.add_argument("--gemma-node", default=os.path.join(ROOT, ".build-perf", "release", "gemma-node"))
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison")
     ap.add_argument("--reps", type=int, default=5, help="repetitions inside each run (median taken)")

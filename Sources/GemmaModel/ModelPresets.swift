@@ -61,6 +61,25 @@ public enum ModelPresets {
         }
     }
 
+    /// The text-decoder fields every Gemma preset shares (sizes, vocabulary 262144, tanh GELU,
+    /// eps 1e-6, tied embeddings, no attention bias, BOS 2, PAD 0); each family adds its own.
+    static func textDecoder(hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int) -> [String: Any] {
+        [
+            "vocab_size": 262144,
+            "hidden_size": hidden,
+            "intermediate_size": intermediate,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kvHeads,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "rms_norm_eps": 1e-06,
+            "tie_word_embeddings": true,
+            "attention_bias": false,
+            "bos_token_id": 2,
+            "pad_token_id": 0,
+        ]
+    }
+
     // MARK: Gemma 4
 
     /// MoE block sizes of a Gemma 4 preset.
@@ -92,14 +111,9 @@ public enum ModelPresets {
     static func gemma4Config(hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, pattern: LayerPattern,
                        globalKVHeads: Int? = nil, perLayerInput: Int = 0, kvSharedLayers: Int = 0, doubleWideMLP: Bool = false,
                        kEqV: Bool = false, window: Int, context: Int, moe: Gemma4MoE? = nil) -> [String: Any] {
-        var text: [String: Any] = [
+        var text = textDecoder(hidden: hidden, intermediate: intermediate, layers: layers, heads: heads, kvHeads: kvHeads)
+        text.merge([
             "model_type": "gemma4_text",
-            "vocab_size": 262144,
-            "hidden_size": hidden,
-            "intermediate_size": intermediate,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": kvHeads,
             "head_dim": 256,
             "global_head_dim": 512,
             "hidden_size_per_layer_input": perLayerInput,
@@ -109,20 +123,14 @@ public enum ModelPresets {
             "sliding_window": window,
             "max_position_embeddings": context,
             "layer_types": pattern.layerTypes(layers: layers).map(\.rawValue),
-            "hidden_activation": "gelu_pytorch_tanh",
-            "rms_norm_eps": 1e-06,
             "final_logit_softcapping": 30.0,
-            "tie_word_embeddings": true,
-            "attention_bias": false,
-            "bos_token_id": 2,
             "eos_token_id": 1,
-            "pad_token_id": 0,
             "rope_parameters": [
                 LayerType.full.rawValue: ["partial_rotary_factor": 0.25, "rope_theta": 1000000.0, "rope_type": "proportional"] as [String: Any],
                 LayerType.sliding.rawValue: ["rope_theta": 10000.0, "rope_type": "default"] as [String: Any],
             ],
             "enable_moe_block": moe != nil,
-        ]
+        ] as [String: Any]) { _, new in new }
         if let globalKVHeads { text["num_global_key_value_heads"] = globalKVHeads }
         if perLayerInput > 0 { text["vocab_size_per_layer_input"] = 262144 }
         if let moe {
