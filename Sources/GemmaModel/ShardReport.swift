@@ -40,10 +40,13 @@ public struct ShardReport: Codable, Sendable, Equatable {
     public var perRank: [RankReport]
     /// Positions a sliding layer keeps (window + tokens per step).
     public var slidingRing: Int
+    /// Element type the KV-cache figures assume (`--kv-type`).
+    public var kvType: KVCacheType
 
     /// Plans `ranks` ranks for the model in `directory`; throws the plan's reason when the
     /// model cannot be split, and the loader's errors for a broken checkpoint.
-    public init(directory: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil) throws {
+    public init(directory: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil,
+                kvType: KVCacheType = .f32) throws {
         let config = try GemmaConfig.load(directory: directory)
         try config.checkSupported()
         let plan = try ShardPlan(config: config, ranks: ranks, split: split)
@@ -55,7 +58,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
         }
         let dtypes = Array(Set(names.values.compactMap { archive.tensors[$0]?.dtype.rawValue })).sorted()
         let total = names.values.reduce(0) { $0 + (archive.tensors[$1]?.byteCount ?? 0) }
-        self.init(config: config, plan: plan, table: table, dtypes: dtypes, totalWeightBytes: total, maxBatchTokens: maxBatchTokens) { spec, elements in
+        self.init(config: config, plan: plan, table: table, dtypes: dtypes, totalWeightBytes: total, maxBatchTokens: maxBatchTokens, kvType: kvType) { spec, elements in
             guard let name = names[spec.tensor], let info = archive.tensors[name] else { return 0 }
             return elements * info.dtype.byteSize
         }
@@ -63,7 +66,8 @@ public struct ShardReport: Codable, Sendable, Equatable {
 
     /// Plans a GGUF file from its metadata and tensor headers (no weight is read): the same
     /// config, table check and block-aligned plan the loader uses, bytes in each tensor's own type.
-    public init(gguf path: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil) throws {
+    public init(gguf path: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil,
+                kvType: KVCacheType = .f32) throws {
         let file = try GGUFFile(path: path.path)
         let config = try GemmaConfig(gguf: file)
         try config.checkSupported()
@@ -77,7 +81,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
         let infos = source.tensors
         let dtypes = Array(Set(infos.values.compactMap { $0.type?.description })).sorted()
         let total = infos.values.reduce(0) { sum, info in sum + (info.type.map { info.elementCount / $0.blockSize * $0.bytesPerBlock } ?? 0) }
-        self.init(config: config, plan: plan, table: table, dtypes: dtypes, totalWeightBytes: total, maxBatchTokens: maxBatchTokens) { spec, elements in
+        self.init(config: config, plan: plan, table: table, dtypes: dtypes, totalWeightBytes: total, maxBatchTokens: maxBatchTokens, kvType: kvType) { spec, elements in
             guard let t = infos[spec.tensor]?.type else { return 0 }
             // Vectors are dequantized to f32 at load (norms, scalars).
             return spec.shape.count == 1 ? elements * 4 : elements / t.blockSize * t.bytesPerBlock
@@ -88,7 +92,8 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// matrix stored as `weightType` (a tensor whose rows are not whole blocks of it falls back
     /// to Q8_0, as llama.cpp's quantizer does), vectors as f32. Row-parallel splits are made of
     /// whole blocks (uneven when needed, GEMMA_SPEC A3.1).
-    public init(config: GemmaConfig, ranks: Int, weightType: WeightType, maxBatchTokens: Int = 512, split: [Double]? = nil) throws {
+    public init(config: GemmaConfig, ranks: Int, weightType: WeightType, maxBatchTokens: Int = 512, split: [Double]? = nil,
+                kvType: KVCacheType = .f32) throws {
         try config.checkSupported(planning: true)
         func stored(_ spec: TensorSpec) -> WeightType {
             guard spec.shape.count >= 2 else { return .f32 }
@@ -106,13 +111,14 @@ public struct ShardReport: Codable, Sendable, Equatable {
         let types = Set(table.map { stored($0).description })
         let total = table.reduce(0) { $0 + bytes($1, $1.shape.reduce(1, *)) }
         self.init(config: config, plan: plan, table: table, dtypes: types.sorted(), totalWeightBytes: total,
-                  maxBatchTokens: maxBatchTokens, bytes: bytes)
+                  maxBatchTokens: maxBatchTokens, kvType: kvType, bytes: bytes)
     }
 
     /// Every rank's share of `table` under `plan`; `bytes(spec, elementsOnThisRank)`.
     init(config: GemmaConfig, plan: ShardPlan, table: [TensorSpec], dtypes: [String], totalWeightBytes: Int,
-         maxBatchTokens: Int, bytes: (TensorSpec, Int) -> Int) {
+         maxBatchTokens: Int, kvType: KVCacheType, bytes: (TensorSpec, Int) -> Int) {
         let ranks = plan.ranks
+        self.kvType = kvType
         self.config = config
         self.ranks = ranks
         self.dtypes = dtypes
@@ -151,11 +157,12 @@ public struct ShardReport: Codable, Sendable, Equatable {
             var kv = 0, kvFull = 0, kvSliding = 0
             for (i, layer) in plan.layers.enumerated() where config.hasOwnKV(i) {
                 let s = layer[r]
-                if config.layerTypes[i] == .sliding { kvSliding += 2 * s.kvHeads.count * s.headDim * 4 } else { kvFull += 2 * s.kvHeads.count * s.headDim * 4 }
+                let perToken = 2 * kvType.bytes(values: s.kvHeads.count * s.headDim)
+                if config.layerTypes[i] == .sliding { kvSliding += perToken } else { kvFull += perToken }
                 let positions = config.layerTypes[i] == .sliding
                     ? min(1024, KVCache.capacity(window: config.slidingWindow, maxContext: 1024, maxBatchTokens: maxBatchTokens))
                     : 1024
-                kv += 2 * s.kvHeads.count * s.headDim * 4 * positions
+                kv += perToken * positions
             }
             let l0 = plan.layers.first?[r]
             reports.append(RankReport(
@@ -204,7 +211,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
         if !perRank.isEmpty {
             func gib(_ b: Int) -> String { String(format: "%.2f GiB", Double(b) / 1_073_741_824) }
             let at = [4096, 32768].map { "\($0 / 1024)K tokens \(gib(peakRankBytes(contextTokens: $0)))" }
-            lines.append("largest rank (weights + f32 KV cache of one sequence): " + at.joined(separator: ", "))
+            lines.append("largest rank (weights + \(kvType) KV cache of one sequence): " + at.joined(separator: ", "))
         }
         return lines.joined(separator: "\n")
     }
@@ -217,9 +224,9 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// The fewest ranks (1 ... maxRanks) whose largest rank fits in `bytesPerRank` with
     /// `contextTokens` of one sequence cached; nil when none does (or no split is possible).
     public static func fewestRanks(config: GemmaConfig, weightType: WeightType, bytesPerRank: Int, contextTokens: Int,
-                                   maxRanks: Int = 64) -> ShardReport? {
+                                   kvType: KVCacheType = .f32, maxRanks: Int = 64) -> ShardReport? {
         for n in 1...max(1, maxRanks) {
-            guard let report = try? ShardReport(config: config, ranks: n, weightType: weightType) else { continue }
+            guard let report = try? ShardReport(config: config, ranks: n, weightType: weightType, kvType: kvType) else { continue }
             if report.peakRankBytes(contextTokens: contextTokens) <= bytesPerRank { return report }
         }
         return nil
