@@ -27,7 +27,7 @@ public enum ModelSession {
     /// Face directory. Errors are identical on every rank: the handshake's and the loader's are
     /// agreed.
     public static func load(path: String, options: GemmaLoadOptions, comm: any Communicator) throws -> GemmaShard {
-        _ = try StartupHandshake.run(comm, modelPath: path, threads: options.threads)
+        _ = try StartupHandshake.run(comm, modelPath: path, threads: options.threads, fromRoot: options.weightsFromRoot)
         return try GemmaShard.load(path: URL(fileURLWithPath: path), comm: comm, options: options)
     }
 

@@ -81,8 +81,14 @@ public enum StartupHandshake {
 
     /// The handshake for a model on disk: every rank fingerprints its own copy (a missing
     /// file on one rank is agreed, so every rank reports it), then `run`. `nil` = no model.
-    public static func run(_ comm: any Communicator, modelPath: String?, threads: Int) throws -> [Hello] {
-        let fingerprint = try comm.agreeOn { try modelPath.map(ModelFingerprint.of(path:)) ?? "no model" }
+    /// `fromRoot` (`--weights-from-root`): only rank 0 has the files; its fingerprint is every rank's.
+    public static func run(_ comm: any Communicator, modelPath: String?, threads: Int, fromRoot: Bool = false) throws -> [Hello] {
+        var fingerprint = try comm.agreeOn {
+            fromRoot && !comm.isCoordinator ? "" : try modelPath.map(ModelFingerprint.of(path:)) ?? "no model"
+        }
+        if fromRoot && comm.size > 1 {
+            fingerprint = String(decoding: try comm.broadcast(Array(fingerprint.utf8), root: 0, idle: false), as: UTF8.self)
+        }
         return try run(comm, modelFingerprint: fingerprint, threads: threads)
     }
 

@@ -56,4 +56,7 @@ public final class TimedCommunicator: Communicator, @unchecked Sendable {
     }
     public func allGather(_ record: [Float]) throws -> [Float] { try timed(.other) { try inner.allGather(record) } }
     public func barrier() throws { try timed(.other) { try inner.barrier() } }
+    public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {
+        try timed(.other) { try inner.deliver(bytes, from: from, to: to) }
+    }
 }

@@ -233,6 +233,48 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    /// MPI_Send / MPI_Recv of the length (8 bytes), then the payload in pieces of at most
+    /// `maxCount` bytes; ranks other than `from` and `to` return at once.
+    public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {
+        guard from >= 0, from < size, to >= 0, to < size else {
+            throw CommunicatorError.transport(operation: "deliver", code: -1, message: "ranks \(from) -> \(to) outside 0..<\(size)")
+        }
+        if from == to || (rank != from && rank != to) { return rank == from ? bytes : [] }
+        return try withComm("deliver") { comm in
+            let tag: Int32 = 7101
+            if rank == from {
+                var length = Int64(bytes.count)
+                try Self.check(MPI_Send(&length, 1, gn_int64(), Int32(to), tag, comm), "MPI_Send(length)")
+                try bytes.withUnsafeBytes { raw in
+                    guard let base = raw.baseAddress else { return }
+                    var offset = 0
+                    while offset < raw.count {
+                        let n = min(raw.count - offset, Self.maxCount)
+                        try Self.check(MPI_Send(base + offset, Int32(n), gn_byte(), Int32(to), tag, comm), "MPI_Send(payload)")
+                        offset += n
+                    }
+                }
+                return bytes
+            }
+            var length: Int64 = 0
+            try Self.check(MPI_Recv(&length, 1, gn_int64(), Int32(from), tag, comm, gn_status_ignore()), "MPI_Recv(length)")
+            guard length >= 0, length <= Int64(Int32.max) * 64 else {
+                throw CommunicatorError.transport(operation: "deliver", code: -1, message: "implausible message length \(length)")
+            }
+            var payload = [UInt8](repeating: 0, count: Int(length))
+            try payload.withUnsafeMutableBytes { raw in
+                guard let base = raw.baseAddress else { return }
+                var offset = 0
+                while offset < raw.count {
+                    let n = min(raw.count - offset, Self.maxCount)
+                    try Self.check(MPI_Recv(base + offset, Int32(n), gn_byte(), Int32(from), tag, comm, gn_status_ignore()), "MPI_Recv(payload)")
+                    offset += n
+                }
+            }
+            return payload
+        }
+    }
+
     public func barrier() throws {
         try withComm("MPI_Barrier") { comm in try Self.check(MPI_Barrier(comm), "MPI_Barrier") }
     }

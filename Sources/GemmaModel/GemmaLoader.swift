@@ -26,9 +26,13 @@ public struct GemmaLoadOptions: Sendable {
     /// query heads, MLP columns, vocabulary and KV cache (ShardPlan's uneven split); nil is the
     /// even split.
     public var split: [Double]?
+    /// `--weights-from-root`: rank 0 reads the model and sends every rank its slices over the
+    /// communicator (RootWeightSource.swift); other ranks need no copy of the file.
+    public var weightsFromRoot: Bool
 
     public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil,
-                split: [Double]? = nil) {
+                split: [Double]? = nil, weightsFromRoot: Bool = false) {
+        self.weightsFromRoot = weightsFromRoot
         self.maxContext = maxContext
         self.slots = slots
         self.maxBatchTokens = maxBatchTokens
@@ -81,6 +85,27 @@ extension GemmaShard {
 
     /// The per-rank part of `load`, without agreement (tests that want the raw error).
     public static func loadLocal(path: URL, comm: any Communicator, options: GemmaLoadOptions) throws -> GemmaShard {
+        try checkOptions(options)
+        if options.weightsFromRoot && comm.size > 1 {
+            // Only rank 0 opens the file; the others never look at `path`.
+            let source = try RootStreamedWeightSource.connect(path: path.path, comm: comm) {
+                try open(path: path, options: options)
+            }
+            let m = source.manifest
+            let plan = try ShardPlan(config: m.config, ranks: comm.size, mlpAlign: m.mlpAlign, split: options.split)
+            try checkStreamable(config: m.config, source: source, ranks: comm.size)
+            return try build(config: m.config, plan: plan, source: source, comm: comm, options: options, stopTokens: m.stopTokens)
+        }
+        let opened = try open(path: path, options: options)
+        let plan = try ShardPlan(config: opened.config, ranks: comm.size, mlpAlign: opened.mlpAlign, split: options.split)
+        return try build(config: opened.config, plan: plan, source: opened.source, comm: comm, options: options,
+                         stopTokens: opened.stopTokens)
+    }
+
+    /// Opens a GGUF file or a Hugging Face directory as a weight source, with its config, the
+    /// block size MLP splits must respect and the ids that end generation.
+    static func open(path: URL, options: GemmaLoadOptions) throws
+        -> (source: any ModelWeightSource, config: GemmaConfig, mlpAlign: Int, stopTokens: [Int]) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDirectory) else {
             throw MappedFileError.cannotOpen(file: path.path, reason: "no such file or directory")
@@ -88,14 +113,11 @@ extension GemmaShard {
         if isDirectory.boolValue {
             let config = try GemmaConfig.load(directory: path)
             try config.checkSupported()
-            let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: options.quantize?.blockSize ?? 1, split: options.split)
-            try checkOptions(options)
             if let q = options.quantize, ![.q8_0, .q4_0, .f16, .bf16, .f32].contains(q) {
                 throw ModelLoadError.unsupportedQuantizeType(q.description)
             }
             let source = try SafetensorsWeightSource(directory: path, config: config, quantize: options.quantize)
-            return try build(config: config, plan: plan, source: source, comm: comm, options: options,
-                             stopTokens: config.stopTokenIds(directory: path))
+            return (source, config, options.quantize?.blockSize ?? 1, config.stopTokenIds(directory: path))
         }
         let file = try GGUFFile(path: path.path)
         let config = try GemmaConfig(gguf: file)
@@ -103,10 +125,19 @@ extension GemmaShard {
         if options.quantize != nil { throw ModelLoadError.quantizeNeedsSafetensors(path.path) }
         let source = try GGUFWeightSource(file: file, config: config)
         let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
-        let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: align, split: options.split)
-        try checkOptions(options)
-        return try build(config: config, plan: plan, source: source, comm: comm, options: options,
-                         stopTokens: source.stopTokenIds(config: config))
+        return (source, config, align, source.stopTokenIds(config: config))
+    }
+
+    /// Streaming needs every rank to ask for the same tensors in the same order. MoE layers
+    /// split by whole experts (when expert blocks cannot be cut per rank) read a different
+    /// number of experts per rank, so they are refused rather than left to hang.
+    static func checkStreamable(config: GemmaConfig, source: any ModelWeightSource, ranks: Int) throws {
+        guard config.isMoE else { return }
+        let dims = try MoEDims(config: config)
+        let block = try (0..<config.numHiddenLayers).map { try source.blockSize(.expertsDown($0)) }.max() ?? 1
+        if try MoEPlan.shards(dims: dims, ranks: ranks, blockSize: block).strategy != .columnSplit {
+            throw RootStreamError.unsupported("this MoE model splits by whole experts at \(ranks) ranks (expert blocks cannot be cut per rank); every rank needs the file")
+        }
     }
 
     /// The per-rank part of `load(directory:)`.

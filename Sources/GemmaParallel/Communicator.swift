@@ -26,6 +26,11 @@ public protocol Communicator: AnyObject, Sendable {
     func allGather(_ record: [Float]) throws -> [Float]
     /// Block until every rank has arrived.
     func barrier() throws
+    /// Point-to-point inside the collective order: every rank calls it with the same `from`
+    /// and `to`; rank `to` returns the `bytes` rank `from` passed, `from` returns its own
+    /// `bytes`, every other rank returns [] (MPI: a send and a receive, the rest do nothing).
+    /// Used to stream each rank its own weight slices (`--weights-from-root`).
+    func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8]
 }
 
 /// Errors raised by communicators and by the cluster-wide agreement helpers.
@@ -51,6 +56,12 @@ public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
 
 extension Communicator {
     public var isCoordinator: Bool { rank == 0 }
+
+    /// `deliver` for transports without point-to-point: a broadcast that only `to` keeps.
+    public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {
+        let all = try broadcast(bytes, root: from, idle: false)
+        return rank == to || rank == from ? all : []
+    }
 
     /// Cluster-wide agreement on success: every rank passes its local error (or nil); if any
     /// rank failed, every rank throws `CommunicatorError.remote` with the lowest failing

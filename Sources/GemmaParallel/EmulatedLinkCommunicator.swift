@@ -120,6 +120,13 @@ public final class EmulatedLinkCommunicator: Communicator, @unchecked Sendable {
         return result
     }
 
+    /// One hop: latency plus the bytes at the link's rate, on the two ranks involved.
+    public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {
+        let result = try inner.deliver(bytes, from: from, to: to)
+        if from != to && (rank == from || rank == to) { hold(link.latency + Double(result.count) / link.bytesPerSecond) }
+        return result
+    }
+
     public func allGather(_ record: [Float]) throws -> [Float] {
         let result = try inner.allGather(record)
         hold(link.allGatherSeconds(bytes: record.count * MemoryLayout<Float>.size, ranks: size))

@@ -40,6 +40,11 @@ enum SplitOption {
     }
 }
 
+/// `--weights-from-root`: only rank 0 needs the model file.
+enum WeightsFromRoot {
+    static let help: ArgumentHelp = "Only rank 0 reads the model: it sends every other rank its slices over MPI at load, so the other hosts need no copy of the file (-m is ignored on them)."
+}
+
 /// Which model to load and how much compute each rank may use.
 struct ModelOptions: ParsableArguments {
     @Option(name: [.short, .customLong("model")],
@@ -59,6 +64,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("split"), help: SplitOption.help)
     var split: String?
 
+    @Flag(name: .customLong("weights-from-root"), help: WeightsFromRoot.help)
+    var weightsFromRoot = false
+
     /// The `--quant` type, nil when not given.
     var quantizeType: WeightType? {
         guard let quant else { return nil }
@@ -76,14 +84,15 @@ struct ModelOptions: ParsableArguments {
     /// command's own (serve's --parallel and --batch-tokens).
     func loadOptions(slots: Int = 1, maxBatchTokens: Int = 512) -> GemmaLoadOptions {
         Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
-                         maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil)
+                         maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil,
+                         weightsFromRoot: weightsFromRoot)
     }
 
     /// Load options from flag values, for commands with flags of their own (bench).
     static func loadOptions(maxContext: Int, threads: Int, quantize: WeightType? = nil, slots: Int = 1,
-                            maxBatchTokens: Int = 512, split: [Double]? = nil) -> GemmaLoadOptions {
+                            maxBatchTokens: Int = 512, split: [Double]? = nil, weightsFromRoot: Bool = false) -> GemmaLoadOptions {
         GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
-                         quantize: quantize, split: split)
+                         quantize: quantize, split: split, weightsFromRoot: weightsFromRoot)
     }
 
     func validate() throws {

@@ -39,12 +39,14 @@ enum Feeding: Sendable, Equatable { case prefill, decode, twoChunks, chunksOf(In
 /// position (slices concatenated in rank order) and the 16 greedy tokens that follow.
 /// `model` overrides where the weights come from (e.g. a GGUF conversion of the fixture).
 func runFixture(_ name: String, ranks: Int, feeding: Feeding, greedySteps: Int = 16, maxBatchTokens: Int = 16,
-                model modelPath: URL? = nil, split: [Double]? = nil) throws -> (logits: [[Float]], greedy: [Int32]) {
+                model modelPath: URL? = nil, split: [Double]? = nil, weightsFromRoot: Bool = false) throws -> (logits: [[Float]], greedy: [Int32]) {
     let expected = try Expected(name)
     let dir = modelPath ?? hfFixtures.appendingPathComponent(name)
     let results = try LocalCommunicator.run(ranks: ranks) { comm -> ([[Float]], [Int32], Range<Int>) in
-        let model = try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens,
-                                                                                       split: split))
+        // Streaming from rank 0: the other ranks are given a path that does not exist.
+        let path = weightsFromRoot && comm.rank > 0 ? URL(fileURLWithPath: "/nonexistent/gemma-node-worker/model") : dir
+        let model = try GemmaShard.load(path: path, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens,
+                                                                                        split: split, weightsFromRoot: weightsFromRoot))
         let tokens = expected.promptTokens
         let steps: [Range<Int>]
         switch feeding {

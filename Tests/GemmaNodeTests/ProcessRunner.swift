@@ -44,6 +44,18 @@ enum GemmaNodeBinary {
         return try launch(mpirun, args, environment: environment(extra), timeout: timeout)
     }
 
+    /// MPMD: `mpirun -n 1 gemma-node <apps[0]> : -n 1 gemma-node <apps[1]> : ...`, one rank
+    /// per argument list, so ranks can be given different arguments (e.g. different paths).
+    static func mpirun(perRank apps: [[String]], timeout: TimeInterval = 60) throws -> ProcessOutput {
+        let mpirun = URL(fileURLWithPath: "/usr/bin/env")
+        var args = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+        for (i, app) in apps.enumerated() {
+            if i > 0 { args.append(":") }
+            args += ["-n", "1", url.path] + app
+        }
+        return try launch(mpirun, args, environment: environment(), timeout: timeout)
+    }
+
     static func launch(_ executable: URL, _ arguments: [String], environment: [String: String],
                        timeout: TimeInterval) throws -> ProcessOutput {
         let process = Process()

@@ -41,6 +41,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("split"), help: SplitOption.help)
     var split: String?
 
+    @Flag(name: .customLong("weights-from-root"), help: WeightsFromRoot.help)
+    var weightsFromRoot = false
+
     @Option(name: .customLong("bandwidth-mib"), help: "Buffer streamed by the bandwidth probe, MiB over all ranks (0 = skip).")
     var bandwidthMiB: Int = 1024
 
@@ -69,8 +72,8 @@ struct BenchCommand: ParsableCommand {
             // Context for prompt + generated tokens + the token sampled last (never fed back).
             let context = ctxSize > 0 ? ctxSize : nPrompt + nGen + 2
             let options = ModelOptions.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt),
-                                                   split: try SplitOption.parse(split))
-            _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount)
+                                                   split: try SplitOption.parse(split), weightsFromRoot: weightsFromRoot)
+            _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount, fromRoot: weightsFromRoot)
             // Load time without the handshake (comparable with earlier runs).
             let loadStart = benchNow()
             let shard = try GemmaShard.load(path: URL(fileURLWithPath: modelPath), comm: comm, options: options)

@@ -1,0 +1,234 @@
+// `--weights-from-root`: rank 0 alone reads the model file and sends every other rank its
+// slices over the communicator, so worker hosts need no copy of the file at all.
+//
+// The loader (GemmaLoader.build) asks every rank's source for the same tensors in the same
+// order, each rank for its own rows and columns. This source turns each request into a
+// short collective exchange:
+//   1. all-gather every rank's request (tensor ordinal and ranges), so every rank can check
+//      that all ranks ask for the same tensor (a mismatch is an error on every rank, not a hang);
+//   2. rank 0 reads each worker's slice from its file source and delivers it to that worker
+//      alone, one worker at a time: rank 0 holds at most one worker's slice of one tensor
+//      (plus its encoded copy) beyond its own share;
+//   3. rank 0 broadcasts the outcome, so a read error on rank 0 fails every rank with its text.
+// Norm vectors and scalars are broadcast whole. What the loader needs before the first tensor
+// (config, which tensors exist, block sizes, stop ids) comes in one manifest broadcast.
+import Foundation
+import GemmaFormats
+import GemmaKernels
+import GemmaParallel
+
+/// What rank 0 tells every rank about the checkpoint before any tensor moves.
+struct RootManifest: Codable {
+    var config: GemmaConfig
+    /// Not part of config.json's encoding (GGUF files bake the + 1 into norms): sent apart.
+    var normAddsOne: Bool
+    /// Ordinals (in `TensorTable.specs(for: config)`) of the tensors the file holds, with the
+    /// block size each will be held in.
+    var present: [Int: Int]
+    var mlpAlign: Int
+    var stopTokens: [Int]
+}
+
+/// Load errors specific to streaming weights from rank 0.
+public enum RootStreamError: Error, CustomStringConvertible, Equatable {
+    /// Rank 0 could not open or read the model; the text is rank 0's error.
+    case root(String)
+    /// Ranks asked for different tensors at the same step (a loader bug, reported not hung).
+    case mismatchedRequest(rank: Int, tensor: String)
+    case badFrame(String)
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case let .root(m): return m
+        case let .mismatchedRequest(r, t): return "--weights-from-root: rank \(r) asked for a different tensor than rank 0 (\(t))"
+        case let .badFrame(m): return "--weights-from-root: malformed slice from rank 0: \(m)"
+        case let .unsupported(m): return "--weights-from-root: \(m)"
+        }
+    }
+}
+
+final class RootStreamedWeightSource: ModelWeightSource {
+    let path: String
+    let comm: any Communicator
+    /// The file source (rank 0 only).
+    let local: (any ModelWeightSource)?
+    let manifest: RootManifest
+    private let ordinals: [LogicalTensor: Int]
+    private let names: [Int: String]
+    /// Bytes of slices this rank sent (rank 0) or received (workers).
+    private(set) var bytesMoved = 0
+    /// Largest single slice rank 0 held to send (its transient buffer beyond its own share).
+    private(set) var largestSlice = 0
+
+    /// Every rank calls this together: rank 0 opens `path` with `open`, and its manifest (or
+    /// its error) reaches every rank.
+    static func connect(path: String, comm: any Communicator,
+                        open: () throws -> (source: any ModelWeightSource, config: GemmaConfig, mlpAlign: Int, stopTokens: [Int])) throws -> RootStreamedWeightSource {
+        var message: [UInt8] = []
+        var local: (any ModelWeightSource)?
+        if comm.rank == 0 {
+            var reply: [UInt8]
+            do {
+                let opened = try open()
+                local = opened.source
+                let specs = TensorTable.specs(for: opened.config)
+                var present: [Int: Int] = [:], seen = Set<LogicalTensor>()
+                for (i, spec) in specs.enumerated() where seen.insert(spec.tensor).inserted && opened.source.has(spec.tensor) {
+                    present[i] = try opened.source.blockSize(spec.tensor)
+                }
+                let manifest = RootManifest(config: opened.config, normAddsOne: opened.config.normAddsOne, present: present,
+                                            mlpAlign: opened.mlpAlign, stopTokens: opened.stopTokens)
+                let encoded = try JSONEncoder().encode(manifest)
+                // Workers rebuild the config from this text: it must come back identical.
+                guard try decodeManifest(encoded).config == opened.config else {
+                    throw RootStreamError.unsupported("this model's config does not survive its JSON encoding; every rank needs the file")
+                }
+                reply = [1] + Array(encoded)
+            } catch {
+                reply = [0] + Array("\(error)".utf8)
+            }
+            message = reply
+        }
+        let received = try comm.broadcast(message, root: 0, idle: false)
+        guard let status = received.first else { throw RootStreamError.badFrame("empty manifest") }
+        let body = Data(received.dropFirst())
+        guard status == 1 else { throw RootStreamError.root(String(decoding: body, as: UTF8.self)) }
+        return RootStreamedWeightSource(path: path, comm: comm, local: local, manifest: try decodeManifest(body))
+    }
+
+    static func decodeManifest(_ data: Data) throws -> RootManifest {
+        var manifest: RootManifest
+        do { manifest = try JSONDecoder().decode(RootManifest.self, from: data) } catch {
+            throw RootStreamError.badFrame("manifest: \(error)")
+        }
+        manifest.config.normAddsOne = manifest.normAddsOne
+        return manifest
+    }
+
+    private init(path: String, comm: any Communicator, local: (any ModelWeightSource)?, manifest: RootManifest) {
+        self.path = path
+        self.comm = comm
+        self.local = local
+        self.manifest = manifest
+        var ordinals: [LogicalTensor: Int] = [:], names: [Int: String] = [:]
+        for (i, spec) in TensorTable.specs(for: manifest.config).enumerated() where ordinals[spec.tensor] == nil {
+            ordinals[spec.tensor] = i
+            names[i] = spec.name
+        }
+        self.ordinals = ordinals
+        self.names = names
+    }
+
+    func has(_ t: LogicalTensor) -> Bool { ordinals[t].map { manifest.present[$0] != nil } ?? false }
+
+    func blockSize(_ t: LogicalTensor) throws -> Int {
+        guard let o = ordinals[t], let b = manifest.present[o] else { throw TensorTableError.missing("\(t)") }
+        return b
+    }
+
+    /// Request records travel as floats (the all-gather's type): exact for integers below 2^24.
+    private static let exactLimit = 1 << 24
+
+    func matrix(_ t: LogicalTensor, rows: Range<Int>?, cols: Range<Int>?) throws -> WeightMatrix {
+        guard let id = ordinals[t] else { throw TensorTableError.missing("\(t)") }
+        let fields = [id, rows?.lowerBound ?? -1, rows?.upperBound ?? -1, cols?.lowerBound ?? -1, cols?.upperBound ?? -1]
+        guard fields.allSatisfy({ $0 < Self.exactLimit }) else {
+            throw RootStreamError.unsupported("a range of \(names[id] ?? "\(t)") exceeds \(Self.exactLimit)")
+        }
+        let all = try comm.allGather(fields.map(Float.init))
+        let n = fields.count
+        for q in 0..<comm.size where Int(all[q * n]) != id {
+            throw RootStreamError.mismatchedRequest(rank: q, tensor: names[id] ?? "\(t)")
+        }
+        func range(_ q: Int, _ k: Int) -> Range<Int>? {
+            let lo = Int(all[q * n + k]), hi = Int(all[q * n + k + 1])
+            return lo < 0 ? nil : lo..<hi
+        }
+
+        var mine: WeightMatrix?
+        var frame: [UInt8] = []
+        if comm.rank == 0 {
+            guard let local else { throw RootStreamError.badFrame("rank 0 has no file source") }
+            var failure: String?
+            for q in 0..<comm.size {
+                var out: [UInt8] = []
+                if failure == nil {
+                    do {
+                        let m = try local.matrix(t, rows: range(q, 1), cols: range(q, 3))
+                        if q == 0 { mine = m } else {
+                            out = Self.encode(m)
+                            largestSlice = max(largestSlice, out.count)
+                            bytesMoved += out.count
+                        }
+                    } catch { failure = "\(error)" }
+                }
+                if q > 0 { _ = try comm.deliver(out, from: 0, to: q) }
+            }
+            _ = try comm.broadcast(failure.map { Array($0.utf8) } ?? [], root: 0, idle: false)
+            if let failure { throw RootStreamError.root(failure) }
+        } else {
+            // `deliver` keeps the collective order: every rank takes part in every delivery.
+            for q in 1..<comm.size {
+                let got = try comm.deliver([], from: 0, to: q)
+                if q == comm.rank { frame = got }
+            }
+            let status = try comm.broadcast([], root: 0, idle: false)
+            if !status.isEmpty { throw RootStreamError.root(String(decoding: status, as: UTF8.self)) }
+            bytesMoved += frame.count
+        }
+        if let mine { return mine }
+        return try Self.decode(frame, expectedRows: rows, expectedCols: cols)
+    }
+
+    func vector(_ t: LogicalTensor) throws -> [Float] {
+        var message: [UInt8] = []
+        if comm.rank == 0 {
+            do {
+                guard let local else { throw RootStreamError.badFrame("rank 0 has no file source") }
+                let v = try local.vector(t)
+                message = [1] + v.withUnsafeBytes { Array($0) }
+            } catch { message = [0] + Array("\(error)".utf8) }
+        }
+        let received = try comm.broadcast(message, root: 0, idle: false)
+        guard let status = received.first else { throw RootStreamError.badFrame("empty vector message") }
+        let body = received.dropFirst()
+        guard status == 1 else { throw RootStreamError.root(String(decoding: body, as: UTF8.self)) }
+        guard body.count % 4 == 0 else { throw RootStreamError.badFrame("vector of \(body.count) bytes") }
+        return body.withUnsafeBytes { raw in Array(raw.bindMemory(to: Float.self)) }
+    }
+
+    /// Frame: type, rows, cols (UInt64 each, little-endian), then rows x rowBytes of storage.
+    static func encode(_ m: WeightMatrix) -> [UInt8] {
+        var out = [UInt8]()
+        let payload = m.rows * m.rowBytes
+        out.reserveCapacity(24 + payload)
+        for v in [UInt64(m.type.rawValue), UInt64(m.rows), UInt64(m.cols)] {
+            withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
+        }
+        out.append(contentsOf: UnsafeRawBufferPointer(start: m.storage.pointer, count: payload))
+        return out
+    }
+
+    static func decode(_ frame: [UInt8], expectedRows: Range<Int>?, expectedCols: Range<Int>?) throws -> WeightMatrix {
+        guard frame.count >= 24 else { throw RootStreamError.badFrame("\(frame.count) bytes, no header") }
+        func field(_ i: Int) -> UInt64 {
+            frame.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
+        }
+        guard let raw = UInt32(exactly: field(0)), let type = WeightType(rawValue: raw) else {
+            throw RootStreamError.badFrame("unknown weight type \(field(0))")
+        }
+        guard let rows = Int(exactly: field(1)), let cols = Int(exactly: field(2)), rows < Int(Int32.max), cols < Int(Int32.max) else {
+            throw RootStreamError.badFrame("implausible shape")
+        }
+        if let r = expectedRows, r.count != rows { throw RootStreamError.badFrame("\(rows) rows, asked for \(r.count)") }
+        if let c = expectedCols, c.count != cols { throw RootStreamError.badFrame("\(cols) columns, asked for \(c.count)") }
+        let m = try WeightMatrix(type: type, rows: rows, cols: cols)
+        let payload = rows * m.rowBytes
+        guard frame.count == 24 + payload else { throw RootStreamError.badFrame("\(frame.count - 24) payload bytes, expected \(payload)") }
+        frame.withUnsafeBytes { raw in
+            if payload > 0, let base = raw.baseAddress { m.storage.pointer.copyMemory(from: base + 24, byteCount: payload) }
+        }
+        return m
+    }
+}

@@ -1,0 +1,41 @@
+// `--weights-from-root` under the real mpirun: rank 0 alone is given the model file, the other
+// ranks a path that does not exist (MPMD launch), and the run must generate exactly the tokens
+// of every rank reading the file (the weights are the same bytes, so greedy ids are equal).
+import Foundation
+import Testing
+import GemmaTestSupport
+
+@Suite(.serialized) struct WeightsFromRootMPITests {
+    static let absent = "/nonexistent/gemma-node-worker/model.gguf"
+
+    func generate(_ perRank: [[String]]) throws -> GenerateOutput {
+        let r = try GemmaNodeBinary.mpirun(perRank: perRank, timeout: 300)
+        try #require(!r.timedOut && r.status == 0, "\(r.all)")
+        return try JSONDecoder().decode(GenerateOutput.self, from: Data(r.stdout.utf8))
+    }
+
+    /// The default model (Gemma 3 270M Q4_K_M) at 2 ranks and at 3 (4 query heads and 1 KV head
+    /// on 3 ranks: uneven heads, the KV head replicated), against the same rank count reading
+    /// the file on every rank.
+    @Test(arguments: [2, 3])
+    func defaultModelStreamedMatchesEveryRankReading(ranks: Int) throws {
+        let model = try TestPaths.requireDefaultModel()
+        var common = ["generate", "-p", "The three primary colours are", "-n", "16", "--temp", "0", "--json", "-t", "1"]
+        if ranks == 3 { common += ["--split", "1,1,1"] }
+        let reading = try generate(Array(repeating: common + ["-m", model], count: ranks))
+        let streamed = try generate([common + ["-m", model, "--weights-from-root"]] +
+                                    Array(repeating: common + ["-m", Self.absent, "--weights-from-root"], count: ranks - 1))
+        #expect(streamed.tokens.count == 16)
+        #expect(streamed.tokens == reading.tokens)
+    }
+
+    /// Rank 0 without the file: every rank exits non-zero with rank 0's message, no hang.
+    @Test func missingFileOnRootFailsCleanly() throws {
+        let args = ["generate", "-p", "hi", "-n", "2", "-t", "1", "--weights-from-root", "-m"]
+        let r = try GemmaNodeBinary.mpirun(perRank: [args + ["/nonexistent/root/model.gguf"], args + [Self.absent]], timeout: 120)
+        #expect(!r.timedOut)
+        #expect(r.status != 0)
+        #expect(r.all.contains("/nonexistent/root/model.gguf"), "\(r.all)")
+        #expect(!r.all.contains(Self.absent), "a worker looked at its own path: \(r.all)")
+    }
+}
