@@ -29,6 +29,9 @@ public struct GemmaLoadOptions: Sendable {
     /// `--weights-from-root`: rank 0 reads the model and sends every rank its slices over the
     /// communicator (RootWeightSource.swift); other ranks need no copy of the file.
     public var weightsFromRoot: Bool
+    /// With `weightsFromRoot`: a worker's slice travels in pieces of whole rows of at most this
+    /// many values (4M: 16 MiB even as f32), bounding what rank 0 holds beyond its own share.
+    public var streamPieceValues = 1 << 22
 
     public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil,
                 split: [Double]? = nil, weightsFromRoot: Bool = false) {
@@ -91,6 +94,7 @@ extension GemmaShard {
             let source = try RootStreamedWeightSource.connect(path: path.path, comm: comm) {
                 try open(path: path, options: options)
             }
+            source.chunkValues = options.streamPieceValues
             let m = source.manifest
             let plan = try ShardPlan(config: m.config, ranks: comm.size, mlpAlign: m.mlpAlign, split: options.split)
             try checkStreamable(config: m.config, source: source, ranks: comm.size)

@@ -56,10 +56,13 @@ final class RootStreamedWeightSource: ModelWeightSource {
     let manifest: RootManifest
     private let ordinals: [LogicalTensor: Int]
     private let names: [Int: String]
+    private let shapes: [Int: [Int]]
     /// Bytes of slices this rank sent (rank 0) or received (workers).
     private(set) var bytesMoved = 0
-    /// Largest single slice rank 0 held to send (its transient buffer beyond its own share).
-    private(set) var largestSlice = 0
+    /// Largest piece rank 0 encoded to send (its transient buffer, held twice, beyond its share).
+    private(set) var largestPiece = 0
+    /// Values per piece of a worker's slice (GemmaLoadOptions.streamPieceValues).
+    var chunkValues = 1 << 22
 
     /// Every rank calls this together: rank 0 opens `path` with `open`, and its manifest (or
     /// its error) reaches every rank.
@@ -111,11 +114,13 @@ final class RootStreamedWeightSource: ModelWeightSource {
         self.comm = comm
         self.local = local
         self.manifest = manifest
-        var ordinals: [LogicalTensor: Int] = [:], names: [Int: String] = [:]
+        var ordinals: [LogicalTensor: Int] = [:], names: [Int: String] = [:], shapes: [Int: [Int]] = [:]
         for (i, spec) in TensorTable.specs(for: manifest.config).enumerated() where ordinals[spec.tensor] == nil {
             ordinals[spec.tensor] = i
             names[i] = spec.name
+            shapes[i] = spec.shape
         }
+        self.shapes = shapes
         self.ordinals = ordinals
         self.names = names
     }
@@ -146,39 +151,68 @@ final class RootStreamedWeightSource: ModelWeightSource {
             return lo < 0 ? nil : lo..<hi
         }
 
-        var mine: WeightMatrix?
-        var frame: [UInt8] = []
+        // Each worker's slice goes in pieces of whole rows, at most `chunkValues` values each,
+        // so rank 0 never holds more than one piece (and its encoded copy) beyond its own
+        // share. Every rank derives the same pieces from the gathered requests and the table
+        // shape, so every rank takes part in the same deliveries.
+        let shape = shapes[id] ?? []
+        func pieces(_ q: Int) -> [Range<Int>?] {
+            guard let rowRange = range(q, 1) ?? (shape.count == 2 ? 0..<shape[0] : nil) else { return [nil] }
+            let columns = range(q, 3)?.count ?? shape.last ?? 1
+            let step = max(1, chunkValues / max(columns, 1))
+            if rowRange.isEmpty { return [rowRange] }
+            return stride(from: rowRange.lowerBound, to: rowRange.upperBound, by: step).map { $0..<min($0 + step, rowRange.upperBound) }
+        }
+
         if comm.rank == 0 {
             guard let local else { throw RootStreamError.badFrame("rank 0 has no file source") }
             var failure: String?
-            for q in 0..<comm.size {
-                var out: [UInt8] = []
-                if failure == nil {
-                    do {
-                        let m = try local.matrix(t, rows: range(q, 1), cols: range(q, 3))
-                        if q == 0 { mine = m } else {
-                            out = Self.encode(m)
-                            largestSlice = max(largestSlice, out.count)
+            var mine: WeightMatrix?
+            do { mine = try local.matrix(t, rows: range(0, 1), cols: range(0, 3)) } catch { failure = "\(error)" }
+            for q in 1..<comm.size {
+                for piece in pieces(q) {
+                    var out: [UInt8] = []
+                    if failure == nil {
+                        do {
+                            out = Self.encode(try local.matrix(t, rows: piece, cols: range(q, 3)))
+                            largestPiece = max(largestPiece, out.count)
                             bytesMoved += out.count
-                        }
-                    } catch { failure = "\(error)" }
+                        } catch { failure = "\(error)" }
+                    }
+                    _ = try comm.deliver(out, from: 0, to: q)
                 }
-                if q > 0 { _ = try comm.deliver(out, from: 0, to: q) }
             }
             _ = try comm.broadcast(failure.map { Array($0.utf8) } ?? [], root: 0, idle: false)
             if let failure { throw RootStreamError.root(failure) }
-        } else {
-            // `deliver` keeps the collective order: every rank takes part in every delivery.
-            for q in 1..<comm.size {
-                let got = try comm.deliver([], from: 0, to: q)
-                if q == comm.rank { frame = got }
-            }
-            let status = try comm.broadcast([], root: 0, idle: false)
-            if !status.isEmpty { throw RootStreamError.root(String(decoding: status, as: UTF8.self)) }
-            bytesMoved += frame.count
+            guard let mine else { throw RootStreamError.badFrame("no slice for rank 0") }
+            return mine
         }
-        if let mine { return mine }
-        return try Self.decode(frame, expectedRows: rows, expectedCols: cols)
+        // `deliver` keeps the collective order: every rank takes part in every delivery.
+        var assembled: WeightMatrix?
+        var filled = 0
+        for q in 1..<comm.size {
+            for piece in pieces(q) {
+                let frame = try comm.deliver([], from: 0, to: q)
+                guard q == comm.rank, !frame.isEmpty else { continue }
+                bytesMoved += frame.count
+                let part = try Self.decode(frame, expectedRows: piece, expectedCols: cols)
+                if assembled == nil {
+                    let total = rows?.count ?? (shape.count == 2 ? shape[0] : part.rows)
+                    assembled = try WeightMatrix(type: part.type, rows: total, cols: part.cols)
+                }
+                guard let m = assembled, m.type == part.type, m.cols == part.cols, filled + part.rows <= m.rows else {
+                    throw RootStreamError.badFrame("piece of \(part.rows) rows does not fit the slice")
+                }
+                (m.storage.pointer + filled * m.rowBytes).copyMemory(from: part.storage.pointer, byteCount: part.rows * part.rowBytes)
+                filled += part.rows
+            }
+        }
+        let status = try comm.broadcast([], root: 0, idle: false)
+        if !status.isEmpty { throw RootStreamError.root(String(decoding: status, as: UTF8.self)) }
+        guard let m = assembled, filled == m.rows else {
+            throw RootStreamError.badFrame("received \(filled) rows of \(assembled?.rows ?? -1)")
+        }
+        return m
     }
 
     func vector(_ t: LogicalTensor) throws -> [Float] {

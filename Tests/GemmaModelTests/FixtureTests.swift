@@ -45,8 +45,10 @@ func runFixture(_ name: String, ranks: Int, feeding: Feeding, greedySteps: Int =
     let results = try LocalCommunicator.run(ranks: ranks) { comm -> ([[Float]], [Int32], Range<Int>) in
         // Streaming from rank 0: the other ranks are given a path that does not exist.
         let path = weightsFromRoot && comm.rank > 0 ? URL(fileURLWithPath: "/nonexistent/gemma-node-worker/model") : dir
-        let model = try GemmaShard.load(path: path, comm: comm, options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens,
-                                                                                        split: split, weightsFromRoot: weightsFromRoot))
+        var options = GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: maxBatchTokens, split: split, weightsFromRoot: weightsFromRoot)
+        // Tiny pieces, so every streamed slice of these small fixtures comes in several.
+        options.streamPieceValues = 100
+        let model = try GemmaShard.load(path: path, comm: comm, options: options)
         let tokens = expected.promptTokens
         let steps: [Range<Int>]
         switch feeding {
