@@ -57,6 +57,11 @@ public enum ModelSession {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return nil }
         if isDirectory.boolValue {
             let dir = URL(fileURLWithPath: path)
+            // Shards of a GGUF model: the tokenizer is in rank 0's file.
+            if ShardFiles.isShardDirectory(dir), let first = ShardFiles.rankZeroFile(in: dir),
+               let file = try? GGUFFile(path: first.path), file.value("tokenizer.ggml.tokens") != nil {
+                return try GemmaTokenizer.load(path: first.path)
+            }
             let present = ["tokenizer.json", "tokenizer.model"].contains {
                 FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path)
             }

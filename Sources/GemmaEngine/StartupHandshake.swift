@@ -116,6 +116,13 @@ public enum ModelFingerprint {
         }
         var hasher = FNV1a()
         if isDirectory.boolValue {
+            // Shard directories differ per host (each holds its own rank's file): shards.json,
+            // the same on every host, names the source model and the cut.
+            let index = url.appendingPathComponent("shards.json")
+            if let data = FileManager.default.contents(atPath: index.path) {
+                hasher.add(Array(data))
+                return "shards \(String(hasher.value, radix: 16))"
+            }
             let names = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
             for name in names where name == "config.json" || name.hasSuffix(".safetensors") || name.hasSuffix(".json") {
                 let file = url.appendingPathComponent(name)

@@ -100,6 +100,14 @@ extension GemmaShard {
             try checkStreamable(config: m.config, source: source, ranks: comm.size)
             return try build(config: m.config, plan: plan, source: source, comm: comm, options: options, stopTokens: m.stopTokens)
         }
+        if ShardFiles.isShardDirectory(path) {
+            // `gemma-node shard` output: this rank's own file holds exactly its slices.
+            if options.quantize != nil { throw ModelLoadError.quantizeNeedsSafetensors(path.path) }
+            let source = try ShardFileWeightSource(directory: path, rank: comm.rank, ranks: comm.size, split: options.split)
+            let m = source.manifest
+            let plan = try ShardPlan(config: m.config, ranks: comm.size, mlpAlign: m.mlpAlign, split: options.split)
+            return try build(config: m.config, plan: plan, source: source, comm: comm, options: options, stopTokens: m.stopTokens)
+        }
         let opened = try open(path: path, options: options)
         let plan = try ShardPlan(config: opened.config, ranks: comm.size, mlpAlign: opened.mlpAlign, split: options.split)
         return try build(config: opened.config, plan: plan, source: opened.source, comm: comm, options: options,

@@ -75,13 +75,8 @@ final class RootStreamedWeightSource: ModelWeightSource {
             do {
                 let opened = try open()
                 local = opened.source
-                let specs = TensorTable.specs(for: opened.config)
-                var present: [Int: Int] = [:], seen = Set<LogicalTensor>()
-                for (i, spec) in specs.enumerated() where seen.insert(spec.tensor).inserted && opened.source.has(spec.tensor) {
-                    present[i] = try opened.source.blockSize(spec.tensor)
-                }
-                let manifest = RootManifest(config: opened.config, normAddsOne: opened.config.normAddsOne, present: present,
-                                            mlpAlign: opened.mlpAlign, stopTokens: opened.stopTokens)
+                let manifest = try manifest(source: opened.source, config: opened.config, mlpAlign: opened.mlpAlign,
+                                            stopTokens: opened.stopTokens)
                 let encoded = try JSONEncoder().encode(manifest)
                 // Workers rebuild the config from this text: it must come back identical.
                 guard try decodeManifest(encoded).config == opened.config else {
@@ -98,6 +93,15 @@ final class RootStreamedWeightSource: ModelWeightSource {
         let body = Data(received.dropFirst())
         guard status == 1 else { throw RootStreamError.root(String(decoding: body, as: UTF8.self)) }
         return RootStreamedWeightSource(path: path, comm: comm, local: local, manifest: try decodeManifest(body))
+    }
+
+    /// What a worker needs to know about `source` before its first tensor.
+    static func manifest(source: any ModelWeightSource, config: GemmaConfig, mlpAlign: Int, stopTokens: [Int]) throws -> RootManifest {
+        var present: [Int: Int] = [:], seen = Set<LogicalTensor>()
+        for (i, spec) in TensorTable.specs(for: config).enumerated() where seen.insert(spec.tensor).inserted && source.has(spec.tensor) {
+            present[i] = try source.blockSize(spec.tensor)
+        }
+        return RootManifest(config: config, normAddsOne: config.normAddsOne, present: present, mlpAlign: mlpAlign, stopTokens: stopTokens)
     }
 
     static func decodeManifest(_ data: Data) throws -> RootManifest {
@@ -130,6 +134,10 @@ final class RootStreamedWeightSource: ModelWeightSource {
     func blockSize(_ t: LogicalTensor) throws -> Int {
         guard let o = ordinals[t], let b = manifest.present[o] else { throw TensorTableError.missing("\(t)") }
         return b
+    }
+
+    func storedType(_ t: LogicalTensor) throws -> WeightType {
+        throw RootStreamError.unsupported("the stored type of a streamed tensor is known only when it arrives")
     }
 
     /// Request records travel as floats (the all-gather's type): exact for integers below 2^24.

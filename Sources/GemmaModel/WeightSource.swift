@@ -20,6 +20,8 @@ protocol ModelWeightSource {
     /// Values per quantization block along the input axis of `t` as it will be held in memory
     /// (1 for float types): a row-parallel split of `t` must cut at multiples of it.
     func blockSize(_ t: LogicalTensor) throws -> Int
+    /// The encoding `matrix` returns `t` in (stored, or the `--quant` target).
+    func storedType(_ t: LogicalTensor) throws -> WeightType
 }
 
 /// A Hugging Face directory: config.json + safetensors (one file or sharded with an index).
@@ -75,6 +77,10 @@ final class SafetensorsWeightSource: ModelWeightSource {
     func blockSize(_ t: LogicalTensor) throws -> Int {
         _ = try name(t)
         return quantize?.blockSize ?? 1
+    }
+
+    func storedType(_ t: LogicalTensor) throws -> WeightType {
+        try quantize ?? archive.info(try name(t)).dtype.weightType
     }
 }
 
@@ -151,6 +157,8 @@ final class GGUFWeightSource: ModelWeightSource {
     }
 
     func blockSize(_ t: LogicalTensor) throws -> Int { try file.weightType(of: try info(t)).blockSize }
+
+    func storedType(_ t: LogicalTensor) throws -> WeightType { try file.weightType(of: try info(t)) }
 
     /// Ids that end generation: EOS, the end-of-turn id if the file names one, and the id of
     /// `<end_of_turn>` (llama.cpp treats it as end of generation for Gemma).

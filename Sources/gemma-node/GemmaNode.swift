@@ -10,6 +10,7 @@ struct GemmaNode: ParsableCommand {
         subcommands: [
             GenerateCommand.self, ChatCommand.self, LogitsCommand.self, TokenizeCommand.self,
             ServeCommand.self, BenchCommand.self, InspectCommand.self, ClusterCheckCommand.self, SynthCommand.self,
+            ShardCommand.self,
         ]
     )
 

@@ -39,3 +39,38 @@ import GemmaTestSupport
         #expect(!r.all.contains(Self.absent), "a worker looked at its own path: \(r.all)")
     }
 }
+
+/// `gemma-node shard` then `-m DIR` under the real mpirun, each rank given a directory that
+/// holds only `shards.json` and its own file (as each host of a cluster would).
+@Suite(.serialized) struct ShardFilesMPITests {
+    @Test(arguments: [["1", "1"], ["3", "1"], ["1", "1", "1"]])
+    func defaultModelFromPerHostShards(shares: [String]) throws {
+        let model = try TestPaths.requireDefaultModel()
+        let ranks = shares.count
+        let split = shares.joined(separator: ",")
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("gemma-node-shard-mpi-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let all = root.appendingPathComponent("all")
+        let cut = try GemmaNodeBinary.run(["shard", "-m", model, "--ranks", String(ranks), "--split", split, "-o", all.path], timeout: 300)
+        try #require(cut.status == 0, "\(cut.all)")
+        // Host r: shards.json and rank-r-of-N.gguf only.
+        var hosts: [String] = []
+        for r in 0..<ranks {
+            let host = root.appendingPathComponent("host\(r)")
+            try FileManager.default.createDirectory(at: host, withIntermediateDirectories: true)
+            for name in ["shards.json", "rank-\(r)-of-\(ranks).gguf"] {
+                try FileManager.default.copyItem(at: all.appendingPathComponent(name), to: host.appendingPathComponent(name))
+            }
+            hosts.append(host.path)
+        }
+        let common = ["generate", "-p", "The three primary colours are", "-n", "16", "--temp", "0", "--json", "-t", "1", "--split", split]
+        let reading = try GemmaNodeBinary.mpirun(perRank: Array(repeating: common + ["-m", model], count: ranks), timeout: 300)
+        try #require(reading.status == 0, "\(reading.all)")
+        let sharded = try GemmaNodeBinary.mpirun(perRank: hosts.map { common + ["-m", $0] }, timeout: 300)
+        try #require(sharded.status == 0, "\(sharded.all)")
+        let a = try JSONDecoder().decode(GenerateOutput.self, from: Data(reading.stdout.utf8))
+        let b = try JSONDecoder().decode(GenerateOutput.self, from: Data(sharded.stdout.utf8))
+        #expect(b.prompt_tokens == a.prompt_tokens)
+        #expect(b.tokens.count == 16 && b.tokens == a.tokens)
+    }
+}

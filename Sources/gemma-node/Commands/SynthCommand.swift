@@ -122,7 +122,13 @@ final class Progress {
     var last = Date.distantPast
     var drawn = false
 
-    init(total: Int) { self.total = total }
+    /// Names the work on the plain (non-terminal) lines.
+    let label: String
+
+    init(total: Int, label: String = "synth") {
+        self.total = total
+        self.label = label
+    }
 
     func update(_ done: Int, _ total: Int) {
         let now = Date()
@@ -137,7 +143,7 @@ final class Progress {
                                                        Double(done) / 1e9, Double(total) / 1e9, rate).utf8))
             drawn = true
         } else {
-            FileHandle.standardError.write(Data(String(format: "synth: %.0f%% %.2f/%.2f GB %.0f MB/s\n", frac * 100,
+            FileHandle.standardError.write(Data(String(format: "%@: %.0f%% %.2f/%.2f GB %.0f MB/s\n", label, frac * 100,
                                                        Double(done) / 1e9, Double(total) / 1e9, rate).utf8))
         }
     }
