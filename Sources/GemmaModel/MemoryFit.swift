@@ -12,9 +12,11 @@ public struct RankFit: Codable, Sendable, Equatable {
     public var capacityBytes: Int
     public var weightBytes: Int
     public var kvCacheBytes: Int
+    /// Activation buffers of one full step (`RankReport.activationBytes`).
+    public var activationBytes: Int
     public var overheadBytes: Int
-    /// weights + KV cache + overhead.
-    public var plannedBytes: Int { weightBytes + kvCacheBytes + overheadBytes }
+    /// weights + KV cache + activations + overhead.
+    public var plannedBytes: Int { weightBytes + kvCacheBytes + activationBytes + overheadBytes }
     /// Bytes the machine lacks (0 when it fits).
     public var shortBytes: Int { max(0, plannedBytes - capacityBytes) }
 }
@@ -66,7 +68,7 @@ public struct MemoryFit: Codable, Sendable {
             report.perRank.enumerated().map { r, rank in
                 RankFit(rank: r, capacityBytes: capacities[r], weightBytes: rank.weightBytes,
                         kvCacheBytes: rank.kvCacheBytes(contextTokens: contextTokens, slidingRing: report.slidingRing),
-                        overheadBytes: overheadBytes)
+                        activationBytes: rank.activationBytes, overheadBytes: overheadBytes)
             }
         }
         func make(_ shares: [Double], _ report: ShardReport, tooSmall: [RankFit] = []) -> MemoryFit {
@@ -80,7 +82,7 @@ public struct MemoryFit: Codable, Sendable {
         }
         let equal = try plan([Double](repeating: 1, count: n))
         let one = try plan([1])
-        let need = { (f: RankFit) in Double(f.weightBytes + f.kvCacheBytes) }
+        let need = { (f: RankFit) in Double(f.plannedBytes - f.overheadBytes) }
         let whole = need(rankFits(one)[0])
         let meanEqual = rankFits(equal).map(need).reduce(0, +) / Double(n)
         let variable = max(0, (whole - meanEqual) * Double(n) / Double(n - 1))
@@ -129,7 +131,8 @@ public struct MemoryFit: Codable, Sendable {
     public static func fewestMachines(capacity: Int, overheadBytes: Int, contextTokens: Int, maxMachines: Int = 64,
                                       plan: ([Double]) throws -> ShardReport) throws -> MemoryFit? {
         let one = try plan([1])
-        let whole = one.perRank[0].weightBytes + one.perRank[0].kvCacheBytes(contextTokens: contextTokens, slidingRing: one.slidingRing)
+        let r0 = one.perRank[0]
+        let whole = r0.weightBytes + r0.kvCacheBytes(contextTokens: contextTokens, slidingRing: one.slidingRing) + r0.activationBytes
         for n in 1...max(1, maxMachines) {
             if n * (capacity - overheadBytes) < whole { continue }
             guard let attempt = try? fit(capacities: [Int](repeating: capacity, count: n), overheadBytes: overheadBytes,
@@ -156,9 +159,9 @@ public struct MemoryFit: Codable, Sendable {
                 lines.append("  machine \(f.rank) (\(gb(f.capacityBytes))) cannot hold even the smallest share (\(gb(f.plannedBytes)): one head and one block of each dimension plus everything replicated); leave it out")
             }
         }
-        lines.append("per rank (weights + \(report.kvType) KV cache of \(contextTokens) tokens + \(gb(ranks.first?.overheadBytes ?? 0)) process overhead) against its machine:")
+        lines.append("per rank (weights + \(report.kvType) KV cache of \(contextTokens) tokens + activations of a full step + \(gb(ranks.first?.overheadBytes ?? 0)) process overhead) against its machine:")
         for f in ranks {
-            lines.append("  rank \(f.rank): \(gb(f.plannedBytes)) of \(gb(f.capacityBytes)) (weights \(gb(f.weightBytes)), KV \(gb(f.kvCacheBytes)))"
+            lines.append("  rank \(f.rank): \(gb(f.plannedBytes)) of \(gb(f.capacityBytes)) (weights \(gb(f.weightBytes)), KV \(gb(f.kvCacheBytes)), activations \(gb(f.activationBytes)))"
                          + (f.shortBytes > 0 ? ", short by \(gb(f.shortBytes))" : ", \(gb(f.capacityBytes - f.plannedBytes)) free"))
         }
         return lines.joined(separator: "\n")

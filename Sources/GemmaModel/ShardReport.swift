@@ -28,6 +28,13 @@ public struct RankReport: Codable, Sendable, Equatable {
     /// (the top-k of them: topK / numExperts of their bytes). The decode cost model
     /// (`DecodeCostModel`) divides it by the memory bandwidth.
     public var decodeReadBytes: Int
+    /// Bytes of the activation buffers a rank maps for a step of `maxBatchTokens` tokens
+    /// (GemmaShard's `Activations`: [T, H] x 4, q and attention output, k and v, gate and up
+    /// at this rank's widest layer, RoPE tables, PLE inputs, the MoE partials, one logits row
+    /// of its vocabulary slice). They are mapped lazily, so they are resident only after a
+    /// step that long (a long prompt). Not counted: attention scores (threads x context
+    /// floats) and MoE expert scratch.
+    public var activationBytes: Int
 
     /// KV-cache bytes of one sequence of `contextTokens` tokens on this rank.
     public func kvCacheBytes(contextTokens: Int, slidingRing: Int) -> Int {
@@ -184,6 +191,14 @@ public struct ShardReport: Codable, Sendable, Equatable {
                     : 1024
                 kv += perToken * positions
             }
+            let mine = plan.layers.map { $0[r] }
+            let qWidth = mine.map { $0.qHeads.count * $0.headDim }.max() ?? 0
+            let kvWidth = mine.map { $0.kvHeads.count * $0.headDim }.max() ?? 0
+            let mlpWidth = mine.map { $0.mlpColumns.count }.max() ?? 0
+            let ple = config.numHiddenLayers * config.perLayerInputSize
+            let floatsPerToken = 4 * h + 2 * qWidth + 2 * kvWidth + 2 * mlpWidth + config.headDim(for: .sliding) + config.headDim(for: .full)
+                + 2 * ple + config.perLayerInputSize + (config.isMoE ? 2 * h : 0)
+            let activations = 4 * (maxBatchTokens * floatsPerToken + plan.vocabRanges[r].count)
             let l0 = plan.layers.first?[r]
             reports.append(RankReport(
                 rank: r,
@@ -192,7 +207,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
                 mlpColumns: [l0?.mlpColumns.lowerBound ?? 0, l0?.mlpColumns.upperBound ?? 0],
                 vocabRange: [plan.vocabRanges[r].lowerBound, plan.vocabRanges[r].upperBound],
                 weightBytes: total, kvCacheBytesPer1KTokens: kv, kvFullBytesPerToken: kvFull, kvSlidingBytesPerToken: kvSliding,
-                decodeReadBytes: read))
+                decodeReadBytes: read, activationBytes: activations))
         }
         perRank = reports
     }

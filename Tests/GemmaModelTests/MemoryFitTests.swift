@@ -104,3 +104,25 @@ struct FileMixPlanTests {
         }
     }
 }
+
+@Suite("Activation bytes")
+struct ActivationBytesTests {
+    /// The default model's shape (H 640, 4 heads of 256, 1 KV head, MLP 2048, vocabulary
+    /// 262144) at 512 tokens per step, by hand: per token 4 x 640 + 2 x 1024 (q, attention
+    /// output) + 2 x 256 (k, v) + 2 x 2048 (gate, up) + 256 + 256 (RoPE tables of both layer
+    /// types) = 9728 floats; 512 tokens plus one logits row of 262144: 4 x (512 x 9728 + 262144)
+    /// = 20,971,520 bytes at 1 rank. At 2 ranks: q 512, KV 256 (replicated), MLP 1024:
+    /// 4 x 640 + 1024 + 512 + 2048 + 512 = 6656 floats; 4 x (512 x 6656 + 131072) = 14,155,776.
+    @Test func handCheckedOnTheDefaultModelsShape() throws {
+        let c = try GemmaConfig(configDictionary: [
+            "model_type": "gemma3_text", "vocab_size": 262144, "hidden_size": 640, "intermediate_size": 2048,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256,
+            "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6, "sliding_window": 512,
+            "layer_types": ["sliding_attention", "full_attention"], "query_pre_attn_scalar": 256,
+        ])
+        let one = try ShardReport(config: c, ranks: 1, weightType: .q8_0)
+        #expect(one.perRank[0].activationBytes == 20_971_520)
+        let two = try ShardReport(config: c, ranks: 2, weightType: .q8_0)
+        #expect(two.perRank.map(\.activationBytes) == [14_155_776, 14_155_776])
+    }
+}

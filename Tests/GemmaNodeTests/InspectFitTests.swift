@@ -10,7 +10,7 @@ struct InspectFitTests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any])
         let ranks = try #require(json["ranks"] as? [[String: Any]])
         return try ranks.map { r in
-            let parts = try ["weightBytes", "kvCacheBytes", "overheadBytes"].map { try #require(r[$0] as? Int) }
+            let parts = try ["weightBytes", "kvCacheBytes", "activationBytes", "overheadBytes"].map { try #require(r[$0] as? Int) }
             return (parts.reduce(0, +), try #require(r["capacityBytes"] as? Int))
         }
     }

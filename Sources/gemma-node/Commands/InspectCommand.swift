@@ -36,7 +36,7 @@ struct InspectCommand: ParsableCommand {
     var ranks: Int { ranksOption ?? ((try? SplitOption.parse(split))??.count ?? 1) }
     var shares: [Double]? { (try? SplitOption.parse(split)) ?? nil }
 
-    @Option(name: .customLong("batch"), help: "Tokens per step (sizes the sliding-window KV ring).")
+    @Option(name: .customLong("batch"), help: "Tokens per step (sizes the sliding-window KV ring and the activation buffers --fit counts).")
     var batch: Int = 512
 
     @Flag(name: .customLong("json"), help: "Print one JSON object instead of text.")
@@ -53,7 +53,7 @@ struct InspectCommand: ParsableCommand {
     var kvTypeName: String = "f32"
 
     @Option(name: .customLong("fit"),
-            help: "Memory of each machine in GB (10^9 bytes), in rank order, e.g. 8,8,16: prints a --split that fits every machine with room for --context tokens and --overhead-mb, or which machine is short and by how much.")
+            help: "Memory of each machine in GB (10^9 bytes), in rank order, e.g. 8,8,16: prints a --split that fits every machine with room for --context tokens, a --batch-token step's activations and --overhead-mb, or which machine is short and by how much.")
     var fit: String?
 
     @Option(name: .customLong("machines"),
