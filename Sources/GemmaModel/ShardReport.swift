@@ -23,6 +23,18 @@ public struct RankReport: Codable, Sendable, Equatable {
     /// (the latter hold at most `ShardReport.slidingRing` positions): exact KV for any context.
     public var kvFullBytesPerToken: Int
     public var kvSlidingBytesPerToken: Int
+    /// Bytes of weights one decode token reads on this rank: every matrix it holds, except
+    /// lookup tables (an untied embedding, Gemma 4's PLE table: one row each) and MoE experts
+    /// (the top-k of them: topK / numExperts of their bytes). The decode cost model
+    /// (`DecodeCostModel`) divides it by the memory bandwidth.
+    public var decodeReadBytes: Int
+    /// Bytes of the activation buffers a rank maps for a step of `maxBatchTokens` tokens
+    /// (GemmaShard's `Activations`: [T, H] x 4, q and attention output, k and v, gate and up
+    /// at this rank's widest layer, RoPE tables, PLE inputs, the MoE partials, one logits row
+    /// of its vocabulary slice). They are mapped lazily, so they are resident only after a
+    /// step that long (a long prompt). Not counted: attention scores (threads x context
+    /// floats) and MoE expert scratch.
+    public var activationBytes: Int
 
     /// KV-cache bytes of one sequence of `contextTokens` tokens on this rank.
     public func kvCacheBytes(contextTokens: Int, slidingRing: Int) -> Int {
@@ -91,11 +103,17 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// Plans a model from its config alone (no checkpoint: e.g. a shipped preset), every
     /// matrix stored as `weightType` (a tensor whose rows are not whole blocks of it falls back
     /// to Q8_0, as llama.cpp's quantizer does), vectors as f32. Row-parallel splits are made of
-    /// whole blocks (uneven when needed, GEMMA_SPEC A3.1).
+    /// whole blocks (uneven when needed, GEMMA_SPEC A3.1). With `fileMix`, every tensor has
+    /// the type `synth` gives it for that encoding instead (for `.q4_k`, llama.cpp's Q4_K_M
+    /// mix: some Q6_K/Q8_0 tensors), so the plan is the plan of such a file.
     public init(config: GemmaConfig, ranks: Int, weightType: WeightType, maxBatchTokens: Int = 512, split: [Double]? = nil,
-                kvType: KVCacheType = .f32) throws {
+                kvType: KVCacheType = .f32, fileMix: SynthQuant? = nil) throws {
         try config.checkSupported(planning: true)
+        let mix = try fileMix.map { quant in
+            Dictionary(try SyntheticModel.tensorList(config: config, quant: quant).map { ($0.name, $0.type) }, uniquingKeysWith: { a, _ in a })
+        }
         func stored(_ spec: TensorSpec) -> WeightType {
+            if let t = mix?[spec.ggufName] { return t }
             guard spec.shape.count >= 2 else { return .f32 }
             let cols = spec.shape[spec.shape.count - 1]
             if cols % weightType.blockSize == 0 { return weightType }
@@ -126,9 +144,11 @@ public struct ShardReport: Codable, Sendable, Equatable {
         kvHeadsReplicated = plan.replicatesKV
         slidingRing = KVCache.capacity(window: config.slidingWindow, maxContext: Int.max / 2, maxBatchTokens: maxBatchTokens)
         let h = config.hiddenSize
+        let untied = table.contains { $0.tensor == .lmHead }
+        let activeExperts = Double(config.topKExperts ?? 1) / Double(max(config.numExperts ?? 1, 1))
         var reports: [RankReport] = []
         for r in 0..<ranks {
-            var total = 0
+            var total = 0, read = 0
             for spec in table {
                 let elementCount = spec.shape.reduce(1, *)
                 let layer: LayerShard? = {
@@ -152,7 +172,14 @@ public struct ShardReport: Codable, Sendable, Equatable {
                 case .rowsByMLP, .colsByMLP: elements = (layer?.mlpColumns.count ?? 0) * h
                 case .experts: elements = elementCount / ranks   // column split of every expert (MoE.swift)
                 }
-                total += bytes(spec, elements)
+                let held = bytes(spec, elements)
+                total += held
+                switch spec.split {
+                case .rowsByPLEVocab: read += bytes(spec, spec.shape.count > 1 ? spec.shape[1] : 1)
+                case .experts: read += Int((Double(held) * activeExperts).rounded())
+                case .rowsByVocab where spec.tensor == .embedTokens && untied: read += bytes(spec, h)
+                default: read += held
+                }
             }
             var kv = 0, kvFull = 0, kvSliding = 0
             for (i, layer) in plan.layers.enumerated() where config.hasOwnKV(i) {
@@ -164,6 +191,14 @@ public struct ShardReport: Codable, Sendable, Equatable {
                     : 1024
                 kv += perToken * positions
             }
+            let mine = plan.layers.map { $0[r] }
+            let qWidth = mine.map { $0.qHeads.count * $0.headDim }.max() ?? 0
+            let kvWidth = mine.map { $0.kvHeads.count * $0.headDim }.max() ?? 0
+            let mlpWidth = mine.map { $0.mlpColumns.count }.max() ?? 0
+            let ple = config.numHiddenLayers * config.perLayerInputSize
+            let floatsPerToken = 4 * h + 2 * qWidth + 2 * kvWidth + 2 * mlpWidth + config.headDim(for: .sliding) + config.headDim(for: .full)
+                + 2 * ple + config.perLayerInputSize + (config.isMoE ? 2 * h : 0)
+            let activations = 4 * (maxBatchTokens * floatsPerToken + plan.vocabRanges[r].count)
             let l0 = plan.layers.first?[r]
             reports.append(RankReport(
                 rank: r,
@@ -171,7 +206,8 @@ public struct ShardReport: Codable, Sendable, Equatable {
                 kvHeads: [l0?.kvHeads.lowerBound ?? 0, l0?.kvHeads.upperBound ?? 0],
                 mlpColumns: [l0?.mlpColumns.lowerBound ?? 0, l0?.mlpColumns.upperBound ?? 0],
                 vocabRange: [plan.vocabRanges[r].lowerBound, plan.vocabRanges[r].upperBound],
-                weightBytes: total, kvCacheBytesPer1KTokens: kv, kvFullBytesPerToken: kvFull, kvSlidingBytesPerToken: kvSliding))
+                weightBytes: total, kvCacheBytesPer1KTokens: kv, kvFullBytesPerToken: kvFull, kvSlidingBytesPerToken: kvSliding,
+                decodeReadBytes: read, activationBytes: activations))
         }
         perRank = reports
     }

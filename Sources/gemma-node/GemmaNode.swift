@@ -9,7 +9,7 @@ struct GemmaNode: ParsableCommand {
         abstract: "Tensor-parallel Gemma inference over MPI.",
         subcommands: [
             GenerateCommand.self, ChatCommand.self, LogitsCommand.self, TokenizeCommand.self,
-            ServeCommand.self, BenchCommand.self, InspectCommand.self, ClusterCheckCommand.self, SynthCommand.self,
+            ServeCommand.self, BenchCommand.self, InspectCommand.self, PlanCommand.self, ClusterCheckCommand.self, SynthCommand.self,
             ShardCommand.self,
         ]
     )

@@ -15,12 +15,6 @@ struct InspectPresetTests {
         #expect(out.stdout.contains("largest rank"))
     }
 
-    @Test func fitAnswersHowManyMachines() throws {
-        let out = try GemmaNodeBinary.run(["inspect", "--config", "gemma-4-31b", "--quant", "q4_k", "--fit", "8", "--context", "4096"])
-        #expect(out.status == 0, "\(out.all)")
-        #expect(out.stdout.hasPrefix("fewest ranks of 8.0 GB for gemma-4-31b at q4_k with 4096 tokens of context: "), "\(out.stdout)")
-    }
-
     @Test func everyPresetPlansAsJSON() throws {
         for name in ["e2b", "e4b", "31b", "26b-a4b"] {
             let out = try GemmaNodeBinary.run(["inspect", "--config", name, "--ranks", "2", "--json"])

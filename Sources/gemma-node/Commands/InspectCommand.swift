@@ -1,6 +1,8 @@
 // `gemma-node inspect`: the model's architecture and, for a rank count, what each rank would
-// own (heads, KV heads, MLP columns, vocabulary) with its bytes of weights and KV cache. Reads
-// only config.json and the safetensors headers; runs as one process (no MPI needed).
+// own (heads, KV heads, MLP columns, vocabulary) with its bytes of weights and KV cache; with
+// `--fit` a `--split` that fits a list of machines, with `--machines` the fewest machines of
+// one size. Reads only config.json and the safetensors or GGUF headers; runs as one process
+// (no MPI needed).
 import ArgumentParser
 import Foundation
 import GemmaKernels
@@ -9,12 +11,19 @@ import GemmaModel
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Print the model architecture and what each of N ranks would own.")
+        abstract: "Print the model architecture and what each of N ranks would own; fit a split to machines' memory.")
+
+    /// Fixed resident memory of one rank beyond its planned weights and KV cache (Swift and
+    /// Open MPI runtimes, scratch buffers; rank 0 also the tokenizer): peak RSS minus planned
+    /// weights was 61-62 MB on rank 0 and 43 MB on the others, for the default model and a
+    /// synthetic gemma-3-1b at 1, 2 and 4 ranks (docs/LARGE_MODELS.md, "The planner against
+    /// real loads"); rounded up to 64.
+    static let defaultOverheadMB = 64.0
 
     // Its own -m rather than ModelOptions: inspect loads nothing, and its --quant names the
     // planned encoding (q4_k included), not a quantize-on-load type.
     @Option(name: [.short, .customLong("model")],
-            help: "Hugging Face model directory to plan. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M.")
+            help: "GGUF file or Hugging Face model directory to plan. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M.")
     var model: String?
 
     @Option(name: .customLong("ranks"), help: "Number of ranks to plan for (default: the number of --split shares, else 1).")
@@ -27,7 +36,7 @@ struct InspectCommand: ParsableCommand {
     var ranks: Int { ranksOption ?? ((try? SplitOption.parse(split))??.count ?? 1) }
     var shares: [Double]? { (try? SplitOption.parse(split)) ?? nil }
 
-    @Option(name: .customLong("batch"), help: "Tokens per step (sizes the sliding-window KV ring).")
+    @Option(name: .customLong("batch"), help: "Tokens per step (sizes the sliding-window KV ring and the activation buffers --fit counts).")
     var batch: Int = 512
 
     @Flag(name: .customLong("json"), help: "Print one JSON object instead of text.")
@@ -37,102 +46,86 @@ struct InspectCommand: ParsableCommand {
             help: "Plan from a config alone instead of -m: a shipped preset (\(ModelPresets.names.joined(separator: ", ")); the \"gemma-4-\" prefix may be left out) or a config.json path.")
     var configName: String?
 
-    @Option(name: .customLong("quant"), help: "With --config: weight encoding of every matrix, q4_k, q8_0 or bf16.")
+    @Option(name: .customLong("quant"), help: "With --config: weight encoding, q4_k (every matrix), q4_k_m (llama.cpp's Q4_K_M mix, as synth writes it), q8_0 or bf16.")
     var quant: String = "bf16"
 
-    @Option(name: .customLong("fit"), help: "With --config: memory per machine in GB (10^9 bytes); prints the fewest ranks whose largest share fits.")
-    var fitGB: Double?
+    @Option(name: .customLong("kv-type"), help: "KV-cache element type to plan for: f32 (what the cache stores today), f16 or q8_0.")
+    var kvTypeName: String = "f32"
 
-    @Option(name: .customLong("context"), help: "With --fit: tokens of one sequence's KV cache to leave room for.")
+    @Option(name: .customLong("fit"),
+            help: "Memory of each machine in GB (10^9 bytes), in rank order, e.g. 8,8,16: prints a --split that fits every machine with room for --context tokens, a --batch-token step's activations and --overhead-mb, or which machine is short and by how much.")
+    var fit: String?
+
+    @Option(name: .customLong("machines"),
+            help: "Memory of one machine in GB: prints the fewest such machines that hold the model with --context tokens and --overhead-mb each, and their --split.")
+    var machinesGB: Double?
+
+    @Option(name: .customLong("context"), help: "With --fit or --machines: tokens of one sequence's KV cache to leave room for.")
     var context: Int = 4096
+
+    @Option(name: .customLong("overhead-mb"),
+            help: "With --fit or --machines: fixed memory of one rank process beyond weights and KV cache, in MB (10^6 bytes). Default: \(Int(defaultOverheadMB)), measured here (docs/LARGE_MODELS.md).")
+    var overheadMB: Double = defaultOverheadMB
 
     func validate() throws {
         if ranks < 1 { throw ValidationError("--ranks must be at least 1, got \(ranks)") }
         if let shares = try SplitOption.parse(split), shares.count != ranks {
             throw ValidationError("--split has \(shares.count) shares but --ranks is \(ranks): give one share per rank")
         }
-        if split != nil && fitGB != nil { throw ValidationError("--fit chooses its own split; leave out --split") }
+        if fit != nil || machinesGB != nil {
+            if split != nil { throw ValidationError("--fit and --machines choose their own split; leave out --split") }
+            if ranksOption != nil { throw ValidationError("--fit and --machines choose the rank count (one per machine); leave out --ranks") }
+            if fit != nil && machinesGB != nil { throw ValidationError("give either --fit (a list of machines) or --machines (one size), not both") }
+        }
+        if let fit { _ = try MachineListOption.parse(fit, flag: "--fit") }
+        if let machinesGB, !(machinesGB > 0 && machinesGB.isFinite) { throw ValidationError("--machines must be a positive number of GB, got \(machinesGB)") }
         if batch < 1 { throw ValidationError("--batch must be at least 1, got \(batch)") }
-        if Self.weightType(quant) == nil { throw ValidationError("--quant must be q4_k, q8_0 or bf16, got \(quant)") }
-        if let fitGB, !(fitGB > 0) { throw ValidationError("--fit must be a positive number of GB") }
+        if PlanQuant.parse(quant) == nil { throw ValidationError("--quant must be \(PlanQuant.names), got \(quant)") }
+        _ = try KVTypeOption.parse(kvTypeName)
         if context < 0 { throw ValidationError("--context must be 0 or positive, got \(context)") }
-        if configName == nil && fitGB != nil { throw ValidationError("--fit needs --config") }
-    }
-
-    static func weightType(_ name: String) -> WeightType? {
-        switch name.lowercased() {
-        case "q4_k", "q4_k_m": return .q4_K
-        case "q8_0": return .q8_0
-        case "bf16": return .bf16
-        default: return nil
-        }
-    }
-
-    /// --config: a preset name or a config.json file.
-    func runPreset(_ name: String) throws {
-        let config: GemmaConfig
-        do {
-            if let preset = try ModelPresets.config(named: name) {
-                config = preset
-            } else if let data = FileManager.default.contents(atPath: name) {
-                config = try JSONDecoder().decode(GemmaConfig.self, from: data)
-            } else if FileManager.default.fileExists(atPath: name) {
-                config = try GemmaConfig.load(directory: URL(fileURLWithPath: name))   // a model directory
-            } else {
-                throw InspectError(message: "unknown preset \"\(name)\" (presets: \(ModelPresets.names.joined(separator: ", "))) and no such config file")
-            }
-        } catch let error as InspectError {
-            throw error
-        } catch {
-            throw InspectError(message: "cannot read config \(name): \(error)")
-        }
-        let type = Self.weightType(quant) ?? .bf16
-        let report: ShardReport
-        if let fitGB {
-            let limit = Int(fitGB * 1e9)
-            guard let fit = ShardReport.fewestRanks(config: config, weightType: type, bytesPerRank: limit, contextTokens: context) else {
-                throw InspectError(message: "\(name) at \(quant) does not fit in \(fitGB) GB per rank with \(context) tokens of context at up to 64 ranks")
-            }
-            report = fit
-            if !json {
-                print("fewest ranks of \(fitGB) GB for \(name) at \(quant) with \(context) tokens of context: \(fit.ranks) (largest rank \(String(format: "%.2f", Double(fit.peakRankBytes(contextTokens: context)) / 1e9)) GB)")
-            }
-        } else {
-            do {
-                report = try ShardReport(config: config, ranks: ranks, weightType: type, maxBatchTokens: batch, split: shares)
-            } catch {
-                throw InspectError(message: "cannot plan \(name) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
-            }
-        }
-        try emit(report)
-    }
-
-    func emit(_ report: ShardReport) throws {
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
-        } else {
-            print(report.text)
-        }
+        if !(overheadMB >= 0 && overheadMB.isFinite) { throw ValidationError("--overhead-mb must be 0 or positive, got \(overheadMB)") }
     }
 
     func run() throws {
-        if let configName { return try runPreset(configName) }
-        let path = model ?? DefaultModel.path().path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw InspectError(message: "\(path) is neither a GGUF file nor a Hugging Face model directory")
+        let kvType = try KVTypeOption.parse(kvTypeName)
+        let source = try ModelPlanSource.resolve(model: model, configName: configName, quant: quant,
+                                                 kvType: kvType, batch: batch)
+        let what = configName.map { "\($0) at \(quant)" } ?? source.name
+        let overhead = Int(overheadMB * 1e6)
+        if let fit {
+            let gb = try MachineListOption.parse(fit, flag: "--fit")
+            let answer = try MemoryFit.fit(capacities: gb.map { Int($0 * 1e9) }, overheadBytes: overhead, contextTokens: context) { shares in
+                try source.report(ranks: shares.count, shares: shares)
+            }
+            if json { try Self.printJSON(answer) } else {
+                print("fit \(what) on \(gb.count) machine\(gb.count == 1 ? "" : "s") of \(gb.map { MemoryFit.format($0) }.joined(separator: ", ")) GB with \(context) tokens of \(kvType) KV cache:")
+                print(answer.text)
+            }
+            // A fit that fails is an answer, printed above; the status lets scripts tell.
+            if !answer.fits { throw ExitCode(1) }
+            return
         }
-        let report: ShardReport
-        do {
-            let url = URL(fileURLWithPath: path)
-            report = isDirectory.boolValue ? try ShardReport(directory: url, ranks: ranks, maxBatchTokens: batch, split: shares)
-                                           : try ShardReport(gguf: url, ranks: ranks, maxBatchTokens: batch, split: shares)
-        } catch {
-            throw InspectError(message: "cannot plan \(path) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
+        if let machinesGB {
+            let answer = try MemoryFit.fewestMachines(capacity: Int(machinesGB * 1e9), overheadBytes: overhead, contextTokens: context) { shares in
+                try source.report(ranks: shares.count, shares: shares)
+            }
+            guard let answer else {
+                throw InspectError(message: "\(what) does not fit on up to 64 machines of \(MemoryFit.format(machinesGB)) GB with \(context) tokens of \(kvType) KV cache and \(MemoryFit.format(overheadMB)) MB overhead each")
+            }
+            if json { return try Self.printJSON(answer) }
+            print("fewest machines of \(MemoryFit.format(machinesGB)) GB for \(what) with \(context) tokens of \(kvType) KV cache: \(answer.ranks.count)")
+            print(answer.text)
+            return
         }
-        try emit(report)
+        let report = try source.report(ranks: ranks, shares: shares)
+        if json { return try Self.printJSON(report) }
+        print(report.text)
+    }
+
+    static func printJSON<T: Encodable>(_ value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
     }
 }
 
