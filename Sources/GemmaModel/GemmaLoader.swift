@@ -305,6 +305,13 @@ extension GemmaShard {
         return shard
     }
 
+    /// Bytes of weights this rank reads to decode one token: everything it holds, except that
+    /// with a separate LM head the embedding table is only looked up (one row), not streamed.
+    /// (Gemma 4's PLE table is a lookup too but is counted, as a file-level sum would.)
+    public var weightBytesReadPerToken: Int {
+        weightBytes - (lmHead == nil ? 0 : embedding.weight.byteCount)
+    }
+
     /// Bytes of weights this rank holds.
     public var weightBytes: Int {
         var total = embedding.weight.byteCount + (lmHead?.weight.byteCount ?? 0) + finalNorm.count * 4

@@ -132,28 +132,3 @@ enum ProcessStats {
     }
 }
 
-/// Bytes of weights one decoded token reads, summed over all ranks (each rank reads its own
-/// slice): every matrix of the file (2-D tensors; 1-D norms are negligible and excluded) plus
-/// the LM head, which is the embedding when tied. The embedding lookup reads one row, so a
-/// separate LM head replaces the embedding in the sum.
-enum WeightTraffic {
-    static func bytesPerToken(modelPath path: String) throws -> Int {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            let archive = try SafetensorsArchive(directory: URL(fileURLWithPath: path))
-            let hasHead = archive.tensors.keys.contains { $0.hasSuffix("lm_head.weight") }
-            return archive.tensors.values.reduce(0) { sum, t in
-                guard t.shape.count >= 2 else { return sum }
-                if hasHead && t.name.hasSuffix("embed_tokens.weight") { return sum }
-                return sum + t.byteCount
-            }
-        }
-        let file = try GGUFFile(path: path)
-        let hasHead = file.hasTensor("output.weight")
-        return file.tensors.reduce(0) { sum, t in
-            guard t.dims.count >= 2, let bytes = t.byteCount else { return sum }
-            if hasHead && t.name == "token_embd.weight" { return sum }
-            return sum + bytes
-        }
-    }
-}

@@ -82,9 +82,9 @@ struct BenchCommand: ParsableCommand {
                 throw BenchError.tooLong(prompt: nPrompt, gen: nGen, context: shard.maxContext, batch: shard.maxBatchTokens)
             }
             let model = TimingModel(shard, comm: comm)
-            let bytesPerToken: Int = try comm.agreeOn {
-                comm.isCoordinator ? try WeightTraffic.bytesPerToken(modelPath: modelPath) : 0
-            }
+            // Summed over ranks from what each holds, so it works whether a rank read the file,
+            // its shard file or received its slices from rank 0.
+            let bytesPerToken = Int(try comm.allGather([Float(shard.weightBytesReadPerToken)]).reduce(0.0) { $0 + Double($1) })
             let prompt = Self.prompt(count: nPrompt, vocab: model.sampleableVocab)
             func request(_ p: [Int32], _ n: Int) -> GenerationRequest {
                 // n + 1 new tokens = one sampled after the prompt, then n decode steps.
