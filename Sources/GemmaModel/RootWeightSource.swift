@@ -29,6 +29,37 @@ struct RootManifest: Codable {
     var stopTokens: [Int]
 }
 
+/// Tensors of a config by ordinal (their first row in `TensorTable.specs(for:)`): how requests
+/// and manifests name a tensor without sending the enum.
+struct TensorIndex {
+    let ordinals: [LogicalTensor: Int]
+    let names: [Int: String]
+    let shapes: [Int: [Int]]
+
+    init(config: GemmaConfig) {
+        var ordinals: [LogicalTensor: Int] = [:], names: [Int: String] = [:], shapes: [Int: [Int]] = [:]
+        for (i, spec) in TensorTable.specs(for: config).enumerated() where ordinals[spec.tensor] == nil {
+            ordinals[spec.tensor] = i
+            names[i] = spec.name
+            shapes[i] = spec.shape
+        }
+        self.ordinals = ordinals
+        self.names = names
+        self.shapes = shapes
+    }
+
+    func name(_ t: LogicalTensor) -> String { ordinals[t].flatMap { names[$0] } ?? "\(t)" }
+}
+
+extension RootManifest {
+    func has(_ t: LogicalTensor, _ index: TensorIndex) -> Bool { index.ordinals[t].map { present[$0] != nil } ?? false }
+
+    func blockSize(_ t: LogicalTensor, _ index: TensorIndex) throws -> Int {
+        guard let o = index.ordinals[t], let b = present[o] else { throw TensorTableError.missing("\(t)") }
+        return b
+    }
+}
+
 /// Load errors specific to streaming weights from rank 0.
 public enum RootStreamError: Error, CustomStringConvertible, Equatable {
     /// Rank 0 could not open or read the model; the text is rank 0's error.
@@ -54,9 +85,7 @@ final class RootStreamedWeightSource: ModelWeightSource {
     /// The file source (rank 0 only).
     let local: (any ModelWeightSource)?
     let manifest: RootManifest
-    private let ordinals: [LogicalTensor: Int]
-    private let names: [Int: String]
-    private let shapes: [Int: [Int]]
+    private let index: TensorIndex
     /// Bytes of slices this rank sent (rank 0) or received (workers).
     private(set) var bytesMoved = 0
     /// Largest piece rank 0 encoded to send (its transient buffer, held twice, beyond its share).
@@ -118,23 +147,11 @@ final class RootStreamedWeightSource: ModelWeightSource {
         self.comm = comm
         self.local = local
         self.manifest = manifest
-        var ordinals: [LogicalTensor: Int] = [:], names: [Int: String] = [:], shapes: [Int: [Int]] = [:]
-        for (i, spec) in TensorTable.specs(for: manifest.config).enumerated() where ordinals[spec.tensor] == nil {
-            ordinals[spec.tensor] = i
-            names[i] = spec.name
-            shapes[i] = spec.shape
-        }
-        self.shapes = shapes
-        self.ordinals = ordinals
-        self.names = names
+        index = TensorIndex(config: manifest.config)
     }
 
-    func has(_ t: LogicalTensor) -> Bool { ordinals[t].map { manifest.present[$0] != nil } ?? false }
-
-    func blockSize(_ t: LogicalTensor) throws -> Int {
-        guard let o = ordinals[t], let b = manifest.present[o] else { throw TensorTableError.missing("\(t)") }
-        return b
-    }
+    func has(_ t: LogicalTensor) -> Bool { manifest.has(t, index) }
+    func blockSize(_ t: LogicalTensor) throws -> Int { try manifest.blockSize(t, index) }
 
     func storedType(_ t: LogicalTensor) throws -> WeightType {
         throw RootStreamError.unsupported("the stored type of a streamed tensor is known only when it arrives")
@@ -144,15 +161,15 @@ final class RootStreamedWeightSource: ModelWeightSource {
     private static let exactLimit = 1 << 24
 
     func matrix(_ t: LogicalTensor, rows: Range<Int>?, cols: Range<Int>?) throws -> WeightMatrix {
-        guard let id = ordinals[t] else { throw TensorTableError.missing("\(t)") }
+        guard let id = index.ordinals[t] else { throw TensorTableError.missing("\(t)") }
         let fields = [id, rows?.lowerBound ?? -1, rows?.upperBound ?? -1, cols?.lowerBound ?? -1, cols?.upperBound ?? -1]
         guard fields.allSatisfy({ $0 < Self.exactLimit }) else {
-            throw RootStreamError.unsupported("a range of \(names[id] ?? "\(t)") exceeds \(Self.exactLimit)")
+            throw RootStreamError.unsupported("a range of \(index.names[id] ?? "\(t)") exceeds \(Self.exactLimit)")
         }
         let all = try comm.allGather(fields.map(Float.init))
         let n = fields.count
         for q in 0..<comm.size where Int(all[q * n]) != id {
-            throw RootStreamError.mismatchedRequest(rank: q, tensor: names[id] ?? "\(t)")
+            throw RootStreamError.mismatchedRequest(rank: q, tensor: index.names[id] ?? "\(t)")
         }
         func range(_ q: Int, _ k: Int) -> Range<Int>? {
             let lo = Int(all[q * n + k]), hi = Int(all[q * n + k + 1])
@@ -163,7 +180,7 @@ final class RootStreamedWeightSource: ModelWeightSource {
         // so rank 0 never holds more than one piece (and its encoded copy) beyond its own
         // share. Every rank derives the same pieces from the gathered requests and the table
         // shape, so every rank takes part in the same deliveries.
-        let shape = shapes[id] ?? []
+        let shape = index.shapes[id] ?? []
         func pieces(_ q: Int) -> [Range<Int>?] {
             guard let rowRange = range(q, 1) ?? (shape.count == 2 ? 0..<shape[0] : nil) else { return [nil] }
             let columns = range(q, 3)?.count ?? shape.last ?? 1

@@ -224,8 +224,7 @@ final class ShardFileWeightSource: ModelWeightSource {
     var path: String { file.path }
     let manifest: RootManifest
     private var slices: [String: GGUFTensorInfo] = [:]
-    private let ordinals: [LogicalTensor: Int]
-    private let names: [Int: String]
+    private let index: TensorIndex
 
     /// Opens `directory`'s file for `rank` of `ranks`, refusing one cut for another rank, rank
     /// count or split.
@@ -259,26 +258,16 @@ final class ShardFileWeightSource: ModelWeightSource {
             throw ShardFileError.wrongShard(file: name, reason: "\(keys.count) slice entries for \(file.tensors.count) tensors")
         }
         for (key, info) in zip(keys, file.tensors) { slices[key] = info }
-        var ordinals: [LogicalTensor: Int] = [:], names: [Int: String] = [:]
-        for (i, s) in TensorTable.specs(for: manifest.config).enumerated() where ordinals[s.tensor] == nil {
-            ordinals[s.tensor] = i
-            names[i] = s.name
-        }
-        self.ordinals = ordinals
-        self.names = names
+        index = TensorIndex(config: manifest.config)
     }
 
-    func has(_ t: LogicalTensor) -> Bool { ordinals[t].map { manifest.present[$0] != nil } ?? false }
-
-    func blockSize(_ t: LogicalTensor) throws -> Int {
-        guard let o = ordinals[t], let b = manifest.present[o] else { throw TensorTableError.missing("\(t)") }
-        return b
-    }
+    func has(_ t: LogicalTensor) -> Bool { manifest.has(t, index) }
+    func blockSize(_ t: LogicalTensor) throws -> Int { try manifest.blockSize(t, index) }
 
     private func stored(_ t: LogicalTensor, _ key: (Int) -> String, rows: String, cols: String) throws -> GGUFTensorInfo {
-        guard let o = ordinals[t] else { throw TensorTableError.missing("\(t)") }
+        guard let o = index.ordinals[t] else { throw TensorTableError.missing("\(t)") }
         guard let info = slices[key(o)] else {
-            throw ShardFileError.missingSlice(file: URL(fileURLWithPath: path).lastPathComponent, tensor: names[o] ?? "\(t)", rows: rows, cols: cols)
+            throw ShardFileError.missingSlice(file: URL(fileURLWithPath: path).lastPathComponent, tensor: index.name(t), rows: rows, cols: cols)
         }
         return info
     }
