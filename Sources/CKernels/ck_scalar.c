@@ -235,24 +235,33 @@ static float dot_q5_1(const void *w, const void *act, int64_t n) {
 
 // ---- 256-blocks times ck_q8k
 
+// One Q4_K or Q5_K super-block (same scales and minimums; Q5_K adds a fifth bit per value
+// from qh, NULL for Q4_K) times its Q8_K activations: d * sum(sc * q * a) - dmin * sum(m * bsums).
+static inline float dot_k45_block(uint16_t d, uint16_t dmin, const uint8_t *scales, const uint8_t *qs_all,
+                                  const uint8_t *qh, const ck_q8k *a) {
+    int sumq = 0, summ = 0;
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        ck_kscale(scales, j, &sc, &m);
+        const uint8_t *qs = qs_all + 32 * (j / 2);
+        int shift = 4 * (j & 1), s = 0;
+        for (int l = 0; l < 32; l++) {
+            int q = (qs[l] >> shift) & 0xF;
+            if (qh) q |= ((qh[l] >> j) & 1) << 4;
+            s += q * a->q[32 * j + l];
+        }
+        sumq += sc * s;
+        summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+    }
+    return ck_half_to_float(d) * a->d * (float)sumq - ck_half_to_float(dmin) * a->d * (float)summ;
+}
+
 static float dot_q4_K(const void *w, const void *act, int64_t n) {
     const blk_q4_K *b = w;
     const ck_q8k *a = act;
     float acc = 0.0f;
-    for (int64_t i = 0; i < n / 256; i++) {
-        int sumq = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, m;
-            ck_kscale(b[i].scales, j, &sc, &m);
-            const uint8_t *qs = b[i].qs + 32 * (j / 2);
-            int shift = 4 * (j & 1), s = 0;
-            for (int l = 0; l < 32; l++) s += ((qs[l] >> shift) & 0xF) * a[i].q[32 * j + l];
-            sumq += sc * s;
-            summ += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
-        }
-        acc += ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d * (float)sumq
-             - ck_half_to_float(ck_ld16(&b[i].dmin)) * a[i].d * (float)summ;
-    }
+    for (int64_t i = 0; i < n / 256; i++)
+        acc += dot_k45_block(ck_ld16(&b[i].d), ck_ld16(&b[i].dmin), b[i].scales, b[i].qs, NULL, &a[i]);
     return acc;
 }
 
@@ -260,23 +269,8 @@ static float dot_q5_K(const void *w, const void *act, int64_t n) {
     const blk_q5_K *b = w;
     const ck_q8k *a = act;
     float acc = 0.0f;
-    for (int64_t i = 0; i < n / 256; i++) {
-        int sumq = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, m;
-            ck_kscale(b[i].scales, j, &sc, &m);
-            const uint8_t *qs = b[i].qs + 32 * (j / 2);
-            int shift = 4 * (j & 1), s = 0;
-            for (int l = 0; l < 32; l++) {
-                int q = ((qs[l] >> shift) & 0xF) | (((b[i].qh[l] >> j) & 1) << 4);
-                s += q * a[i].q[32 * j + l];
-            }
-            sumq += sc * s;
-            summ += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
-        }
-        acc += ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d * (float)sumq
-             - ck_half_to_float(ck_ld16(&b[i].dmin)) * a[i].d * (float)summ;
-    }
+    for (int64_t i = 0; i < n / 256; i++)
+        acc += dot_k45_block(ck_ld16(&b[i].d), ck_ld16(&b[i].dmin), b[i].scales, b[i].qs, b[i].qh, &a[i]);
     return acc;
 }
 
