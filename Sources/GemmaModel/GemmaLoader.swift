@@ -26,15 +26,19 @@ public struct GemmaLoadOptions: Sendable {
     /// query heads, MLP columns, vocabulary and KV cache (ShardPlan's uneven split); nil is the
     /// even split.
     public var split: [Double]?
+    /// How the KV cache stores keys and values (`--kv-type`); f16 by default, as llama.cpp.
+    /// Every rank must load with the same type (`load` checks).
+    public var kvType: KVCacheType
 
     public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil,
-                split: [Double]? = nil) {
+                split: [Double]? = nil, kvType: KVCacheType = .f16) {
         self.maxContext = maxContext
         self.slots = slots
         self.maxBatchTokens = maxBatchTokens
         self.threads = threads
         self.quantize = quantize
         self.split = split
+        self.kvType = kvType
     }
 }
 
@@ -68,6 +72,13 @@ extension GemmaShard {
     public static func load(path: URL, comm: any Communicator, options: GemmaLoadOptions = GemmaLoadOptions()) throws -> GemmaShard {
         var shard: GemmaShard?
         var failure: Error?
+        // Ranks that cached in different types would still agree on every message but compute
+        // different attention: refused on every rank with the types each asked for.
+        let asked = try comm.allGather([Float(KVCacheType.allCases.firstIndex(of: options.kvType)!)])
+        if Set(asked).count > 1 {
+            let names = asked.map { KVCacheType.allCases[Int($0)].rawValue }
+            try comm.agree(GemmaLoadError.badOptions("ranks disagree on --kv-type (rank order: \(names.joined(separator: ", "))); every rank must use the same type"))
+        }
         do { shard = try loadLocal(path: path, comm: comm, options: options) } catch { failure = error }
         try comm.agree(failure)
         guard let shard else { throw GemmaLoadError.badOptions("loader returned nothing") }
@@ -90,6 +101,7 @@ extension GemmaShard {
             try config.checkSupported()
             let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: options.quantize?.blockSize ?? 1, split: options.split)
             try checkOptions(options)
+            try checkKVType(options.kvType, config: config)
             if let q = options.quantize, ![.q8_0, .q4_0, .f16, .bf16, .f32].contains(q) {
                 throw ModelLoadError.unsupportedQuantizeType(q.description)
             }
@@ -105,6 +117,7 @@ extension GemmaShard {
         let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
         let plan = try ShardPlan(config: config, ranks: comm.size, mlpAlign: align, split: options.split)
         try checkOptions(options)
+        try checkKVType(options.kvType, config: config)
         return try build(config: config, plan: plan, source: source, comm: comm, options: options,
                          stopTokens: source.stopTokenIds(config: config))
     }
@@ -112,6 +125,14 @@ extension GemmaShard {
     /// The per-rank part of `load(directory:)`.
     public static func loadLocal(directory: URL, comm: any Communicator, options: GemmaLoadOptions) throws -> GemmaShard {
         try loadLocal(path: directory, comm: comm, options: options)
+    }
+
+    /// q8_0 stores blocks of 32 values per head row: a head dim that is not a multiple of 32
+    /// is refused before any weight is read (f32 and f16 hold any head dim).
+    static func checkKVType(_ type: KVCacheType, config: GemmaConfig) throws {
+        for (i, dims) in config.layerDims.enumerated() where !type.holds(headDim: dims.headDim) {
+            throw GemmaLoadError.badOptions("--kv-type \(type) stores blocks of \(type.blockSize) values, but layer \(i) has head dim \(dims.headDim) (not a multiple of \(type.blockSize)); use --kv-type f16 or f32")
+        }
     }
 
     static func checkOptions(_ options: GemmaLoadOptions) throws {
@@ -257,7 +278,8 @@ extension GemmaShard {
         }
         let shard = GemmaShard(config: config, plan: plan, comm: comm, pool: ThreadPool(threads: options.threads), layers: layers,
                                embedding: embedding, lmHead: lmHead, finalNorm: finalNorm,
-                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens, ple: ple)
+                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens, ple: ple,
+                               kvType: options.kvType)
         shard.stopTokenIds = stopTokens
         return shard
     }

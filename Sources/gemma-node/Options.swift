@@ -40,6 +40,18 @@ enum SplitOption {
     }
 }
 
+/// `--kv-type f32|f16|q8_0`: how the KV cache stores keys and values.
+enum KVTypeOption {
+    static let help: ArgumentHelp = "KV cache type: f32, f16 (default, as llama.cpp) or q8_0 (blocks of 32 int8 with an f16 scale; head dims must be multiples of 32). Every rank must use the same."
+
+    static func parse(_ text: String) throws -> KVCacheType {
+        guard let type = KVCacheType(rawValue: text.lowercased()) else {
+            throw ValidationError("--kv-type must be f32, f16 or q8_0, got \(text)")
+        }
+        return type
+    }
+}
+
 /// Which model to load and how much compute each rank may use.
 struct ModelOptions: ParsableArguments {
     @Option(name: [.short, .customLong("model")],
@@ -59,6 +71,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("split"), help: SplitOption.help)
     var split: String?
 
+    @Option(name: .customLong("kv-type"), help: KVTypeOption.help)
+    var kvType: String = "f16"
+
     /// The `--quant` type, nil when not given.
     var quantizeType: WeightType? {
         guard let quant else { return nil }
@@ -76,20 +91,22 @@ struct ModelOptions: ParsableArguments {
     /// command's own (serve's --parallel and --batch-tokens).
     func loadOptions(slots: Int = 1, maxBatchTokens: Int = 512) -> GemmaLoadOptions {
         Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
-                         maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil)
+                         maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil,
+                         kvType: (try? KVTypeOption.parse(kvType)) ?? .f16)
     }
 
     /// Load options from flag values, for commands with flags of their own (bench).
     static func loadOptions(maxContext: Int, threads: Int, quantize: WeightType? = nil, slots: Int = 1,
-                            maxBatchTokens: Int = 512, split: [Double]? = nil) -> GemmaLoadOptions {
+                            maxBatchTokens: Int = 512, split: [Double]? = nil, kvType: KVCacheType = .f16) -> GemmaLoadOptions {
         GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
-                         quantize: quantize, split: split)
+                         quantize: quantize, split: split, kvType: kvType)
     }
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
         _ = try SplitOption.parse(split)
+        _ = try KVTypeOption.parse(kvType)
         if let quant, quantizeType.map({ [.q8_0, .q4_0, .f16, .bf16, .f32].contains($0) }) != true {
             throw ValidationError("--quant must be q8_0, q4_0, f16, bf16 or f32, got \(quant)")
         }

@@ -27,6 +27,11 @@ struct InspectCommand: ParsableCommand {
     var ranks: Int { ranksOption ?? ((try? SplitOption.parse(split))??.count ?? 1) }
     var shares: [Double]? { (try? SplitOption.parse(split)) ?? nil }
 
+    @Option(name: .customLong("kv-type"), help: KVTypeOption.help)
+    var kvTypeName: String = "f16"
+
+    var kvType: KVCacheType { (try? KVTypeOption.parse(kvTypeName)) ?? .f16 }
+
     @Option(name: .customLong("batch"), help: "Tokens per step (sizes the sliding-window KV ring).")
     var batch: Int = 512
 
@@ -52,6 +57,7 @@ struct InspectCommand: ParsableCommand {
             throw ValidationError("--split has \(shares.count) shares but --ranks is \(ranks): give one share per rank")
         }
         if split != nil && fitGB != nil { throw ValidationError("--fit chooses its own split; leave out --split") }
+        _ = try KVTypeOption.parse(kvTypeName)
         if batch < 1 { throw ValidationError("--batch must be at least 1, got \(batch)") }
         if Self.weightType(quant) == nil { throw ValidationError("--quant must be q4_k, q8_0 or bf16, got \(quant)") }
         if let fitGB, !(fitGB > 0) { throw ValidationError("--fit must be a positive number of GB") }
@@ -90,7 +96,7 @@ struct InspectCommand: ParsableCommand {
         let report: ShardReport
         if let fitGB {
             let limit = Int(fitGB * 1e9)
-            guard let fit = ShardReport.fewestRanks(config: config, weightType: type, bytesPerRank: limit, contextTokens: context) else {
+            guard let fit = ShardReport.fewestRanks(config: config, weightType: type, bytesPerRank: limit, contextTokens: context, kvType: kvType) else {
                 throw InspectError(message: "\(name) at \(quant) does not fit in \(fitGB) GB per rank with \(context) tokens of context at up to 64 ranks")
             }
             report = fit
@@ -99,7 +105,7 @@ struct InspectCommand: ParsableCommand {
             }
         } else {
             do {
-                report = try ShardReport(config: config, ranks: ranks, weightType: type, maxBatchTokens: batch, split: shares)
+                report = try ShardReport(config: config, ranks: ranks, weightType: type, maxBatchTokens: batch, split: shares, kvType: kvType)
             } catch {
                 throw InspectError(message: "cannot plan \(name) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
             }
@@ -127,8 +133,8 @@ struct InspectCommand: ParsableCommand {
         let report: ShardReport
         do {
             let url = URL(fileURLWithPath: path)
-            report = isDirectory.boolValue ? try ShardReport(directory: url, ranks: ranks, maxBatchTokens: batch, split: shares)
-                                           : try ShardReport(gguf: url, ranks: ranks, maxBatchTokens: batch, split: shares)
+            report = isDirectory.boolValue ? try ShardReport(directory: url, ranks: ranks, maxBatchTokens: batch, split: shares, kvType: kvType)
+                                           : try ShardReport(gguf: url, ranks: ranks, maxBatchTokens: batch, split: shares, kvType: kvType)
         } catch {
             throw InspectError(message: "cannot plan \(path) for \(ranks) rank\(ranks == 1 ? "" : "s"): \(error)")
         }
