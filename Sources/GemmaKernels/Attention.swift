@@ -11,11 +11,14 @@ import Darwin
 /// Errors of the attention kernel: sizes that do not describe a run of cached positions.
 public enum AttentionKernelError: Error, CustomStringConvertible, Equatable {
     case badRun(first: Int, last: Int, capacity: Int, headDim: Int)
+    case badRow(type: KVCacheType, headDim: Int, rowBytes: Int)
 
     public var description: String {
         switch self {
         case let .badRun(first, last, capacity, headDim):
             return "attention over positions \(first)...\(last) with a ring of \(capacity) positions and head dim \(headDim) is not possible"
+        case let .badRow(type, headDim, rowBytes):
+            return "a \(type) cache row of head dim \(headDim) does not fit rows \(rowBytes) bytes apart (q8_0 needs a multiple of 32)"
         }
     }
 }
@@ -44,6 +47,41 @@ public func attentionHead(q: UnsafePointer<Float>, keys: UnsafePointer<Float>, v
     }
     _ = ck_attention_head(level.cLevel, q, keys, values, Int64(headDim), Int64(rowStride), Int64(capacity),
                           Int64(first), Int64(last), scale, softcap ?? 0, scores, out)
+}
+
+/// `attentionHead` over cache rows stored as `kvType` (f32, f16 or q8_0), `rowBytes` bytes
+/// apart: the C kernels read the stored type directly (q.k and the weighted V sum convert in
+/// registers). `.reference` converts the run's rows to f32 (`KVCacheType.load`) and runs the
+/// Swift twin on them, so the stored-type kernels are checked against f32 math on the same values.
+public func attentionHead(q: UnsafePointer<Float>, keys: UnsafeRawPointer, values: UnsafeRawPointer, kvType: KVCacheType,
+                          headDim: Int, rowBytes: Int, capacity: Int, first: Int, last: Int,
+                          scale: Float, softcap: Float?, scores: UnsafeMutablePointer<Float>,
+                          out: UnsafeMutablePointer<Float>, level: KernelLevel = Kernels.active) throws {
+    guard headDim > 0, capacity > 0, first >= 0, last >= first, last - first + 1 <= capacity else {
+        throw AttentionKernelError.badRun(first: first, last: last, capacity: capacity, headDim: headDim)
+    }
+    guard kvType.holds(headDim: headDim), rowBytes >= kvType.bytes(values: headDim) else {
+        throw AttentionKernelError.badRow(type: kvType, headDim: headDim, rowBytes: rowBytes)
+    }
+    if level == .reference {
+        // Ring indices of the run, as f32 rows in a ring of the same capacity.
+        var k = [Float](repeating: 0, count: capacity * headDim), v = k
+        k.withUnsafeMutableBufferPointer { kb in
+            v.withUnsafeMutableBufferPointer { vb in
+                for p in first...last {
+                    let ring = p % capacity
+                    kvType.load(keys + ring * rowBytes, count: headDim, into: kb.baseAddress! + ring * headDim)
+                    kvType.load(values + ring * rowBytes, count: headDim, into: vb.baseAddress! + ring * headDim)
+                }
+                attentionHeadReference(q: q, keys: kb.baseAddress!, values: vb.baseAddress!, headDim: headDim, rowStride: headDim,
+                                       capacity: capacity, first: first, last: last, scale: scale, softcap: softcap,
+                                       scores: scores, out: out)
+            }
+        }
+        return
+    }
+    _ = ck_attention_head_kv(level.cLevel, kvType.cType, q, keys, values, Int64(headDim), Int64(rowBytes), Int64(capacity),
+                             Int64(first), Int64(last), scale, softcap ?? 0, scores, out)
 }
 
 /// The Swift twin of `attentionHead` (the loop GemmaShard ran before the C kernel).

@@ -1,5 +1,7 @@
 // How the KV cache stores keys and values (`--kv-type`). The planner (ShardReport, inspect)
 // and the cache itself size their buffers from `bytes(values:)`, so the two cannot disagree.
+// The row conversions and the attention kernel that reads these rows are C (ck_attention.c).
+import CKernels
 
 /// Element type of cached keys and values.
 public enum KVCacheType: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
@@ -24,4 +26,30 @@ public enum KVCacheType: String, Codable, Sendable, CaseIterable, CustomStringCo
 
     /// Bytes holding `values` values (a multiple of `blockSize`).
     public func bytes(values: Int) -> Int { values / blockSize * bytesPerBlock }
+
+    /// The GGML type id of the stored rows (F32 0, F16 1, Q8_0 8), as the C kernels take it.
+    var cType: Int32 {
+        switch self {
+        case .f32: return 0
+        case .f16: return 1
+        case .q8_0: return 8
+        }
+    }
+
+    /// True when a row of `headDim` values is a whole number of blocks.
+    public func holds(headDim: Int) -> Bool { headDim > 0 && headDim % blockSize == 0 }
+
+    /// Stores `count` floats as one row of this type at `row` (`bytes(values: count)` bytes):
+    /// f16 rounds to nearest even, saturating at +-65504; q8_0 takes d = f16(max|x| / 127) per
+    /// block of 32 and q = round(x / d), so every value is within d/2 of x.
+    public func store(_ x: UnsafePointer<Float>, count: Int, into row: UnsafeMutableRawPointer) {
+        precondition(holds(headDim: count), "\(self) row of \(count) values")
+        _ = ck_kv_store(cType, x, Int64(count), row)
+    }
+
+    /// Reads one row of `count` values back as floats.
+    public func load(_ row: UnsafeRawPointer, count: Int, into x: UnsafeMutablePointer<Float>) {
+        precondition(holds(headDim: count), "\(self) row of \(count) values")
+        _ = ck_kv_load(cType, row, Int64(count), x)
+    }
 }

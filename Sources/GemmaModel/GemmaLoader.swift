@@ -33,8 +33,12 @@ public struct GemmaLoadOptions: Sendable {
     /// many values (4M: 16 MiB even as f32), bounding what rank 0 holds beyond its own share.
     public var streamPieceValues = 1 << 22
 
+    /// How the KV cache stores keys and values (`--kv-type`); f16 by default, as llama.cpp.
+    /// Every rank must load with the same type (`load` checks).
+    public var kvType: KVCacheType
+
     public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil,
-                split: [Double]? = nil, weightsFromRoot: Bool = false) {
+                split: [Double]? = nil, kvType: KVCacheType = .f16, weightsFromRoot: Bool = false) {
         self.weightsFromRoot = weightsFromRoot
         self.maxContext = maxContext
         self.slots = slots
@@ -42,6 +46,7 @@ public struct GemmaLoadOptions: Sendable {
         self.threads = threads
         self.quantize = quantize
         self.split = split
+        self.kvType = kvType
     }
 }
 
@@ -75,6 +80,13 @@ extension GemmaShard {
     public static func load(path: URL, comm: any Communicator, options: GemmaLoadOptions = GemmaLoadOptions()) throws -> GemmaShard {
         var shard: GemmaShard?
         var failure: Error?
+        // Ranks that cached in different types would still agree on every message but compute
+        // different attention: refused on every rank with the types each asked for.
+        let asked = try comm.allGather([Float(KVCacheType.allCases.firstIndex(of: options.kvType)!)])
+        if Set(asked).count > 1 {
+            let names = asked.map { KVCacheType.allCases[Int($0)].rawValue }
+            try comm.agree(GemmaLoadError.badOptions("ranks disagree on --kv-type (rank order: \(names.joined(separator: ", "))); every rank must use the same type"))
+        }
         do { shard = try loadLocal(path: path, comm: comm, options: options) } catch { failure = error }
         try comm.agree(failure)
         guard let shard else { throw GemmaLoadError.badOptions("loader returned nothing") }
@@ -97,6 +109,7 @@ extension GemmaShard {
             source.chunkValues = options.streamPieceValues
             let m = source.manifest
             let plan = try ShardPlan(config: m.config, ranks: comm.size, mlpAlign: m.mlpAlign, split: options.split)
+            try checkKVType(options.kvType, config: m.config)
             try checkStreamable(config: m.config, source: source, ranks: comm.size)
             return try build(config: m.config, plan: plan, source: source, comm: comm, options: options, stopTokens: m.stopTokens)
         }
@@ -106,10 +119,12 @@ extension GemmaShard {
             let source = try ShardFileWeightSource(directory: path, rank: comm.rank, ranks: comm.size, split: options.split)
             let m = source.manifest
             let plan = try ShardPlan(config: m.config, ranks: comm.size, mlpAlign: m.mlpAlign, split: options.split)
+            try checkKVType(options.kvType, config: m.config)
             return try build(config: m.config, plan: plan, source: source, comm: comm, options: options, stopTokens: m.stopTokens)
         }
         let opened = try open(path: path, options: options)
         let plan = try ShardPlan(config: opened.config, ranks: comm.size, mlpAlign: opened.mlpAlign, split: options.split)
+        try checkKVType(options.kvType, config: opened.config)
         return try build(config: opened.config, plan: plan, source: opened.source, comm: comm, options: options,
                          stopTokens: opened.stopTokens)
     }
@@ -155,6 +170,14 @@ extension GemmaShard {
     /// The per-rank part of `load(directory:)`.
     public static func loadLocal(directory: URL, comm: any Communicator, options: GemmaLoadOptions) throws -> GemmaShard {
         try loadLocal(path: directory, comm: comm, options: options)
+    }
+
+    /// q8_0 stores blocks of 32 values per head row: a head dim that is not a multiple of 32
+    /// is refused before any weight is read (f32 and f16 hold any head dim).
+    static func checkKVType(_ type: KVCacheType, config: GemmaConfig) throws {
+        for (i, dims) in config.layerDims.enumerated() where !type.holds(headDim: dims.headDim) {
+            throw GemmaLoadError.badOptions("--kv-type \(type) stores blocks of \(type.blockSize) values, but layer \(i) has head dim \(dims.headDim) (not a multiple of \(type.blockSize)); use --kv-type f16 or f32")
+        }
     }
 
     static func checkOptions(_ options: GemmaLoadOptions) throws {
@@ -300,7 +323,8 @@ extension GemmaShard {
         }
         let shard = GemmaShard(config: config, plan: plan, comm: comm, pool: ThreadPool(threads: options.threads), layers: layers,
                                embedding: embedding, lmHead: lmHead, finalNorm: finalNorm,
-                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens, ple: ple)
+                               maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens, ple: ple,
+                               kvType: options.kvType)
         shard.stopTokenIds = stopTokens
         return shard
     }

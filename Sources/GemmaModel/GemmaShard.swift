@@ -177,7 +177,7 @@ public final class GemmaShard: ShardedCausalLM {
 
     init(config: GemmaConfig, plan: ShardPlan, comm: any Communicator, pool: ThreadPool, layers: [LayerWeights],
          embedding: VocabParallelEmbedding, lmHead: VocabParallelEmbedding?, finalNorm: [Float],
-         maxContext: Int, slots: Int, maxBatchTokens: Int, ple: PLEWeights? = nil) {
+         maxContext: Int, slots: Int, maxBatchTokens: Int, ple: PLEWeights? = nil, kvType: KVCacheType = .f16) {
         self.ple = ple
         self.config = config
         self.plan = plan
@@ -217,7 +217,7 @@ public final class GemmaShard: ShardedCausalLM {
                 spec.capacity = KVCache.capacity(window: w, maxContext: maxContext, maxBatchTokens: maxBatchTokens)
             }
             return spec
-        }, slots: slots)
+        }, slots: slots, type: kvType)
         let qWidth = shards.map { $0.qHeads.count * $0.headDim }.max() ?? 0
         let kvWidth = shards.map { $0.kvHeads.count * $0.headDim }.max() ?? 0
         let mlpWidth = shards.map { $0.mlpColumns.count }.max() ?? 0
@@ -489,7 +489,8 @@ public final class GemmaShard: ShardedCausalLM {
                 do {
                     try attentionHead(q: qv, keys: c.cache.key(layer: source, slot: e.slot, position: 0, head: kvh),
                                       values: c.cache.value(layer: source, slot: e.slot, position: 0, head: kvh),
-                                      headDim: d, rowStride: c.cache.specs[source].kvHeads * d,
+                                      kvType: c.cache.type, headDim: d,
+                                      rowBytes: c.cache.specs[source].kvHeads * c.cache.rowBytes[source],
                                       capacity: c.cache.specs[source].capacity, first: first, last: e.position,
                                       scale: scale, softcap: softcap, scores: scores, out: o)
                 } catch {

@@ -1,4 +1,5 @@
-// Per-rank KV cache: only this rank's KV heads, one region per slot (sequence) and layer.
+// Per-rank KV cache: only this rank's KV heads, one region per slot (sequence) and layer,
+// stored as f32, f16 or q8_0 rows (`--kv-type`, KVCacheType; attention reads them directly).
 // Global layers keep every position; sliding layers keep a ring buffer of window +
 // maxBatchTokens positions, so a prefill chunk never overwrites a key a query of the same
 // chunk still needs. Reserved once at load as `AlignedBuffer`s, which map buffers of 256 KiB
@@ -18,7 +19,11 @@ final class KVCache: @unchecked Sendable {
 
     let specs: [LayerSpec]
     let slots: Int
-    /// keys[layer]: [slots, capacity, kvHeads, headDim]; values the same.
+    /// How K and V are stored (`--kv-type`): f32, f16 or q8_0 rows of one head's headDim values.
+    let type: KVCacheType
+    /// Bytes of one head's row per layer: type.bytes(values: headDim).
+    let rowBytes: [Int]
+    /// keys[layer]: [slots, capacity, kvHeads] rows of rowBytes[layer] bytes; values the same.
     let keys: [AlignedBuffer]
     let values: [AlignedBuffer]
     /// Tokens cached per slot (next position).
@@ -34,39 +39,57 @@ final class KVCache: @unchecked Sendable {
         return min(maxContext, window + maxBatchTokens)
     }
 
-    init(layers: [LayerSpec], slots: Int) {
+    /// The loader refuses a type that cannot hold a layer's head dim before building the cache
+    /// (`GemmaShard.checkKVType`), so the precondition only guards direct callers.
+    init(layers: [LayerSpec], slots: Int, type: KVCacheType = .f16) {
+        precondition(layers.allSatisfy { $0.kvHeads == 0 || type.holds(headDim: $0.headDim) }, "\(type) cache with a head dim it cannot hold")
         specs = layers
         self.slots = slots
-        keys = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * $0.headDim * 4) }
-        values = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * $0.headDim * 4) }
+        self.type = type
+        rowBytes = layers.map { type.bytes(values: $0.headDim) }
+        keys = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * type.bytes(values: $0.headDim)) }
+        values = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * type.bytes(values: $0.headDim)) }
         lengths = Array(repeating: 0, count: slots)
         maxCapacity = layers.map(\.capacity).max() ?? 1
     }
 
     /// Bytes of K and V per cached token per slot on this rank (all layers).
-    var bytesPerToken: Int { specs.reduce(0) { $0 + 2 * $1.kvHeads * $1.headDim * 4 } }
+    var bytesPerToken: Int { zip(specs, rowBytes).reduce(0) { $0 + 2 * $1.0.kvHeads * $1.1 } }
 
+    /// Byte offset of a head's row.
     @inline(__always)
     func offset(layer: Int, slot: Int, position: Int, head: Int) -> Int {
         let s = specs[layer]
-        return ((slot * s.capacity + position % s.capacity) * s.kvHeads + head) * s.headDim
+        return ((slot * s.capacity + position % s.capacity) * s.kvHeads + head) * rowBytes[layer]
     }
 
-    /// Copies one token's K and V ([kvHeads, headDim] each) into the cache.
+    /// Converts one token's K and V ([kvHeads, headDim] floats each) into the cache's type.
     func store(layer: Int, slot: Int, position: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>) {
         let s = specs[layer]
-        let o = offset(layer: layer, slot: slot, position: position, head: 0)
-        (keys[layer].floats().baseAddress! + o).update(from: k, count: s.kvHeads * s.headDim)
-        (values[layer].floats().baseAddress! + o).update(from: v, count: s.kvHeads * s.headDim)
+        for head in 0..<s.kvHeads {
+            let o = offset(layer: layer, slot: slot, position: position, head: head)
+            type.store(k + head * s.headDim, count: s.headDim, into: keys[layer].pointer + o)
+            type.store(v + head * s.headDim, count: s.headDim, into: values[layer].pointer + o)
+        }
+    }
+
+    /// A head's row of keys (stored type) at a position.
+    @inline(__always)
+    func key(layer: Int, slot: Int, position: Int, head: Int) -> UnsafeRawPointer {
+        UnsafeRawPointer(keys[layer].pointer + offset(layer: layer, slot: slot, position: position, head: head))
     }
 
     @inline(__always)
-    func key(layer: Int, slot: Int, position: Int, head: Int) -> UnsafePointer<Float> {
-        UnsafePointer(keys[layer].floats().baseAddress! + offset(layer: layer, slot: slot, position: position, head: head))
+    func value(layer: Int, slot: Int, position: Int, head: Int) -> UnsafeRawPointer {
+        UnsafeRawPointer(values[layer].pointer + offset(layer: layer, slot: slot, position: position, head: head))
     }
 
-    @inline(__always)
-    func value(layer: Int, slot: Int, position: Int, head: Int) -> UnsafePointer<Float> {
-        UnsafePointer(values[layer].floats().baseAddress! + offset(layer: layer, slot: slot, position: position, head: head))
+    /// A cached row read back as floats (tests and diagnostics).
+    func floats(_ row: UnsafeRawPointer, layer: Int) -> [Float] {
+        let d = specs[layer].headDim
+        return [Float](unsafeUninitializedCapacity: d) { buffer, count in
+            type.load(row, count: d, into: buffer.baseAddress!)
+            count = d
+        }
     }
 }

@@ -16,7 +16,7 @@ public struct RankReport: Codable, Sendable, Equatable {
     public var vocabRange: [Int]
     /// Bytes of weights this rank holds, in the stored dtypes.
     public var weightBytes: Int
-    /// Bytes of K and V cached per 1024 tokens of one sequence (f32 cache; sliding layers hold
+    /// Bytes of K and V cached per 1024 tokens of one sequence (in the report's `kvType`; sliding layers hold
     /// at most window + maxBatchTokens positions).
     public var kvCacheBytesPer1KTokens: Int
     /// Bytes of K and V per cached position in full-attention layers and in sliding layers
@@ -58,9 +58,10 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// Plans `ranks` ranks for the model in `directory`; throws the plan's reason when the
     /// model cannot be split, and the loader's errors for a broken checkpoint.
     public init(directory: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil,
-                kvType: KVCacheType = .f32) throws {
+                kvType: KVCacheType = .f16) throws {
         let config = try GemmaConfig.load(directory: directory)
         try config.checkSupported()
+        try GemmaShard.checkKVType(kvType, config: config)
         let plan = try ShardPlan(config: config, ranks: ranks, split: split)
         let archive = try SafetensorsArchive(directory: directory)
         let names = try TensorTable.resolve(config: config, names: archive.tensors.mapValues(\.shape))
@@ -79,10 +80,11 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// Plans a GGUF file from its metadata and tensor headers (no weight is read): the same
     /// config, table check and block-aligned plan the loader uses, bytes in each tensor's own type.
     public init(gguf path: URL, ranks: Int, maxBatchTokens: Int = 512, split: [Double]? = nil,
-                kvType: KVCacheType = .f32) throws {
+                kvType: KVCacheType = .f16) throws {
         let file = try GGUFFile(path: path.path)
         let config = try GemmaConfig(gguf: file)
         try config.checkSupported()
+        try GemmaShard.checkKVType(kvType, config: config)
         let source = try GGUFWeightSource(file: file, config: config)
         let align = try (0..<config.numHiddenLayers).map { try source.blockSize(.downProj($0)) }.max() ?? 1
         let plan = try ShardPlan(config: config, ranks: ranks, mlpAlign: align, split: split)
@@ -107,8 +109,9 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// the type `synth` gives it for that encoding instead (for `.q4_k`, llama.cpp's Q4_K_M
     /// mix: some Q6_K/Q8_0 tensors), so the plan is the plan of such a file.
     public init(config: GemmaConfig, ranks: Int, weightType: WeightType, maxBatchTokens: Int = 512, split: [Double]? = nil,
-                kvType: KVCacheType = .f32, fileMix: SynthQuant? = nil) throws {
+                kvType: KVCacheType = .f16, fileMix: SynthQuant? = nil) throws {
         try config.checkSupported(planning: true)
+        try GemmaShard.checkKVType(kvType, config: config)
         let mix = try fileMix.map { quant in
             Dictionary(try SyntheticModel.tensorList(config: config, quant: quant).map { ($0.name, $0.type) }, uniquingKeysWith: { a, _ in a })
         }
@@ -242,7 +245,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
         for r in perRank {
             lines.append("  rank \(r.rank): q heads [\(r.queryHeads[0]), \(r.queryHeads[1])), kv heads [\(r.kvHeads[0]), \(r.kvHeads[1])), " +
                          "mlp columns [\(r.mlpColumns[0]), \(r.mlpColumns[1])), vocab [\(r.vocabRange[0]), \(r.vocabRange[1])), " +
-                         "weights \(mib(r.weightBytes)), KV cache \(mib(r.kvCacheBytesPer1KTokens)) per 1K tokens")
+                         "weights \(mib(r.weightBytes)), \(kvType) KV cache \(mib(r.kvCacheBytesPer1KTokens)) per 1K tokens")
         }
         if !perRank.isEmpty {
             func gib(_ b: Int) -> String { String(format: "%.2f GiB", Double(b) / 1_073_741_824) }
@@ -260,7 +263,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
     /// The fewest ranks (1 ... maxRanks) whose largest rank fits in `bytesPerRank` with
     /// `contextTokens` of one sequence cached; nil when none does (or no split is possible).
     public static func fewestRanks(config: GemmaConfig, weightType: WeightType, bytesPerRank: Int, contextTokens: Int,
-                                   kvType: KVCacheType = .f32, maxRanks: Int = 64) -> ShardReport? {
+                                   kvType: KVCacheType = .f16, maxRanks: Int = 64) -> ShardReport? {
         for n in 1...max(1, maxRanks) {
             guard let report = try? ShardReport(config: config, ranks: n, weightType: weightType, kvType: kvType) else { continue }
             if report.peakRankBytes(contextTokens: contextTokens) <= bytesPerRank { return report }

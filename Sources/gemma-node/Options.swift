@@ -45,6 +45,18 @@ enum WeightsFromRoot {
     static let help: ArgumentHelp = "Only rank 0 reads the model: it sends every other rank its slices over MPI at load, so the other hosts need no copy of the file (-m is ignored on them)."
 }
 
+/// `--kv-type f32|f16|q8_0`: how the KV cache stores keys and values.
+enum KVTypeOption {
+    static let help: ArgumentHelp = "KV cache type: f32, f16 (default, as llama.cpp) or q8_0 (blocks of 32 int8 with an f16 scale; head dims must be multiples of 32). Every rank must use the same."
+
+    static func parse(_ text: String) throws -> KVCacheType {
+        guard let type = KVCacheType(rawValue: text.lowercased()) else {
+            throw ValidationError("--kv-type must be f32, f16 or q8_0, got \(text)")
+        }
+        return type
+    }
+}
+
 /// Which model to load and how much compute each rank may use.
 struct ModelOptions: ParsableArguments {
     @Option(name: [.short, .customLong("model")],
@@ -67,6 +79,9 @@ struct ModelOptions: ParsableArguments {
     @Flag(name: .customLong("weights-from-root"), help: WeightsFromRoot.help)
     var weightsFromRoot = false
 
+    @Option(name: .customLong("kv-type"), help: KVTypeOption.help)
+    var kvType: String = "f16"
+
     /// The `--quant` type, nil when not given.
     var quantizeType: WeightType? {
         guard let quant else { return nil }
@@ -85,20 +100,22 @@ struct ModelOptions: ParsableArguments {
     func loadOptions(slots: Int = 1, maxBatchTokens: Int = 512) -> GemmaLoadOptions {
         Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
                          maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil,
-                         weightsFromRoot: weightsFromRoot)
+                         kvType: (try? KVTypeOption.parse(kvType)) ?? .f16, weightsFromRoot: weightsFromRoot)
     }
 
     /// Load options from flag values, for commands with flags of their own (bench).
     static func loadOptions(maxContext: Int, threads: Int, quantize: WeightType? = nil, slots: Int = 1,
-                            maxBatchTokens: Int = 512, split: [Double]? = nil, weightsFromRoot: Bool = false) -> GemmaLoadOptions {
+                            maxBatchTokens: Int = 512, split: [Double]? = nil, kvType: KVCacheType = .f16,
+                            weightsFromRoot: Bool = false) -> GemmaLoadOptions {
         GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
-                         quantize: quantize, split: split, weightsFromRoot: weightsFromRoot)
+                         quantize: quantize, split: split, kvType: kvType, weightsFromRoot: weightsFromRoot)
     }
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
         _ = try SplitOption.parse(split)
+        _ = try KVTypeOption.parse(kvType)
         if let quant, quantizeType.map({ [.q8_0, .q4_0, .f16, .bf16, .f32].contains($0) }) != true {
             throw ValidationError("--quant must be q8_0, q4_0, f16, bf16 or f32, got \(quant)")
         }

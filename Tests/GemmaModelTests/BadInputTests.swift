@@ -6,6 +6,7 @@ import Testing
 @testable import GemmaModel
 import GemmaFormats
 import GemmaParallel
+import GemmaKernels
 
 /// A copy of a fixture directory in a fresh temp dir, removed by the caller.
 func copyFixture(_ name: String) throws -> URL {
@@ -43,6 +44,42 @@ func loadError(_ dir: URL, ranks: Int = 1) -> String? {
 
 @Suite("Bad input")
 struct BadInputTests {
+    /// --kv-type q8_0 stores 32-value blocks: the fixtures' head dim 16 is refused at load with
+    /// the layer and the types that would work, on every rank alike; f16 and f32 load.
+    @Test func q8_0CacheRefusesAHeadDimOf16() throws {
+        let dir = hfFixtures.appendingPathComponent("gemma3_pattern")
+        let messages = try LocalCommunicator.run(ranks: 2) { comm -> String in
+            do {
+                _ = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, kvType: .q8_0))
+                return "loaded"
+            } catch { return String(describing: error) }
+        }
+        #expect(messages[0] == messages[1])
+        #expect(messages[0].contains("--kv-type q8_0 stores blocks of 32 values, but layer 0 has head dim 16"), "\(messages[0])")
+        #expect(messages[0].contains("use --kv-type f16 or f32"))
+        for type in [KVCacheType.f16, .f32] {
+            let loaded = try LocalCommunicator.run(ranks: 1) { comm in
+                try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, kvType: type)).cache.type
+            }
+            #expect(loaded == [type])
+        }
+    }
+
+    /// Ranks asking for different cache types are refused before loading, with the same text
+    /// on every rank.
+    @Test func ranksMustAgreeOnTheKVType() throws {
+        let dir = hfFixtures.appendingPathComponent("gemma3_pattern")
+        let messages = try LocalCommunicator.run(ranks: 2) { comm -> String in
+            do {
+                _ = try GemmaShard.load(directory: dir, comm: comm,
+                                        options: GemmaLoadOptions(maxContext: 32, kvType: comm.rank == 0 ? .f16 : .f32))
+                return "loaded"
+            } catch { return String(describing: error) }
+        }
+        #expect(messages[0] == messages[1])
+        #expect(messages[0].contains("ranks disagree on --kv-type (rank order: f16, f32)"), "\(messages[0])")
+    }
+
     @Test func indivisibleHeadsRefusedAtPlanTime() throws {
         let config = try GemmaConfig.load(directory: hfFixtures.appendingPathComponent("gemma3_pattern"))
         #expect(throws: ShardPlanError.indivisible(dimension: "num_attention_heads (layer 0)", size: 4, ranks: 3, unit: 1)) {
@@ -134,7 +171,7 @@ struct BadInputTests {
         let expected = try Expected("gemma3_pattern")
         let dir = hfFixtures.appendingPathComponent("gemma3_pattern")
         let diff = try LocalCommunicator.run(ranks: 1) { comm -> Float in
-            let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, maxBatchTokens: 16))
+            let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, maxBatchTokens: 16, kvType: .f32))   // goldens: the f32 cache
             let other: [Int32] = [2, 9, 9, 9, 40, 41, 42, 43, 44, 45]
             _ = try model.forward(other.enumerated().map { BatchEntry(slot: 0, token: $1, position: $0, wantLogits: false) })
             model.release(slot: 0)
@@ -151,7 +188,7 @@ struct BadInputTests {
         let dir = hfFixtures.appendingPathComponent("gemma2_softcap")
         let tokens = expected.promptTokens
         let results = try LocalCommunicator.run(ranks: 2) { comm -> [[Float]] in
-            let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, slots: 2, maxBatchTokens: 16))
+            let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, slots: 2, maxBatchTokens: 16, kvType: .f32))   // goldens: the f32 cache
             // Slot 0: first 10 tokens alone.
             _ = try model.forward((0..<10).map { BatchEntry(slot: 0, token: tokens[$0], position: $0, wantLogits: false) })
             // Then one step: slot 0 decodes token 10, slot 1 prefills tokens 0..<6 (interleaved order).
@@ -183,7 +220,7 @@ struct UntiedHeadTests {
 
         try editHeader(dir.appendingPathComponent("model.safetensors")) { h in h["lm_head.weight"] = h["model.embed_tokens.weight"] }
         let logits = try LocalCommunicator.run(ranks: 2) { comm -> [[Float]] in
-            let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, maxBatchTokens: 16))
+            let model = try GemmaShard.load(directory: dir, comm: comm, options: GemmaLoadOptions(maxContext: 32, maxBatchTokens: 16, kvType: .f32))   // goldens: the f32 cache
             #expect(model.lmHead != nil)
             let slice = try model.forward(expected.promptTokens.enumerated().map { BatchEntry(slot: 0, token: $1, position: $0, wantLogits: true) })
             return (0..<slice.rows).map { Array(slice.row($0)) }

@@ -8,6 +8,7 @@ import Testing
 import GemmaFormats
 import GemmaKernels
 import GemmaParallel
+import GemmaKernels
 import GemmaTestSupport
 
 let ggufModelFixtures = TestPaths.fixture("gguf_models")
@@ -31,7 +32,7 @@ struct GGUFExpected: Sendable {
 
 /// Prefill logits at every position (full vocabulary, slices stitched in rank order) and
 /// `greedySteps` greedy tokens, for a model at `path` on `ranks` in-process ranks.
-func runModel(path: URL, prompt: [Int32], ranks: Int, greedySteps: Int, env: GemmaLoadOptions = GemmaLoadOptions(maxContext: 64, maxBatchTokens: 32)) throws -> (logits: [[Float]], greedy: [Int32]) {
+func runModel(path: URL, prompt: [Int32], ranks: Int, greedySteps: Int, env: GemmaLoadOptions = GemmaLoadOptions(maxContext: 64, maxBatchTokens: 32, kvType: .f32)) throws -> (logits: [[Float]], greedy: [Int32]) {
     let results = try LocalCommunicator.run(ranks: ranks) { comm -> ([[Float]], [Int32]) in
         let model = try GemmaShard.load(path: path, comm: comm, options: env)
         let slice = try model.forward(prompt.enumerated().map { BatchEntry(slot: 0, token: $1, position: $0, wantLogits: true) })
@@ -165,7 +166,7 @@ struct QuantizeOnLoadTests {
     @Test func q8_0LoadsAndAgreesAcrossRanks() throws {
         let expected = try Expected("gemma3_pattern")
         let dir = hfFixtures.appendingPathComponent("gemma3_pattern")
-        let options = GemmaLoadOptions(maxContext: 64, maxBatchTokens: 32, quantize: .q8_0)
+        let options = GemmaLoadOptions(maxContext: 64, maxBatchTokens: 32, quantize: .q8_0, kvType: .f32)
         let one = try runModel(path: dir, prompt: expected.promptTokens, ranks: 1, greedySteps: 0, env: options)
         let two = try runModel(path: dir, prompt: expected.promptTokens, ranks: 2, greedySteps: 0, env: options)
         #expect(maxAbsDiff(one.logits, two.logits) <= logitTolerance)

@@ -110,17 +110,17 @@ struct Gemma4ConfigTests {
         #expect(p.layers[2].map(\.kvHeads) == Array(repeating: 0..<1, count: 4) && p.layers[2][3].headDim == 32)
     }
 
-    /// 31B at Q4_K over 1, 2 and 4 ranks: KV bytes per 1K tokens by hand (f32 cache; sliding
+    /// 31B at Q4_K over 1, 2 and 4 ranks: KV bytes per 1K tokens by hand (f16 cache, the default; sliding
     /// layers hold min(1024, window + batch) = 1024 positions), weights about 1/N plus the
     /// replicated vectors.
     @Test func plan31BByHand() throws {
         let c = try #require(try ModelPresets.config(named: "31b"))
         let one = try ShardReport(config: c, ranks: 1, weightType: .q4_K)
-        // 50 sliding layers x 16 KV heads x 256 + 10 full layers x 4 KV heads x 512; K and V; f32.
-        let kv1 = (50 * 16 * 256 + 10 * 4 * 512) * 2 * 4 * 1024
+        // 50 sliding layers x 16 KV heads x 256 + 10 full layers x 4 KV heads x 512; K and V; f16.
+        let kv1 = (50 * 16 * 256 + 10 * 4 * 512) * 2 * 2 * 1024
         #expect(one.perRank[0].kvCacheBytesPer1KTokens == kv1)
         // At 4K tokens the sliding layers still hold only window + batch = 1536 positions.
-        let kv4K = 10 * 4 * 512 * 2 * 4 * 4096 + 50 * 16 * 256 * 2 * 4 * 1536
+        let kv4K = 10 * 4 * 512 * 2 * 2 * 4096 + 50 * 16 * 256 * 2 * 2 * 1536
         #expect(one.peakRankBytes(contextTokens: 4096) == one.perRank[0].weightBytes + kv4K)
         // Parameters: embedding + per layer q/k/(v)/o + 3 MLP matrices; 4.5 bits each at Q4_K
         // (every row length here is a multiple of 256).
@@ -167,8 +167,13 @@ struct Gemma4ConfigTests {
         #expect(two.perRank[0].weightBytes < one.perRank[0].weightBytes / 2 + 60_000_000)
         #expect(two.perRank[0].weightBytes > one.perRank[0].weightBytes / 2)
         // 15 producer layers only: 12 sliding (1 KV head x 256) + 3 full (1 x 512), MQA so every rank holds it.
-        let kv = (12 * 256 + 3 * 512) * 2 * 4 * 1024
+        let kv = (12 * 256 + 3 * 512) * 2 * 2 * 1024   // f16, the default cache type
         #expect(one.perRank[0].kvCacheBytesPer1KTokens == kv && two.perRank[1].kvCacheBytesPer1KTokens == kv)
+        // The other types: f32 twice the bytes, q8_0 34 bytes per 32 values.
+        let f32 = try ShardReport(config: c, ranks: 1, weightType: .bf16, kvType: .f32)
+        let q8 = try ShardReport(config: c, ranks: 1, weightType: .bf16, kvType: .q8_0)
+        #expect(f32.perRank[0].kvCacheBytesPer1KTokens == 2 * kv)
+        #expect(q8.perRank[0].kvCacheBytesPer1KTokens == (12 * 256 + 3 * 512) / 32 * 34 * 2 * 1024)
     }
 }
 

@@ -13,8 +13,9 @@ import Testing
         return try #require(object as? [String: Any], "no JSON object in: \(result.all)")
     }
 
-    func check(_ r: [String: Any], ranks: Int, reps: Int, gen: Int, prompt: Int = 6) throws {
+    func check(_ r: [String: Any], ranks: Int, reps: Int, gen: Int, prompt: Int = 6, kvType: String = "f16") throws {
         #expect(r["ranks"] as? Int == ranks)
+        #expect(r["kv_type"] as? String == kvType)
         let decode = try #require(r["decode_tokens_per_second"] as? [String: Any])
         let samples = try #require(decode["samples"] as? [Double])
         #expect(samples.count == reps)
@@ -65,13 +66,13 @@ import Testing
 
     @Test func twoRanksUnderMpirun() throws {
         let result = try GemmaNodeBinary.mpirun(ranks: 2, ["bench", "-m", modelPath, "-t", "1", "-p", "6", "-n", "3", "-r", "2",
-                                                           "--bandwidth-mib", "16", "--json"],
+                                                           "--bandwidth-mib", "16", "--json", "--kv-type", "f32"],
                                                 environment: ["GEMMA_NODE_SPIN_US": "0"], timeout: 180)
         #expect(!result.timedOut)
         #expect(result.status == 0, "\(result.all)")
         // Only rank 0 prints the report.
         #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("{") }.count == 1)
-        try check(try report(result), ranks: 2, reps: 2, gen: 3)
+        try check(try report(result), ranks: 2, reps: 2, gen: 3, kvType: "f32")
     }
 
     /// `--emulate-link LAT_US,GBIT` holds every collective for at least the link's latency

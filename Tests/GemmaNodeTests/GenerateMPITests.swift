@@ -48,7 +48,7 @@ struct GenerateOutput: Decodable {
     func logitsMatchTransformers(ranks: Int) throws {
         let expected = try HFExpected.load(Self.fixture)
         let tokens = expected.prompt_tokens.map(String.init).joined(separator: ",")
-        let result = try run(ranks: ranks, ["logits", "-m", modelPath, "--tokens", tokens, "--all", "-t", "1"])
+        let result = try run(ranks: ranks, ["logits", "-m", modelPath, "--tokens", tokens, "--all", "-t", "1", "--kv-type", "f32"])
         #expect(!result.timedOut)
         #expect(result.status == 0, "\(result.all)")
         let out = try JSONDecoder().decode(LogitsOutput.self, from: Data(result.stdout.utf8))
@@ -60,11 +60,11 @@ struct GenerateOutput: Decodable {
             #expect(got.count == expected.logits[p.position].count)
             for (a, b) in zip(got, expected.logits[p.position]) { maxError = max(maxError, abs(a - b)) }
         }
-        // f32 weights: the tolerance. Observed error is float rounding (~1e-5).
+        // f32 weights and KV cache: the tolerance. Observed error is float rounding (~1e-5).
         #expect(maxError < 1e-3, "max |logit error| \(maxError)")
 
         // Last position only, as top-k pairs.
-        let top = try run(ranks: ranks, ["logits", "-m", modelPath, "--tokens", tokens, "--top", "3", "-t", "1"])
+        let top = try run(ranks: ranks, ["logits", "-m", modelPath, "--tokens", tokens, "--top", "3", "-t", "1", "--kv-type", "f32"])
         #expect(top.status == 0, "\(top.all)")
         let topOut = try JSONDecoder().decode(LogitsOutput.self, from: Data(top.stdout.utf8))
         let last = expected.logits[expected.logits.count - 1]

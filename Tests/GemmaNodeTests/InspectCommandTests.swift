@@ -32,4 +32,25 @@ struct InspectCommandTests {
         #expect(out.status != 0)
         #expect(out.stderr.contains("cannot split num_attention_heads (layer 0) = 4 evenly across 3 ranks"), "\(out.all)")
     }
+
+    /// --kv-type sizes the planned cache and is named in the text and the JSON; q8_0 is refused
+    /// for head dims that are not whole 32-value blocks (the fixtures' 16), as the loader does.
+    @Test func kvTypeInTextAndJSON() throws {
+        let model = fixtures.appendingPathComponent("gemma3_pattern").path
+        var perK: [String: Int] = [:]
+        for type in ["f32", "f16"] {
+            let out = try GemmaNodeBinary.run(["inspect", "-m", model, "--kv-type", type, "--json"])
+            #expect(out.status == 0, "\(out.all)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+            #expect(json["kvType"] as? String == type)
+            let ranks = try #require(json["perRank"] as? [[String: Any]])
+            perK[type] = ranks.first?["kvCacheBytesPer1KTokens"] as? Int
+        }
+        #expect(perK["f32"] != nil && perK["f32"] == perK["f16"].map { 2 * $0 })
+        let text = try GemmaNodeBinary.run(["inspect", "-m", model])
+        #expect(text.stdout.contains("f16 KV cache"), "\(text.all)")
+        let q8 = try GemmaNodeBinary.run(["inspect", "-m", model, "--kv-type", "q8_0"])
+        #expect(q8.status != 0)
+        #expect(q8.stderr.contains("layer 0 has head dim 16"), "\(q8.all)")
+    }
 }

@@ -33,4 +33,23 @@ import Testing
         let none = try ServeCommand.parse(["-m", "/models/m.gguf"]).loadOptions
         #expect(none.quantize == nil)
     }
+
+    /// --kv-type reaches the load options of every model command; f16 when not given.
+    @Test func kvTypeReachesEveryCommand() throws {
+        for (flags, want) in [([String](), "f16"), (["--kv-type", "q8_0"], "q8_0"), (["--kv-type", "F32"], "f32")] {
+            let base = ["-m", "/models/m.gguf"] + flags
+            let options = [
+                try GenerateCommand.parse(base + ["--tokens", "2,3"]).modelOptions.loadOptions(),
+                try ChatCommand.parse(base).modelOptions.loadOptions(),
+                try LogitsCommand.parse(base + ["--tokens", "2,3"]).modelOptions.loadOptions(),
+                try ServeCommand.parse(base).loadOptions,
+            ]
+            for o in options { #expect(o.kvType.rawValue == want, "\(flags)") }
+            #expect(try BenchCommand.parse(base).kvType.lowercased() == want)
+            #expect(try InspectCommand.parse(base).kvTypeName.lowercased() == want)
+        }
+        #expect(throws: (any Error).self) { try GenerateCommand.parse(["--kv-type", "q4_0", "--tokens", "2"]) }
+        #expect(throws: (any Error).self) { try BenchCommand.parse(["--kv-type", "bf16"]) }
+        #expect(throws: (any Error).self) { try InspectCommand.parse(["--kv-type", "f8"]) }
+    }
 }

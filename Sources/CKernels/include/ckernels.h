@@ -88,6 +88,23 @@ int ck_attention_head(int level, const float *q, const float *keys, const float 
                       int64_t rowStride, int64_t capacity, int64_t first, int64_t last, float scale,
                       float softcap, float *scores, float *out);
 
+/// ck_attention_head over cache rows of GGML type `type`: CK F32 (0), F16 (1) or Q8_0 (8,
+/// llama.cpp's block_q8_0: per 32 values an f16 scale d and 32 int8, value = d * q). Rows are
+/// `rowBytes` bytes apart; keys/values point at ring index 0 of this head. q.k and the weighted
+/// V sum read the stored type directly. -1 for an unknown type, a head dim the type cannot hold
+/// (Q8_0: not a multiple of 32) or bad sizes.
+int ck_attention_head_kv(int level, int type, const float *q, const void *keys, const void *values, int64_t headDim,
+                         int64_t rowBytes, int64_t capacity, int64_t first, int64_t last, float scale,
+                         float softcap, float *scores, float *out);
+/// Bytes of one cache row of n values of `type` (F32, F16, Q8_0), -1 when the type cannot hold n.
+int64_t ck_kv_row_bytes(int type, int64_t n);
+/// Stores n floats as one cache row of `type`: F16 rounds to nearest even and saturates at
+/// +-65504; Q8_0 per block d = f16(max|x| / 127), q = round(x / d) (the f16 d, so |x - d q| <= d/2).
+/// Returns 0, or -1 as ck_kv_row_bytes.
+int ck_kv_store(int type, const float *x, int64_t n, void *out);
+/// Reads one cache row of `type` back as n floats. Returns 0, or -1 as ck_kv_row_bytes.
+int ck_kv_load(int type, const void *row, int64_t n, float *out);
+
 /// Sum of n floats (64-byte aligned) read sequentially at the active level: a streaming read
 /// for measuring memory bandwidth (the result only keeps the loads alive).
 double ck_stream_sum(const float *p, int64_t n);

@@ -44,6 +44,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("weights-from-root"), help: WeightsFromRoot.help)
     var weightsFromRoot = false
 
+    @Option(name: .customLong("kv-type"), help: KVTypeOption.help)
+    var kvType: String = "f16"
+
     @Option(name: .customLong("bandwidth-mib"), help: "Buffer streamed by the bandwidth probe, MiB over all ranks (0 = skip).")
     var bandwidthMiB: Int = 1024
 
@@ -61,6 +64,7 @@ struct BenchCommand: ParsableCommand {
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
         if bandwidthMiB < 0 { throw ValidationError("--bandwidth-mib must be 0 or positive, got \(bandwidthMiB)") }
         _ = try SplitOption.parse(split)
+        _ = try KVTypeOption.parse(kvType)
     }
 
     var modelPath: String { model ?? DefaultModel.path().path }
@@ -72,7 +76,8 @@ struct BenchCommand: ParsableCommand {
             // Context for prompt + generated tokens + the token sampled last (never fed back).
             let context = ctxSize > 0 ? ctxSize : nPrompt + nGen + 2
             let options = ModelOptions.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt),
-                                                   split: try SplitOption.parse(split), weightsFromRoot: weightsFromRoot)
+                                                   split: try SplitOption.parse(split), kvType: try KVTypeOption.parse(kvType),
+                                                   weightsFromRoot: weightsFromRoot)
             _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount, fromRoot: weightsFromRoot)
             // Load time without the handshake (comparable with earlier runs).
             let loadStart = benchNow()
@@ -126,7 +131,7 @@ struct BenchCommand: ParsableCommand {
             let ranks = (0..<comm.size).map { Array(all[($0 * record.count)..<(($0 + 1) * record.count)]) }
             let report = BenchReport(
                 model: modelPath, ranks: comm.size, threads: threadCount, nPrompt: nPrompt, nGen: nGen,
-                kernels: Kernels.active.rawValue, loadSeconds: loadSeconds,
+                kernels: Kernels.active.rawValue, kvType: options.kvType.rawValue, loadSeconds: loadSeconds,
                 prefill: reps.map { $0.prefillTokensPerSecond }, decode: reps.map { $0.decodeTokensPerSecond },
                 perRank: ranks, bytesPerToken: bytesPerToken,
                 bandwidth: bandwidthMiB > 0 ? ranks.reduce(0) { $0 + Double($1[7]) * 1e9 } : nil,
@@ -196,6 +201,8 @@ struct BenchReport {
     let model: String
     let ranks: Int, threads: Int, nPrompt: Int, nGen: Int
     let kernels: String
+    /// `--kv-type` (the KV cache's element type).
+    let kvType: String
     let loadSeconds: Double
     /// Tokens per second of each repetition.
     let prefill: [Double], decode: [Double]
@@ -240,6 +247,7 @@ struct BenchReport {
             j.key("n_prompt"); j.int(nPrompt)
             j.key("n_gen"); j.int(nGen)
             j.key("kernels"); j.string(kernels)
+            j.key("kv_type"); j.string(kvType)
             j.key("load_seconds"); j.double(loadSeconds)
             j.key("prefill_tokens_per_second"); stats(prefill)
             j.key("decode_tokens_per_second"); stats(decode)
@@ -287,7 +295,7 @@ struct BenchReport {
             "\(name): median \(f(Self.median(xs))) tok/s (min \(f(xs.min() ?? 0)), max \(f(xs.max() ?? 0)), \(xs.count) reps)"
         }
         var lines: [String] = ([
-            "model \(model): \(ranks) rank(s) x \(threads) thread(s), kernels \(kernels), load \(f(loadSeconds, 2)) s, load average \(loadAverage.map { f($0, 2) } ?? "?")",
+            "model \(model): \(ranks) rank(s) x \(threads) thread(s), kernels \(kernels), KV cache \(kvType), load \(f(loadSeconds, 2)) s, load average \(loadAverage.map { f($0, 2) } ?? "?")",
             emulatedLink.map { "EMULATED link \($0): every collective also waited the modelled time of that link" },
             row("pp\(nPrompt)", prefill),
             row("tg\(nGen)", decode),

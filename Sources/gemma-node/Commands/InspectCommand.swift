@@ -49,8 +49,8 @@ struct InspectCommand: ParsableCommand {
     @Option(name: .customLong("quant"), help: "With --config: weight encoding, q4_k (every matrix), q4_k_m (llama.cpp's Q4_K_M mix, as synth writes it), q8_0 or bf16.")
     var quant: String = "bf16"
 
-    @Option(name: .customLong("kv-type"), help: "KV-cache element type to plan for: f32 (what the cache stores today), f16 or q8_0.")
-    var kvTypeName: String = "f32"
+    @Option(name: .customLong("kv-type"), help: "KV-cache element type to plan for: f32, f16 (default, as the cache) or q8_0.")
+    var kvTypeName: String = "f16"
 
     @Option(name: .customLong("fit"),
             help: "Memory of each machine in GB (10^9 bytes), in rank order, e.g. 8,8,16: prints a --split that fits every machine with room for --context tokens, a --batch-token step's activations and --overhead-mb, or which machine is short and by how much.")

@@ -81,16 +81,6 @@ enum PlanQuant {
     }
 }
 
-/// `--kv-type f32|f16|q8_0` for planning.
-enum KVTypeOption {
-    static func parse(_ text: String) throws -> KVCacheType {
-        guard let type = KVCacheType(rawValue: text.lowercased()) else {
-            throw ValidationError("--kv-type must be one of \(KVCacheType.allCases.map(\.rawValue).joined(separator: ", ")), got \(text)")
-        }
-        return type
-    }
-}
-
 /// A list of machine memories in GB (10^9 bytes), `--fit 8,8,16`.
 enum MachineListOption {
     static func parse(_ text: String, flag: String) throws -> [Double] {

@@ -36,8 +36,8 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .customLong("link"), help: "The link: LATENCY_US,GBIT (one-way latency of one message, bandwidth), e.g. 200,1.")
     var link: String
 
-    @Option(name: .customLong("kv-type"), help: "KV-cache element type: f32 (what the cache stores today), f16 or q8_0.")
-    var kvTypeName: String = "f32"
+    @Option(name: .customLong("kv-type"), help: "KV-cache element type: f32, f16 (default, as the cache) or q8_0.")
+    var kvTypeName: String = "f16"
 
     @Option(name: .customLong("context"), help: "Tokens cached when the token is decoded (attention reads their K and V).")
     var context: Int = 4096
