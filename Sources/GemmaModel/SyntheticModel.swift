@@ -245,6 +245,11 @@ public struct SyntheticModel: Sendable {
             try w.add("\(a).attention.shared_kv_layers", u32(c.numKvSharedLayers ?? 0))
             try w.add("\(a).rope.freq_base", .float32(Float(c.ropeParameters[.full]?.ropeTheta ?? 1e6)))
             try w.add("\(a).rope.freq_base_swa", .float32(Float(c.ropeParameters[.sliding]?.ropeTheta ?? 1e4)))
+            // As llama.cpp's converter writes them: RoPE spans each layer type's whole head (the
+            // full layers' partial rotation is in rope_freqs); without them llama.cpp rotates
+            // sliding heads by the full layers' head dim and stops on an assertion.
+            try w.add("\(a).rope.dimension_count", u32(c.headDim(for: .full)))
+            try w.add("\(a).rope.dimension_count_swa", u32(c.headDim(for: .sliding)))
             if let cap = c.finalLogitSoftcapping { try w.add("\(a).final_logit_softcapping", .float32(Float(cap))) }
             if c.perLayerInputSize > 0 { try w.add("\(a).embedding_length_per_layer_input", u32(c.perLayerInputSize)) }
             if c.isMoE, let e = c.numExperts, let k = c.topKExperts, let ie = c.moeIntermediateSize {
