@@ -251,7 +251,8 @@ public struct SyntheticModel: Sendable {
             try w.add("\(a).rope.dimension_count", u32(c.headDim(for: .full)))
             try w.add("\(a).rope.dimension_count_swa", u32(c.headDim(for: .sliding)))
             if let cap = c.finalLogitSoftcapping { try w.add("\(a).final_logit_softcapping", .float32(Float(cap))) }
-            if c.perLayerInputSize > 0 { try w.add("\(a).embedding_length_per_layer_input", u32(c.perLayerInputSize)) }
+            // Written even when 0 (no PLE), as the converter does: llama.cpp requires the key.
+            try w.add("\(a).embedding_length_per_layer_input", u32(c.perLayerInputSize))
             if c.isMoE, let e = c.numExperts, let k = c.topKExperts, let ie = c.moeIntermediateSize {
                 try w.add("\(a).expert_count", u32(e))
                 try w.add("\(a).expert_used_count", u32(k))
