@@ -47,7 +47,9 @@ public final class TimedCommunicator: Communicator, @unchecked Sendable {
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
         allReduceSumCalls += 1
-        allReduceSumBytes += UInt64(buffer.count * MemoryLayout<Float>.stride)
+        // The bytes this rank sends: the compact payload's under `--sync-type bf16|q8_0`.
+        allReduceSumBytes += UInt64((inner as? SyncPayloadCommunicator)?.payloadBytes(count: buffer.count)
+                                    ?? buffer.count * MemoryLayout<Float>.stride)
         try timed(.sum) { try inner.allReduceSum(buffer) }
     }
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(.other) { try inner.allReduceMax(buffer) } }
@@ -55,6 +57,9 @@ public final class TimedCommunicator: Communicator, @unchecked Sendable {
         try timed(idle ? .planWait : .other) { try inner.broadcast(bytes, root: root, idle: idle) }
     }
     public func allGather(_ record: [Float]) throws -> [Float] { try timed(.other) { try inner.allGather(record) } }
+    public func allGatherBytes(_ record: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
+        try timed(.other) { try inner.allGatherBytes(record, into: result) }
+    }
     public func barrier() throws { try timed(.other) { try inner.barrier() } }
     public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {
         try timed(.other) { try inner.deliver(bytes, from: from, to: to) }

@@ -233,6 +233,22 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    /// MPI_Allgather of bytes; the record length is trusted (the `Communicator` contract),
+    /// since this is the per-layer path of compact sum all-reduces.
+    public func allGatherBytes(_ record: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
+        guard result.count == record.count * size else {
+            throw CommunicatorError.mismatchedLength(operation: "allGatherBytes", expected: record.count * size, got: result.count)
+        }
+        guard record.count <= Self.maxCount / max(size, 1) else {
+            throw CommunicatorError.transport(operation: "allGatherBytes", code: -1, message: "record of \(record.count) bytes too large")
+        }
+        guard record.count > 0 else { return }
+        try withComm("MPI_Allgather(bytes)") { comm in
+            try Self.check(MPI_Allgather(record.baseAddress, Int32(record.count), gn_byte(),
+                                         result.baseAddress, Int32(record.count), gn_byte(), comm), "MPI_Allgather(bytes)")
+        }
+    }
+
     /// MPI_Send / MPI_Recv of the length (8 bytes), then the payload in pieces of at most
     /// `maxCount` bytes; ranks other than `from` and `to` return at once.
     public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {

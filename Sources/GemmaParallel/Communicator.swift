@@ -24,6 +24,11 @@ public protocol Communicator: AnyObject, Sendable {
     /// Gather one fixed-size record of floats from every rank to every rank:
     /// the result is `size * record.count` floats, rank r's record at `r * record.count`.
     func allGather(_ record: [Float]) throws -> [Float]
+    /// Gather one fixed-size byte record from every rank to every rank: `result` receives
+    /// `size * record.count` bytes, rank r's record at `r * record.count`. Every rank passes
+    /// the same record length (not cross-checked: this carries the compact payloads of
+    /// `SyncPayloadCommunicator`, once per layer). A default goes through `allGather`.
+    func allGatherBytes(_ record: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws
     /// Block until every rank has arrived.
     func barrier() throws
     /// Point-to-point inside the collective order: every rank calls it with the same `from`
@@ -61,6 +66,25 @@ extension Communicator {
     public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {
         let all = try broadcast(bytes, root: from, idle: false)
         return rank == to || rank == from ? all : []
+    }
+
+    /// `allGatherBytes` for transports without a byte all-gather: the bytes packed four to a
+    /// float (bit patterns only; nothing does arithmetic on them) through `allGather`.
+    public func allGatherBytes(_ record: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
+        guard result.count == record.count * size else {
+            throw CommunicatorError.mismatchedLength(operation: "allGatherBytes", expected: record.count * size, got: result.count)
+        }
+        let words = (record.count + 3) / 4
+        var packed = [Float](repeating: 0, count: words)
+        packed.withUnsafeMutableBytes { raw in
+            for i in 0..<record.count { raw[i] = record[i] }
+        }
+        let gathered = try allGather(packed)
+        gathered.withUnsafeBytes { raw in
+            for r in 0..<size {
+                for i in 0..<record.count { result[r * record.count + i] = raw[r * words * 4 + i] }
+            }
+        }
     }
 
     /// Cluster-wide agreement on success: every rank passes its local error (or nil); if any

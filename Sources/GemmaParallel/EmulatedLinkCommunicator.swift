@@ -133,6 +133,13 @@ public final class EmulatedLinkCommunicator: Communicator, @unchecked Sendable {
         return result
     }
 
+    /// Held for an all-gather of the record's bytes: with `SyncPayloadCommunicator` outside
+    /// this decorator, a compact sum all-reduce is held for the bytes it actually sends.
+    public func allGatherBytes(_ record: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
+        try inner.allGatherBytes(record, into: result)
+        hold(link.allGatherSeconds(bytes: record.count, ranks: size))
+    }
+
     public func barrier() throws {
         try inner.barrier()
         hold(link.barrierSeconds(ranks: size))

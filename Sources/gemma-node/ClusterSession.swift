@@ -56,7 +56,10 @@ enum ClusterSession {
     static let transportVariable = "GEMMA_NODE_TRANSPORT"
 
     /// `link`: every collective also waits the time that link would take (`--emulate-link`).
-    static func run(link: EmulatedLink? = nil, _ body: (any Communicator) throws -> Void) throws {
+    /// `sync`: the payload of the model's sum all-reduces (`--sync-type`); nil for commands
+    /// without the flag. It wraps the emulated link, so the link holds each all-reduce for
+    /// the bytes actually sent (the compact payload's all-gather).
+    static func run(link: EmulatedLink? = nil, sync: SyncPayload? = nil, _ body: (any Communicator) throws -> Void) throws {
         MPICommunicator.lineBufferStandardOutput()
         let choice = ProcessInfo.processInfo.environment[transportVariable] ?? "auto"
         let useMPI: Bool
@@ -84,7 +87,8 @@ enum ClusterSession {
         }
 
         var failure: Error?
-        let active: any Communicator = link.map { EmulatedLinkCommunicator(comm, link: $0) } ?? comm
+        let linked: any Communicator = link.map { EmulatedLinkCommunicator(comm, link: $0) } ?? comm
+        let active: any Communicator = sync.map { SyncPayloadCommunicator(linked, payload: $0) } ?? linked
         do { try body(active) } catch { failure = error }
 
         if let failure {

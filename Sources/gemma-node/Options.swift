@@ -24,6 +24,23 @@ struct LinkOptions: ParsableArguments {
     func validate() throws { _ = try link() }
 }
 
+/// `--sync-type f32|bf16|q8_0`: the element type of the model's sum all-reduces on the wire
+/// (SyncPayloadCommunicator). Every rank must be given the same; a mismatch is reported by
+/// every rank at the first all-reduce.
+struct SyncOptions: ParsableArguments {
+    @Option(name: .customLong("sync-type"),
+            help: "Payload of the model's all-reduces between ranks: f32 (exact, default), bf16 (half the bytes, relative error 2^-8) or q8_0 (blocks of 32 int8 + one f32 scale, 0.28x the bytes). Sampling and control messages stay exact. Same on every rank.")
+    var syncType: String = "f32"
+
+    /// The parsed payload type.
+    func payload() throws -> SyncPayload {
+        guard let p = SyncPayload(parsing: syncType) else { throw ValidationError("--sync-type must be f32, bf16 or q8_0, got \(syncType)") }
+        return p
+    }
+
+    func validate() throws { _ = try payload() }
+}
+
 /// `--split W0,W1,...`: one positive share per rank, in rank order.
 enum SplitOption {
     static let help: ArgumentHelp = "Uneven split: one share per rank, e.g. 2,1,1 (rank 0 gets half of the heads, MLP columns, vocabulary and KV cache). Any rank count; default: even."

@@ -115,6 +115,46 @@ struct GenerateOutput: Decodable {
         #expect(result.stderr.contains("pass token ids with --tokens"))
     }
 
+    /// `--sync-type` reaches the all-reduces of every rank: at 2 and 4 ranks bf16 and q8_0
+    /// change the logits (so the compact payload is really used; its accuracy is measured on
+    /// the real model by Scripts/sync_accuracy.py, docs/SCALING.md), yet stay finite and in
+    /// the same range; at one rank nothing is sent, so the logits equal f32's bit for bit.
+    /// This random-weight fixture amplifies perturbations (measured max |logit error| against
+    /// transformers: f32 4e-5, bf16 0.58, q8_0 1.39, logits up to 12.1), so closeness is only
+    /// bounded loosely here: under 3 (a quarter of the largest logit).
+    @Test(arguments: [1, 2, 4])
+    func syncTypeReachesEveryRank(ranks: Int) throws {
+        let expected = try HFExpected.load(Self.fixture)
+        let tokens = expected.prompt_tokens.map(String.init).joined(separator: ",")
+        func logits(_ sync: String) throws -> [[Double]] {
+            let result = try run(ranks: ranks, ["logits", "-m", modelPath, "--tokens", tokens, "--all", "-t", "1", "--sync-type", sync])
+            #expect(result.status == 0, "\(result.all)")
+            return try JSONDecoder().decode(LogitsOutput.self, from: Data(result.stdout.utf8)).positions.map { try #require($0.logits) }
+        }
+        let exact = try logits("f32")
+        for sync in ["bf16", "q8_0"] {
+            let got = try logits(sync)
+            #expect(got.count == exact.count)
+            let diff = zip(got, exact).flatMap { zip($0, $1).map { abs($0 - $1) } }.max() ?? .infinity
+            if ranks == 1 {
+                #expect(got == exact, "\(sync) at one rank must not round anything")
+            } else {
+                #expect(diff > 0, "\(sync) at \(ranks) ranks gave f32's logits: the payload was not used")
+                #expect(diff < 3, "\(sync) at \(ranks) ranks: max |logit difference| \(diff)")
+            }
+        }
+    }
+
+    @Test func mismatchedSyncTypeFailsOnEveryRank() throws {
+        let expected = try HFExpected.load(Self.fixture)
+        let tokens = expected.prompt_tokens.map(String.init).joined(separator: ",")
+        let args = ["generate", "-m", modelPath, "--tokens", tokens, "-n", "2", "-t", "1", "--sync-type"]
+        let result = try GemmaNodeBinary.mpirun(perRank: [args + ["bf16"], args + ["q8_0"]], timeout: 120)
+        #expect(!result.timedOut)
+        #expect(result.status != 0)
+        #expect(result.stderr.occurrences(of: "--sync-type is q8_0 on rank 1 but bf16 on rank 0") == 2, "\(result.all)")
+    }
+
     @Test(arguments: [0, 2, 4])
     func tokenOutsideVocabularyFailsOnEveryRank(ranks: Int) throws {
         for command in ["generate", "logits"] {

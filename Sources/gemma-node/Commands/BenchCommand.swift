@@ -18,6 +18,8 @@ struct BenchCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var syncOptions: SyncOptions
+
 
     @Option(name: [.short, .customLong("model")],
             help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
@@ -70,7 +72,7 @@ struct BenchCommand: ParsableCommand {
     var modelPath: String { model ?? DefaultModel.path().path }
 
     func run() throws {
-        try ClusterSession.run(link: try linkOptions.link()) { raw in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { raw in
             let comm = TimedCommunicator(raw)
             let threadCount = threads ?? HostInfo.availableCores
             // Context for prompt + generated tokens + the token sampled last (never fed back).
@@ -136,7 +138,7 @@ struct BenchCommand: ParsableCommand {
                 perRank: ranks, bytesPerToken: bytesPerToken,
                 bandwidth: bandwidthMiB > 0 ? ranks.reduce(0) { $0 + Double($1[7]) * 1e9 } : nil,
                 loadAverage: ProcessStats.loadAverage, cpu: ProcessStats.cpuModel,
-                emulatedLink: try linkOptions.link()?.description)
+                emulatedLink: try linkOptions.link()?.description, syncType: try syncOptions.payload().rawValue)
             print(json ? report.json() : report.table())
         }
     }
@@ -218,6 +220,8 @@ struct BenchReport {
     let cpu: String?
     /// `--emulate-link`'s link (its collectives' times are modelled, not measured), nil when off.
     var emulatedLink: String? = nil
+    /// `--sync-type`: the payload of the model's all-reduces (f32 is exact).
+    var syncType: String = "f32"
 
     static func median(_ xs: [Double]) -> Double {
         let s = xs.sorted()
@@ -285,6 +289,7 @@ struct BenchReport {
             j.key("load_average"); if let l = loadAverage { j.double(l) } else { j.string(nil) }
             j.key("cpu"); j.string(cpu)
             j.key("emulated_link"); j.string(emulatedLink)
+            j.key("sync_type"); j.string(syncType)
         }
         return j.text
     }
@@ -297,6 +302,7 @@ struct BenchReport {
         var lines: [String] = ([
             "model \(model): \(ranks) rank(s) x \(threads) thread(s), kernels \(kernels), KV cache \(kvType), load \(f(loadSeconds, 2)) s, load average \(loadAverage.map { f($0, 2) } ?? "?")",
             emulatedLink.map { "EMULATED link \($0): every collective also waited the modelled time of that link" },
+            syncType == "f32" ? nil : "all-reduce payload \(syncType) (--sync-type)",
             row("pp\(nPrompt)", prefill),
             row("tg\(nGen)", decode),
             "rank  decode step ms: total  compute  all-reduce  sampling+control  plan wait | prefill step ms | peak RSS MiB (now: anon + file)",

@@ -22,6 +22,8 @@ struct ChatCommand: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
 
     @OptionGroup var linkOptions: LinkOptions
+
+    @OptionGroup var syncOptions: SyncOptions
     @OptionGroup var samplingOptions: SamplingOptions
 
     @Option(help: "System prompt (Gemma 1-3 fold it into the first user turn).")
@@ -38,7 +40,7 @@ struct ChatCommand: ParsableCommand {
     }
 
     func run() throws {
-        try ClusterSession.run(link: try linkOptions.link()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { comm in
             let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             let tokenizer: GemmaTokenizer? = try comm.agreeOn {
                 comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath) : nil

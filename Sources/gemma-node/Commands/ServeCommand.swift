@@ -20,6 +20,8 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
 
     @OptionGroup var linkOptions: LinkOptions
+
+    @OptionGroup var syncOptions: SyncOptions
     @OptionGroup var sampling: SamplingOptions
 
     @Option(help: "Address to listen on (loopback by default).")
@@ -62,7 +64,7 @@ struct ServeCommand: ParsableCommand {
     var loadOptions: GemmaLoadOptions { modelOptions.loadOptions(slots: parallel, maxBatchTokens: batchTokens) }
 
     func run() throws {
-        try ClusterSession.run(link: try linkOptions.link()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { comm in
             // Times the model's all-reduces for /metrics (compute vs all-reduce per step).
             let timed = TimedCommunicator(comm)
             let path = modelOptions.resolvedModelPath
