@@ -18,6 +18,7 @@ mode reads from the page cache: the figures compare the ways of moving weights, 
 """
 
 import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
+_venv.use("test")
 
 import argparse
 import json
