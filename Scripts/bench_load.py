@@ -30,18 +30,16 @@ import sys
 import tempfile
 import time
 
+from _run import mpirun_prefix
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABSENT = "/nonexistent/gemma-node-worker/model.gguf"
 
 
 def mpirun(per_rank):
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    for i, args in enumerate(per_rank):
-        if i:
-            cmd.append(":")
-        cmd += ["-n", "1"] + args
+    cmd = mpirun_prefix(1) + per_rank[0]
+    for args in per_rank[1:]:
+        cmd += [":", "-n", "1"] + args
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"bench_load: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")

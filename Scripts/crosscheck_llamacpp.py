@@ -31,20 +31,10 @@ import numpy as np
 import llama_cpp
 from llama_cpp import Llama
 
+from _run import llama_without_extra_buffer_types, mpirun_prefix
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = "The history of the printing press begins in the fifteenth century, when a goldsmith from Mainz"
-
-
-def without_extra_buffer_types():
-    """Weight repacking / AMX buffers off: some VMs report AMX but fault on its instructions."""
-    default = llama_cpp.llama_cpp.llama_model_default_params
-
-    def patched():
-        params = default()
-        params.use_extra_bufts = False
-        return params
-
-    llama_cpp.llama_cpp.llama_model_default_params = patched
 
 
 def llama_last_logits(path):
@@ -60,9 +50,7 @@ def llama_last_logits(path):
 def ours_last_logits(binary, path, ids, ranks):
     cmd = [binary, "logits", "-m", path, "--tokens", ",".join(map(str, ids)), "-t", "1", "-c", "256"]
     if ranks > 1:
-        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", str(ranks)] + cmd
-        if os.geteuid() == 0:
-            cmd.insert(1, "--allow-run-as-root")
+        cmd = mpirun_prefix(ranks) + cmd
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"crosscheck: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
@@ -97,7 +85,7 @@ def main():
     ap.add_argument("--ranks", default="1,2")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    without_extra_buffer_types()
+    llama_without_extra_buffer_types()
     models = [_venv.default_model()] + a.models
     ranks = [int(r) for r in a.ranks.split(",")]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")

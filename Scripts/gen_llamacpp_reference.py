@@ -39,6 +39,8 @@ import numpy as np
 import llama_cpp
 from llama_cpp import Llama, __version__ as llama_cpp_version
 
+from _run import llama_without_extra_buffer_types
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures",
                    "llamacpp", "greedy_reference.json")
 N_GENERATE = 32
@@ -85,20 +87,6 @@ def chat_text(user):
     return "<bos><start_of_turn>user\n" + user.strip() + "<end_of_turn>\n<start_of_turn>model\n"
 
 
-def without_extra_buffer_types():
-    """llama.cpp's "extra buffer types" (AMX tiles, weight repacking) are switched off: on this
-    machine the CPU reports AMX but executing a tile instruction raises SIGILL inside the VM.
-    The plain ggml CPU kernels remain (quantized dot products against Q8 activations)."""
-    default = llama_cpp.llama_cpp.llama_model_default_params
-
-    def patched():
-        params = default()
-        params.use_extra_bufts = False
-        return params
-
-    llama_cpp.llama_cpp.llama_model_default_params = patched
-
-
 def load(path, **overrides):
     args = dict(model_path=path, n_ctx=1024, n_batch=1024, n_ubatch=1024, n_threads=2,
                 n_threads_batch=2, logits_all=True, verbose=False, seed=0)
@@ -130,7 +118,7 @@ def greedy(llm, ids, one_by_one=False):
 
 
 def main():
-    without_extra_buffer_types()
+    llama_without_extra_buffer_types()
     path = (sys.argv[1] if len(sys.argv) > 1 else None) or os.environ.get("GEMMA_NODE_MODEL") \
         or os.path.expanduser("~/.cache/gemma-node/gemma-3-270m-q4_k_m.gguf")
     llm = load(path)

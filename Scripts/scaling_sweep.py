@@ -49,6 +49,8 @@ import statistics
 import subprocess
 import sys
 
+from _run import mpirun_prefix
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LINKS = {
@@ -79,9 +81,7 @@ def bench(args, model, ranks, link):
     if LINKS[link] is not None:
         cmd += ["--emulate-link", "%g,%g" % LINKS[link]]
     if ranks > 1:
-        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", str(ranks)] + cmd
-        if os.geteuid() == 0:
-            cmd.insert(1, "--allow-run-as-root")
+        cmd = mpirun_prefix(ranks) + cmd
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"scaling_sweep: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
