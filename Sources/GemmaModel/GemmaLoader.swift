@@ -101,6 +101,7 @@ extension GemmaShard {
     /// The per-rank part of `load`, without agreement (tests that want the raw error).
     public static func loadLocal(path: URL, comm: any Communicator, options: GemmaLoadOptions) throws -> GemmaShard {
         try checkOptions(options)
+        let opened: (source: any ModelWeightSource, config: GemmaConfig, mlpAlign: Int, stopTokens: [Int])
         if options.weightsFromRoot && comm.size > 1 {
             // Only rank 0 opens the file; the others never look at `path`.
             let source = try RootStreamedWeightSource.connect(path: path.path, comm: comm) {
@@ -108,21 +109,17 @@ extension GemmaShard {
             }
             source.chunkValues = options.streamPieceValues
             let m = source.manifest
-            let plan = try ShardPlan(config: m.config, ranks: comm.size, mlpAlign: m.mlpAlign, split: options.split)
-            try checkKVType(options.kvType, config: m.config)
             try checkStreamable(config: m.config, source: source, ranks: comm.size)
-            return try build(config: m.config, plan: plan, source: source, comm: comm, options: options, stopTokens: m.stopTokens)
-        }
-        if ShardFiles.isShardDirectory(path) {
+            opened = (source, m.config, m.mlpAlign, m.stopTokens)
+        } else if ShardFiles.isShardDirectory(path) {
             // `gemma-node shard` output: this rank's own file holds exactly its slices.
             if options.quantize != nil { throw ModelLoadError.quantizeNeedsSafetensors(path.path) }
             let source = try ShardFileWeightSource(directory: path, rank: comm.rank, ranks: comm.size, split: options.split)
             let m = source.manifest
-            let plan = try ShardPlan(config: m.config, ranks: comm.size, mlpAlign: m.mlpAlign, split: options.split)
-            try checkKVType(options.kvType, config: m.config)
-            return try build(config: m.config, plan: plan, source: source, comm: comm, options: options, stopTokens: m.stopTokens)
+            opened = (source, m.config, m.mlpAlign, m.stopTokens)
+        } else {
+            opened = try open(path: path, options: options)
         }
-        let opened = try open(path: path, options: options)
         let plan = try ShardPlan(config: opened.config, ranks: comm.size, mlpAlign: opened.mlpAlign, split: options.split)
         try checkKVType(options.kvType, config: opened.config)
         return try build(config: opened.config, plan: plan, source: opened.source, comm: comm, options: options,
