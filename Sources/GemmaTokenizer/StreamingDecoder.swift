@@ -1,11 +1,13 @@
 // Turns a stream of token ids into text that only ever contains whole UTF-8 characters:
 // byte-fallback tokens (an emoji is often four `<0xXX>` tokens) are held back until the
 // character they spell is complete, so a streaming client never prints half a character.
+// Markers (control tokens, and user-defined ones such as `<start_of_image>`:
+// `GemmaTokenizer.isMarker`) are not text and are skipped unless `renderSpecial`.
 
 /// Incremental decoder over one `GemmaTokenizer`. Not thread-safe (one per stream).
 public struct StreamingDecoder {
     public let tokenizer: GemmaTokenizer
-    /// Render control tokens (`<end_of_turn>`, ...) as their text instead of skipping them.
+    /// Render markers (`<end_of_turn>`, `<start_of_image>`, ...) as their text instead of skipping them.
     public var renderSpecial: Bool
     private var pending: [UInt8] = []
 
@@ -19,6 +21,7 @@ public struct StreamingDecoder {
 
     /// Adds one token; returns the text that is now complete (possibly empty).
     public mutating func push(_ id: Int32) -> String {
+        if !renderSpecial && tokenizer.isMarker(id) { return "" }
         pending += tokenizer.bytes(of: id, renderSpecial: renderSpecial)
         let cut = Self.completePrefixLength(pending)
         guard cut > 0 else { return "" }

@@ -119,6 +119,37 @@ public final class GemmaTokenizer: Sendable {
         id >= 0 && Int(id) < types.count && (types[Int(id)] == .control || types[Int(id)] == .unknown)
     }
 
+    /// User-defined pieces that are markers rather than text: Gemma 3's multimodal markers.
+    /// GGUF files (and llama.cpp) store them as USER_DEFINED, so `decode` renders them like
+    /// llama.cpp's detokenizer does, but a model that samples one has not written text.
+    static let markerPieces: Set<String> = [
+        "[multimodal]", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+        "<start_of_audio>", "<end_of_audio>", "<audio_soft_token>",
+    ]
+
+    /// Whether `id` stands for no text in generated output: a control, unknown or unused token,
+    /// or a user-defined marker (`markerPieces`, and Gemma 4's `<|...>` / `<...|>` turn, tool,
+    /// thinking and multimodal markers, which its GGUF stores as USER_DEFINED). Other
+    /// user-defined pieces (`<table>`, runs of spaces) are text.
+    public func isMarker(_ id: Int32) -> Bool {
+        guard id >= 0, Int(id) < types.count else { return false }
+        switch types[Int(id)] {
+        case .control, .unknown, .unused: return true
+        case .normal, .byte: return false
+        case .userDefined:
+            let p = table.bytes(Int(id))
+            guard p.count > 2, p.first == 0x3C || p.first == 0x5B else { return false }  // "<" or "["
+            let s = String(decoding: p, as: UTF8.self)
+            return Self.markerPieces.contains(s) || s.hasPrefix("<|") || s.hasSuffix("|>")
+        }
+    }
+
+    /// Generated text: `decode` without markers (`isMarker`), so a sampled control or
+    /// multimodal token never shows up as text.
+    public func decodeText(_ ids: [Int32]) -> String {
+        decode(ids.filter { !isMarker($0) })
+    }
+
     // MARK: Encoding
 
     /// Token ids of `text`. `addSpecial` adds BOS/EOS as the model says; `parseSpecial`

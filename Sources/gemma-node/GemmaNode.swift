@@ -1,4 +1,6 @@
-// The gemma-node command line: one subcommand per file under Commands/.
+// The gemma-node command line: one subcommand per file under Commands/. Without a subcommand
+// it serves (`mpirun -n 4 gemma-node` starts the cluster's OpenAI-compatible server on the
+// default model); `gemma-node --help` lists the commands.
 import ArgumentParser
 import GemmaMPI
 
@@ -11,7 +13,8 @@ struct GemmaNode: ParsableCommand {
             GenerateCommand.self, ChatCommand.self, LogitsCommand.self, TokenizeCommand.self,
             ServeCommand.self, BenchCommand.self, InspectCommand.self, PlanCommand.self, ClusterCheckCommand.self, SynthCommand.self,
             ShardCommand.self,
-        ]
+        ],
+        defaultSubcommand: ServeCommand.self
     )
 
     /// Line-buffers stdout before any command prints: under mpirun it is a pipe, and rank

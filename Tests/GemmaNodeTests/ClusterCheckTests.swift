@@ -147,6 +147,10 @@ import Testing
         let names = (dump.command.subcommands ?? []).map(\.commandName).filter { $0 != "help" }
         #expect(Set(names) == ["generate", "chat", "logits", "tokenize", "serve", "bench", "inspect", "plan", "cluster-check", "synth", "shard"],
                 "\(names)")
+        // `gemma-node` alone serves; `--help` still lists every command and marks that one.
+        let root = try GemmaNodeBinary.run(["--help"])
+        #expect(root.status == 0 && root.stdout.contains("serve (default)"), "\(root.all)")
+        for name in names { #expect(root.stdout.contains("  \(name)"), "\(name) missing from --help: \(root.stdout)") }
         for name in names {
             let result = try GemmaNodeBinary.run([name, "--help"])
             #expect(result.status == 0, "\(name) --help: \(result.all)")

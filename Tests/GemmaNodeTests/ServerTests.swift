@@ -49,6 +49,51 @@ private final class LineReader: @unchecked Sendable {
 @Suite(.serialized) struct ServerTests {
     static let script = TestPaths.script("test_openai_client.py")
 
+    /// `mpirun -n 2 gemma-node` without a subcommand serves the default model (here on a free
+    /// port: the only flag given), rank 0 alone prints the URL and a curl line, and that curl
+    /// line, run as printed, gets a chat completion.
+    @Test func noSubcommandServesTheDefaultModel() throws {
+        _ = try TestPaths.requireDefaultModel()  // found through GEMMA_NODE_MODEL, no -m
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", "2", GemmaNodeBinary.url.path,
+                            "--port", "0", "-c", "256", "-t", "1"]
+        var environment = GemmaNodeBinary.environment()
+        environment["GEMMA_NODE_API_KEY"] = nil
+        server.environment = environment
+        let out = Pipe(), err = Pipe()
+        server.standardOutput = out
+        server.standardError = err
+        server.standardInput = FileHandle.nullDevice
+        try server.run()
+        let stdout = LineReader(out.fileHandleForReading)
+        let stderr = LineReader(err.fileHandleForReading)
+        defer {
+            if server.isRunning {
+                server.terminate()
+                usleep(500_000)
+                if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+            }
+        }
+        guard let found = stdout.wait(for: #"gemma-node: try: (curl [^\n]+)\n"#, timeout: 180), let curl = found.first else {
+            Issue.record("no try line:\n\(stdout.all)\n\(stderr.all)")
+            return
+        }
+        let pid = stdout.wait(for: #"serving \S+ on http://\S+ \(pid (\d+),"#, timeout: 1)?.first.flatMap { Int32($0) }
+        #expect(stdout.all.components(separatedBy: "gemma-node: serving ").count == 2, "\(stdout.all)")  // rank 0 only
+        #expect(!stdout.all.contains("USAGE"), "\(stdout.all)")
+        #expect(curl.hasPrefix("curl http://127.0.0.1:") && curl.contains("/v1/chat/completions"), "\(curl)")
+        let client = try GemmaNodeBinary.launch(URL(fileURLWithPath: "/bin/sh"), ["-c", curl + " -s --max-time 240"],
+                                                environment: environment, timeout: 250)
+        let reply = try? JSONSerialization.jsonObject(with: Data(client.stdout.utf8)) as? [String: Any]
+        let message = ((reply?["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+        #expect(client.status == 0 && message?.isEmpty == false, "\(client.all)")
+        // SIGTERM to rank 0 (as a user stops it) ends every rank with status 0.
+        if let pid { kill(pid, SIGTERM) } else { Issue.record("no pid in \(stdout.all)") }
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0, "\(stderr.all)")
+    }
+
     @Test func openAIClientAgainstTwoRanks() throws {
         let model = try TestPaths.requireDefaultModel()
         let python = try TestPaths.requirePython()

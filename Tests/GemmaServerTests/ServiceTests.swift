@@ -62,9 +62,11 @@ final class ServiceHarness: @unchecked Sendable {
 
     static let tokenizerPath = TestPaths.fixture("tokenizer/tiny_tokenizer.json").path
 
-    init(reply: String, eos: Bool = false, maxContext: Int = 64, slots: Int = 2, maxQueued: Int = 8, apiKey: String? = nil) throws {
-        tokenizer = try GemmaTokenizer.load(path: Self.tokenizerPath)
-        var s = tokenizer.encode(reply, addSpecial: false)
+    /// `tokenizer` and `script` replace the fixture tokenizer and the reply's ids when given.
+    init(reply: String, eos: Bool = false, maxContext: Int = 64, slots: Int = 2, maxQueued: Int = 8, apiKey: String? = nil,
+         tokenizer custom: GemmaTokenizer? = nil, script ids: [Int32]? = nil) throws {
+        tokenizer = try custom ?? GemmaTokenizer.load(path: Self.tokenizerPath)
+        var s = ids ?? tokenizer.encode(reply, addSpecial: false)
         if eos, let e = tokenizer.eosID { s.append(e) }
         script = s
         let model = ScriptModel(vocabSize: tokenizer.count, script: s, maxContext: maxContext, slots: slots)
@@ -172,6 +174,34 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         let finishes = objects.compactMap { ($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String }
         #expect(finishes == ["length"])
         #expect((objects.last?["usage"] as? [String: Int])?["completion_tokens"] == 5)
+    }
+
+    @Test func markersAreNeverText() async throws {
+        // A vocabulary with Gemma 3's user-defined <start_of_image> (which the 270M model
+        // sometimes samples), a Gemma 4 style marker and an HTML-tag piece that is text.
+        let pieces = ["<pad>", "<eos>", "<bos>", "<unk>", "▁hello", "▁world", "<start_of_image>", "<table>", "<|tool_call>",
+                      "h", "i"]
+        let tok = try GemmaTokenizer(pieces: pieces, scores: [Float](repeating: 0, count: pieces.count),
+                                     types: [.control, .control, .control, .unknown, .normal, .normal, .userDefined, .userDefined,
+                                             .userDefined, .normal, .normal],
+                                     bosID: 2, eosID: 1, unknownID: 3, addBOS: true, addEOS: false, source: "test")
+        let h = try ServiceHarness(reply: "", tokenizer: tok, script: [4, 6, 7, 8, 5])
+        defer { h.stop() }
+        let prompt = tok.encode("hi")
+        // Five tokens of a five-token cycle: every piece of the script is generated once.
+        #expect(Set(h.expected(promptLength: prompt.count, n: 5)) == [4, 5, 6, 7, 8])
+        let object = try await h.run(.completion, #"{"prompt": "hi", "max_tokens": 5, "temperature": 0}"#)
+        let text = try #require(choice(object)["text"] as? String)
+        #expect(text == tok.decodeText(h.expected(promptLength: prompt.count, n: 5)))
+        #expect(!text.contains("<start_of_image>") && !text.contains("<|tool_call>") && text.contains("<table>"))
+        let (prepared, backend) = try h.service.prepare(.completion, body: Data(#"{"prompt": "hi", "max_tokens": 5, "temperature": 0, "stream": true}"#.utf8))
+        var events: [String] = []
+        try await h.service.streamEvents(try h.service.start(prepared, backend: backend)) { events.append($0) }
+        let streamed = events.dropLast().compactMap {
+            ((try? JSONSerialization.jsonObject(with: Data($0.dropFirst(6).utf8)) as? [String: Any])?["choices"] as? [[String: Any]])?
+                .first?["text"] as? String
+        }.joined()
+        #expect(streamed == text)
     }
 
     @Test func badRequestsGetOpenAIErrors() async throws {

@@ -79,6 +79,37 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
         #expect(tok.decode([2, 105, 2364, 107], renderSpecial: true) == "<bos><start_of_turn>user\n")
     }
 
+    @Test func markersAreNeverStreamedAsText() async throws {
+        let path = try TestPaths.requireDefaultModel()
+        let tok = try await SharedTokenizer.shared.get(path)
+        // Gemma 3's GGUF stores the multimodal markers as USER_DEFINED (llama.cpp renders them);
+        // the 270M model does sample <start_of_image> now and then.
+        let image = try #require(tok.id(of: "<start_of_image>"))
+        let endImage = try #require(tok.id(of: "<end_of_image>"))
+        let table = try #require(tok.id(of: "<table>"))
+        for id in [image, endImage, 5, 0, 1, 2, 105, 106] { #expect(tok.isMarker(id), "\(id)") }
+        #expect(!tok.isMarker(table))  // an HTML tag piece is text
+        let hello = tok.encode("Hello", addSpecial: false)
+        var d = StreamingDecoder(tokenizer: tok)
+        let out = (hello + [image, table, endImage, 106] + hello).map { d.push($0) }.joined() + d.finish()
+        #expect(out == "Hello<table>Hello")
+        #expect(tok.decodeText(hello + [image, table]) == "Hello<table>")
+        // decode stays llama.cpp's detokenizer (the reference corpus holds the marker).
+        #expect(tok.decode([image]) == "<start_of_image>")
+        var special = StreamingDecoder(tokenizer: tok, renderSpecial: true)
+        #expect(special.push(image) == "<start_of_image>")
+    }
+
+    @Test func gemma4StyleMarkersAreNotText() throws {
+        let pieces = ["<pad>", "<|tool_call>", "<tool_call|>", "<|\"|>", "<b>", "▁x", "<|image|>", "[multimodal]", "<|"]
+        let t = try GemmaTokenizer(pieces: pieces, scores: [Float](repeating: 0, count: pieces.count),
+                                   types: [.control, .userDefined, .userDefined, .userDefined, .userDefined, .normal,
+                                           .userDefined, .userDefined, .userDefined],
+                                   bosID: nil, eosID: nil, unknownID: nil, addBOS: false, addEOS: false, source: "x")
+        #expect((0..<pieces.count).map { t.isMarker(Int32($0)) } == [true, true, true, true, false, false, true, true, false])
+        #expect(t.decodeText([1, 5, 3, 4, 2, 8]) == " x<b><|")
+    }
+
     @Test func streamingDecoderEmitsWholeCharacters() async throws {
         let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
@@ -97,7 +128,9 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
                 out += piece
             }
             out += s.finish()
-            #expect(out == tok.decode(e.ids), "\(e.text.debugDescription)")
+            // The stream is text: markers (`<start_of_image>`, `[multimodal]` in the corpus)
+            // are left out, as `decodeText` does.
+            #expect(out == tok.decodeText(e.ids), "\(e.text.debugDescription)")
         }
         // A stream cut inside a character: the held bytes come out as U+FFFD at the end only.
         var cut = StreamingDecoder(tokenizer: tok)

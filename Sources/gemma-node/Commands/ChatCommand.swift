@@ -89,7 +89,7 @@ struct ChatCommand: ParsableCommand {
                     let before = session.timings
                     let result = try session.generate(request) { id in StandardOutput.write(decoder.push(id)) }
                     StandardOutput.write(decoder.finish() + "\n")
-                    conversation.commit(user: text, reply: tokenizer.decode(result.tokens))
+                    conversation.commit(user: text, reply: tokenizer.decodeText(result.tokens))
                     if verbose {
                         StandardOutput.writeError(Self.turnLine(prompt: prompt.count, result: result,
                                                                 before: before, after: session.timings))

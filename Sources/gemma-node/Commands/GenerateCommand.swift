@@ -97,7 +97,7 @@ struct GenerateCommand: ParsableCommand {
             try session.finish()
             let timings = session.timings
             if json {
-                let text = tokenizer?.decode(result.tokens)
+                let text = tokenizer?.decodeText(result.tokens)
                 print(Self.jsonReport(result, text: text, timings: timings, seed: seed, ranks: comm.size, loadSeconds: loadSeconds))
             } else {
                 StandardOutput.write((decoder?.finish() ?? "") + "\n")

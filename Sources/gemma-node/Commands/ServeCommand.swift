@@ -69,12 +69,13 @@ struct ServeCommand: ParsableCommand {
             let timed = TimedCommunicator(comm)
             let path = modelOptions.resolvedModelPath
             let name = modelName ?? URL(fileURLWithPath: path).lastPathComponent
+            let given = apiKey ?? ProcessInfo.processInfo.environment["GEMMA_NODE_API_KEY"]
+            let key = given?.isEmpty == true ? nil : given
             var service: OpenAIService?
             var server: BackgroundServer?
             if comm.isCoordinator {
                 let s = sampling
-                let key = apiKey ?? ProcessInfo.processInfo.environment["GEMMA_NODE_API_KEY"]
-                let config = ServerConfig(modelName: name, apiKey: key?.isEmpty == true ? nil : key, maxBodyBytes: maxBody,
+                let config = ServerConfig(modelName: name, apiKey: key, maxBodyBytes: maxBody,
                                           defaults: s.params(seed: 0), ranks: comm.size)
                 service = OpenAIService(config: config)
                 // Listening starts before the load, so /health answers 503 "loading" meanwhile.
@@ -117,11 +118,26 @@ struct ServeCommand: ParsableCommand {
             }
             print("gemma-node: serving \(name) on http://\(host):\(boundPort) (pid \(getpid()), \(comm.size) rank(s), "
                   + "\(parallel) slots, context \(model.maxContext))")
+            print("gemma-node: try: " + Self.tryCommand(host: host, port: boundPort, model: name,
+                                                              key: key == nil ? nil : apiKey == nil ? "$GEMMA_NODE_API_KEY" : "KEY"))
             try scheduler.run()
             signals.forEach { $0.cancel() }
             server.stop(timeout: 5)
             print("gemma-node: stopped")
         }
+    }
+}
+
+extension ServeCommand {
+    /// One `curl` line a user can paste to talk to the server just started. `key` is what to
+    /// write for the API key when one is required (its variable or a placeholder: the key
+    /// itself is never printed).
+    static func tryCommand(host: String, port: Int, model: String, key: String?) -> String {
+        // A wildcard address is not one to connect to: loopback reaches it from this machine.
+        let connect = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host.contains(":") ? "[\(host)]" : host
+        let body = #"{"model":"\#(String(model.filter { $0 != "'" && $0 != "\"" && $0 != "\\" }))","messages":[{"role":"user","content":"Say hello in French."}],"max_tokens":32}"#
+        let auth = key.map { #" -H "Authorization: Bearer \#($0)""# } ?? ""
+        return "curl http://\(connect):\(port)/v1/chat/completions -H 'Content-Type: application/json'\(auth) -d '\(body)'"
     }
 }
 
