@@ -7,7 +7,9 @@ Run by Tests/GemmaNodeTests/ServerTests.swift against `mpirun -n 2 gemma-node se
     Scripts/test_openai_client.py --base-url http://127.0.0.1:8080 --api-key KEY --match MODEL_NAME
 
 Checks: /health and /v1/models; chat and text completions, streaming and not (greedy: the
-streamed text equals the non-streamed one); 16 concurrent streaming clients each equal to its
+streamed text equals the non-streamed one); logprobs and top_logprobs in OpenAI's chat and
+legacy completions shapes (at temperature 0 the chosen token is the most likely; streamed equal
+non-streamed; before temperature; > 20 is a 400 naming the field); 16 concurrent streaming clients each equal to its
 prompt's solo answer; stop strings; errors 400 (malformed, bad parameter, context overflow with
 the numbers), 401, 413, 429; a client that disconnects frees its slot; the idle server's CPU
 across all ranks (read from /proc) stays under 10% of a core. Prints one line per check and
@@ -152,6 +154,67 @@ def main():
                       client.completions.create(model=model, prompt="The capital of France is", max_tokens=n, temperature=0,
                                                 stream=True) if c.choices)
     check("completion stream equals non-stream", cstream == ctext, f"{cstream!r} vs {ctext!r}")
+
+    # Log-probabilities (of the model's distribution, before temperature): at temperature 0 the
+    # chosen token is the most likely one, so its logprob equals the first alternative's.
+    lp = client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0, logprobs=True, top_logprobs=5)
+    content = lp.choices[0].logprobs.content if lp.choices[0].logprobs else None
+    check("chat logprobs: one entry per token, text unchanged",
+          content is not None and len(content) == lp.usage.completion_tokens and lp.choices[0].message.content == text,
+          f"{lp.choices[0].logprobs!r}")
+    if content:
+        # 1e-9: the server sends the same double for both (one computation); only JSON printing
+        # and parsing stand between them, which round-trips doubles exactly.
+        greedy_top = all(len(e.top_logprobs) == 5 and abs(e.logprob - e.top_logprobs[0].logprob) < 1e-9
+                         and e.token == e.top_logprobs[0].token for e in content)
+        check("chat logprobs: temperature 0 chose the most likely token", greedy_top, str(content[:2]))
+        ordered = all(all(a.logprob >= b.logprob for a, b in zip(e.top_logprobs, e.top_logprobs[1:]))
+                      and all(t.logprob <= 0 for t in e.top_logprobs)
+                      and sum(2.718281828459045 ** t.logprob for t in e.top_logprobs) <= 1 + 1e-9 for e in content)
+        check("chat logprobs: alternatives sorted, <= 0, total probability <= 1", ordered, str(content[:2]))
+        check("chat logprobs: bytes spell the token",
+              all(bytes(e.bytes).decode("utf-8", "replace") == e.token for e in content), str(content[:2]))
+    slp = []
+    for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0, logprobs=True,
+                                                top_logprobs=5, stream=True):
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+            slp += chunk.choices[0].logprobs.content
+    check("chat logprobs streamed equal non-streamed",
+          content is not None and [(e.token, e.logprob) for e in slp] == [(e.token, e.logprob) for e in content],
+          f"{len(slp)} vs {len(content or [])}")
+    # Sampling settings do not change the distribution the logprobs describe: the first token's
+    # alternatives are the same at temperature 0 and 1.5 (same prompt, same first position).
+    hot = client.chat.completions.create(model=model, messages=messages, max_tokens=1, temperature=1.5, seed=7, logprobs=True,
+                                         top_logprobs=5)
+    if content:
+        check("logprobs are before temperature",
+              [(t.token, t.logprob) for t in hot.choices[0].logprobs.content[0].top_logprobs]
+              == [(t.token, t.logprob) for t in content[0].top_logprobs], str(hot.choices[0].logprobs.content[0]))
+    clp = client.completions.create(model=model, prompt="The capital of France is", max_tokens=n, temperature=0, logprobs=3)
+    legacy = clp.choices[0].logprobs
+    check("completion logprobs: legacy shape",
+          legacy is not None and len(legacy.tokens) == len(legacy.token_logprobs) == len(legacy.top_logprobs)
+          == len(legacy.text_offset) == clp.usage.completion_tokens and clp.choices[0].text == ctext
+          and all(len(d) <= 3 and abs(max(d.values()) - v) < 1e-9 for d, v in zip(legacy.top_logprobs, legacy.token_logprobs)),
+          repr(legacy))
+    cslp = []
+    for c in client.completions.create(model=model, prompt="The capital of France is", max_tokens=n, temperature=0, logprobs=3,
+                                       stream=True):
+        if c.choices and c.choices[0].logprobs:
+            cslp += c.choices[0].logprobs.token_logprobs
+    check("completion logprobs streamed equal non-streamed", legacy is not None and cslp == legacy.token_logprobs,
+          f"{cslp} vs {legacy and legacy.token_logprobs}")
+    for body, param in ((dict(logprobs=True, top_logprobs=21), "top_logprobs"), (dict(top_logprobs=2), "top_logprobs")):
+        try:
+            client.chat.completions.create(model=model, messages=messages, max_tokens=2, **body)
+            check(f"chat {body} is 400", False, "accepted")
+        except openai.BadRequestError as e:
+            check(f"chat {body} is 400 naming {param}", e.body.get("param") == param, str(e.body))
+    try:
+        client.completions.create(model=model, prompt="x", max_tokens=2, logprobs=21)
+        check("completion logprobs=21 is 400", False, "accepted")
+    except openai.BadRequestError as e:
+        check("completion logprobs=21 is 400 naming logprobs", e.body.get("param") == "logprobs", str(e.body))
 
     # A stop string cuts the text before it.
     if len(ctext.strip()) >= 4:

@@ -470,7 +470,7 @@ const ProtobufCMessageDescriptor gemma_node__sampling_params__descriptor =
   (ProtobufCMessageInit) gemma_node__sampling_params__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descriptors[8] =
+static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descriptors[9] =
 {
   {
     "slot",
@@ -568,9 +568,22 @@ static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "logprobs",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(GemmaNode__SequenceWork, logprobs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned gemma_node__sequence_work__field_indices_by_name[] = {
   4,   /* field[4] = is_prefill_chunk */
+  8,   /* field[8] = logprobs */
   1,   /* field[1] = request_id */
   6,   /* field[6] = sampling */
   0,   /* field[0] = slot */
@@ -582,7 +595,7 @@ static const unsigned gemma_node__sequence_work__field_indices_by_name[] = {
 static const ProtobufCIntRange gemma_node__sequence_work__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor gemma_node__sequence_work__descriptor =
 {
@@ -592,7 +605,7 @@ const ProtobufCMessageDescriptor gemma_node__sequence_work__descriptor =
   "GemmaNode__SequenceWork",
   "gemma_node",
   sizeof(GemmaNode__SequenceWork),
-  8,
+  9,
   gemma_node__sequence_work__field_descriptors,
   gemma_node__sequence_work__field_indices_by_name,
   1,  gemma_node__sequence_work__number_ranges,

@@ -34,14 +34,19 @@ public struct GenerationRequest: Sendable, Equatable {
     public var sampling: SamplingParams
     /// Ids that end the sequence (not included in the output), e.g. the model's EOS ids.
     public var stopTokens: Set<Int32>
+    /// nil: no log-probabilities. n: each generated token's log-probability with the n most
+    /// likely alternatives (0...`WireLimits.maxTopLogprobs`), of the model's distribution
+    /// (before temperature and the filters).
+    public var logprobs: Int?
 
     public init(id: UInt64, promptTokens: [Int32], maxNewTokens: Int, sampling: SamplingParams,
-                stopTokens: Set<Int32> = []) {
+                stopTokens: Set<Int32> = [], logprobs: Int? = nil) {
         self.id = id
         self.promptTokens = promptTokens
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
         self.stopTokens = stopTokens
+        self.logprobs = logprobs
     }
 }
 
@@ -54,6 +59,9 @@ extension GenerationRequest {
                                subject: slot.map { "sequence in slot \($0)" } ?? "the prompt of request \(id)",
                                planSubject: "request \(id)")
         try sampling.validate(limits)
+        if let n = logprobs, n < 0 || n > WireLimits.maxTopLogprobs {
+            throw PlanError(subject: "request \(id)", detail: "logprobs alternatives \(n) outside 0...\(WireLimits.maxTopLogprobs)")
+        }
         if maxNewTokens < 0 {
             throw PlanError(subject: "request \(id)", detail: "max new tokens must be >= 0, got \(maxNewTokens)")
         }
@@ -85,6 +93,8 @@ public struct GenerationResult: Sendable, Equatable {
     /// Generated ids, without the stop token.
     public var tokens: [Int32]
     public var finishReason: FinishReason
+    /// One entry per generated token when the request asked for log-probabilities.
+    public var logprobs: [TokenLogprobs] = []
 }
 
 /// Where the time of the steps went, measured on the rank that owns the engine. Prefill
@@ -120,6 +130,9 @@ public final class StepExecutor {
     public let limits: PlanLimits
     public private(set) var timings = EngineTimings()
     var sampler = DistributedSampler()
+    /// The log-probabilities of the last step's draws (one per sampled work item, nil where
+    /// not asked); identical on every rank.
+    public private(set) var lastLogprobs: [TokenLogprobs?] = []
 
     public init(model: any ShardedCausalLM, comm: any Communicator) {
         self.model = model
@@ -171,17 +184,19 @@ public final class StepExecutor {
         guard let step = received else { throw EngineError.badPlan("no plan") }  // unreachable after agree
 
         var sampled: [Int32] = []
+        lastLogprobs = []
         var stats = SamplingStats()
         if let slice, !step.shutdown {
             var requests: [SampleRequest] = []
             var row = 0
             for w in step.work where w.wantLogits {
-                requests.append(SampleRequest(row: row, settings: w.sampling, stepIndex: w.stepIndexInSequence))
+                requests.append(SampleRequest(row: row, settings: w.sampling, stepIndex: w.stepIndexInSequence,
+                                              logprobs: w.logprobs))
                 row += 1
             }
             if !requests.isEmpty {
-                sampled = try sampler.sample(requests, logits: slice, sampleableVocab: model.sampleableVocab,
-                                             comm: comm, stats: &stats)
+                (sampled, lastLogprobs) = try sampler.sampleWithLogprobs(requests, logits: slice, sampleableVocab: model.sampleableVocab,
+                                                                        comm: comm, stats: &stats)
             }
         }
         let t2 = DispatchTime.now().uptimeNanoseconds
@@ -255,7 +270,7 @@ public final class Coordinator {
         for (r, c) in zip(requests, collectors) {
             try scheduler.submit(r) { event in
                 switch event {
-                case .token: break
+                case .token, .logprobs: break
                 case let .finished(result): c.result = result
                 case let .failed(message): c.failure = message
                 }

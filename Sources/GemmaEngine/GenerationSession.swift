@@ -129,6 +129,7 @@ private final class EventBox: @unchecked Sendable {
     func handle(_ event: SequenceEvent) {
         switch event {
         case let .token(id): onToken(id)
+        case .logprobs: break
         case let .finished(r): result = r
         case let .failed(message): failure = message
         }

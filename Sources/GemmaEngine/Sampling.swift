@@ -196,11 +196,14 @@ public struct SampleRequest: Sendable, Equatable {
     /// Index of the token being drawn within its sequence (0 = first generated token): with
     /// the seed it keys the noise, so a sequence's draws do not depend on batching.
     public var stepIndex: UInt64
+    /// nil: no log-probabilities; n: the chosen id's and the n most likely ids' (`TokenLogprobs`).
+    public var logprobs: Int?
 
-    public init(row: Int, settings: SamplingParams, stepIndex: UInt64) {
+    public init(row: Int, settings: SamplingParams, stepIndex: UInt64, logprobs: Int? = nil) {
         self.row = row
         self.settings = settings
         self.stepIndex = stepIndex
+        self.logprobs = logprobs
     }
 }
 
@@ -234,6 +237,14 @@ public struct DistributedSampler {
     /// ids that may be chosen (padding rows above it are ignored).
     public func sample(_ requests: [SampleRequest], logits: LogitsSlice, sampleableVocab: Int,
                        comm: any Communicator, stats: inout SamplingStats) throws -> [Int32] {
+        try sampleWithLogprobs(requests, logits: logits, sampleableVocab: sampleableVocab, comm: comm, stats: &stats).ids
+    }
+
+    /// `sample`, plus the log-probabilities of the requests that ask for them (nil for the
+    /// others): one more allGather round after the draw, only when some request asks
+    /// (`LogprobExchange`), so other steps cost exactly what they did.
+    public func sampleWithLogprobs(_ requests: [SampleRequest], logits: LogitsSlice, sampleableVocab: Int,
+                                   comm: any Communicator, stats: inout SamplingStats) throws -> (ids: [Int32], logprobs: [TokenLogprobs?]) {
         for r in requests {
             try r.settings.validate()
             guard r.row >= 0 && r.row < logits.rows else {
@@ -277,7 +288,35 @@ public struct DistributedSampler {
                 }
             }
         }
-        return results
+        var logprobs = [TokenLogprobs?](repeating: nil, count: requests.count)
+        let wanted = requests.indices.filter { requests[$0].logprobs != nil }
+        if !wanted.isEmpty {
+            var record: [Float] = []
+            for i in wanted {
+                let top = requests[i].logprobs!
+                guard top >= 0 && top <= WireLimits.maxTopLogprobs else {
+                    throw SamplingError.malformedRecord("logprobs alternatives \(top) outside 0...\(WireLimits.maxTopLogprobs)")
+                }
+                let row = UnsafeBufferPointer(rebasing: logits.row(requests[i].row)[0..<width])
+                record += LogprobExchange.record(row: row, firstId: lo, chosen: results[i], top: top)
+            }
+            let gathered = try comm.allGather(record)
+            stats.rounds += 1
+            stats.floatsSent += record.count
+            guard gathered.count == record.count * comm.size else {
+                throw SamplingError.malformedRecord("gathered \(gathered.count) floats, expected \(record.count * comm.size)")
+            }
+            var offset = 0
+            for i in wanted {
+                let top = requests[i].logprobs!
+                let n = LogprobExchange.recordLength(top: top)
+                let perRank = (0..<comm.size).map { r in gathered[(r * record.count + offset)..<(r * record.count + offset + n)] }
+                offset += n
+                logprobs[i] = try LogprobExchange.combine(perRank, chosen: results[i], top: top, vocabulary: sampleableVocab,
+                                                          rowIndex: i)
+            }
+        }
+        return (results, logprobs)
     }
 }
 
@@ -461,5 +500,95 @@ struct RowState {
         for c in cands { out.append(c.value); out.append(Float(c.id)) }
         for _ in cands.count..<count { out.append(-.infinity); out.append(-1) }
         return out
+    }
+}
+
+// MARK: - Log-probabilities
+
+/// One id with its log-probability under the model's distribution.
+public struct TokenLogprob: Sendable, Equatable {
+    public var id: Int32
+    public var logprob: Double
+    public init(id: Int32, logprob: Double) { self.id = id; self.logprob = logprob }
+}
+
+/// The log-probabilities of one draw: the chosen id's and the `top.count` most likely ids',
+/// best first. They are of the distribution the model gives, log-softmax of the raw logits
+/// over the sampleable vocabulary, before temperature, top-k, top-p and min-p (as OpenAI's
+/// `logprobs`), so they do not depend on the sampling settings.
+public struct TokenLogprobs: Sendable, Equatable {
+    public var chosen: TokenLogprob
+    public var top: [TokenLogprob]
+    public init(chosen: TokenLogprob, top: [TokenLogprob]) { self.chosen = chosen; self.top = top }
+}
+
+/// The log-softmax of vocab-parallel logits without gathering the vocabulary. Each rank sends
+/// one record per row: its local max m_r, its local mass s_r = sum exp(x - m_r) (as hi + lo
+/// floats, about 48 bits), the chosen id's logit if it owns that id (else -inf) and its local
+/// top-k (logit, id) pairs. Every rank then forms the normaliser
+/// log Z = M + log(sum_r s_r exp(m_r - M)) with M = max_r m_r, summing in rank order (the
+/// all-reduce of max and sum, done inside the same one allGather as the top-k records), so
+/// every rank gets bit-identical values; the merged lists are the exact global top-k.
+enum LogprobExchange {
+    static func recordLength(top: Int) -> Int { 4 + 2 * top }
+
+    /// This rank's record for one row (`row` is the sampleable part of its slice, ids from `firstId`).
+    static func record(row: UnsafeBufferPointer<Float>, firstId: Int, chosen: Int32, top: Int) -> [Float] {
+        var localMax = -Float.infinity
+        for i in 0..<row.count { let v = clean(row[i]); if v > localMax { localMax = v } }
+        var mass = 0.0
+        if localMax > -.infinity {
+            let m = Double(localMax)
+            for i in 0..<row.count {
+                let v = clean(row[i])
+                if v > -.infinity { mass += exp(Double(v) - m) }
+            }
+        }
+        let hi = Float(mass)
+        let lo = Float(mass - Double(hi))
+        let c = Int(chosen) - firstId
+        let chosenLogit: Float = c >= 0 && c < row.count ? clean(row[c]) : -.infinity
+        var out: [Float] = [localMax, hi, lo, chosenLogit]
+        out.reserveCapacity(recordLength(top: top))
+        let best = localTopK(row, firstId: firstId, count: top)
+        for b in best { out.append(b.value); out.append(Float(b.id)) }
+        for _ in best.count..<top { out.append(-.infinity); out.append(-1) }
+        return out
+    }
+
+    /// Combines the records of every rank (rank order) into the row's log-probabilities.
+    static func combine(_ perRank: [ArraySlice<Float>], chosen: Int32, top: Int, vocabulary: Int,
+                        rowIndex: Int) throws -> TokenLogprobs {
+        var globalMax = -Float.infinity
+        for rec in perRank {
+            guard rec.count == recordLength(top: top) else {
+                throw SamplingError.malformedRecord("logprob record of \(rec.count) floats, expected \(recordLength(top: top))")
+            }
+            globalMax = max(globalMax, rec[rec.startIndex])
+        }
+        guard globalMax > -.infinity else { throw SamplingError.noCandidates(row: rowIndex) }
+        var z = 0.0
+        var chosenLogit = -Float.infinity
+        var all: [Candidate] = []
+        for rec in perRank {
+            let b = rec.startIndex
+            if rec[b] > -.infinity {
+                z += (Double(rec[b + 1]) + Double(rec[b + 2])) * exp(Double(rec[b]) - Double(globalMax))
+            }
+            chosenLogit = max(chosenLogit, rec[b + 3])
+            for i in 0..<top {
+                let v = rec[b + 4 + 2 * i], idFloat = rec[b + 5 + 2 * i]
+                if idFloat < 0 { break }
+                guard idFloat.isFinite, idFloat < Float(vocabulary), idFloat == idFloat.rounded() else {
+                    throw SamplingError.malformedRecord("bad token id \(idFloat) in a logprob record")
+                }
+                all.append(Candidate(value: v, id: Int32(idFloat)))
+            }
+        }
+        guard z > 0 else { throw SamplingError.noCandidates(row: rowIndex) }
+        let logZ = Double(globalMax) + log(z)
+        all.sort { $0.precedes($1) }
+        let topList = all.prefix(top).map { TokenLogprob(id: $0.id, logprob: Double($0.value) - logZ) }
+        return TokenLogprobs(chosen: TokenLogprob(id: chosen, logprob: Double(chosenLogit) - logZ), top: Array(topList))
     }
 }

@@ -15,6 +15,8 @@ import GemmaWire
 public enum SequenceEvent: Sendable, Equatable {
     /// A sampled id (never a stop token).
     case token(Int32)
+    /// The log-probabilities of the `token` that follows (only for requests that ask).
+    case logprobs(TokenLogprobs)
     /// The sequence ended normally or was cancelled (`finishReason == .cancelled`).
     case finished(GenerationResult)
     /// The engine failed (the whole cluster stops); the text is the agreed error.
@@ -86,6 +88,7 @@ public final class BatchScheduler: @unchecked Sendable {
         var tokens: [Int32]
         var cached = 0
         var generated: [Int32] = []
+        var logprobs: [TokenLogprobs] = []
         var finish: FinishReason?
         var request: GenerationRequest { ticket.request }
     }
@@ -267,7 +270,7 @@ public final class BatchScheduler: @unchecked Sendable {
         pendingFrees.append(s.slot)
         freeSlotList.append(s.slot)
         s.ticket.sink(.finished(GenerationResult(id: s.request.id, promptTokens: s.request.promptTokens,
-                                                 tokens: s.generated, finishReason: reason)))
+                                                 tokens: s.generated, finishReason: reason, logprobs: s.logprobs)))
     }
 
     /// Applies cancellations, admits waiting requests into free slots (FIFO), runs one step
@@ -317,6 +320,7 @@ public final class BatchScheduler: @unchecked Sendable {
             guard w.wantLogits else { continue }
             guard next < sampled.count else { throw EngineError.badPlan("sampler returned too few ids") }
             let token = sampled[next]
+            let logprobs = next < executor.lastLogprobs.count ? executor.lastLogprobs[next] : nil
             next += 1
             if running[i].request.stopTokens.contains(token) {
                 finish(&running[i], .stop)
@@ -324,6 +328,10 @@ public final class BatchScheduler: @unchecked Sendable {
             }
             running[i].generated.append(token)
             running[i].tokens.append(token)
+            if let logprobs {
+                running[i].logprobs.append(logprobs)
+                running[i].ticket.sink(.logprobs(logprobs))
+            }
             running[i].ticket.sink(.token(token))
             if running[i].generated.count >= running[i].request.maxNewTokens || running[i].tokens.count > model.maxContext {
                 finish(&running[i], .length)
@@ -352,7 +360,8 @@ public final class BatchScheduler: @unchecked Sendable {
         for s in running where s.cached >= s.request.promptTokens.count && budget > 0 {
             work.append(SequenceWork(slot: UInt32(s.slot), requestId: s.request.id, tokenIds: [s.tokens[s.cached]],
                                      startPosition: UInt32(s.cached), isPrefillChunk: false, wantLogits: true,
-                                     sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count)))
+                                     sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count),
+                                     logprobs: s.request.logprobs))
             budget -= 1
         }
         for s in running where s.cached < s.request.promptTokens.count && budget > 0 {
@@ -361,7 +370,8 @@ public final class BatchScheduler: @unchecked Sendable {
             work.append(SequenceWork(slot: UInt32(s.slot), requestId: s.request.id,
                                      tokenIds: Array(s.tokens[s.cached..<(s.cached + n)]),
                                      startPosition: UInt32(s.cached), isPrefillChunk: true, wantLogits: n == remaining,
-                                     sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count)))
+                                     sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count),
+                                     logprobs: n == remaining ? s.request.logprobs : nil))
             budget -= n
         }
         let plan = StepPlan(stepId: nextStepId, work: work, freeSlots: pendingFrees.map { UInt32($0) })
@@ -386,7 +396,7 @@ extension BatchScheduler {
         let ticket = try submit(request) { event in
             continuation.yield(event)
             switch event {
-            case .token: break
+            case .token, .logprobs: break
             case .finished, .failed: continuation.finish()
             }
         }

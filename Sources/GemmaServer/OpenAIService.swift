@@ -196,6 +196,17 @@ public final class OpenAIService: @unchecked Sendable {
             throw APIError.badRequest(e.detail, param: e.field)
         }
         if let n = common.n, n != 1 { throw APIError.badRequest("only n = 1 is supported, got \(n)", param: "n") }
+        let logprobs = try Self.logprobsRequest(endpoint, common)
+        if let f = common.response_format, f.type != "text" {
+            throw APIError.badRequest("response_format \"\(f.type)\" is not supported (structured output is not implemented; only \"text\")",
+                                      param: "response_format")
+        }
+        if let tools = common.tools, !tools.isEmpty {
+            throw APIError.badRequest("tools are not supported (tool calling is not implemented)", param: "tools")
+        }
+        if let choice = common.tool_choice, choice.string != "none" {
+            throw APIError.badRequest("tool_choice must be \"none\" (tool calling is not implemented)", param: "tool_choice")
+        }
         let stops = common.stop?.list ?? []
         guard stops.count <= 4 else { throw APIError.badRequest("at most 4 stop strings, got \(stops.count)", param: "stop") }
 
@@ -229,11 +240,46 @@ public final class OpenAIService: @unchecked Sendable {
         }
         let (id, number) = newId(endpoint == .chat ? "chatcmpl" : "cmpl")
         let generation = GenerationRequest(id: number, promptTokens: tokens, maxNewTokens: maxTokens, sampling: settings,
-                                           stopTokens: backend.stopTokens)
+                                           stopTokens: backend.stopTokens, logprobs: logprobs)
         let prepared = PreparedRequest(endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970),
                                        model: config.modelName, generation: generation, stream: common.stream ?? false,
                                        includeUsage: common.stream_options?.include_usage ?? false, stops: stops, arrival: arrival)
         return (prepared, backend)
+    }
+
+    /// The alternatives per token a request asks for (nil: no logprobs). Chat: `logprobs`
+    /// (boolean) with `top_logprobs` 0...20, which needs `logprobs: true` (as OpenAI);
+    /// completions: `logprobs` 0...20 (OpenAI's legacy integer; `top_logprobs` is not a
+    /// completions field).
+    static func logprobsRequest(_ endpoint: Endpoint, _ common: CommonParameters) throws -> Int? {
+        let limit = WireLimits.maxTopLogprobs
+        switch endpoint {
+        case .chat:
+            let on: Bool
+            switch common.logprobs {
+            case nil: on = false
+            case let .flag(b): on = b
+            case .count: throw APIError.badRequest("logprobs must be a boolean on chat completions (top_logprobs gives the alternatives)", param: "logprobs")
+            }
+            if let k = common.top_logprobs {
+                guard (0...limit).contains(k) else {
+                    throw APIError.badRequest("top_logprobs must be in 0...\(limit), got \(k)", param: "top_logprobs")
+                }
+                guard on || k == 0 else { throw APIError.badRequest("top_logprobs needs logprobs: true", param: "top_logprobs") }
+            }
+            return on ? (common.top_logprobs ?? 0) : nil
+        case .completion:
+            if common.top_logprobs != nil {
+                throw APIError.badRequest("top_logprobs is a chat completions field; completions take logprobs: N", param: "top_logprobs")
+            }
+            switch common.logprobs {
+            case nil: return nil
+            case .flag: throw APIError.badRequest("logprobs must be an integer in 0...\(limit) on completions", param: "logprobs")
+            case let .count(k):
+                guard (0...limit).contains(k) else { throw APIError.badRequest("logprobs must be in 0...\(limit), got \(k)", param: "logprobs") }
+                return k
+            }
+        }
     }
 
     /// Queues a prepared request on the engine (429 when the queue is full).
@@ -254,17 +300,28 @@ public final class OpenAIService: @unchecked Sendable {
     }
 
     /// Consumes a running request: hands each piece of text to `onText` as soon as no stop
-    /// string can begin in it. If `onText` throws (the client went away), the request is
-    /// cancelled (its slot freed on every rank) and the error rethrown.
-    public func consume(_ run: RunningRequest, onText: (String) async throws -> Void) async throws -> Outcome {
+    /// string can begin in it, with the log-probabilities of the tokens generated since the
+    /// last piece (when asked; the tokens of a matched stop string included). If `onText`
+    /// throws (the client went away), the request is cancelled (its slot freed on every rank)
+    /// and the error rethrown.
+    public func consume(_ run: RunningRequest, onText: (String, [TokenLogprobs]) async throws -> Void) async throws -> Outcome {
         let scheduler = run.backend.scheduler
         var decoder = StreamingDecoder(tokenizer: run.backend.tokenizer)
         var matcher = StopMatcher(run.prepared.stops)
         var count = 0
         var last = run.prepared.arrival
+        var pending: [TokenLogprobs] = []
+        func send(_ text: String) async throws {
+            guard !text.isEmpty || !pending.isEmpty else { return }
+            let logprobs = pending
+            pending = []
+            try await onText(text, logprobs)
+        }
         do {
             for await event in run.events {
                 switch event {
+                case let .logprobs(l):
+                    pending.append(l)
                 case let .token(t):
                     count += 1
                     let now = monotonicSeconds()
@@ -272,7 +329,7 @@ public final class OpenAIService: @unchecked Sendable {
                     last = now
                     metrics.generated(tokens: 1)
                     let (emit, stopped) = matcher.push(decoder.push(t))
-                    if !emit.isEmpty { try await onText(emit) }
+                    if !emit.isEmpty || stopped { try await send(emit) }
                     if stopped {
                         scheduler.cancel(run.ticket)
                         return Outcome(finishReason: "stop", completionTokens: count)
@@ -280,7 +337,7 @@ public final class OpenAIService: @unchecked Sendable {
                 case let .finished(result):
                     var (emit, stopped) = matcher.push(decoder.finish())
                     if !stopped { emit += matcher.flush() }
-                    if !emit.isEmpty { try await onText(emit) }
+                    try await send(emit)
                     let reason: String
                     switch result.finishReason {
                     case .stop: reason = "stop"
@@ -304,7 +361,10 @@ public final class OpenAIService: @unchecked Sendable {
     /// A whole non-streaming response body.
     public func completeJSON(_ run: RunningRequest) async throws -> Data {
         var text = ""
-        let outcome = try await consume(run) { text += $0 }
+        var logprobs: [TokenLogprobs] = []
+        let outcome = try await consume(run) { text += $0; logprobs += $1 }
+        let tokenizer = run.backend.tokenizer
+        let wanted = run.prepared.generation.logprobs != nil
         let p = run.prepared
         let usage = Usage(prompt_tokens: p.generation.promptTokens.count, completion_tokens: outcome.completionTokens,
                           total_tokens: p.generation.promptTokens.count + outcome.completionTokens)
@@ -313,12 +373,14 @@ public final class OpenAIService: @unchecked Sendable {
         case .chat:
             return try encoder.encode(ChatCompletionResponse(
                 id: p.id, created: p.created, model: p.model,
-                choices: [ChatChoice(index: 0, message: ChatMessageOut(role: "assistant", content: text), finish_reason: outcome.finishReason)],
+                choices: [ChatChoice(index: 0, message: ChatMessageOut(role: "assistant", content: text),
+                                     logprobs: wanted ? Self.chatLogprobs(logprobs, tokenizer) : nil, finish_reason: outcome.finishReason)],
                 usage: usage))
         case .completion:
             return try encoder.encode(CompletionResponse(
                 id: p.id, created: p.created, model: p.model,
-                choices: [TextChoice(index: 0, text: text, finish_reason: outcome.finishReason)], usage: usage))
+                choices: [TextChoice(index: 0, text: text, logprobs: wanted ? Self.legacyLogprobs(logprobs, tokenizer, offset: 0).0 : nil,
+                                     finish_reason: outcome.finishReason)], usage: usage))
         }
     }
 
@@ -330,20 +392,34 @@ public final class OpenAIService: @unchecked Sendable {
         func event<T: Encodable>(_ value: T) throws -> String {
             "data: " + String(decoding: try encoder.encode(value), as: UTF8.self) + "\n\n"
         }
-        func chatChunk(_ delta: ChatDelta, _ finish: String?, usage: Usage? = nil, noChoices: Bool = false) throws -> String {
+        func chatChunk(_ delta: ChatDelta, _ finish: String?, usage: Usage? = nil, noChoices: Bool = false,
+                       logprobs: ChatLogprobs? = nil) throws -> String {
             try event(ChatCompletionChunk(id: p.id, created: p.created, model: p.model,
-                                          choices: noChoices ? [] : [ChatChunkChoice(index: 0, delta: delta, finish_reason: finish)],
+                                          choices: noChoices ? [] : [ChatChunkChoice(index: 0, delta: delta, logprobs: logprobs,
+                                                                                     finish_reason: finish)],
                                           usage: usage))
         }
-        func textChunk(_ text: String, _ finish: String?, usage: Usage? = nil, noChoices: Bool = false) throws -> String {
+        func textChunk(_ text: String, _ finish: String?, usage: Usage? = nil, noChoices: Bool = false,
+                       logprobs: LegacyLogprobs? = nil) throws -> String {
             try event(CompletionResponse(id: p.id, created: p.created, model: p.model,
-                                         choices: noChoices ? [] : [TextChoice(index: 0, text: text, finish_reason: finish)], usage: usage))
+                                         choices: noChoices ? [] : [TextChoice(index: 0, text: text, logprobs: logprobs, finish_reason: finish)],
+                                         usage: usage))
         }
+        let tokenizer = run.backend.tokenizer
+        let wanted = p.generation.logprobs != nil
+        var offset = 0
         if p.endpoint == .chat { try await write(try chatChunk(ChatDelta(role: "assistant", content: ""), nil)) }
         let outcome: Outcome
         do {
-            outcome = try await consume(run) { piece in
-                try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(content: piece), nil) : try textChunk(piece, nil))
+            outcome = try await consume(run) { piece, logprobs in
+                if p.endpoint == .chat {
+                    try await write(try chatChunk(ChatDelta(content: piece), nil,
+                                                  logprobs: wanted ? Self.chatLogprobs(logprobs, tokenizer) : nil))
+                } else {
+                    var legacy: LegacyLogprobs?
+                    if wanted { (legacy, offset) = Self.legacyLogprobs(logprobs, tokenizer, offset: offset) }
+                    try await write(try textChunk(piece, nil, logprobs: legacy))
+                }
             }
         } catch let error as APIError {
             try await write("data: " + String(decoding: error.json, as: UTF8.self) + "\n\n")
@@ -358,6 +434,47 @@ public final class OpenAIService: @unchecked Sendable {
                                                 : try textChunk("", nil, usage: usage, noChoices: true))
         }
         try await write("data: [DONE]\n\n")
+    }
+
+    /// A token as OpenAI's logprobs show it: its text (markers as their piece, e.g.
+    /// "<end_of_turn>"; a lone byte of a longer character as U+FFFD) and its raw bytes.
+    static func tokenText(_ id: Int32, _ tokenizer: GemmaTokenizer) -> (String, [UInt8]) {
+        let bytes = tokenizer.bytes(of: id, renderSpecial: true)
+        return (String(decoding: bytes, as: UTF8.self), bytes)
+    }
+
+    /// Chat's `logprobs` object for some generated tokens.
+    static func chatLogprobs(_ tokens: [TokenLogprobs], _ tokenizer: GemmaTokenizer) -> ChatLogprobs {
+        ChatLogprobs(content: tokens.map { t in
+            let (text, bytes) = tokenText(t.chosen.id, tokenizer)
+            return ChatTokenLogprob(token: text, logprob: jsonLogprob(t.chosen.logprob), bytes: bytes, top_logprobs: t.top.map { a in
+                let (s, b) = tokenText(a.id, tokenizer)
+                return ChatTopLogprob(token: s, logprob: jsonLogprob(a.logprob), bytes: b)
+            })
+        })
+    }
+
+    /// The legacy completions `logprobs` object for some generated tokens; `offset` is where
+    /// the first token's text starts (Unicode scalars); returns the offset after the last.
+    /// Alternatives with the same text keep the first (most likely) one.
+    static func legacyLogprobs(_ tokens: [TokenLogprobs], _ tokenizer: GemmaTokenizer, offset: Int) -> (LegacyLogprobs, Int) {
+        var out = LegacyLogprobs()
+        var at = offset
+        for t in tokens {
+            let (text, _) = tokenText(t.chosen.id, tokenizer)
+            out.tokens.append(text)
+            out.token_logprobs.append(jsonLogprob(t.chosen.logprob))
+            out.text_offset.append(at)
+            at += text.unicodeScalars.count
+            var seen = Set<String>()
+            var entries: [(String, Double)] = []
+            for a in t.top {
+                let (s, _) = tokenText(a.id, tokenizer)
+                if seen.insert(s).inserted { entries.append((s, jsonLogprob(a.logprob))) }
+            }
+            out.top_logprobs.append(OrderedLogprobs(entries: entries))
+        }
+        return (out, at)
     }
 
     /// The /v1/models body.

@@ -72,6 +72,49 @@ public struct CommonParameters: Decodable, Sendable {
     public var stream: Bool?
     public var stream_options: StreamOptions?
     public var n: Int?
+    /// Chat: a boolean; completions: the number of alternatives (OpenAI's legacy API).
+    public var logprobs: LogprobsField?
+    /// Chat only: alternatives per token, 0...20 (needs `logprobs: true`).
+    public var top_logprobs: Int?
+    /// Only `{"type": "text"}` is served; structured output is refused (400) rather than
+    /// ignored, so a client never takes free text for JSON it asked for.
+    public var response_format: ResponseFormat?
+    /// Tool calling is not implemented: a non-empty list is refused (400).
+    public var tools: [AnyJSON]?
+    /// Only "none" (or absent) is accepted.
+    public var tool_choice: AnyJSON?
+}
+
+/// `response_format`: only its `type` is read.
+public struct ResponseFormat: Decodable, Sendable {
+    public var type: String
+}
+
+/// Any JSON value, skipped (for fields that are only checked for presence).
+public struct AnyJSON: Decodable, Sendable {
+    /// The value when it is a string.
+    public var string: String?
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int?
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { self.stringValue = "\(intValue)"; self.intValue = intValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        if let c = try? decoder.singleValueContainer() {
+            if c.decodeNil() { return }
+            if let s = try? c.decode(String.self) { string = s; return }
+            if (try? c.decode(Bool.self)) != nil || (try? c.decode(Double.self)) != nil { return }
+        }
+        if var a = try? decoder.unkeyedContainer() {
+            while !a.isAtEnd { _ = try a.decode(AnyJSON.self) }
+            return
+        }
+        let o = try decoder.container(keyedBy: Key.self)
+        for k in o.allKeys { _ = try o.decode(AnyJSON.self, forKey: k) }
+    }
 }
 
 public struct ChatCompletionRequest: Decodable, Sendable {
@@ -114,6 +157,8 @@ public struct ChatMessageOut: Encodable, Sendable {
 public struct ChatChoice: Encodable, Sendable {
     public var index: Int
     public var message: ChatMessageOut
+    /// Null unless the request asked for `logprobs`.
+    @ExplicitNull public var logprobs: ChatLogprobs?
     public var finish_reason: String
 }
 
@@ -148,6 +193,8 @@ public struct ExplicitNull<Value: Encodable & Sendable>: Encodable, Sendable {
 public struct ChatChunkChoice: Encodable, Sendable {
     public var index: Int
     public var delta: ChatDelta
+    /// The log-probabilities of the tokens whose text this chunk carries (null when not asked).
+    @ExplicitNull public var logprobs: ChatLogprobs? = nil
     /// Null until the last chunk.
     @ExplicitNull public var finish_reason: String?
 }
@@ -164,8 +211,8 @@ public struct ChatCompletionChunk: Encodable, Sendable {
 public struct TextChoice: Encodable, Sendable {
     public var index: Int
     public var text: String
-    /// Always null (no logprobs).
-    @ExplicitNull public var logprobs: String? = nil
+    /// Null unless the request asked for `logprobs`.
+    @ExplicitNull public var logprobs: LegacyLogprobs? = nil
     @ExplicitNull public var finish_reason: String?
 }
 
@@ -188,6 +235,71 @@ public struct ModelEntry: Encodable, Sendable {
 public struct ModelList: Encodable, Sendable {
     public var object = "list"
     public var data: [ModelEntry]
+}
+
+// MARK: - Log-probabilities
+
+/// `logprobs`: a boolean on chat completions, a count (0...20) on text completions.
+public enum LogprobsField: Decodable, Sendable, Equatable {
+    case flag(Bool)
+    case count(Int)
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let b = try? c.decode(Bool.self) { self = .flag(b); return }
+        self = .count(try c.decode(Int.self))
+    }
+}
+
+/// A log-probability as JSON can carry it: -inf (an impossible token) becomes -9999, the value
+/// OpenAI reports for tokens far outside the top.
+func jsonLogprob(_ x: Double) -> Double { x.isFinite ? x : -9999 }
+
+/// One alternative of a chat token (`top_logprobs[]`).
+public struct ChatTopLogprob: Encodable, Sendable {
+    public var token: String
+    public var logprob: Double
+    public var bytes: [UInt8]
+}
+
+/// One generated token of a chat answer (`logprobs.content[]`).
+public struct ChatTokenLogprob: Encodable, Sendable {
+    public var token: String
+    public var logprob: Double
+    public var bytes: [UInt8]
+    public var top_logprobs: [ChatTopLogprob]
+}
+
+/// A chat choice's `logprobs`.
+public struct ChatLogprobs: Encodable, Sendable {
+    public var content: [ChatTokenLogprob]
+    @ExplicitNull public var refusal: [ChatTokenLogprob]? = nil
+}
+
+/// Token → logprob, in best-first order (JSON objects keep insertion order here).
+public struct OrderedLogprobs: Encodable, Sendable {
+    public var entries: [(String, Double)]
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        for (k, v) in entries { try c.encode(v, forKey: Key(stringValue: k)) }
+    }
+}
+
+/// A text completion choice's `logprobs` (OpenAI's legacy shape).
+public struct LegacyLogprobs: Encodable, Sendable {
+    public var tokens: [String] = []
+    public var token_logprobs: [Double] = []
+    public var top_logprobs: [OrderedLogprobs] = []
+    /// Offset of each token's text in the choice's text, in Unicode scalars.
+    public var text_offset: [Int] = []
 }
 
 /// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.

@@ -210,6 +210,8 @@ extension SequenceWork {
         m.pointee.want_logits = wantLogits ? 1 : 0
         m.pointee.sampling = sampling.cMessage(a)
         m.pointee.step_index_in_sequence = stepIndexInSequence
+        // 0 = off; n + 1 = n alternatives (a value that does not fit is refused by validate).
+        m.pointee.logprobs = logprobs.map { UInt32(clamping: $0 + 1) } ?? 0
         return m
     }
 }
@@ -288,7 +290,8 @@ extension SequenceWork {
                   startPosition: c.start_position, isPrefillChunk: c.is_prefill_chunk != 0,
                   wantLogits: c.want_logits != 0,
                   sampling: c.sampling.map { SamplingParams(c: $0.pointee) } ?? SamplingParams(),
-                  stepIndexInSequence: c.step_index_in_sequence)
+                  stepIndexInSequence: c.step_index_in_sequence,
+                  logprobs: c.logprobs == 0 ? nil : Int(c.logprobs) - 1)
     }
 }
 

@@ -4,8 +4,9 @@
 /// The wire protocol's version. Bump it whenever a change to the .proto would be misread by a
 /// rank built from an older commit; ranks refuse to talk across versions.
 public enum WireProtocol {
-    /// Version spoken by this build.
-    public static let version: UInt32 = 1
+    /// Version spoken by this build (2: `SequenceWork.logprobs`, which adds a sampling
+    /// exchange a version-1 rank would not join).
+    public static let version: UInt32 = 2
 }
 
 /// Start-up handshake: every rank sends one so mismatched builds or models refuse to start.
@@ -82,10 +83,13 @@ public struct SequenceWork: Sendable, Equatable {
     public var sampling: SamplingParams
     /// Index of the token to sample within the sequence's generated tokens (keys the noise).
     public var stepIndexInSequence: UInt64
+    /// nil: no log-probabilities. n: the chosen token's log-probability and the n most likely
+    /// ids' (0...`WireLimits.maxTopLogprobs`), from one more sampling exchange on every rank.
+    public var logprobs: Int?
 
     public init(slot: UInt32, requestId: UInt64 = 0, tokenIds: [Int32], startPosition: UInt32,
                 isPrefillChunk: Bool = false, wantLogits: Bool = true, sampling: SamplingParams = SamplingParams(),
-                stepIndexInSequence: UInt64 = 0) {
+                stepIndexInSequence: UInt64 = 0, logprobs: Int? = nil) {
         self.slot = slot
         self.requestId = requestId
         self.tokenIds = tokenIds
@@ -94,6 +98,7 @@ public struct SequenceWork: Sendable, Equatable {
         self.wantLogits = wantLogits
         self.sampling = sampling
         self.stepIndexInSequence = stepIndexInSequence
+        self.logprobs = logprobs
     }
 }
 

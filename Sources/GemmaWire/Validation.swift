@@ -112,6 +112,9 @@ extension SequenceWork {
         try limits.checkTokens(tokenIds, startPosition: Int(startPosition), subject: "sequence in slot \(slot)",
                                planSubject: subject)
         try sampling.validate(limits)
+        if let n = logprobs, n < 0 || n > WireLimits.maxTopLogprobs {
+            throw PlanError(subject: subject, detail: "logprobs alternatives \(n) outside 0...\(WireLimits.maxTopLogprobs)")
+        }
     }
 }
 

@@ -64,6 +64,8 @@ public enum WireLimits {
     public static let maxTokensPerPlan = 1 << 22
     /// Entries of `StepPlan.freeSlots`.
     public static let maxFreeSlots = 65_536
+    /// Alternatives per token in `SequenceWork.logprobs` (OpenAI's `top_logprobs` maximum).
+    public static let maxTopLogprobs = 20
     /// Ranks in a world.
     public static let maxWorldSize: UInt32 = 65_536
 }

@@ -227,3 +227,106 @@ let settingsGrid: [SamplingParams] = [
         }
     }
 }
+
+// MARK: - Log-probabilities
+
+/// Log-softmax of the first `sampleable` logits in Double (-inf for -inf/NaN ids): the
+/// reference the sharded computation must equal.
+func referenceLogSoftmax(_ row: [Float], sampleable: Int) -> [Double] {
+    let kept = row[0..<sampleable].map { $0.isNaN ? -Double.infinity : Double($0) }
+    let m = kept.max() ?? -.infinity
+    let z = kept.reduce(0.0) { $0 + ($1 > -.infinity ? exp($1 - m) : 0) }
+    return kept.map { $0 - (m + log(z)) }
+}
+
+/// One rank's draws and log-probabilities.
+struct LogprobRun: Sendable, Equatable {
+    var ids: [Int32]
+    var logprobs: [TokenLogprobs?]
+}
+
+/// The sampler's ids and log-probabilities at `ranks` ranks (contiguous slices); checks that
+/// every rank got bit-identical results.
+func distributedLogprobs(rows: [[Float]], requests: [SampleRequest], sampleable: Int,
+                         ranks: Int) throws -> (ids: [Int32], logprobs: [TokenLogprobs?]) {
+    let vocab = rows[0].count
+    let results = try LocalCommunicator.run(ranks: ranks) { comm -> LogprobRun in
+        let per = vocab / comm.size
+        let range = (comm.rank * per)..<((comm.rank + 1) * per)
+        var flat: [Float] = []
+        for row in rows { flat.append(contentsOf: row[range]) }
+        var stats = SamplingStats()
+        return try flat.withUnsafeBufferPointer { buf in
+            let slice = LogitsSlice(vocabRange: range, rows: rows.count, values: buf)
+            let (ids, lps) = try DistributedSampler().sampleWithLogprobs(requests, logits: slice, sampleableVocab: sampleable,
+                                                                       comm: comm, stats: &stats)
+            return LogprobRun(ids: ids, logprobs: lps)
+        }
+    }
+    for r in results { #expect(r == results[0], "ranks disagree") }
+    return (results[0].ids, results[0].logprobs)
+}
+
+@Suite struct LogprobTests {
+    /// Random rows (ties, masked ids, one dominant id) under every sampling setting, at 1, 2
+    /// and 4 ranks: the chosen id's and the top-k's log-probabilities equal the log-softmax of
+    /// the full row (padding ids above `sampleable` excluded), and the top-k ids are the
+    /// reference's best-first order (ties to the lower id).
+    @Test(arguments: [1, 2, 4])
+    func equalLogSoftmaxOfTheFullRow(ranks: Int) throws {
+        var rng = SplitMix64(seed: 99)
+        let vocab = 256, sampleable = 250
+        var rows: [[Float]] = []
+        var requests: [SampleRequest] = []
+        for trial in 0..<80 {
+            var s = settingsGrid[trial % settingsGrid.count]
+            s.seed = rng.next()
+            rows.append(randomLogits(&rng, vocab: vocab, style: trial / settingsGrid.count))
+            let top = [0, 1, 5, 20][trial % 4]
+            requests.append(SampleRequest(row: rows.count - 1, settings: s, stepIndex: rng.next() % 100,
+                                          logprobs: trial % 9 == 8 ? nil : top))
+        }
+        let (ids, lps) = try distributedLogprobs(rows: rows, requests: requests, sampleable: sampleable, ranks: ranks)
+        // The ids are those of the sampler without logprobs (the extra round changes nothing).
+        #expect(ids == (try distributedSample(rows: rows, requests: requests, sampleable: sampleable, ranks: ranks).ids))
+        for (i, r) in requests.enumerated() {
+            guard let top = r.logprobs else { #expect(lps[i] == nil); continue }
+            let lp = try #require(lps[i])
+            let ref = referenceLogSoftmax(rows[r.row], sampleable: sampleable)
+            // Tolerance 1e-9: both sides are Double from the same Float logits; they differ
+            // only in summation order and each rank's mass travelling as a hi + lo Float pair
+            // (about 2^-48 relative), i.e. ~1e-14 here.
+            #expect(lp.chosen.id == ids[i])
+            #expect(abs(lp.chosen.logprob - ref[Int(ids[i])]) < 1e-9, "row \(i)")
+            let order = ref.indices.filter { ref[$0] > -.infinity }
+                .sorted { ref[$0] > ref[$1] || (ref[$0] == ref[$1] && $0 < $1) }
+            #expect(lp.top.map(\.id) == order.prefix(top).map { Int32($0) }, "row \(i)")
+            for a in lp.top { #expect(abs(a.logprob - ref[Int(a.id)]) < 1e-9) }
+            if r.settings.isGreedy, let best = lp.top.first {
+                // Temperature 0: the chosen token is the most likely one.
+                #expect(best.id == lp.chosen.id && lp.chosen.logprob == best.logprob)
+            }
+        }
+    }
+
+    /// The values are of the model's distribution: the same row gives the same numbers under
+    /// any temperature and filter.
+    @Test func independentOfSamplingSettings() throws {
+        var rng = SplitMix64(seed: 5)
+        let row = randomLogits(&rng, vocab: 128, style: 0)
+        let requests = settingsGrid.enumerated().map { i, s in
+            SampleRequest(row: 0, settings: s, stepIndex: UInt64(i), logprobs: 4)
+        }
+        let (_, lps) = try distributedLogprobs(rows: [row], requests: requests, sampleable: 128, ranks: 2)
+        let tops = lps.map { $0?.top }
+        #expect(tops.allSatisfy { $0 == tops[0] })
+    }
+
+    @Test func refusesMoreThanTwentyAlternatives() throws {
+        let row = [Float](repeating: 0, count: 64)
+        #expect(throws: SamplingError.self) {
+            try distributedLogprobs(rows: [row], requests: [SampleRequest(row: 0, settings: .greedy, stepIndex: 0, logprobs: 21)],
+                                    sampleable: 64, ranks: 1)
+        }
+    }
+}

@@ -23,6 +23,7 @@ final class Waiter: @unchecked Sendable {
             lock.lock()
             switch event {
             case let .token(t): tokensSeen.append(t)
+            case .logprobs: break
             case let .finished(r): final = r
             case let .failed(m): error = m
             }

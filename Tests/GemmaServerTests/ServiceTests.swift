@@ -204,6 +204,69 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         #expect(streamed == text)
     }
 
+    /// OpenAI's logprobs shapes over the scripted model, whose logits are 10 at the scripted id
+    /// and 0 elsewhere, so every value is known: log(e^10 / (e^10 + V - 1)) for the chosen id
+    /// and -log(e^10 + V - 1) for each other one.
+    @Test func logprobsShapesAndValues() async throws {
+        let h = try ServiceHarness(reply: "hello world ")
+        defer { h.stop() }
+        let v = Double(h.tokenizer.count)
+        let chosen = 10 - log(exp(10) + v - 1), other = -log(exp(10) + v - 1)
+        // 1e-9: the service prints the sampler's doubles; JSON keeps them to 17 digits.
+        func near(_ a: Any?, _ b: Double) -> Bool { (a as? Double).map { abs($0 - b) < 1e-9 } ?? false }
+
+        let chat = try await h.run(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 3}"#)
+        let content = try #require((choice(chat)["logprobs"] as? [String: Any])?["content"] as? [[String: Any]])
+        #expect(content.count == 4)
+        let text = (choice(chat)["message"] as? [String: Any])?["content"] as? String
+        #expect(content.compactMap { $0["token"] as? String }.joined() == text)
+        for e in content {
+            #expect(near(e["logprob"], chosen))
+            let token = try #require(e["token"] as? String)
+            #expect((e["bytes"] as? [Int]) == Array(token.utf8).map { Int($0) })
+            let top = try #require(e["top_logprobs"] as? [[String: Any]])
+            #expect(top.count == 3 && top[0]["token"] as? String == token && near(top[0]["logprob"], chosen))
+            #expect(near(top[1]["logprob"], other) && near(top[2]["logprob"], other))
+        }
+        // Not asked: "logprobs": null, as OpenAI.
+        let plain = try await h.run(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}"#)
+        #expect(choice(plain)["logprobs"] is NSNull)
+
+        let completion = try await h.run(.completion, #"{"prompt": "the cat", "max_tokens": 3, "temperature": 0, "logprobs": 2}"#)
+        let legacy = try #require(choice(completion)["logprobs"] as? [String: Any])
+        let tokens = try #require(legacy["tokens"] as? [String])
+        #expect(tokens.joined() == choice(completion)["text"] as? String)
+        #expect((legacy["token_logprobs"] as? [Double])?.allSatisfy { abs($0 - chosen) < 1e-9 } == true)
+        #expect((legacy["top_logprobs"] as? [[String: Double]])?.map(\.count) == [2, 2, 2])
+        let offsets = try #require(legacy["text_offset"] as? [Int])
+        #expect(offsets == [0, tokens[0].unicodeScalars.count, tokens[0].unicodeScalars.count + tokens[1].unicodeScalars.count])
+
+        // Streamed: the chunks' entries together equal the non-streamed list.
+        let (prepared, backend) = try h.service.prepare(.chat, body: Data(#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 3, "stream": true}"#.utf8))
+        var events: [String] = []
+        try await h.service.streamEvents(try h.service.start(prepared, backend: backend)) { events.append($0) }
+        let streamed = events.dropLast().flatMap { event -> [String] in
+            let object = try? JSONSerialization.jsonObject(with: Data(event.dropFirst(6).utf8)) as? [String: Any]
+            let lp = ((object?["choices"] as? [[String: Any]])?.first?["logprobs"] as? [String: Any])?["content"] as? [[String: Any]]
+            return (lp ?? []).compactMap { $0["token"] as? String }
+        }
+        #expect(streamed == content.compactMap { $0["token"] as? String })
+
+        // Limits and types, each a 400 naming the field.
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 21}"#)?.param == "top_logprobs")
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}"#)?.param == "top_logprobs")
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "logprobs": 3}"#)?.param == "logprobs")
+        #expect(h.apiError(.completion, #"{"prompt": "a", "logprobs": 21}"#)?.param == "logprobs")
+        #expect(h.apiError(.completion, #"{"prompt": "a", "logprobs": -1}"#)?.param == "logprobs")
+        #expect(h.apiError(.completion, #"{"prompt": "a", "logprobs": true}"#)?.param == "logprobs")
+        #expect(h.apiError(.completion, #"{"prompt": "a", "logprobs": 20}"#) == nil)
+        // What is not implemented is refused, never silently ignored.
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}"#)?.param == "response_format")
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "x": [1, null, true]}}}]}"#)?.param == "tools")
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}"#)?.param == "tool_choice")
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}, "tools": [], "tool_choice": "none", "max_tokens": 1}"#) == nil)
+    }
+
     @Test func badRequestsGetOpenAIErrors() async throws {
         let h = try ServiceHarness(reply: "x", maxContext: 32, apiKey: "sekret")
         defer { h.stop() }
@@ -264,7 +327,7 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let chunk = String(decoding: try encoder.encode(ChatChunkChoice(index: 0, delta: ChatDelta(role: nil, content: "a"), finish_reason: nil)), as: UTF8.self)
-        #expect(chunk == #"{"delta":{"content":"a"},"finish_reason":null,"index":0}"#)
+        #expect(chunk == #"{"delta":{"content":"a"},"finish_reason":null,"index":0,"logprobs":null}"#)
         let text = String(decoding: try encoder.encode(TextChoice(index: 1, text: "b", finish_reason: "stop")), as: UTF8.self)
         #expect(text == #"{"finish_reason":"stop","index":1,"logprobs":null,"text":"b"}"#)
     }

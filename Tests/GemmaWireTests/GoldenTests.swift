@@ -30,8 +30,8 @@ enum Golden {
 
 @Suite struct GoldenTests {
     @Test func shutdownMatchesHandEncoding() {
-        // envelope{1: version 1 (08 01), 4: Shutdown (22 07){1: "bye" (0a 03 ..), 2: true (10 01)}}
-        let expected: [UInt8] = [0x08, 0x01, 0x22, 0x07, 0x0a, 0x03, 0x62, 0x79, 0x65, 0x10, 0x01]
+        // envelope{1: version 2 (08 02), 4: Shutdown (22 07){1: "bye" (0a 03 ..), 2: true (10 01)}}
+        let expected: [UInt8] = [0x08, 0x02, 0x22, 0x07, 0x0a, 0x03, 0x62, 0x79, 0x65, 0x10, 0x01]
         #expect(WireMessage.shutdown(Shutdown(reason: "bye", error: true)).encode() == expected)
     }
 
@@ -44,10 +44,22 @@ enum Golden {
                              0x20, 0x04,                     // start_position 4
                              0x30, 0x01,                     // want_logits
                              0x3a, 0x00]                     // sampling {} (all defaults)
-        let body: [UInt8] = [0x08, 0x01, 0x10, 0x05, 0x1a, UInt8(work.count)] + work + [0x22, 0x01, 0x07]
-        let expected: [UInt8] = [0x08, 0x01, 0x1a, UInt8(body.count)] + body
+        let body: [UInt8] = [0x08, 0x02, 0x10, 0x05, 0x1a, UInt8(work.count)] + work + [0x22, 0x01, 0x07]
+        let expected: [UInt8] = [0x08, 0x02, 0x1a, UInt8(body.count)] + body
         #expect(plan.encode() == expected)
         #expect(try StepPlan.decode(expected) == plan)
+    }
+
+    @Test func logprobsFieldMatchesHandEncoding() throws {
+        // SequenceWork field 9 (varint, tag 0x48) carries alternatives + 1; absent when off.
+        for (logprobs, tail) in [(nil, []), (0, [0x48, 0x01]), (20, [0x48, 0x15])] as [(Int?, [UInt8])] {
+            let plan = StepPlan(stepId: 5, work: [SequenceWork(slot: 1, tokenIds: [2], startPosition: 0, logprobs: logprobs)])
+            let work: [UInt8] = [0x08, 0x01, 0x1a, 0x01, 0x02, 0x30, 0x01, 0x3a, 0x00] + tail
+            let body: [UInt8] = [0x08, 0x02, 0x10, 0x05, 0x1a, UInt8(work.count)] + work
+            let expected: [UInt8] = [0x08, 0x02, 0x1a, UInt8(body.count)] + body
+            #expect(plan.encode() == expected, "\(String(describing: logprobs))")
+            #expect(try StepPlan.decode(expected) == plan)
+        }
     }
 
     @Test(arguments: Golden.messages.map(\.0))

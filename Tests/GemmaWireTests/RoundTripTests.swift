@@ -48,7 +48,7 @@ import Testing
                                minP: Float.leastNonzeroMagnitude, seed: UInt64.max)
         let w = SequenceWork(slot: UInt32.max, requestId: UInt64.max, tokenIds: [Int32.max, 0],
                              startPosition: UInt32.max - 2, isPrefillChunk: true, wantLogits: false,
-                             sampling: s, stepIndexInSequence: UInt64.max)
+                             sampling: s, stepIndexInSequence: UInt64.max, logprobs: WireLimits.maxTopLogprobs)
         let p = StepPlan(stepId: UInt64.max, work: [w], freeSlots: [UInt32.max, 0])
         #expect(try StepPlan.decode(p.encode()) == p)
     }

@@ -27,6 +27,8 @@ import Testing
         rejects(plan { $0.tokenIds = [3, -1] }, "negative token id -1")
         rejects(plan { $0.startPosition = UInt32.max }, "overflow")
         rejects(plan { $0.tokenIds = [Int32](repeating: 1, count: WireLimits.maxTokensPerSequence + 1) }, "more than")
+        rejects(plan { $0.logprobs = WireLimits.maxTopLogprobs + 1 }, "logprobs alternatives 21 outside 0...20")
+        rejects(plan { $0.logprobs = 1000 }, "logprobs alternatives 1000")
     }
 
     @Test func samplingFields() {

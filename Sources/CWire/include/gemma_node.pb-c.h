@@ -118,10 +118,15 @@ struct  GemmaNode__SequenceWork
    * index of the token to sample; keys the seeded noise
    */
   uint64_t step_index_in_sequence;
+  /*
+   * 0: no log-probabilities. n > 0: every rank joins one more sampling exchange after the
+   * draw, giving the chosen token's log-probability and the n - 1 most likely ids' (n <= 21).
+   */
+  uint32_t logprobs;
 };
 #define GEMMA_NODE__SEQUENCE_WORK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&gemma_node__sequence_work__descriptor) \
-    , 0, 0, 0,NULL, 0, 0, 0, NULL, 0 }
+    , 0, 0, 0,NULL, 0, 0, 0, NULL, 0, 0 }
 
 
 /*
