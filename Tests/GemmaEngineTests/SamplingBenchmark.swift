@@ -1,5 +1,5 @@
 // Cost of one sampling exchange at Gemma 3's real vocabulary (262,144 ids), per settings
-// family, at 1 and 4 in-process ranks. Only runs with GEMMA_NODE_BENCH=1 (build with
+// family, with and without log-probabilities, at 1 and 4 in-process ranks. Only runs with GEMMA_NODE_BENCH=1 (build with
 // `-c release` for meaningful numbers); prints milliseconds per sampled token.
 import Foundation
 import Testing
@@ -15,11 +15,16 @@ import GemmaWire
         let vocab = 262_144
         var rng = SplitMix64(seed: 1)
         let row = (0..<vocab).map { _ in rng.normal() * 3 }
-        let cases: [(String, SamplingParams)] = [
-            ("greedy", .greedy),
-            ("top-k 64, top-p 0.95 (Gemma default)", SamplingParams(temperature: 1, topK: 64, topP: 0.95, minP: 0, seed: 1)),
-            ("k 0, top-p 1 (full Gumbel)", SamplingParams(temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1)),
-            ("k 0, top-p 0.9 (nucleus search)", SamplingParams(temperature: 1, topK: 0, topP: 0.9, minP: 0, seed: 1)),
+        let gemma = SamplingParams(temperature: 1, topK: 64, topP: 0.95, minP: 0, seed: 1)
+        let cases: [(String, SamplingParams, Int?)] = [
+            ("greedy", .greedy, nil),
+            ("top-k 64, top-p 0.95 (Gemma default)", gemma, nil),
+            ("k 0, top-p 1 (full Gumbel)", SamplingParams(temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1), nil),
+            ("k 0, top-p 0.9 (nucleus search)", SamplingParams(temperature: 1, topK: 0, topP: 0.9, minP: 0, seed: 1), nil),
+            ("greedy + logprobs", .greedy, 0),
+            ("greedy + top_logprobs 5", .greedy, 5),
+            ("greedy + top_logprobs 20", .greedy, 20),
+            ("Gemma default + top_logprobs 5", gemma, 5),
         ]
         for (label, n) in [("full", vocab), ("quarter", vocab / 4)] {
             for k in [1, 64, 512] {
@@ -33,7 +38,7 @@ import GemmaWire
             }
         }
         for ranks in [1, 4] {
-            for (name, settings) in cases {
+            for (name, settings, logprobs) in cases {
                 let reps = 20
                 let times = try LocalCommunicator.run(ranks: ranks) { comm -> (Double, Int, Int) in
                     let per = vocab / comm.size
@@ -43,7 +48,8 @@ import GemmaWire
                     let start = DispatchTime.now().uptimeNanoseconds
                     for step in 0..<reps {
                         _ = try slice.withUnsafeBufferPointer { buf in
-                            try DistributedSampler().sample([SampleRequest(row: 0, settings: settings, stepIndex: UInt64(step))],
+                            try DistributedSampler().sample([SampleRequest(row: 0, settings: settings, stepIndex: UInt64(step),
+                                                                           logprobs: logprobs)],
                                                             logits: LogitsSlice(vocabRange: range, rows: 1, values: buf),
                                                             sampleableVocab: vocab, comm: comm, stats: &stats)
                         }
