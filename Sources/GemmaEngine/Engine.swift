@@ -140,10 +140,13 @@ public final class StepExecutor {
         do {
             if comm.isCoordinator {
                 guard let plan else { throw EngineError.notCoordinator("sending a plan") }
+                Activity.setStep(plan.stepId)
                 _ = try comm.broadcastPlan(plan.encode())
                 received = plan
             } else {
+                Activity.set(.planWait)
                 received = try StepPlan.decode(try comm.broadcastPlan([]))
+                Activity.setStep(received?.stepId ?? 0)
             }
         } catch let error as CommunicatorError {
             throw error  // a transport failure: there is nothing left to agree over
@@ -159,6 +162,7 @@ public final class StepExecutor {
                     try step.validate(limits)
                     let batch = Self.batch(for: step)
                     let f0 = DispatchTime.now().uptimeNanoseconds
+                    Activity.set(.forward)
                     if !batch.isEmpty { slice = try model.forward(batch) }
                     forwardNanos = DispatchTime.now().uptimeNanoseconds - f0
                 }
@@ -166,7 +170,8 @@ public final class StepExecutor {
                 failure = error
             }
         }
-        try comm.agree(failure)
+        Activity.set(.agreement)
+        try comm.agree(failure)  // rethrows at once if a peer stopped answering (nothing to agree with)
         let t1 = DispatchTime.now().uptimeNanoseconds
         guard let step = received else { throw EngineError.badPlan("no plan") }  // unreachable after agree
 
@@ -180,6 +185,7 @@ public final class StepExecutor {
                 row += 1
             }
             if !requests.isEmpty {
+                Activity.set(.sampling)
                 sampled = try sampler.sample(requests, logits: slice, sampleableVocab: model.sampleableVocab,
                                              comm: comm, stats: &stats)
             }

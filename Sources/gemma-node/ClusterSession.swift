@@ -59,7 +59,13 @@ enum ClusterSession {
     /// `sync`: the payload of the model's sum all-reduces (`--sync-type`); nil for commands
     /// without the flag. It wraps the emulated link, so the link holds each all-reduce for
     /// the bytes actually sent (the compact payload's all-gather).
-    static func run(link: EmulatedLink? = nil, sync: SyncPayload? = nil, _ body: (any Communicator) throws -> Void) throws {
+    /// `stepTimeout`: bound of every wait for other ranks (`--step-timeout`, 0 = none). A
+    /// rank found stuck or dead ends the job: every rank that can still run prints which
+    /// rank stopped answering and during what, keeps answering the others' probes for one
+    /// probe window (so they do not name it in turn) and aborts the job.
+    static func run(link: EmulatedLink? = nil, sync: SyncPayload? = nil, stepTimeout: Double = TimeoutOptions.defaultSeconds,
+                    _ body: (any Communicator) throws -> Void) throws {
+        Activity.set(.loading)
         MPICommunicator.lineBufferStandardOutput()
         let choice = ProcessInfo.processInfo.environment[transportVariable] ?? "auto"
         let useMPI: Bool
@@ -76,6 +82,7 @@ enum ClusterSession {
         if useMPI {
             do {
                 let started = try MPICommunicator()
+                started.setStepTimeout(stepTimeout)
                 mpi = started
                 comm = started
             } catch {
@@ -92,6 +99,10 @@ enum ClusterSession {
         do { try body(active) } catch { failure = error }
 
         if let failure {
+            // A peer stopped answering or exited: nothing can be agreed any more.
+            if let mpi, let message = mpi.failureMessage {
+                mpi.abort(message, linger: mpi.probeWindow)
+            }
             if let exit = failure as? ExitCode, exit.isSuccess {
                 try? mpi?.finalize()
                 throw exit

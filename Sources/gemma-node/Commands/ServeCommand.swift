@@ -21,6 +21,8 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var timeoutOptions: TimeoutOptions
+
     @OptionGroup var syncOptions: SyncOptions
     @OptionGroup var sampling: SamplingOptions
 
@@ -64,7 +66,7 @@ struct ServeCommand: ParsableCommand {
     var loadOptions: GemmaLoadOptions { modelOptions.loadOptions(slots: parallel, maxBatchTokens: batchTokens) }
 
     func run() throws {
-        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { comm in
             // Times the model's all-reduces for /metrics (compute vs all-reduce per step).
             let timed = TimedCommunicator(comm)
             let path = modelOptions.resolvedModelPath
@@ -117,7 +119,16 @@ struct ServeCommand: ParsableCommand {
             }
             print("gemma-node: serving \(name) on http://\(host):\(boundPort) (pid \(getpid()), \(comm.size) rank(s), "
                   + "\(parallel) slots, context \(model.maxContext))")
-            try scheduler.run()
+            do {
+                try scheduler.run()
+            } catch {
+                // The cluster failed (e.g. a rank stopped answering): the scheduler has failed
+                // every request in flight; /health answers 503 from now on, and the error
+                // responses get up to 2 s to reach their clients before the job is aborted.
+                service.fail("\(error)")
+                service.waitForRequests(timeout: 2)
+                throw error
+            }
             signals.forEach { $0.cancel() }
             server.stop(timeout: 5)
             print("gemma-node: stopped")
