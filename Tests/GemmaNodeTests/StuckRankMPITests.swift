@@ -102,7 +102,7 @@ private final class Job {
             if victim > 0 { kill(victim, SIGKILL) }
         }
         // Tokens flowing: rank 0 writes text as it is sampled.
-        guard job.stdout.wait(timeout: 180, until: { $0.count > 40 }) else {
+        guard job.stdout.wait(timeout: 180, until: { $0.count > 40 || !job.process.isRunning }), job.process.isRunning else {
             Issue.record("generation did not start:\n\(job.stdout.all)\n\(job.stderr.all)")
             return nil
         }
@@ -156,8 +156,8 @@ private final class Job {
             if let r = text.range(of: #"on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                 port = Int(text[r].split(separator: ":").last ?? "") ?? 0
             }
-            return port > 0
-        }) else {
+            return port > 0 || !job.process.isRunning
+        }), port > 0 else {
             Issue.record("the server did not start:\n\(job.stdout.all)\n\(job.stderr.all)")
             return
         }
@@ -211,8 +211,8 @@ private final class Job {
             if let r = text.range(of: #"on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                 port = Int(text[r].split(separator: ":").last ?? "") ?? 0
             }
-            return port > 0
-        }) else {
+            return port > 0 || !job.process.isRunning
+        }), port > 0 else {
             Issue.record("the server did not start:\n\(job.stdout.all)\n\(job.stderr.all)")
             return
         }
@@ -225,5 +225,67 @@ private final class Job {
         #expect(r["during"] as? Int == 1, "the request never ran: \(out.all)")
         #expect(r["after"] as? Int == 0, "the slot stayed taken after the client left: \(out.all)\n\(job.stderr.all)")
         #expect(job.process.isRunning, "\(job.stderr.all)")
+    }
+
+    /// Starts `serve` on 2 ranks and returns its port (0 and a recorded issue if it did not start).
+    private func startServe(_ job: Job) -> Int {
+        var port = 0
+        guard job.stdout.wait(timeout: 180, until: { text in
+            if let r = text.range(of: #"on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(text[r].split(separator: ":").last ?? "") ?? 0
+            }
+            return port > 0 || !job.process.isRunning
+        }), port > 0 else {
+            Issue.record("the server did not start:\n\(job.stdout.all)\n\(job.stderr.all)")
+            return 0
+        }
+        return port
+    }
+
+    /// An idle server is not a stuck one: with a 1 s timeout the worker probes rank 0 several
+    /// times while no request comes, rank 0 answers, and a request afterwards still works.
+    @Test func idleServerOutlivesManyTimeouts() throws {
+        let model = try TestPaths.requireDefaultModel()
+        let python = try TestPaths.requirePython()
+        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "1"])
+        defer { job.kill() }
+        let port = startServe(job)
+        guard port > 0 else { return }
+        sleep(5)  // five timeouts of idleness on the worker
+        let request = """
+            import json, urllib.request
+            body = json.dumps({"model": "x", "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}).encode()
+            r = urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:\(port)/v1/completions", body,
+                                       {"Content-Type": "application/json"}), timeout=60)
+            print("STATUS", r.status, json.loads(r.read())["usage"]["completion_tokens"])
+            """
+        let out = try GemmaNodeBinary.launch(URL(fileURLWithPath: python), ["-c", request],
+                                             environment: ProcessInfo.processInfo.environment, timeout: 90)
+        #expect(out.stdout.contains("STATUS 200 8"), "\(out.all)\n\(job.stderr.all)")
+        #expect(job.process.isRunning, "\(job.stderr.all)")
+        #expect(!job.stderr.all.contains("stopped answering"), "\(job.stderr.all)")
+    }
+
+    /// A coordinator that freezes while the server is idle is found by the workers' probes:
+    /// rank 1 names rank 0 and says it was waiting for a step plan; the job exits non-zero.
+    @Test func frozenIdleCoordinatorIsNamedByTheWorker() throws {
+        let model = try TestPaths.requireDefaultModel()
+        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "2"])
+        var victim: Int32 = 0
+        defer {
+            job.kill()
+            if victim > 0 { kill(victim, SIGKILL) }
+        }
+        guard startServe(job) > 0, let pid = job.pid(ofRank: 0) else { return }
+        victim = pid
+        kill(pid, SIGSTOP)
+        guard job.waitForExit(timeout: 60) else {
+            Issue.record("the job did not end after rank 0 stopped:\n\(job.stderr.all)")
+            return
+        }
+        let err = job.stderr.all
+        #expect(job.process.terminationStatus != 0, "\(err)")
+        #expect(err.contains("gemma-node: rank 1 of 2: fatal: rank 0 stopped answering"), "\(err)")
+        #expect(err.contains("waiting for the step plan"), "\(err)")
     }
 }
