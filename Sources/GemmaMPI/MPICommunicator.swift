@@ -35,6 +35,12 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     private var timeout: Double = 0
     /// Set once a peer was found stuck or dead: every later call throws it.
     private var brokenMessage: String?
+    /// When the last wait in MPI ended (MPI_Wtime), for the idle liveness check.
+    private var lastActivity: Double = 0
+    /// Called (on the answering thread) when that thread found a peer stuck or dead while
+    /// the engine was outside MPI, e.g. an idle server: lets `serve` turn /health to 503 and
+    /// stop at once instead of at the next request. Set with `onPeerFailure`.
+    private var peerFailureHandler: (@Sendable (String) -> Void)?
     /// The other ranks on this host (same processor name) and their process ids.
     private var localPeers: [(rank: Int, pid: Int32)] = []
 
@@ -124,6 +130,12 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// Bounds every later wait (see `waitBounded`); 0 or less waits forever.
     public func setStepTimeout(_ seconds: Double) {
         lock.withLock { timeout = seconds > 0 ? seconds : 0 }
+    }
+
+    /// Sets the handler called when the answering thread finds a peer stuck or dead while
+    /// the engine thread is outside MPI (see `startAnswering`).
+    public func onPeerFailure(_ handler: @escaping @Sendable (String) -> Void) {
+        lock.withLock { peerFailureHandler = handler }
     }
 
     /// The message of the failure that broke the communicator (a peer stuck or dead), if any.
@@ -400,8 +412,11 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         var sleep: UInt32 = 50
         while true {
             try Self.check(MPI_Test(&request, &flag, gn_status_ignore()), "MPI_Test")
-            if flag != 0 { return }
             let now = MPI_Wtime()
+            if flag != 0 {
+                lastActivity = now
+                return
+            }
             if now >= housekeeping {
                 answerProbes()
                 if let dead = exitedPeer() {
@@ -411,7 +426,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                 housekeeping = now + Self.housekeepingSeconds
             }
             if now >= deadline {
-                try checkPeers(what: what(), waited: now - start)
+                try checkPeers(situation: "after rank \(rank) waited \(Self.seconds(now - start)) (--step-timeout) in \(what())")
                 deadline = MPI_Wtime() + timeout
             }
             if sleeping && now > spinUntil {
@@ -439,7 +454,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// for the answers, answering probes of others meanwhile. Returns if all answered;
     /// otherwise breaks the communicator and throws, naming the silent ranks and, for the
     /// others, what they were doing.
-    private func checkPeers(what: String, waited: Double) throws {
+    private func checkPeers(situation: String) throws {
         guard let probeComm else { return }
         let others = (0..<size).filter { $0 != rank }
         let replyBytes = Self.replyBytes
@@ -488,8 +503,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
         let names = silent.map(String.init).joined(separator: ", ")
         var message = "rank\(silent.count == 1 ? "" : "s") \(names) stopped answering: no reply to a liveness probe within "
-            + "\(Self.seconds(probeWindow)) after rank \(rank) waited \(Self.seconds(waited)) (--step-timeout) in \(what) "
-            + "during \(Activity.describe())"
+            + "\(Self.seconds(probeWindow)) \(situation) during \(Activity.describe())"
         if !alive.isEmpty { message += "; still answering: " + alive.joined(separator: "; ") }
         throw breakWith(message)
     }
@@ -527,17 +541,36 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     /// The answering thread: every `answerIntervalSeconds`, if the engine thread is not inside
     /// MPI (the lock is free), answers pending probes. So a rank that computes a long step or
-    /// reads a large file still answers; only a frozen or dead process does not.
+    /// reads a large file still answers; only a frozen or dead process does not. When the
+    /// engine thread has not waited in MPI for `stepTimeout` (an idle server's coordinator,
+    /// a long load) this thread probes the other ranks itself; a failure breaks the
+    /// communicator (the engine's next call throws it) and is passed to `onPeerFailure`.
     private func startAnswering() {
+        lastActivity = MPI_Wtime()
         let thread = Thread { [self] in
             while true {
                 usleep(UInt32(Self.answerIntervalSeconds * 1e6))
-                if lock.try() {
-                    let stop = finalized
-                    if !stop { answerProbes() }
+                guard lock.try() else { continue }
+                if finalized {
                     lock.unlock()
-                    if stop { return }
+                    return
                 }
+                answerProbes()
+                var failure: String?
+                var handler: (@Sendable (String) -> Void)?
+                let now = MPI_Wtime()
+                if timeout > 0, brokenMessage == nil, now - lastActivity >= timeout {
+                    do {
+                        try checkPeers(situation: "while rank \(rank) checked its peers after \(Self.seconds(now - lastActivity)) "
+                                       + "without a collective (--step-timeout)")
+                    } catch {
+                        failure = brokenMessage
+                        handler = peerFailureHandler
+                    }
+                    lastActivity = MPI_Wtime()
+                }
+                lock.unlock()
+                if let failure, let handler { handler(failure) }
             }
         }
         thread.name = "gemma-node probe answerer"

@@ -55,6 +55,10 @@ enum ClusterSession {
     /// mpirun, used by tests), `solo` forces a world of one.
     static let transportVariable = "GEMMA_NODE_TRANSPORT"
 
+    /// The MPI communicator of this process while `run` runs (nil in a world of one), for
+    /// commands that want `onPeerFailure` (serve).
+    nonisolated(unsafe) static var mpi: MPICommunicator?
+
     /// `link`: every collective also waits the time that link would take (`--emulate-link`).
     /// `sync`: the payload of the model's sum all-reduces (`--sync-type`); nil for commands
     /// without the flag. It wraps the emulated link, so the link holds each all-reduce for
@@ -84,6 +88,7 @@ enum ClusterSession {
                 let started = try MPICommunicator()
                 started.setStepTimeout(stepTimeout)
                 mpi = started
+                Self.mpi = started
                 comm = started
             } catch {
                 printError("cannot start MPI: \(error)")

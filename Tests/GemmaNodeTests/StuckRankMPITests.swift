@@ -288,4 +288,46 @@ private final class Job {
         #expect(err.contains("gemma-node: rank 1 of 2: fatal: rank 0 stopped answering"), "\(err)")
         #expect(err.contains("waiting for the step plan"), "\(err)")
     }
+
+    /// A worker that freezes while the server is idle is found by rank 0's answering thread
+    /// (no collective for --step-timeout: it probes): /health turns 503 without any request,
+    /// and the job exits non-zero naming rank 1.
+    @Test func frozenIdleWorkerTurnsHealthTo503() throws {
+        let model = try TestPaths.requireDefaultModel()
+        let python = try TestPaths.requirePython()
+        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "2"])
+        var victim: Int32 = 0
+        defer {
+            job.kill()
+            if victim > 0 { kill(victim, SIGKILL) }
+        }
+        let port = startServe(job)
+        guard port > 0, let pid = job.pid(ofRank: 1) else { return }
+        victim = pid
+        kill(pid, SIGSTOP)
+        let poll = """
+            import time, urllib.request, urllib.error
+            end = time.time() + 40
+            while time.time() < end:
+                try:
+                    urllib.request.urlopen("http://127.0.0.1:\(port)/health", timeout=2)
+                except urllib.error.HTTPError as e:
+                    print("HEALTH", e.code, e.read().decode())
+                    break
+                except Exception as e:
+                    print("GONE", repr(e))
+                    break
+                time.sleep(0.05)
+            """
+        let out = try GemmaNodeBinary.launch(URL(fileURLWithPath: python), ["-c", poll],
+                                             environment: ProcessInfo.processInfo.environment, timeout: 60)
+        #expect(out.stdout.contains("HEALTH 503") && out.stdout.contains("rank 1 stopped answering"), "\(out.all)\n\(job.stderr.all)")
+        guard job.waitForExit(timeout: 60) else {
+            Issue.record("the server did not exit after rank 1 stopped:\n\(job.stderr.all)")
+            return
+        }
+        #expect(job.process.terminationStatus != 0, "\(job.stderr.all)")
+        #expect(job.stderr.all.contains("rank 0 of 2: fatal: rank 1 stopped answering"), "\(job.stderr.all)")
+        #expect(job.stderr.all.contains("without a collective"), "\(job.stderr.all)")
+    }
 }

@@ -117,6 +117,13 @@ struct ServeCommand: ParsableCommand {
                 source.resume()
                 return source
             }
+            // A worker found frozen or dead while the server is idle (rank 0's answering thread
+            // probes after --step-timeout without a collective): fail at once, so /health says
+            // 503 now rather than at the next request.
+            ClusterSession.mpi?.onPeerFailure { message in
+                service.fail(message)
+                scheduler.requestShutdown(reason: message, failure: message)
+            }
             print("gemma-node: serving \(name) on http://\(host):\(boundPort) (pid \(getpid()), \(comm.size) rank(s), "
                   + "\(parallel) slots, context \(model.maxContext))")
             do {
