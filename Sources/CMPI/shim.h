@@ -15,6 +15,7 @@ static inline void *gn_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Status *gn_status_ignore(void) { return MPI_STATUS_IGNORE; }
 static inline MPI_Errhandler gn_errors_return(void) { return MPI_ERRORS_RETURN; }
 static inline MPI_Request gn_request_null(void) { return MPI_REQUEST_NULL; }
+static inline int gn_any_source(void) { return MPI_ANY_SOURCE; }
 
 /// Under mpirun stdout is a pipe and therefore fully buffered; rank output would arrive late
 /// and out of order. Swift 6 rejects touching `stdout` directly, hence this helper.

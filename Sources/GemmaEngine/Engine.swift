@@ -153,10 +153,13 @@ public final class StepExecutor {
         do {
             if comm.isCoordinator {
                 guard let plan else { throw EngineError.notCoordinator("sending a plan") }
+                Activity.setStep(plan.stepId)
                 _ = try comm.broadcastPlan(plan.encode())
                 received = plan
             } else {
+                Activity.set(.planWait)
                 received = try StepPlan.decode(try comm.broadcastPlan([]))
+                Activity.setStep(received?.stepId ?? 0)
             }
         } catch let error as CommunicatorError {
             throw error  // a transport failure: there is nothing left to agree over
@@ -172,6 +175,7 @@ public final class StepExecutor {
                     try step.validate(limits)
                     let batch = Self.batch(for: step)
                     let f0 = DispatchTime.now().uptimeNanoseconds
+                    Activity.set(.forward)
                     if !batch.isEmpty { slice = try model.forward(batch) }
                     forwardNanos = DispatchTime.now().uptimeNanoseconds - f0
                 }
@@ -179,7 +183,8 @@ public final class StepExecutor {
                 failure = error
             }
         }
-        try comm.agree(failure)
+        Activity.set(.agreement)
+        try comm.agree(failure)  // rethrows at once if a peer stopped answering (nothing to agree with)
         let t1 = DispatchTime.now().uptimeNanoseconds
         guard let step = received else { throw EngineError.badPlan("no plan") }  // unreachable after agree
 
@@ -195,6 +200,7 @@ public final class StepExecutor {
                 row += 1
             }
             if !requests.isEmpty {
+                Activity.set(.sampling)
                 (sampled, lastLogprobs) = try sampler.sampleWithLogprobs(requests, logits: slice, sampleableVocab: model.sampleableVocab,
                                                                         comm: comm, stats: &stats)
             }

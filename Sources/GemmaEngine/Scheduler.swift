@@ -183,6 +183,7 @@ public final class BatchScheduler: @unchecked Sendable {
             lock.lock()
             while !shutdownRequested && waiting.isEmpty && cancelRequests.isEmpty && running.isEmpty
                     && pendingFrees.isEmpty {
+                Activity.set(.idle)
                 lock.wait()
             }
             let stop = shutdownRequested

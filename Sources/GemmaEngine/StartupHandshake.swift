@@ -42,6 +42,8 @@ public enum StartupHandshake {
     public static func run(_ comm: any Communicator, modelFingerprint: String, threads: Int,
                            host: String = ProcessInfo.processInfo.hostName,
                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [Hello] {
+        Activity.set(.handshake)
+        defer { Activity.set(.loading) }
         // A bad override can exist on one rank only: agree on it.
         let version: UInt32 = try comm.agreeOn {
             guard let value = override(environment[versionOverrideVariable], rank: comm.rank) else { return WireProtocol.version }

@@ -299,6 +299,7 @@ public final class GemmaShard: ShardedCausalLM {
                 live = keepRowsWantingLogits(live)
                 if live.isEmpty { break }   // same batch on every rank: every rank stops here
             }
+            Activity.setLayer(i)  // what a stuck-rank report says this rank was doing
             try transformerBlock(layer, index: i, batch: live)
             if i + 1 < layers.count { observe(i + 1, x, live.count * h) }
         }

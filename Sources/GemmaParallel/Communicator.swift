@@ -48,6 +48,10 @@ public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
     case mismatchedLength(operation: String, expected: Int, got: Int)
     /// The operation was cancelled because another rank aborted.
     case aborted(String)
+    /// A rank stopped answering or exited while this one waited for it (`--step-timeout`);
+    /// the message names it and says what this rank was waiting in. The transport is
+    /// unusable afterwards: nothing more can be agreed, the job must end.
+    case unresponsive(String)
 
     public var description: String {
         switch self {
@@ -55,6 +59,7 @@ public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
         case let .remote(rank, message): return "rank \(rank): \(message)"
         case let .mismatchedLength(op, e, g): return "\(op): buffer length \(g) on this rank, \(e) on rank 0"
         case let .aborted(m): return "aborted: \(m)"
+        case let .unresponsive(m): return m
         }
     }
 }
@@ -93,6 +98,8 @@ extension Communicator {
     /// collective. Call it after every step that can fail on some ranks only (loading,
     /// validating input).
     public func agree(_ localError: Error?) throws {
+        // A peer that stopped answering cannot take part in an agreement: end here.
+        if case CommunicatorError.unresponsive? = localError as? CommunicatorError { throw localError! }
         var flag: [Float] = [localError == nil ? Float(size) : Float(rank)]
         try flag.withUnsafeMutableBufferPointer { buffer in
             // min(failing rank) == -max(-rank); encode "no error" as size.

@@ -95,6 +95,11 @@ public final class OpenAIService: @unchecked Sendable {
     private var backend: Backend?
     private var nextId: UInt64 = 0
     private var draining = false
+    /// Set when the cluster failed (a rank stopped answering): /health and new requests get
+    /// 503 with this text until the process ends.
+    private var failure: String?
+    /// Completion requests between `start` and the end of their response.
+    private var inFlight = 0
 
     public init(config: ServerConfig) { self.config = config }
 
@@ -122,6 +127,22 @@ public final class OpenAIService: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// The cluster failed: from now on /health answers 503 with `message`, and so does every
+    /// new request. Requests in flight have already been failed by the scheduler.
+    public func fail(_ message: String) {
+        lock.lock()
+        failure = message
+        draining = true
+        lock.unlock()
+    }
+
+    /// Why the cluster failed, if it did.
+    public var failureMessage: String? {
+        lock.lock()
+        defer { lock.unlock() }
+        return failure
+    }
+
     /// True once the model is loaded on every rank and until shutdown starts.
     public var isReady: Bool {
         lock.lock()
@@ -129,9 +150,31 @@ public final class OpenAIService: @unchecked Sendable {
         return backend != nil && !draining
     }
 
+    /// Counts a completion response as open (`start`) or finished (`requestEnded`).
+    public var requestsInFlight: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return inFlight
+    }
+
+    /// A response started by `start` has been handed to the client (or the client left).
+    public func requestEnded() {
+        lock.lock()
+        inFlight -= 1
+        lock.unlock()
+    }
+
+    /// Waits until every open completion response has ended, at most `timeout` seconds
+    /// (after a cluster failure, so the error responses leave before the job is aborted).
+    public func waitForRequests(timeout: Double) {
+        let end = monotonicSeconds() + timeout
+        while requestsInFlight > 0 && monotonicSeconds() < end { usleep(20_000) }
+    }
+
     private func currentBackend() throws -> Backend {
         lock.lock()
         defer { lock.unlock() }
+        if let failure { throw APIError.unavailable("the cluster failed: \(failure)") }
         if draining { throw APIError.unavailable("the server is shutting down") }
         guard let backend else { throw APIError.unavailable("the model is still loading") }
         return backend
@@ -286,6 +329,9 @@ public final class OpenAIService: @unchecked Sendable {
     public func start(_ prepared: PreparedRequest, backend: Backend) throws -> RunningRequest {
         do {
             let (ticket, events) = try backend.scheduler.stream(prepared.generation)
+            lock.lock()
+            inFlight += 1
+            lock.unlock()
             metrics.prompt(tokens: prepared.generation.promptTokens.count)
             let load = backend.scheduler.load
             metrics.load(queued: load.waiting, running: load.running)
@@ -346,7 +392,9 @@ public final class OpenAIService: @unchecked Sendable {
                     }
                     return Outcome(finishReason: stopped ? "stop" : reason, completionTokens: count)
                 case let .failed(message):
-                    throw APIError.internalError("the engine failed: \(message)")
+                    // The cluster stopped (e.g. a rank stopped answering): the server exits and
+                    // is restarted; 503 tells the client to retry then (docs/RELIABILITY.md).
+                    throw APIError.unavailable("the cluster failed: \(message)")
                 }
             }
         } catch {

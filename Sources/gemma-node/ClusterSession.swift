@@ -55,11 +55,21 @@ enum ClusterSession {
     /// mpirun, used by tests), `solo` forces a world of one.
     static let transportVariable = "GEMMA_NODE_TRANSPORT"
 
+    /// The MPI communicator of this process while `run` runs (nil in a world of one), for
+    /// commands that want `onPeerFailure` (serve).
+    nonisolated(unsafe) static var mpi: MPICommunicator?
+
     /// `link`: every collective also waits the time that link would take (`--emulate-link`).
     /// `sync`: the payload of the model's sum all-reduces (`--sync-type`); nil for commands
     /// without the flag. It wraps the emulated link, so the link holds each all-reduce for
     /// the bytes actually sent (the compact payload's all-gather).
-    static func run(link: EmulatedLink? = nil, sync: SyncPayload? = nil, _ body: (any Communicator) throws -> Void) throws {
+    /// `stepTimeout`: bound of every wait for other ranks (`--step-timeout`, 0 = none). A
+    /// rank found stuck or dead ends the job: every rank that can still run prints which
+    /// rank stopped answering and during what, keeps answering the others' probes for one
+    /// probe window (so they do not name it in turn) and aborts the job.
+    static func run(link: EmulatedLink? = nil, sync: SyncPayload? = nil, stepTimeout: Double = TimeoutOptions.defaultSeconds,
+                    _ body: (any Communicator) throws -> Void) throws {
+        Activity.set(.loading)
         MPICommunicator.lineBufferStandardOutput()
         let choice = ProcessInfo.processInfo.environment[transportVariable] ?? "auto"
         let useMPI: Bool
@@ -76,7 +86,9 @@ enum ClusterSession {
         if useMPI {
             do {
                 let started = try MPICommunicator()
+                started.setStepTimeout(stepTimeout)
                 mpi = started
+                Self.mpi = started
                 comm = started
             } catch {
                 printError("cannot start MPI: \(error)")
@@ -92,6 +104,10 @@ enum ClusterSession {
         do { try body(active) } catch { failure = error }
 
         if let failure {
+            // A peer stopped answering or exited: nothing can be agreed any more.
+            if let mpi, let message = mpi.failureMessage {
+                mpi.abort(message, linger: mpi.probeWindow)
+            }
             if let exit = failure as? ExitCode, exit.isSuccess {
                 try? mpi?.finalize()
                 throw exit

@@ -41,6 +41,28 @@ struct SyncOptions: ParsableArguments {
     func validate() throws { _ = try payload() }
 }
 
+/// `--step-timeout SECONDS`: how long any wait for other ranks (a collective, a step plan, a
+/// load-time transfer) may last before this rank probes the others for liveness
+/// (MPICommunicator). A rank that answers is slow, not stuck, and is waited for again; one
+/// that does not answer within the probe window (a third of the timeout, 0.5-2 s) is named
+/// and the job ends non-zero. So the bound is not a limit on step or load time: a 27B step
+/// of seconds or a load of minutes passes as long as every rank still answers. 10 s is long
+/// compared to a decode step (ms) and to the scheduling hiccups of a loaded host, short
+/// compared to how long a user or a load balancer waits for a frozen server.
+struct TimeoutOptions: ParsableArguments {
+    static let defaultSeconds = 10.0
+
+    @Option(name: .customLong("step-timeout"),
+            help: "Seconds any wait for other ranks (collective, step plan, load transfer) may last before the other ranks are probed; a rank that does not answer within a third of it (0.5-2 s) is named and the job exits non-zero. Slow but live ranks are waited for. 0 = wait forever.")
+    var stepTimeout: Double = TimeoutOptions.defaultSeconds
+
+    func validate() throws {
+        guard stepTimeout.isFinite, stepTimeout >= 0 else {
+            throw ValidationError("--step-timeout must be 0 (off) or a positive number of seconds, got \(stepTimeout)")
+        }
+    }
+}
+
 /// `--split W0,W1,...`: one positive share per rank, in rank order.
 enum SplitOption {
     static let help: ArgumentHelp = "Uneven split: one share per rank, e.g. 2,1,1 (rank 0 gets half of the heads, MLP columns, vocabulary and KV cache). Any rank count; default: even."

@@ -18,6 +18,8 @@ struct BenchCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var timeoutOptions: TimeoutOptions
+
     @OptionGroup var syncOptions: SyncOptions
 
 
@@ -72,7 +74,7 @@ struct BenchCommand: ParsableCommand {
     var modelPath: String { model ?? DefaultModel.path().path }
 
     func run() throws {
-        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { raw in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { raw in
             let comm = TimedCommunicator(raw)
             let threadCount = threads ?? HostInfo.availableCores
             // Context for prompt + generated tokens + the token sampled last (never fed back).

@@ -23,6 +23,8 @@ struct ChatCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var timeoutOptions: TimeoutOptions
+
     @OptionGroup var syncOptions: SyncOptions
     @OptionGroup var samplingOptions: SamplingOptions
 
@@ -40,7 +42,7 @@ struct ChatCommand: ParsableCommand {
     }
 
     func run() throws {
-        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { comm in
             let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             let tokenizer: GemmaTokenizer? = try comm.agreeOn {
                 comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath) : nil

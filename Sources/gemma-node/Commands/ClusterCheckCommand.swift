@@ -18,6 +18,8 @@ struct ClusterCheckCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var timeoutOptions: TimeoutOptions
+
 
     @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank to report. Default: the cores this rank may run on.")
     var threads: Int?
@@ -61,7 +63,7 @@ struct ClusterCheckCommand: ParsableCommand {
 
     func run() throws {
         let sizes = parsedSizes ?? []
-        try ClusterSession.run(link: try linkOptions.link()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), stepTimeout: timeoutOptions.stepTimeout) { comm in
             let hellos = try StartupHandshake.run(comm, modelPath: model, threads: threads ?? HostInfo.availableCores)
             let world = try exchangeReports(comm)
             if comm.isCoordinator {

@@ -17,6 +17,8 @@ struct GenerateCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var timeoutOptions: TimeoutOptions
+
     @OptionGroup var syncOptions: SyncOptions
     @OptionGroup var promptOptions: PromptOptions
     @OptionGroup var samplingOptions: SamplingOptions
@@ -47,7 +49,7 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let loadStart = Date()
-        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { comm in
             let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             let loadSeconds = Date().timeIntervalSince(loadStart)
             // Only rank 0 encodes and decodes: workers receive token ids in the step plans. The

@@ -17,6 +17,8 @@ struct LogitsCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var timeoutOptions: TimeoutOptions
+
     @OptionGroup var syncOptions: SyncOptions
 
     @Option(help: "Prompt token ids, comma-separated (e.g. 2,17,5).")
@@ -38,7 +40,7 @@ struct LogitsCommand: ParsableCommand {
 
     func run() throws {
         let ids = try TokenList.parse(tokens)
-        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { comm in
             let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             // The residual stream is whole on every rank after each layer's all-reduce.
             var rms: [Double] = []

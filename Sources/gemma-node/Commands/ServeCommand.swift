@@ -21,6 +21,8 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var linkOptions: LinkOptions
 
+    @OptionGroup var timeoutOptions: TimeoutOptions
+
     @OptionGroup var syncOptions: SyncOptions
     @OptionGroup var sampling: SamplingOptions
 
@@ -64,7 +66,7 @@ struct ServeCommand: ParsableCommand {
     var loadOptions: GemmaLoadOptions { modelOptions.loadOptions(slots: parallel, maxBatchTokens: batchTokens) }
 
     func run() throws {
-        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload()) { comm in
+        try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { comm in
             // Times the model's all-reduces for /metrics (compute vs all-reduce per step).
             let timed = TimedCommunicator(comm)
             let path = modelOptions.resolvedModelPath
@@ -116,11 +118,27 @@ struct ServeCommand: ParsableCommand {
                 source.resume()
                 return source
             }
+            // A worker found frozen or dead while the server is idle (rank 0's answering thread
+            // probes after --step-timeout without a collective): fail at once, so /health says
+            // 503 now rather than at the next request.
+            ClusterSession.mpi?.onPeerFailure { message in
+                service.fail(message)
+                scheduler.requestShutdown(reason: message, failure: message)
+            }
             print("gemma-node: serving \(name) on http://\(host):\(boundPort) (pid \(getpid()), \(comm.size) rank(s), "
                   + "\(parallel) slots, context \(model.maxContext))")
             print("gemma-node: try: " + Self.tryCommand(host: host, port: boundPort, model: name,
                                                               key: key == nil ? nil : apiKey == nil ? "$GEMMA_NODE_API_KEY" : "KEY"))
-            try scheduler.run()
+            do {
+                try scheduler.run()
+            } catch {
+                // The cluster failed (e.g. a rank stopped answering): the scheduler has failed
+                // every request in flight; /health answers 503 from now on, and the error
+                // responses get up to 2 s to reach their clients before the job is aborted.
+                service.fail("\(error)")
+                service.waitForRequests(timeout: 2)
+                throw error
+            }
             signals.forEach { $0.cancel() }
             server.stop(timeout: 5)
             print("gemma-node: stopped")
