@@ -101,6 +101,18 @@ def llama_bench_binary(avx2_only=False, jobs=2):
     return binary
 
 
+def llama_cpu_flags(binary):
+    """The instruction-set flags llama.cpp's CPU backend was compiled with (e.g. "-march=native"
+    or "-mavx2 -mfma ..."), read from the cmake build next to the binary; "?" if not found."""
+    flags = os.path.join(os.path.dirname(os.path.dirname(binary)), "ggml", "src", "CMakeFiles", "ggml-cpu.dir",
+                         "flags.make")
+    try:
+        words = [w for line in open(flags) if line.startswith("C_FLAGS") for w in line.split()]
+    except OSError:
+        return "?"
+    return " ".join(w for w in words if w.startswith("-m")) or "?"
+
+
 def run_llama(args, threads):
     """One llama-bench run (pp and tg tests, `--reps` repetitions, its own warm-up), JSON output."""
     cmd = [args.llama_bench, "-m", args.model, "-t", str(threads), "-p", str(args.n_prompt), "-n", str(args.n_gen),
@@ -199,7 +211,7 @@ def main():
             else:
                 llama = run_llama(args, threads); ours = run_ours(args, threads)
             levels.add(("ours", ours["kernels"]))
-            levels.add(("llama.cpp", llama["cpu_info"] or "?"))
+            levels.add(("llama.cpp", llama_cpu_flags(args.llama_bench)))
             entry[f"ours_{threads}t"] = ours
             entry[f"llama_{threads}t"] = llama
             ratios[f"tg_{threads}t"].append(ours["decode"] / llama["decode"])
