@@ -138,6 +138,7 @@ typedef struct {
     uint8_t *gemm_rows;
     size_t gemm_row_bytes;
     int kgemm;  // multi-token Q4_K/Q6_K path (ck_gemm_k.c); uses gemm_rows as row scratch
+    int gemm2;  // multi-token AVX2 path (ck_gemm_avx2.c); uses gemm_rows as row scratch
     // Q5_0 activations laid out for ck_q5pre_dot (ck_q5.c), q5pre_stride bytes per token; NULL when unused.
     const uint8_t *q5pre;
     size_t q5pre_stride;
@@ -162,8 +163,8 @@ static void quant_task(void *c, int64_t t0, int64_t t1, int thread) {
 
 // Row by row, every token per row: the row stays in L1 while the tokens' activations stream
 // from L2, so a batch of T tokens reads the weights from memory once, not T times. The GEMM
-// paths (Q8_0/Q5_0 in ck_gemm.c, Q4_K/Q6_K in ck_gemm_k.c, AVX-512) also decode each weight
-// row once per matmul instead of once per token.
+// paths (Q8_0/Q5_0 in ck_gemm.c, Q4_K/Q6_K in ck_gemm_k.c, AVX-512; all four in
+// ck_gemm_avx2.c, AVX2) also decode each weight row once per matmul instead of once per token.
 static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
     const mm_ctx *m = c;
     const int64_t T = m->tokens;
@@ -174,6 +175,11 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
     }
     if (m->kgemm) {
         ck_gemmk_rows(m->type, m->w, m->row_bytes, r0, r1, m->cols, m->act, m->act_stride, T,
+                      m->gemm_rows + (size_t)thread * m->gemm_row_bytes, m->y, m->y_stride);
+        return;
+    }
+    if (m->gemm2) {
+        ck_gemm2_rows(m->type, m->w, m->row_bytes, r0, r1, m->cols, m->act, m->act_stride, T,
                       m->gemm_rows + (size_t)thread * m->gemm_row_bytes, m->y, m->y_stride);
         return;
     }
@@ -212,7 +218,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
     mm_ctx m = {fn, level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride,
-                NULL, NULL, 0, 0, NULL, 0};
+                NULL, NULL, 0, 0, 0, NULL, 0};
     int threads = pool ? ck_pool_threads(pool) : 1;
     if (ck_block_size(type) == 1) {
         m.act = (const uint8_t *)x;  // plain float weights read x directly
@@ -222,10 +228,14 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
         const int lv = level == CK_LEVEL_AUTO ? ck_active_level() : level;
         int gemm = ck_gemm_applies(lv, type, cols, tokens);
         int kgemm = !gemm && ck_gemmk_applies(lv, type, cols, tokens);
-        int q5pre = !gemm && !kgemm && ck_q5pre_applies(lv, type, cols);
+        int gemm2 = !gemm && !kgemm && ck_gemm2_applies(lv, type, cols, tokens);
+        int q5pre = !gemm && !kgemm && !gemm2 && ck_q5pre_applies(lv, type, cols);
         size_t act_bytes = (arb * (size_t)tokens + 63) & ~(size_t)63;
         size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : q5pre ? ck_q5pre_bytes(cols) * (size_t)tokens : 0;
-        size_t row_bytes_g = gemm ? ck_gemm_row_bytes(cols) : kgemm ? ck_gemmk_row_bytes(cols) : 0;
+        size_t row_bytes_g = gemm    ? ck_gemm_row_bytes(cols)
+                             : kgemm ? ck_gemmk_row_bytes(cols)
+                             : gemm2 ? ck_gemm2_row_bytes(type, cols)
+                                     : 0;
         uint8_t *s = ck_pool_scratch(pool, act_bytes + pair_bytes + row_bytes_g * (size_t)threads);
         if (!s) return -2;
         m.act = s;
@@ -243,6 +253,11 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
                 ck_q5pre_prepare(s + t * arb, cols, s + act_bytes + (size_t)t * ck_q5pre_bytes(cols));
             m.q5pre = s + act_bytes;
             m.q5pre_stride = ck_q5pre_bytes(cols);
+        }
+        if (gemm2) {
+            m.gemm2 = 1;
+            m.gemm_rows = s + act_bytes;
+            m.gemm_row_bytes = row_bytes_g;
         }
         if (kgemm) {
             m.kgemm = 1;

@@ -20,6 +20,25 @@ enum HostInfo {
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 
+    /// Compute threads per rank when -t is not given: the cores this process may run on,
+    /// shared among the ranks Open MPI started on this host (OMPI_COMM_WORLD_LOCAL_SIZE), so
+    /// `mpirun -n 2` on a 2-core host runs 1 thread per rank, not 2 (4 busy threads on 2 cores).
+    static var defaultThreads: Int {
+        let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1
+        return defaultThreads(cores: availableCores, onlineCores: max(1, ProcessInfo.processInfo.activeProcessorCount),
+                              localRanks: local)
+    }
+
+    /// The rule behind `defaultThreads`. When the affinity mask already holds fewer cores than
+    /// the host has online, the launcher has divided them (mpirun --bind-to core, taskset):
+    /// those are this rank's own. Otherwise every local rank sees all cores, and each takes its
+    /// share, rounded down, at least 1.
+    static func defaultThreads(cores: Int, onlineCores: Int, localRanks: Int) -> Int {
+        let cores = max(1, cores)
+        if cores < onlineCores || localRanks <= 1 { return cores }
+        return max(1, cores / localRanks)
+    }
+
     /// Number of CPUs in a Linux CPU list such as "0-3,6,8-9"; nil if it does not parse.
     static func cpuListCount(_ list: String) -> Int? {
         var total = 0

@@ -102,7 +102,7 @@ struct ModelOptions: ParsableArguments {
             help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
     var model: String?
 
-    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on.")
+    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on, divided by the ranks on this host.")
     var threads: Int?
 
     @Option(name: [.short, .customLong("ctx-size")], help: "Context size in tokens (0 = the model's own maximum).")
@@ -131,7 +131,7 @@ struct ModelOptions: ParsableArguments {
     var resolvedModelPath: String { model ?? DefaultModel.path().path }
 
     /// Threads per rank: `-t` if given, else every core this process may run on.
-    var resolvedThreads: Int { threads ?? HostInfo.availableCores }
+    var resolvedThreads: Int { threads ?? HostInfo.defaultThreads }
 
     /// The load options of these flags: the one place every command gets them from, so
     /// -c, -t and --quant mean the same everywhere. `slots` and `maxBatchTokens` are the

@@ -1,4 +1,4 @@
-// The prefill GEMM path of ck_matmul (Q8_0/Q5_0 rows decoded once per matmul, AVX-512 VNNI,
+// The prefill GEMM paths of ck_matmul (Q8_0/Q5_0 rows decoded once per matmul: ck_gemm.c at AVX-512 VNNI, ck_gemm_avx2.c at AVX2,
 // 2+ tokens, columns a multiple of 64) against per-(row, token) ck_dot at the same level.
 // Required: bit-identical outputs (batch invariance, issue 6): the same int32 lane sums and the
 // same float operations in the same order as the one-token kernel (see ck_gemm.c).
@@ -8,11 +8,11 @@ import Testing
 import GemmaTestSupport
 
 @Suite struct GemmTests {
-    @Test(arguments: [WeightType.q8_0, .q5_0])
-    func gemmEqualsPerRowDots(_ type: WeightType) throws {
-        guard KernelLevel.avx512.isSupported else { return }
+    @Test(arguments: [WeightType.q8_0, .q5_0], [KernelLevel.avx2, .avx512])
+    func gemmEqualsPerRowDots(_ type: WeightType, _ level: KernelLevel) throws {
+        guard level.isSupported else { return }
         var rng = SplitMix64(seed: 7 + UInt64(type.rawValue))
-        for cols in [640, 128, 192, 576] {  // 576 and 192: an odd number of block pairs
+        for cols in [640, 128, 192, 576, 96] {  // 576 and 192: an odd number of block pairs; 96: fewer blocks than one AVX2 group of four
             let rows = 53
             let m = try WeightMatrix(type: type, rows: rows, cols: cols)
             for r in 0..<rows {
@@ -26,7 +26,7 @@ import GemmaTestSupport
                     let pool = ThreadPool(threads: threads)
                     var y = [Float](repeating: .nan, count: tokens * yStride)
                     x.withUnsafeBufferPointer { xp in
-                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: xStride, tokens: tokens, y: $0.baseAddress!, yStride: yStride, pool: pool, level: .avx512) }
+                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: xStride, tokens: tokens, y: $0.baseAddress!, yStride: yStride, pool: pool, level: level) }
                     }
                     var bad = 0, worst = 0.0
                     for t in 0..<tokens {
@@ -34,7 +34,7 @@ import GemmaTestSupport
                         for r in 0..<rows {
                             let w = Array(UnsafeRawBufferPointer(start: m.row(r), count: m.rowBytes))
                             let c = DotCase(w: w, x: xt, type: type)
-                            let want = c.kernel(.avx512), got = y[t * yStride + r]
+                            let want = c.kernel(level), got = y[t * yStride + r]
                             let err = abs(Double(got) - Double(want)) / c.bounds().s
                             worst = max(worst, err.isNaN ? .infinity : err)
                             // Batch invariance: bit-identical to the one-token kernel.
@@ -51,9 +51,9 @@ import GemmaTestSupport
 
 extension GemmTests {
     /// Long rows get fewer rows per tile (4096 columns: two, 8192: one); still bit-identical.
-    @Test(arguments: [WeightType.q8_0, .q5_0])
-    func longRowsSmallerTiles(_ type: WeightType) throws {
-        guard KernelLevel.avx512.isSupported else { return }
+    @Test(arguments: [WeightType.q8_0, .q5_0], [KernelLevel.avx2, .avx512])
+    func longRowsSmallerTiles(_ type: WeightType, _ level: KernelLevel) throws {
+        guard level.isSupported else { return }
         var rng = SplitMix64(seed: 70 + UInt64(type.rawValue))
         for cols in [4096, 8192] {
             let rows = 5
@@ -69,13 +69,13 @@ extension GemmTests {
                     let xt = Array(x[t * cols..<(t + 1) * cols])
                     for r in 0..<rows {
                         let w = Array(UnsafeRawBufferPointer(start: m.row(r), count: m.rowBytes))
-                        want[t * rows + r] = DotCase(w: w, x: xt, type: type).kernel(.avx512)
+                        want[t * rows + r] = DotCase(w: w, x: xt, type: type).kernel(level)
                     }
                 }
                 for threads in [1, 2] {
                     var y = [Float](repeating: .nan, count: tokens * rows)
                     x.withUnsafeBufferPointer { xp in
-                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: cols, tokens: tokens, y: $0.baseAddress!, yStride: rows, pool: ThreadPool(threads: threads), level: .avx512) }
+                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: cols, tokens: tokens, y: $0.baseAddress!, yStride: rows, pool: ThreadPool(threads: threads), level: level) }
                     }
                     #expect(y.map(\.bitPattern) == want.map(\.bitPattern), "\(type) cols \(cols) tokens \(tokens) threads \(threads)")
                 }

@@ -1,5 +1,5 @@
-// The multi-token Q4_K/Q6_K path of ck_matmul (ck_gemm_k.c: rows decoded once per matmul,
-// AVX-512 VNNI, 2+ tokens) against the one-token kernel ck_dot at the same level, per (row,
+// The multi-token Q4_K/Q6_K paths of ck_matmul (ck_gemm_k.c at AVX-512, ck_gemm_avx2.c at AVX2: rows decoded once per matmul,
+// 2+ tokens) against the one-token kernel ck_dot at the same level, per (row,
 // token). Required: bit-identical outputs (batch invariance, issue 6), compared as Float bit
 // patterns, for row counts that are not multiples of the four-row tile, token counts that are
 // not multiples of the four-token pass, several threads and strided inputs/outputs.
@@ -31,9 +31,9 @@ import GemmaTestSupport
         return x
     }
 
-    @Test(arguments: [WeightType.q4_K, .q6_K])
-    func multiTokenEqualsOneTokenKernel(_ type: WeightType) throws {
-        guard KernelLevel.avx512.isSupported else { return }
+    @Test(arguments: [WeightType.q4_K, .q6_K], [KernelLevel.avx2, .avx512])
+    func multiTokenEqualsOneTokenKernel(_ type: WeightType, _ level: KernelLevel) throws {
+        guard level.isSupported else { return }
         var rng = SplitMix64(seed: 0x6b67 + UInt64(type.rawValue))
         // 12288 columns: a row decodes to 27 KiB, more than the tile budget (one row per tile).
         for (rows, cols) in [(53, 1024), (6, 256), (3, 2048), (17, 768), (5, 12288)] {
@@ -51,13 +51,13 @@ import GemmaTestSupport
                 var want = [Float](repeating: 0, count: tokens * rows)
                 for t in 0..<tokens {
                     let xt = Array(x[t * xStride..<t * xStride + cols])
-                    for r in 0..<rows { want[t * rows + r] = DotCase(w: rowBytes[r], x: xt, type: type).kernel(.avx512) }
+                    for r in 0..<rows { want[t * rows + r] = DotCase(w: rowBytes[r], x: xt, type: type).kernel(level) }
                 }
                 for threads in [1, 2, 3] {
                     let pool = ThreadPool(threads: threads)
                     var y = [Float](repeating: .nan, count: tokens * yStride)
                     x.withUnsafeBufferPointer { xp in
-                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: xStride, tokens: tokens, y: $0.baseAddress!, yStride: yStride, pool: pool, level: .avx512) }
+                        y.withUnsafeMutableBufferPointer { matmul(m, x: xp.baseAddress!, xStride: xStride, tokens: tokens, y: $0.baseAddress!, yStride: yStride, pool: pool, level: level) }
                     }
                     var bad = 0, firstBad = ""
                     for t in 0..<tokens {
@@ -77,16 +77,16 @@ import GemmaTestSupport
     /// The expected values are not vacuous: the one-token kernel agrees with the Swift twin
     /// within the activation-rounding bound (KernelTests' tolerance, see its header), and a
     /// different token's activations give different outputs.
-    @Test(arguments: [WeightType.q4_K, .q6_K])
-    func oneTokenKernelIsTheReference(_ type: WeightType) {
-        guard KernelLevel.avx512.isSupported else { return }
+    @Test(arguments: [WeightType.q4_K, .q6_K], [KernelLevel.avx2, .avx512])
+    func oneTokenKernelIsTheReference(_ type: WeightType, _ level: KernelLevel) {
+        guard level.isSupported else { return }
         var rng = SplitMix64(seed: 0x6b68 + UInt64(type.rawValue))
         let cols = 1024
         let w = randomRow(type, cols: cols, rng: &rng)
         let x0 = Self.activations(cols, rng: &rng), x1 = Self.activations(cols, rng: &rng)
         let c0 = DotCase(w: w, x: x0, type: type), c1 = DotCase(w: w, x: x1, type: type)
         let (s, qb) = c0.bounds()
-        #expect(abs(Double(c0.kernel(.avx512)) - Double(c0.reference())) <= qb + 3e-4 * s)
-        #expect(c0.kernel(.avx512) != c1.kernel(.avx512))
+        #expect(abs(Double(c0.kernel(level)) - Double(c0.reference())) <= qb + 3e-4 * s)
+        #expect(c0.kernel(level) != c1.kernel(level))
     }
 }

@@ -34,4 +34,16 @@ import Testing
     @Test func availableCoresIsPositive() {
         #expect(HostInfo.availableCores >= 1)
     }
+
+    /// Threads per rank by default: the host's cores shared among its ranks, unless the
+    /// launcher already bound the rank to fewer cores than the host has.
+    @Test func defaultThreadsShareTheHostAmongItsRanks() {
+        #expect(HostInfo.defaultThreads(cores: 2, onlineCores: 2, localRanks: 1) == 2)
+        #expect(HostInfo.defaultThreads(cores: 2, onlineCores: 2, localRanks: 2) == 1)
+        #expect(HostInfo.defaultThreads(cores: 8, onlineCores: 8, localRanks: 3) == 2)
+        #expect(HostInfo.defaultThreads(cores: 2, onlineCores: 2, localRanks: 4) == 1)
+        #expect(HostInfo.defaultThreads(cores: 1, onlineCores: 2, localRanks: 2) == 1)  // bound to one core
+        #expect(HostInfo.defaultThreads(cores: 4, onlineCores: 16, localRanks: 4) == 4)  // bound to four cores
+        #expect(HostInfo.defaultThreads(cores: 0, onlineCores: 2, localRanks: 2) == 1)
+    }
 }

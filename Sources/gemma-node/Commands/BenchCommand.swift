@@ -27,7 +27,7 @@ struct BenchCommand: ParsableCommand {
             help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
     var model: String?
 
-    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on.")
+    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on, divided by the ranks on this host.")
     var threads: Int?
 
     @Option(name: [.customShort("p"), .customLong("n-prompt")], help: "Prompt tokens (prefill, one step).")
@@ -76,7 +76,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { raw in
             let comm = TimedCommunicator(raw)
-            let threadCount = threads ?? HostInfo.availableCores
+            let threadCount = threads ?? HostInfo.defaultThreads
             // Context for prompt + generated tokens + the token sampled last (never fed back).
             let context = ctxSize > 0 ? ctxSize : nPrompt + nGen + 2
             let options = ModelOptions.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt),

@@ -21,7 +21,7 @@ struct ClusterCheckCommand: ParsableCommand {
     @OptionGroup var timeoutOptions: TimeoutOptions
 
 
-    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank to report. Default: the cores this rank may run on.")
+    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank to report. Default: the cores this rank may run on, divided by the ranks on this host.")
     var threads: Int?
 
     @Option(name: [.short, .customLong("model")], help: "Also check that every rank sees the same model file or directory (by fingerprint).")
@@ -64,7 +64,7 @@ struct ClusterCheckCommand: ParsableCommand {
     func run() throws {
         let sizes = parsedSizes ?? []
         try ClusterSession.run(link: try linkOptions.link(), stepTimeout: timeoutOptions.stepTimeout) { comm in
-            let hellos = try StartupHandshake.run(comm, modelPath: model, threads: threads ?? HostInfo.availableCores)
+            let hellos = try StartupHandshake.run(comm, modelPath: model, threads: threads ?? HostInfo.defaultThreads)
             let world = try exchangeReports(comm)
             if comm.isCoordinator {
                 printWorld(world, comm: comm)
@@ -104,7 +104,7 @@ struct ClusterCheckCommand: ParsableCommand {
     /// Every rank learns every rank's report: one broadcast per rank, in rank order.
     private func exchangeReports(_ comm: any Communicator) throws -> [RankReport] {
         let mine = RankReport(rank: comm.rank, host: HostInfo.hostName, cores: HostInfo.availableCores,
-                              threads: threads ?? HostInfo.availableCores, pid: getpid())
+                              threads: threads ?? HostInfo.defaultThreads, pid: getpid())
         let encoded = try JSONEncoder().encode(mine)
         var reports: [RankReport] = []
         for root in 0..<comm.size {

@@ -1,0 +1,343 @@
+// Multi-token (prefill) paths at the AVX2 level for the default model's block formats (Q8_0,
+// Q5_0, Q4_K, Q6_K): each weight row is decoded ONCE per matmul into a per-thread L1 scratch
+// (unsigned weight bytes exactly as the one-token kernel feeds them to vpmaddubsw, the per-lane
+// int16 scales, the f16 scales as floats), then dotted with every token.
+//
+// Bit-identical, per token, to the AVX2 one-token kernels of ck_x86_body.h (dot_q8_0,
+// dot_q5_0, dot_q4_K, dot_q6_K built with CK_VNNI 0; batch invariance, issue 6):
+// - the int32 lanes are formed by the same instructions on the same bytes (vpmaddubsw, then
+//   vpmaddwd with ones or with the lane's int16 scale), and integer sums of them are exact, so
+//   hoisting the weight decoding or adding chunks in another order cannot change a lane;
+// - the float operations are the same, in the same order, on the same values:
+//   Q8_0/Q5_0: block j goes into accumulator j % 4 for j < 4 * (nb / 4), the tail blocks into
+//     accumulator 0, acc = fma(set1(d * a.d), float(p), acc), result
+//     hsum8((acc0 + acc1) + (acc2 + acc3))  (CK_BLOCKS4);
+//   Q4_K: acc = fma(set1(d * a.d), float(sumi), acc); accm = fma(set1(dmin * a.d),
+//     float(kmins), accm); result hsum8(acc) - hsum8(accm);
+//   Q6_K: sumi -= 32 * off (integer), acc = fma(set1(d * a.d), float(sumi), acc); hsum8(acc).
+//   d and dmin are exact f16 -> f32 conversions, whichever instruction converts them; hsum8 is
+//   ck_x86_body.h's sequence. No fast-math, so clang neither contracts nor reassociates.
+// Tested with == against ck_dot at the AVX2 level in GemmTests and KGemmTests.
+#include <stdlib.h>
+#include "ck_internal.h"
+
+#if defined(__x86_64__)
+// GEMMA_NODE_GEMM=0 / GEMMA_NODE_KGEMM=0 turn the 32-block / K-quant paths off as at the
+// AVX-512 level (A/B measurements; matmul then gives the same bits through the one-token loop).
+static int g2_off(const char *name, int *cached) {
+    if (*cached < 0) {
+        const char *e = getenv(name);
+        *cached = e && e[0] == '0';
+    }
+    return *cached;
+}
+#endif
+
+// Rows decoded together; a tile stays within G2_TILE_BYTES of L1.
+#define G2_ROW_TILE 8
+#define G2_TILE_BYTES (24 * 1024)
+
+// One decoded K-quant super-block (256 values), 576 bytes, 32-aligned:
+//   u[256]: unsigned weights in activation order (Q4_K: for chunk c, the low nibbles of
+//           qs[32c..32c+31] then the high ones; Q6_K: the six-bit values);
+//   sc[j][16]: the int16 vpmaddwd operand for values 32j..32j+31 (Q4_K: 16 x scale j; Q6_K:
+//           8 x scales[2j], 8 x scales[2j+1]);
+//   w16[16]: Q4_K: mins m0,m0,m1,m1,...,m7,m7 (kmins operand); Q6_K: the 16 scales;
+//   d, dmin: f16 scales as floats.
+typedef struct {
+    uint8_t u[256];
+    int16_t sc[8][16];
+    int16_t w16[16];
+    float d, dmin;
+    uint8_t pad[24];
+} g2_ksb;
+_Static_assert(sizeof(g2_ksb) == 576, "g2_ksb");
+
+// Decoded bytes per row (rounded up to 32: every row of a tile starts aligned): K-quants nsb
+// records; Q5_0 32 unsigned bytes per block, then one float per block; Q8_0 |w| and w (64
+// bytes) per block, then the floats.
+static size_t g2_row_bytes(uint32_t type, int64_t cols) {
+    size_t n;
+    switch (type) {
+    case CK_Q4_K: case CK_Q6_K: n = (size_t)(cols / 256) * sizeof(g2_ksb); break;
+    case CK_Q5_0: n = (size_t)(cols / 32) * 36; break;
+    case CK_Q8_0: n = (size_t)(cols / 32) * 68; break;
+    default: return 0;
+    }
+    return (n + 31) & ~(size_t)31;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define G2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define G2_INLINE static inline __attribute__((always_inline)) G2_TARGET
+
+static inline G2_TARGET float g2_h2f(const void *p) { return _cvtsh_ss(ck_ld16(p)); }
+
+// Same operations as ck_x86_body.h's hsum8.
+static inline G2_TARGET float g2_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// ---- decoding (once per row and matmul)
+
+static G2_TARGET void g2_decode_q4_K(const blk_q4_K *b, int64_t nsb, g2_ksb *o) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < nsb; i++) {
+        uint8_t sc[8], m[8];
+        ck_kscales8(b[i].scales, sc, m);
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            _mm256_store_si256((__m256i *)(o[i].u + 64 * c), _mm256_and_si256(q, m4));
+            _mm256_store_si256((__m256i *)(o[i].u + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+        }
+        for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)o[i].sc[j], _mm256_set1_epi16(sc[j]));
+        for (int j = 0; j < 8; j++) o[i].w16[2 * j] = o[i].w16[2 * j + 1] = m[j];
+        o[i].d = g2_h2f(&b[i].d);
+        o[i].dmin = g2_h2f(&b[i].dmin);
+    }
+}
+
+static G2_TARGET void g2_decode_q6_K(const blk_q6_K *b, int64_t nsb, g2_ksb *o) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    for (int64_t i = 0; i < nsb; i++) {
+        for (int h = 0; h < 2; h++) {  // the one-token kernel's q[0..3] of half h
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            uint8_t *u = o[i].u + 128 * h;
+            _mm256_store_si256((__m256i *)u, _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)));
+            _mm256_store_si256((__m256i *)(u + 32), _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4)));
+            _mm256_store_si256((__m256i *)(u + 64), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4)));
+            _mm256_store_si256((__m256i *)(u + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4)));
+        }
+        const int8_t *s = b[i].scales;
+        for (int j = 0; j < 8; j++)
+            _mm256_store_si256((__m256i *)o[i].sc[j], _mm256_set_m128i(_mm_set1_epi16(s[2 * j + 1]), _mm_set1_epi16(s[2 * j])));
+        for (int j = 0; j < 16; j++) o[i].w16[j] = s[j];
+        o[i].d = g2_h2f(&b[i].d);
+        o[i].dmin = 0;
+    }
+}
+
+// Q5_0: the one-token kernel's QEXPR (nibbles32 | bits32) as 32 unsigned bytes, then d.
+static G2_TARGET void g2_decode_q5_0(const blk_q5_0 *b, int64_t nb, uint8_t *o) {
+    float *d = (float *)(o + 32 * nb);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    for (int64_t j = 0; j < nb; j++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)b[j].qs);
+        __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
+        __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)ck_ld32(b[j].qh)), spread);
+        h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit), _mm256_set1_epi8(0x10));
+        _mm256_store_si256((__m256i *)(o + 32 * j), _mm256_or_si256(v, h));
+        d[j] = g2_h2f(&b[j].d);
+    }
+}
+
+// Q8_0: |w| (the unsigned operand), then w (its signs go onto the activations), then d.
+static G2_TARGET void g2_decode_q8_0(const blk_q8_0 *b, int64_t nb, uint8_t *o) {
+    float *d = (float *)(o + 64 * nb);
+    for (int64_t j = 0; j < nb; j++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)b[j].qs);
+        _mm256_store_si256((__m256i *)(o + 64 * j), _mm256_sign_epi8(w, w));
+        _mm256_store_si256((__m256i *)(o + 64 * j + 32), w);
+        d[j] = g2_h2f(&b[j].d);
+    }
+}
+
+// ---- dots of one decoded row with N tokens (N a compile-time constant after inlining)
+
+G2_INLINE void g2_dot_q4_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+    __m256 acc[4], accm[4];
+    for (int t = 0; t < N; t++) { acc[t] = _mm256_setzero_ps(); accm[t] = _mm256_setzero_ps(); }
+    for (int64_t i = 0; i < nsb; i++) {
+        const ck_q8k *a[4];
+        __m256i sumi[4];
+        for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; sumi[t] = _mm256_setzero_si256(); }
+        for (int j = 0; j < 8; j++) {
+            const __m256i u = _mm256_load_si256((const __m256i *)(s[i].u + 32 * j));
+            const __m256i sc = _mm256_load_si256((const __m256i *)s[i].sc[j]);
+            for (int t = 0; t < N; t++)
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc));
+        }
+        const __m256i md = _mm256_load_si256((const __m256i *)s[i].w16);
+        const float d = s[i].d, dmin = s[i].dmin;
+        for (int t = 0; t < N; t++) {
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t]->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            __m256i km = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t]->bsums), md);
+            accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a[t]->d), _mm256_cvtepi32_ps(km), accm[t]);
+        }
+    }
+    for (int t = 0; t < N; t++) out[t] = g2_hsum8(acc[t]) - g2_hsum8(accm[t]);
+}
+
+G2_INLINE void g2_dot_q6_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+    __m256 acc[4];
+    for (int t = 0; t < N; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nsb; i++) {
+        const ck_q8k *a[4];
+        __m256i sumi[4];
+        for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; sumi[t] = _mm256_setzero_si256(); }
+        for (int j = 0; j < 8; j++) {
+            const __m256i u = _mm256_load_si256((const __m256i *)(s[i].u + 32 * j));
+            const __m256i sc = _mm256_load_si256((const __m256i *)s[i].sc[j]);
+            for (int t = 0; t < N; t++)
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc));
+        }
+        const __m256i sc16 = _mm256_load_si256((const __m256i *)s[i].w16);
+        const float d = s[i].d;
+        for (int t = 0; t < N; t++) {
+            __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t]->bsums), sc16);
+            __m256i si = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(off, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t]->d), _mm256_cvtepi32_ps(si), acc[t]);
+        }
+    }
+    for (int t = 0; t < N; t++) out[t] = g2_hsum8(acc[t]);
+}
+
+// 32-block formats: block j of token t into acc[t][j % 4] (tail blocks: acc[t][0]).
+#define G2_STEP32(KIND, j, k)                                                                   \
+    {                                                                                           \
+        const __m256i u = _mm256_load_si256((const __m256i *)(s + (KIND == CK_Q8_0 ? 64 : 32) * (j))); \
+        const float dw = dv[j];                                                                 \
+        for (int t = 0; t < N; t++) {                                                           \
+            const ck_q8a *a = (const ck_q8a *)(act + (size_t)t * stride) + (j);                 \
+            __m256i qa = _mm256_loadu_si256((const __m256i *)a->q);                             \
+            __m256i p;                                                                          \
+            if (KIND == CK_Q8_0) {                                                              \
+                const __m256i w = _mm256_load_si256((const __m256i *)(s + 64 * (j) + 32));      \
+                p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(qa, w)), ones);  \
+            } else {                                                                            \
+                p = _mm256_add_epi32(_mm256_zextsi128_si256(_mm_cvtsi32_si128(-16 * a->sum)),   \
+                                     _mm256_madd_epi16(_mm256_maddubs_epi16(u, qa), ones));     \
+            }                                                                                   \
+            acc[t][k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a->d), _mm256_cvtepi32_ps(p), acc[t][k]); \
+        }                                                                                       \
+    }
+
+G2_INLINE void g2_dot_b32(int kind, const uint8_t *s, int64_t nb, const uint8_t *act, size_t stride, int N, float *out) {
+    const float *dv = (const float *)(s + (kind == CK_Q8_0 ? 64 : 32) * nb);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[2][4];
+    for (int t = 0; t < N; t++)
+        for (int k = 0; k < 4; k++) acc[t][k] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        G2_STEP32(kind, i, 0) G2_STEP32(kind, i + 1, 1) G2_STEP32(kind, i + 2, 2) G2_STEP32(kind, i + 3, 3)
+    }
+    for (; i < nb; i++) G2_STEP32(kind, i, 0)
+    for (int t = 0; t < N; t++)
+        out[t] = g2_hsum8(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
+}
+#undef G2_STEP32
+
+typedef void (*g2_pass_fn)(const uint8_t *s, int64_t nblk, const uint8_t *act, size_t stride, float *y, int64_t y_stride);
+
+// One decoded row times N tokens; results to y[k * y_stride].
+#define G2_PASS(name, CALL, N)                                                                  \
+    static G2_TARGET void g2_pass_##name##_##N(const uint8_t *s, int64_t nblk, const uint8_t *act, size_t stride, \
+                                               float *y, int64_t y_stride) {                     \
+        float out[4];                                                                           \
+        CALL;                                                                                   \
+        for (int k = 0; k < N; k++) y[k * y_stride] = out[k];                                   \
+    }
+#define N 1
+G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 1)
+G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 1)
+G2_PASS(q5_0, g2_dot_b32(CK_Q5_0, s, nblk, act, stride, N, out), 1)
+G2_PASS(q8_0, g2_dot_b32(CK_Q8_0, s, nblk, act, stride, N, out), 1)
+#undef N
+#define N 2
+G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 2)
+G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 2)
+G2_PASS(q5_0, g2_dot_b32(CK_Q5_0, s, nblk, act, stride, N, out), 2)
+G2_PASS(q8_0, g2_dot_b32(CK_Q8_0, s, nblk, act, stride, N, out), 2)
+#undef N
+#define N 3
+G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 3)
+G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 3)
+#undef N
+#define N 4
+G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 4)
+G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 4)
+#undef N
+#undef G2_PASS
+
+static G2_TARGET void g2_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
+                              const uint8_t *act, size_t act_stride, int64_t tokens, uint8_t *scratch, float *y,
+                              int64_t y_stride) {
+    static const g2_pass_fn q4[5] = {0, g2_pass_q4_K_1, g2_pass_q4_K_2, g2_pass_q4_K_3, g2_pass_q4_K_4};
+    static const g2_pass_fn q6[5] = {0, g2_pass_q6_K_1, g2_pass_q6_K_2, g2_pass_q6_K_3, g2_pass_q6_K_4};
+    static const g2_pass_fn q5[3] = {0, g2_pass_q5_0_1, g2_pass_q5_0_2};
+    static const g2_pass_fn q8[3] = {0, g2_pass_q8_0_1, g2_pass_q8_0_2};
+    const int kquant = type == CK_Q4_K || type == CK_Q6_K;
+    const g2_pass_fn *pass = type == CK_Q4_K ? q4 : type == CK_Q6_K ? q6 : type == CK_Q5_0 ? q5 : q8;
+    // Tokens per pass: four for the K-quants (two accumulators per token), two for the
+    // 32-block formats (four accumulators per token: the one-token kernel's chains).
+    const int maxn = kquant ? 4 : 2;
+    const int64_t nblk = kquant ? cols / 256 : cols / 32;
+    const size_t dec = g2_row_bytes(type, cols);
+    const size_t ahead = ck_prefetch_bytes();
+    int64_t tile = (int64_t)(G2_TILE_BYTES / dec);
+    tile = tile < 1 ? 1 : tile > G2_ROW_TILE ? G2_ROW_TILE : tile;
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        const int64_t nr = r1 - rt < tile ? r1 - rt : tile;
+        for (int64_t k = 0; k < nr; k++) {
+            const uint8_t *row = w + (rt + k) * row_bytes;
+            uint8_t *o = scratch + (size_t)k * dec;
+            ck_prefetch_row(row, row_bytes, ahead);  // small batches are memory-bound as decode is
+            switch (type) {
+            case CK_Q4_K: g2_decode_q4_K((const blk_q4_K *)row, nblk, (g2_ksb *)o); break;
+            case CK_Q6_K: g2_decode_q6_K((const blk_q6_K *)row, nblk, (g2_ksb *)o); break;
+            case CK_Q5_0: g2_decode_q5_0((const blk_q5_0 *)row, nblk, o); break;
+            default: g2_decode_q8_0((const blk_q8_0 *)row, nblk, o); break;
+            }
+        }
+        for (int64_t t = 0; t < tokens; t += maxn) {
+            const int n = tokens - t < maxn ? (int)(tokens - t) : maxn;
+            for (int64_t k = 0; k < nr; k++)
+                pass[n](scratch + (size_t)k * dec, nblk, act + (size_t)t * act_stride, act_stride, y + t * y_stride + rt + k, y_stride);
+        }
+    }
+}
+#endif
+
+int ck_gemm2_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
+#if defined(__x86_64__)
+    static int gemm_off = -1, kgemm_off = -1;
+    if (level != CK_LEVEL_AVX2 || !ck_level_supported(CK_LEVEL_AVX2) || tokens < 2 || cols <= 0) return 0;
+    if (type == CK_Q4_K || type == CK_Q6_K) return !g2_off("GEMMA_NODE_KGEMM", &kgemm_off) && cols % 256 == 0;
+    if (type == CK_Q5_0 || type == CK_Q8_0) return !g2_off("GEMMA_NODE_GEMM", &gemm_off) && cols % 32 == 0;
+    return 0;
+#else
+    (void)level; (void)type; (void)cols; (void)tokens;
+    return 0;
+#endif
+}
+
+size_t ck_gemm2_row_bytes(uint32_t type, int64_t cols) {
+    size_t dec = g2_row_bytes(type, cols);
+    size_t tile = dec ? G2_TILE_BYTES / dec : 1;
+    tile = tile < 1 ? 1 : tile > G2_ROW_TILE ? G2_ROW_TILE : tile;
+    return (tile * dec + 63) & ~(size_t)63;
+}
+
+void ck_gemm2_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
+                   const uint8_t *act, size_t act_stride, int64_t tokens, void *row_scratch, float *y, int64_t y_stride) {
+#if defined(__x86_64__)
+    g2_rows(type, w, row_bytes, r0, r1, cols, act, act_stride, tokens, row_scratch, y, y_stride);
+#else
+    (void)type; (void)w; (void)row_bytes; (void)r0; (void)r1; (void)cols; (void)act; (void)act_stride;
+    (void)tokens; (void)row_scratch; (void)y; (void)y_stride;
+#endif
+}
