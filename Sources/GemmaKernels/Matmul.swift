@@ -72,7 +72,8 @@ public func matmul(
     y: UnsafeMutablePointer<Float>, yStride: Int,
     pool: ThreadPool
 ) {
-    matmul(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: Kernels.active)
+    let level = FidelityProbe.exactMatmul(w.type) ? .reference : Kernels.active
+    matmul(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: level)
 }
 
 /// As `matmul(_:x:xStride:tokens:y:yStride:pool:)` with an explicit kernel level (tests, benchmarks).
