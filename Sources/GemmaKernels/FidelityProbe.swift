@@ -2,9 +2,9 @@
 // the rest stay on the fast kernels, to attribute the fast path's distance from f32 truth to
 // one op or weight format at a time. Read once from GEMMA_NODE_EXACT_OPS, a comma-separated
 // list of weight types (q5_0, q4_k, q6_k, q8_0, ...: matrix products with weights of that
-// type take f32 activations), `lm_head` (only the LM head's product), `attention` (the Swift
+// type take f32 activations, `matmulF32Activations`), `lm_head` (only the LM head's product), `attention` (the Swift
 // attention twin, K/V converted to f32 first) and `gelu` (the Swift GELU twin). Unset: all fast.
-// `--activations f32` (Kernels.force(.reference)) makes every op exact and overrides it.
+// `--activations f32` (Kernels.exactActivations) gives every matrix product f32 activations.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -76,9 +76,9 @@ enum KVTypeOption {
 
 /// `--activations q8|f32`: how the matrix products see their input. q8 (default) rounds the
 /// activations to int8 blocks for the integer SIMD dot products, as llama.cpp does; f32 is the
-/// exact mode: the reference kernels (weights dequantized, f32 products, Double sums, no
-/// activation rounding; attention and the MLP gate in their Swift twins), with the KV cache in
-/// f32 unless --kv-type says otherwise. docs/FIDELITY.md measures both against f32 truth.
+/// exact mode: weights dequantized to f32 rows and dotted with unrounded activations by the F32
+/// SIMD kernel (`matmulF32Activations`), with the KV cache in f32 unless --kv-type says
+/// otherwise. docs/FIDELITY.md measures both against f32 truth.
 enum ActivationsOption {
     static let help: ArgumentHelp = "Activations of the matrix products: q8 (default: int8 blocks, fast, as llama.cpp) or f32 (exact mode: no activation rounding and an f32 KV cache unless --kv-type is given; several times slower, see docs/FIDELITY.md). Every rank must use the same."
 
@@ -91,9 +91,9 @@ enum ActivationsOption {
         }
     }
 
-    /// Selects the reference kernels for f32 (process-wide); q8 leaves the kernel choice alone.
+    /// Puts f32 activations in force for every later matrix product (process-wide).
     static func apply(_ text: String) {
-        if (try? parse(text)) == true { Kernels.force(.reference) }
+        if (try? parse(text)) == true { Kernels.exactActivations = true }
     }
 }
 
