@@ -31,7 +31,9 @@ def bf16_bits(a):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def convert(gguf_path, out):
+def convert(gguf_path, out, dtype="BF16"):
+    """The GGUF's tensors dequantized into `out` (config.json + model.safetensors), stored as
+    BF16 (this check) or F32 (Scripts/gen_truth_logits.py: the dequantized values unrounded)."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
     reader = GGUFReader(gguf_path)
@@ -50,8 +52,8 @@ def convert(gguf_path, out):
         a = a.reshape(shape)
         if name.endswith("norm"):
             a = a - 1.0  # GGUF stores 1 + w; HF Gemma 3 stores w
-        b = bf16_bits(a).tobytes()
-        header[name + ".weight"] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + len(b)]}
+        b = bf16_bits(a).tobytes() if dtype == "BF16" else np.ascontiguousarray(a, dtype="<f4").tobytes()
+        header[name + ".weight"] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(b)]}
         offset += len(b)
         blobs.append(b)
     raw = json.dumps(header).encode()

@@ -63,7 +63,7 @@ public func attentionHead(q: UnsafePointer<Float>, keys: UnsafeRawPointer, value
     guard kvType.holds(headDim: headDim), rowBytes >= kvType.bytes(values: headDim) else {
         throw AttentionKernelError.badRow(type: kvType, headDim: headDim, rowBytes: rowBytes)
     }
-    if level == .reference {
+    if level == .reference || FidelityProbe.exactAttention {
         // Ring indices of the run, as f32 rows in a ring of the same capacity.
         var k = [Float](repeating: 0, count: capacity * headDim), v = k
         k.withUnsafeMutableBufferPointer { kb in
@@ -139,7 +139,7 @@ public func measureReadBandwidth(bytes: Int, passes: Int = 3, pool: ThreadPool) 
 /// `0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) * u`; C levels compute the same function as
 /// z / (1 + exp(-2y)) (a vector exp on AVX2/AVX-512), within a few f32 ulps.
 public func geluMul(_ g: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, count: Int, level: KernelLevel = Kernels.active) {
-    if level == .reference {
+    if level == .reference || FidelityProbe.exactGelu {
         for i in 0..<count {
             let z = g[i]
             g[i] = 0.5 * z * (1 + tanhf(0.7978845608028654 * (z + 0.044715 * z * z * z))) * u[i]

@@ -69,6 +69,14 @@ public enum Kernels {
         return KernelLevel(cLevel: ck_set_active_level(level.isSupported ? level.cLevel : Int32(CK_LEVEL_AUTO)))
     }
 
+    /// The exact mode (`--activations f32`): matrix products take f32 activations
+    /// (`matmulF32Activations`) instead of int8 blocks. Set once at start-up, before any matmul.
+    public static var exactActivations: Bool {
+        get { exactFlag.value }
+        set { exactFlag.value = newValue }
+    }
+    private static let exactFlag = ReferenceFlag(false)
+
     private static let referenceForced = ReferenceFlag(
         getenv("GEMMA_NODE_KERNELS").map { String(cString: $0).lowercased() == "reference" } ?? false)
 }

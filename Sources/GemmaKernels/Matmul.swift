@@ -72,7 +72,41 @@ public func matmul(
     y: UnsafeMutablePointer<Float>, yStride: Int,
     pool: ThreadPool
 ) {
-    matmul(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: Kernels.active)
+    let level = Kernels.active
+    if level != .reference && (Kernels.exactActivations || FidelityProbe.exactMatmul(w.type)) {
+        matmulF32Activations(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: level)
+        return
+    }
+    matmul(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: level)
+}
+
+/// The exact mode's product (`--activations f32`): no activation rounding. Each row of W is
+/// dequantized to f32 once per call (exactly as gguf-py does) and dotted with every token by
+/// the F32 SIMD kernel of `level`, so the only error left is that of f32 sums, as in any f32
+/// BLAS. Slower than the int8 path: every weight is expanded to 4 bytes in a per-thread row.
+public func matmulF32Activations(
+    _ w: WeightMatrix,
+    x: UnsafePointer<Float>, xStride: Int,
+    tokens: Int,
+    y: UnsafeMutablePointer<Float>, yStride: Int,
+    pool: ThreadPool, level: KernelLevel
+) {
+    let xs = UnsafeSendableBox(x)
+    let ys = UnsafeSendableBox(y)
+    let cols = w.cols
+    let f32 = WeightType.f32.rawValue
+    let c = level.cLevel
+    pool.parallelFor(w.rows, minChunk: 16) { r0, r1 in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { row in
+            let rp = row.baseAddress!
+            for r in r0..<r1 {
+                dequantizeRow(w, row: r, into: rp)
+                for t in 0..<tokens {
+                    ys.value[t * yStride + r] = ck_dot(c, f32, rp, xs.value + t * xStride, Int64(cols))
+                }
+            }
+        }
+    }
 }
 
 /// As `matmul(_:x:xStride:tokens:y:yStride:pool:)` with an explicit kernel level (tests, benchmarks).

@@ -71,6 +71,11 @@ public struct VocabParallelEmbedding: Sendable {
 
     /// Tied LM head: logits for this rank's vocabulary slice only, [tokens, vocabRange.count].
     public func logits(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if FidelityProbe.exactLMHead && Kernels.active != .reference {
+            matmulF32Activations(weight, x: x, xStride: weight.cols, tokens: tokens, y: y, yStride: weight.rows,
+                                 pool: pool, level: Kernels.active)
+            return
+        }
         matmul(weight, x: x, xStride: weight.cols, tokens: tokens, y: y, yStride: weight.rows, pool: pool)
     }
 }

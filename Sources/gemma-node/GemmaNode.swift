@@ -10,7 +10,7 @@ struct GemmaNode: ParsableCommand {
         commandName: "gemma-node",
         abstract: "Tensor-parallel Gemma inference over MPI.",
         subcommands: [
-            GenerateCommand.self, ChatCommand.self, LogitsCommand.self, TokenizeCommand.self,
+            GenerateCommand.self, ChatCommand.self, LogitsCommand.self, PerplexityCommand.self, TokenizeCommand.self,
             ServeCommand.self, BenchCommand.self, InspectCommand.self, PlanCommand.self, ClusterCheckCommand.self, SynthCommand.self,
             ShardCommand.self,
         ],

@@ -86,13 +86,36 @@ enum WeightsFromRoot {
 
 /// `--kv-type f32|f16|q8_0`: how the KV cache stores keys and values.
 enum KVTypeOption {
-    static let help: ArgumentHelp = "KV cache type: f32, f16 (default, as llama.cpp) or q8_0 (blocks of 32 int8 with an f16 scale; head dims must be multiples of 32). Every rank must use the same."
+    static let help: ArgumentHelp = "KV cache type: f32, f16 (default, as llama.cpp; f32 with --activations f32) or q8_0 (blocks of 32 int8 with an f16 scale; head dims must be multiples of 32). Every rank must use the same."
 
     static func parse(_ text: String) throws -> KVCacheType {
         guard let type = KVCacheType(rawValue: text.lowercased()) else {
             throw ValidationError("--kv-type must be f32, f16 or q8_0, got \(text)")
         }
         return type
+    }
+}
+
+/// `--activations q8|f32`: how the matrix products see their input. q8 (default) rounds the
+/// activations to int8 blocks for the integer SIMD dot products, as llama.cpp does; f32 is the
+/// exact mode: weights dequantized to f32 rows and dotted with unrounded activations by the F32
+/// SIMD kernel (`matmulF32Activations`), with the KV cache in f32 unless --kv-type says
+/// otherwise. docs/FIDELITY.md measures both against f32 truth.
+enum ActivationsOption {
+    static let help: ArgumentHelp = "Activations of the matrix products: q8 (default: int8 blocks, fast, as llama.cpp) or f32 (exact mode: no activation rounding and an f32 KV cache unless --kv-type is given; several times slower, see docs/FIDELITY.md). Every rank must use the same."
+
+    /// True for f32.
+    static func parse(_ text: String) throws -> Bool {
+        switch text.lowercased() {
+        case "q8", "q8_0": return false
+        case "f32": return true
+        default: throw ValidationError("--activations must be q8 or f32, got \(text)")
+        }
+    }
+
+    /// Puts f32 activations in force for every later matrix product (process-wide).
+    static func apply(_ text: String) {
+        if (try? parse(text)) == true { Kernels.exactActivations = true }
     }
 }
 
@@ -119,7 +142,17 @@ struct ModelOptions: ParsableArguments {
     var weightsFromRoot = false
 
     @Option(name: .customLong("kv-type"), help: KVTypeOption.help)
-    var kvType: String = "f16"
+    var kvType: String?
+
+    @Option(name: .customLong("activations"), help: ActivationsOption.help)
+    var activations: String = "q8"
+
+    /// The `--kv-type` in force: as given, else f32 with `--activations f32` (the exact mode
+    /// keeps keys and values unrounded too), else f16.
+    var resolvedKVType: KVCacheType {
+        if let kvType, let type = try? KVTypeOption.parse(kvType) { return type }
+        return activations.lowercased() == "f32" ? .f32 : .f16
+    }
 
     /// The `--quant` type, nil when not given.
     var quantizeType: WeightType? {
@@ -135,11 +168,13 @@ struct ModelOptions: ParsableArguments {
 
     /// The load options of these flags: the one place every command gets them from, so
     /// -c, -t and --quant mean the same everywhere. `slots` and `maxBatchTokens` are the
-    /// command's own (serve's --parallel and --batch-tokens).
+    /// command's own (serve's --parallel and --batch-tokens). It also puts `--activations`
+    /// in force (a process-wide kernel choice, `ActivationsOption.apply`).
     func loadOptions(slots: Int = 1, maxBatchTokens: Int = 512) -> GemmaLoadOptions {
-        Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
-                         maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil,
-                         kvType: (try? KVTypeOption.parse(kvType)) ?? .f16, weightsFromRoot: weightsFromRoot)
+        ActivationsOption.apply(activations)
+        return Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
+                                maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil,
+                                kvType: resolvedKVType, weightsFromRoot: weightsFromRoot)
     }
 
     /// Load options from flag values, for commands with flags of their own (bench).
@@ -154,7 +189,8 @@ struct ModelOptions: ParsableArguments {
         if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
         _ = try SplitOption.parse(split)
-        _ = try KVTypeOption.parse(kvType)
+        if let kvType { _ = try KVTypeOption.parse(kvType) }
+        _ = try ActivationsOption.parse(activations)
         if let quant, quantizeType.map({ [.q8_0, .q4_0, .f16, .bf16, .f32].contains($0) }) != true {
             throw ValidationError("--quant must be q8_0, q4_0, f16, bf16 or f32, got \(quant)")
         }

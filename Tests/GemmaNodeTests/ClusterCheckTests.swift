@@ -145,7 +145,7 @@ import Testing
         }
         let dump = try JSONDecoder().decode(Dump.self, from: Data(help.stdout.utf8))
         let names = (dump.command.subcommands ?? []).map(\.commandName).filter { $0 != "help" }
-        #expect(Set(names) == ["generate", "chat", "logits", "tokenize", "serve", "bench", "inspect", "plan", "cluster-check", "synth", "shard"],
+        #expect(Set(names) == ["generate", "chat", "logits", "perplexity", "tokenize", "serve", "bench", "inspect", "plan", "cluster-check", "synth", "shard"],
                 "\(names)")
         // `gemma-node` alone serves; `--help` still lists every command and marks that one.
         let root = try GemmaNodeBinary.run(["--help"])

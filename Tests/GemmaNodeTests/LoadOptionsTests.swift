@@ -52,4 +52,18 @@ import Testing
         #expect(throws: (any Error).self) { try BenchCommand.parse(["--kv-type", "bf16"]) }
         #expect(throws: (any Error).self) { try InspectCommand.parse(["--kv-type", "f8"]) }
     }
+
+    /// --activations f32 (the exact mode) makes the KV cache f32 unless --kv-type is given;
+    /// anything but q8 or f32 is refused. (`resolvedKVType` only: `loadOptions()` would put the
+    /// exact mode in force for the whole test process.)
+    @Test func exactActivationsDefaultToAnF32Cache() throws {
+        let base = ["-m", "/models/m.gguf", "-f", "/texts/t.txt"]
+        #expect(try PerplexityCommand.parse(base).modelOptions.resolvedKVType == .f16)
+        #expect(try PerplexityCommand.parse(base + ["--activations", "f32"]).modelOptions.resolvedKVType == .f32)
+        #expect(try PerplexityCommand.parse(base + ["--activations", "f32", "--kv-type", "f16"]).modelOptions.resolvedKVType == .f16)
+        #expect(try GenerateCommand.parse(["--activations", "F32", "--tokens", "2"]).modelOptions.resolvedKVType == .f32)
+        #expect(throws: (any Error).self) { try GenerateCommand.parse(["--activations", "bf16", "--tokens", "2"]) }
+        #expect(throws: (any Error).self) { try PerplexityCommand.parse(["-m", "/m.gguf"]) }
+        #expect(throws: (any Error).self) { try PerplexityCommand.parse(base + ["--kl-base", "a", "--save-logits", "b"]) }
+    }
 }
