@@ -3,6 +3,7 @@
 // Layers (dependencies point down only):
 //   gemma-node (CLI) -> GemmaServer -> GemmaEngine -> GemmaWire/GemmaTokenizer/GemmaModel
 //   -> GemmaParallel -> GemmaKernels; GemmaMPI (+CMPI) is the only code that knows MPI exists.
+import Foundation
 import PackageDescription
 
 /// Release builds of the C kernels get -O3; debug builds also get -O2 so `swift test`
@@ -62,6 +63,12 @@ let package = Package(
             swiftSettings: swiftFast
         ),
 
+        // Every parser of outside bytes as a fuzz target (Scripts/fuzz.sh); the corpus replay
+        // test runs the committed seeds and past crashes through them in every test run.
+        .target(name: "GemmaFuzz", dependencies: [
+            "GemmaEngine", "GemmaFormats", "GemmaModel", "GemmaParallel", "GemmaServer", "GemmaTokenizer", "GemmaWire",
+        ]),
+
         // Tests: GemmaTestSupport holds what the test targets share (fixture paths, the
         // default model and Python environment with clear errors when missing, a seeded RNG).
         .target(name: "GemmaTestSupport", path: "Tests/GemmaTestSupport"),
@@ -74,5 +81,13 @@ let package = Package(
         .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaTestSupport", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire"]),
         .testTarget(name: "GemmaNodeTests", dependencies: ["GemmaTestSupport", "gemma-node"]),
         .testTarget(name: "GemmaServerTests", dependencies: ["GemmaTestSupport", "GemmaServer", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaTokenizer"]),
+        .testTarget(name: "GemmaFuzzTests", dependencies: ["GemmaTestSupport", "GemmaFuzz"]),
     ]
 )
+
+// The libFuzzer driver has no main of its own (libFuzzer supplies it), so it exists only in the
+// fuzzing build: GEMMA_NODE_FUZZ=1 swift build --sanitize fuzzer --sanitize address --product gemma-fuzz.
+if ProcessInfo.processInfo.environment["GEMMA_NODE_FUZZ"] != nil {
+    package.targets.append(.executableTarget(name: "gemma-fuzz", dependencies: ["GemmaFuzz"], path: "Fuzz/gemma-fuzz",
+                                             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+}

@@ -11,11 +11,15 @@ import GemmaTokenizer
 /// Errors of the model session.
 public enum ModelSessionError: SameOnEveryRankError, CustomStringConvertible, Equatable {
     case noTokenizer(String)
+    /// The tokenizer can produce ids the model has no embedding for.
+    case tokenizerMismatch(path: String, tokens: Int, vocabulary: Int)
 
     public var description: String {
         switch self {
         case let .noTokenizer(path):
             return "text prompts need a tokenizer, and none is available for \(path): pass token ids with --tokens"
+        case let .tokenizerMismatch(path, tokens, vocabulary):
+            return "the tokenizer at \(path) has \(tokens) tokens but the model's vocabulary has \(vocabulary): it belongs to another model"
         }
     }
 }
@@ -52,6 +56,17 @@ public enum ModelSession {
 
     /// The model's tokenizer: tokenizer.json / tokenizer.model in a model directory, or the
     /// vocabulary inside a GGUF file; nil when a directory has neither (token-id input only).
+    /// `tokenizer(_:)` checked against the model it will feed: a tokenizer with more entries
+    /// than the model's vocabulary (another model's) is refused, since its ids past the end
+    /// would only fail later, request by request. Fewer is normal (padded vocabularies).
+    public static func tokenizer(_ path: String, for model: any ShardedCausalLM) throws -> GemmaTokenizer? {
+        guard let tok = try tokenizer(path) else { return nil }
+        guard tok.count <= model.vocabSize else {
+            throw ModelSessionError.tokenizerMismatch(path: path, tokens: tok.count, vocabulary: model.vocabSize)
+        }
+        return tok
+    }
+
     public static func tokenizer(_ path: String) throws -> GemmaTokenizer? {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return nil }

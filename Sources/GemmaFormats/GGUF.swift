@@ -134,7 +134,10 @@ public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {
         case let .bool(b): return b ? "true" : "false"
         case let .float32(x): return "\(x)"
         case let .float64(x): return "\(x)"
-        default: return intValue.map { "\($0)" } ?? "\(self)"
+        // Printed from the stored integer itself: a u64 above Int.max has no intValue (and
+        // "\(self)" here would call this property again, recursing until the stack ran out).
+        case let .uint64(v): return "\(v)"
+        default: return intValue.map { "\($0)" } ?? "?"
         }
     }
 
@@ -312,6 +315,7 @@ public final class GGUFFile: @unchecked Sendable {
         // Every tensor's extent is checked now (the common case: a truncated download), using
         // GGML's block sizes even for types the kernels cannot read: such a type is an error
         // only when the tensor is used, since a file may hold tensors this program never reads.
+        var extents: [(begin: Int, end: Int, name: String)] = []
         for t in tensors {
             guard let (bs, bpb) = ggmlBlockSizes[t.typeID] else { continue }
             guard t.columns % bs == 0 else {
@@ -323,6 +327,13 @@ public final class GGUFFile: @unchecked Sendable {
             guard !o1, !o2, end <= file.size else {
                 throw GGUFError.truncated(file: name, what: "data of tensor \(t.name) (type \(t.typeID), dims \(t.dims))", offset: start + t.offset, needed: o1 ? Int.max : bytes, fileSize: file.size)
             }
+            if bytes > 0 { extents.append((start + t.offset, end, t.name)) }
+        }
+        // Two tensors sharing bytes means a damaged tensor table (llama.cpp's writer lays them
+        // out one after another; its reader requires exactly that layout).
+        extents.sort { $0.begin < $1.begin }
+        for (a, b) in zip(extents, extents.dropFirst()) where b.begin < a.end {
+            throw GGUFError.corrupt(file: name, reason: "tensors \(a.name) and \(b.name) overlap (bytes \(a.begin)..<\(a.end) and \(b.begin)..<\(b.end))")
         }
         self.entries = metadata
         self.metadataKeys = keys

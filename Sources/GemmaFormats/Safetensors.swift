@@ -106,12 +106,16 @@ public final class SafetensorsArchive: @unchecked Sendable {
     }
 
     /// Opens the given files; a tensor name appearing in two files is an error.
-    public init(files: [String]) throws {
-        var regions: [MappedFile] = []
+    public convenience init(files: [String]) throws {
+        try self.init(regions: files.map(mapSafetensorsFile))
+    }
+
+    /// Reads already mapped files (or in-memory bytes, as the fuzz harness does); each
+    /// region's `path` names it in errors.
+    public init(regions: [MappedFile]) throws {
         var tensors: [String: SafetensorsTensorInfo] = [:]
-        for (i, path) in files.enumerated() {
-            let region = try mapSafetensorsFile(path)
-            regions.append(region)
+        for (i, region) in regions.enumerated() {
+            let path = region.path
             for info in try Self.parseHeader(region, path: path, fileIndex: i) {
                 if tensors[info.name] != nil {
                     throw SafetensorsError.badIndex(file: path, reason: "tensor \(info.name) appears in more than one file")
@@ -119,7 +123,7 @@ public final class SafetensorsArchive: @unchecked Sendable {
                 tensors[info.name] = info
             }
         }
-        self.files = files
+        self.files = regions.map(\.path)
         self.tensors = tensors
         self.regions = regions
     }
@@ -160,16 +164,23 @@ public final class SafetensorsArchive: @unchecked Sendable {
                 let (m, o) = acc.0.multipliedReportingOverflow(by: d)
                 return (m, acc.1 || o)
             }
-            let bytes = elements * dtype.byteSize
-            guard !overflow, offsets[1] - offsets[0] == bytes else {
+            // Checked arithmetic throughout: shapes and offsets come from the file, and the
+            // release build does not trap on overflow.
+            let (bytes, overflow2) = elements.multipliedReportingOverflow(by: dtype.byteSize)
+            guard !overflow, !overflow2, offsets[1] - offsets[0] == bytes else {
                 throw SafetensorsError.badHeader(file: path, reason: "tensor \(name): data_offsets span \(offsets[1] - offsets[0]) bytes, shape \(shape) of \(dtypeName) needs \(bytes)")
             }
-            let end = dataStart + offsets[1]
-            guard end <= region.size else {
-                throw SafetensorsError.truncated(file: path, tensor: name, needed: end, fileSize: region.size)
+            let (end, overflow3) = dataStart.addingReportingOverflow(offsets[1])
+            guard !overflow3, end <= region.size else {
+                throw SafetensorsError.truncated(file: path, tensor: name, needed: overflow3 ? Int.max : end, fileSize: region.size)
             }
             out.append(SafetensorsTensorInfo(name: name, dtype: dtype, shape: shape, fileIndex: fileIndex,
                                              offset: dataStart + offsets[0], byteCount: bytes))
+        }
+        // Tensors sharing bytes: a damaged header (the safetensors format forbids it).
+        let extents = out.filter { $0.byteCount > 0 }.sorted { $0.offset < $1.offset }
+        for (a, b) in zip(extents, extents.dropFirst()) where b.offset < a.offset + a.byteCount {
+            throw SafetensorsError.badHeader(file: path, reason: "tensors \(a.name) and \(b.name) overlap")
         }
         return out
     }

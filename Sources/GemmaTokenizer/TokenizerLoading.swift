@@ -132,6 +132,13 @@ extension GemmaTokenizer {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TokenizerError.unreadable(file: path, reason: "cannot read the file")
         }
+        let configPath = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("tokenizer_config.json").path
+        try self.init(tokenizerJSONData: data, configData: FileManager.default.contents(atPath: configPath), source: path)
+    }
+
+    /// `init(tokenizerJSON:)` on bytes already read: `data` is the tokenizer.json,
+    /// `configData` the tokenizer_config.json beside it (if any); `source` names it in errors.
+    public convenience init(tokenizerJSONData data: Data, configData: Data?, source path: String) throws {
         let root: JSONValue
         do { root = try OrderedJSONParser.parse([UInt8](data)) } catch {
             throw TokenizerError.unreadable(file: path, reason: "\(error)")
@@ -204,8 +211,7 @@ extension GemmaTokenizer {
         var addBOS = Self.mentions(root["post_processor"], "<bos>")
         var addEOS = false
         var bosText = "<bos>", eosText = "<eos>"
-        let configPath = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("tokenizer_config.json").path
-        if let cd = FileManager.default.contents(atPath: configPath),
+        if let cd = configData,
            let config = (try? JSONSerialization.jsonObject(with: cd)) as? [String: Any] {
             if let b = config["add_bos_token"] as? Bool { addBOS = b }
             if let e = config["add_eos_token"] as? Bool { addEOS = e }

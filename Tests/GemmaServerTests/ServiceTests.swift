@@ -21,11 +21,14 @@ final class ScriptModel: ShardedCausalLM {
     let slots: Int
     let maxBatchTokens = 64
     let script: [Int32]
+    /// Seconds each forward pass sleeps (a slow model, so a cancellation can land midway).
+    let stepDelay: Double
     private var lengths: [Int]
     private var output: [Float]
 
-    init(vocabSize: Int, script: [Int32], maxContext: Int = 64, slots: Int = 2) {
+    init(vocabSize: Int, script: [Int32], maxContext: Int = 64, slots: Int = 2, stepDelay: Double = 0) {
         self.vocabSize = vocabSize
+        self.stepDelay = stepDelay
         self.script = script
         self.maxContext = maxContext
         self.slots = slots
@@ -36,6 +39,7 @@ final class ScriptModel: ShardedCausalLM {
     static func next(_ script: [Int32], position: Int) -> Int32 { script[position % script.count] }
 
     func forward(_ batch: [BatchEntry]) throws -> LogitsSlice {
+        if stepDelay > 0 { usleep(UInt32(stepDelay * 1e6)) }
         var rows = 0
         for e in batch {
             guard e.position == lengths[e.slot] else { throw EngineError.badPlan("slot \(e.slot) not released") }
@@ -64,15 +68,15 @@ final class ServiceHarness: @unchecked Sendable {
 
     /// `tokenizer` and `script` replace the fixture tokenizer and the reply's ids when given.
     init(reply: String, eos: Bool = false, maxContext: Int = 64, slots: Int = 2, maxQueued: Int = 8, apiKey: String? = nil,
-         tokenizer custom: GemmaTokenizer? = nil, script ids: [Int32]? = nil) throws {
+         tokenizer custom: GemmaTokenizer? = nil, script ids: [Int32]? = nil, stepDelay: Double = 0, maxBodyBytes: Int = 1 << 20) throws {
         tokenizer = try custom ?? GemmaTokenizer.load(path: Self.tokenizerPath)
         var s = ids ?? tokenizer.encode(reply, addSpecial: false)
         if eos, let e = tokenizer.eosID { s.append(e) }
         script = s
-        let model = ScriptModel(vocabSize: tokenizer.count, script: s, maxContext: maxContext, slots: slots)
+        let model = ScriptModel(vocabSize: tokenizer.count, script: s, maxContext: maxContext, slots: slots, stepDelay: stepDelay)
         let executor = StepExecutor(model: model, comm: SoloCommunicator())
         scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueued)
-        service = OpenAIService(config: ServerConfig(modelName: "script", apiKey: apiKey))
+        service = OpenAIService(config: ServerConfig(modelName: "script", apiKey: apiKey, maxBodyBytes: maxBodyBytes))
         service.attach(Backend(scheduler: scheduler, tokenizer: tokenizer, template: ChatTemplate(format: .gemma), maxContext: maxContext,
                                stopTokens: Set(tokenizer.endOfGenerationIDs)))
         let scheduler = self.scheduler

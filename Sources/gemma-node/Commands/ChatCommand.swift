@@ -45,7 +45,7 @@ struct ChatCommand: ParsableCommand {
         try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { comm in
             let model = try ModelSession.load(path: modelOptions.resolvedModelPath, options: modelOptions.loadOptions(), comm: comm)
             let tokenizer: GemmaTokenizer? = try comm.agreeOn {
-                comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath) : nil
+                comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath, for: model) : nil
             }
             // Agreed, so a model without a tokenizer fails on every rank before any plan.
             try comm.agree(comm.isCoordinator && tokenizer == nil

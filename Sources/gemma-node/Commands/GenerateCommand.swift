@@ -55,7 +55,7 @@ struct GenerateCommand: ParsableCommand {
             // Only rank 0 encodes and decodes: workers receive token ids in the step plans. The
             // outcome is agreed, so a missing tokenizer is the same error on every rank.
             let tokenizer: GemmaTokenizer? = try comm.agreeOn {
-                comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath) : nil
+                comm.isCoordinator ? try ModelSession.tokenizer(modelOptions.resolvedModelPath, for: model) : nil
             }
             let prompt: [Int32] = try comm.agreeOn {
                 if let tokens { return try TokenList.parse(tokens) }

@@ -93,7 +93,7 @@ struct ServeCommand: ParsableCommand {
             // stops with the same message.
             let loaded: (GemmaTokenizer, Int)? = try timed.agreeOn {
                 guard comm.isCoordinator, let server else { return nil }
-                guard let tok = try ModelSession.tokenizer(tokenizer ?? path) else {
+                guard let tok = try ModelSession.tokenizer(tokenizer ?? path, for: model) else {
                     throw ServeError.noTokenizer(path)
                 }
                 return (tok, try server.waitUntilListening())
