@@ -329,10 +329,11 @@ public final class GGUFFile: @unchecked Sendable {
             }
             if bytes > 0 { extents.append((start + t.offset, end, t.name)) }
         }
-        // Two tensors sharing bytes means a damaged tensor table (llama.cpp's writer lays them
-        // out one after another; its reader requires exactly that layout).
-        extents.sort { $0.begin < $1.begin }
-        for (a, b) in zip(extents, extents.dropFirst()) where b.begin < a.end {
+        // Two tensors partly sharing bytes means a damaged tensor table (llama.cpp's writer lays
+        // them out one after another). Two names for exactly the same bytes (a tied weight
+        // written once) are allowed. Sorted by start, any overlap shows between neighbours.
+        extents.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        for (a, b) in zip(extents, extents.dropFirst()) where b.begin < a.end && (a.begin, a.end) != (b.begin, b.end) {
             throw GGUFError.corrupt(file: name, reason: "tensors \(a.name) and \(b.name) overlap (bytes \(a.begin)..<\(a.end) and \(b.begin)..<\(b.end))")
         }
         self.entries = metadata

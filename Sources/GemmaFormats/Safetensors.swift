@@ -177,9 +177,12 @@ public final class SafetensorsArchive: @unchecked Sendable {
             out.append(SafetensorsTensorInfo(name: name, dtype: dtype, shape: shape, fileIndex: fileIndex,
                                              offset: dataStart + offsets[0], byteCount: bytes))
         }
-        // Tensors sharing bytes: a damaged header (the safetensors format forbids it).
-        let extents = out.filter { $0.byteCount > 0 }.sorted { $0.offset < $1.offset }
-        for (a, b) in zip(extents, extents.dropFirst()) where b.offset < a.offset + a.byteCount {
+        // Tensors partly sharing bytes: a damaged header. Two names for exactly the same bytes
+        // (a tied weight stored once) are allowed. Sorted by start, any overlap shows between
+        // neighbours.
+        let extents = out.filter { $0.byteCount > 0 }.sorted { ($0.offset, $0.byteCount) < ($1.offset, $1.byteCount) }
+        for (a, b) in zip(extents, extents.dropFirst())
+        where b.offset < a.offset + a.byteCount && (a.offset, a.byteCount) != (b.offset, b.byteCount) {
             throw SafetensorsError.badHeader(file: path, reason: "tensors \(a.name) and \(b.name) overlap")
         }
         return out

@@ -46,7 +46,9 @@ public enum FuzzSeeds {
                 #"{"model":"m","prompt":"Once upon a time","max_tokens":8}"#,
                 #"{"model":"m","prompt":["a"],"temperature":0,"stop":"."}"#,
             ]
-            return chat.enumerated().map { ("chat\($0.offset).json", [0] + Array($0.element.utf8)) }
+            // Seeds 2 and 3 are refused by design (context overflow; a conversation opening
+            // with the assistant), so the error paths are in the corpus from the start.
+            return chat.enumerated().map { ("chat\($0.offset)\($0.offset >= 2 ? "_refused" : "").json", [0] + Array($0.element.utf8)) }
                 + completion.enumerated().map { ("completion\($0.offset).json", [1] + Array($0.element.utf8)) }
         }
     }

@@ -26,8 +26,11 @@ public struct APIError: Error, CustomStringConvertible, Sendable, Equatable {
 
     /// The prompt plus the completion budget do not fit the context (OpenAI's wording).
     public static func contextOverflow(prompt: Int, completion: Int, context: Int) -> APIError {
-        APIError(status: 400, type: "invalid_request_error", code: "context_length_exceeded", param: "messages",
-                 message: "This model's maximum context length is \(context) tokens. However, you requested \(prompt + completion) tokens "
+        // The total is printed as a wider sum: max_tokens may be near Int.max.
+        let total = Int64(prompt).addingReportingOverflow(Int64(completion))
+        let requested = total.overflow ? "\(UInt64(prompt) + UInt64(completion))" : "\(total.partialValue)"
+        return APIError(status: 400, type: "invalid_request_error", code: "context_length_exceeded", param: "messages",
+                 message: "This model's maximum context length is \(context) tokens. However, you requested \(requested) tokens "
                     + "(\(prompt) in the prompt, \(completion) for the completion). Please reduce the prompt or max_tokens.")
     }
 

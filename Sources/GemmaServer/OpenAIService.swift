@@ -273,7 +273,9 @@ public final class OpenAIService: @unchecked Sendable {
         let maxTokens: Int
         if let requested {
             guard requested >= 1 else { throw APIError.badRequest("max_tokens must be at least 1, got \(requested)", param: "max_tokens") }
-            if tokens.count + requested > context {
+            // Compared by subtraction: max_tokens near Int.max would overflow the sum, and the
+            // trap would take the whole server down with one request.
+            if requested > context - tokens.count {
                 throw APIError.contextOverflow(prompt: tokens.count, completion: requested, context: context)
             }
             maxTokens = requested

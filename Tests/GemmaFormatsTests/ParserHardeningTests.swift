@@ -13,7 +13,8 @@ import GemmaTestSupport
         #expect(GGUFValue.array(elementType: .uint64, values: [.uint64(1 << 63)]).description.contains("9223372036854775808"))
     }
 
-    /// Tensor table entries pointing at the same bytes: refused, naming both tensors.
+    /// Tensor table entries partly sharing bytes (different sizes at one offset): refused,
+    /// naming both tensors.
     @Test func overlappingGGUFTensorsAreRefused() throws {
         var bytes = [UInt8](try Data(contentsOf: TestPaths.fixture("gguf/types_v3.gguf")))
         let g = try GGUFFile(file: MappedFile(bytes: bytes, name: "types_v3.gguf"))
@@ -55,6 +56,11 @@ import GemmaTestSupport
             #expect(throws: SafetensorsError.self, "\(what)") {
                 _ = try SafetensorsArchive(regions: [Self.safetensors(header, dataBytes: 16)])
             }
+        }
+        // Two names for the same bytes (a tied weight stored once) are fine.
+        #expect(throws: Never.self) {
+            _ = try SafetensorsArchive(regions: [Self.safetensors(
+                #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, dataBytes: 16)])
         }
         // The same layout without the overlap is fine.
         #expect(throws: Never.self) {

@@ -21,6 +21,10 @@ final class RawHTTPConnection {
         guard fd >= 0 else { throw MissingDependency("socket() failed: errno \(errno)") }
         var tv = timeval(tv_sec: Int(receiveTimeout), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // A server that answered early (413) stops reading the body: sending the rest would
+        // block for good, so sends give up after a few seconds and the answer is read instead.
+        var sendTimeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -50,16 +54,27 @@ final class RawHTTPConnection {
 
     func send(_ text: String) -> Bool { send(Array(text.utf8)) }
 
-    /// Reads until the peer closes or the timeout passes; returns what arrived.
+    /// Reads one response: until its Content-Length is complete, the peer closes, or the
+    /// timeout passes; returns what arrived.
     func readAll() -> [UInt8] {
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
+        while !Self.complete(out) {
             let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
             out += buf[0..<n]
         }
         return out
+    }
+
+    /// Headers received and, when they give a Content-Length, that many body bytes.
+    static func complete(_ bytes: [UInt8]) -> Bool {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let end = text.range(of: "\r\n\r\n") else { return false }
+        let head = text[..<end.lowerBound].lowercased()
+        guard let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+              let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) else { return false }
+        return text[end.upperBound...].utf8.count >= length
     }
 
     /// Reads until `marker` has arrived (or the peer closes / times out).
@@ -135,7 +150,7 @@ final class HTTPHarness {
     func post(_ path: String, _ body: [UInt8], contentLength: Bool = true) throws -> RawResponse {
         let c = try RawHTTPConnection(port: port)
         c.send(Self.request(path, body: body, contentLength: contentLength))
-        return try #require(RawResponse(c.readAll()), "no HTTP response to \(path)")
+        return try #require(RawResponse(c.readAll()), "no HTTP response to \(path) for \(String(decoding: body.prefix(200), as: UTF8.self))")
     }
 
     func post(_ path: String, _ json: String) throws -> RawResponse { try post(path, Array(json.utf8)) }
@@ -202,7 +217,8 @@ final class HTTPHarness {
     /// Slow clients (a byte at a time, a body that stalls) hold only their own connection:
     /// requests from others are answered meanwhile.
     @Test func slowClientsDoNotBlockOthers() throws {
-        let h = try HTTPHarness()
+        // Queue room for all nine slow requests finishing at once (else some are rightly 429).
+        let h = try HTTPHarness(maxQueued: 16)
         defer { h.stop() }
         let full = HTTPHarness.request("/v1/completions", body: Array(#"{"prompt": "a", "max_tokens": 2}"#.utf8))
         var slow: [RawHTTPConnection] = []
