@@ -120,7 +120,8 @@ final class HTTPHarness {
         harness = try ServiceHarness(reply: reply, maxContext: maxContext, slots: slots, maxQueued: maxQueued,
                                      stepDelay: stepDelay, maxBodyBytes: maxBodyBytes)
         server = BackgroundServer.start(service: harness.service, host: "127.0.0.1", port: 0)
-        port = try server.waitUntilListening()
+        // Generous: the full suite runs mpirun jobs beside this on 2 cores (30 s was missed once).
+        port = try server.waitUntilListening(timeout: 180)
     }
 
     func stop() {
