@@ -43,8 +43,15 @@ echo "test: built in $(( $(date +%s) - start )) s" >&2
 if [ "$FAST" = 1 ]; then
     echo "test: swift test (in-process suites; GemmaNodeTests, which run the binary, skipped by --fast)" >&2
     swift test --skip-build --skip GemmaNodeTests "$@"
-else
-    echo "test: swift test (all suites)" >&2
+elif [ $# -gt 0 ]; then
     swift test --skip-build "$@"
+else
+    # The in-process HTTP server tests run alone after the rest: beside the mpirun suites, whose
+    # synchronous waits hold Swift's cooperative threads (2 on 2 cores), their server's tasks
+    # could not get scheduled for minutes.
+    echo "test: swift test (all suites but HTTPBadInputTests)" >&2
+    swift test --skip-build --skip HTTPBadInputTests
+    echo "test: swift test --filter HTTPBadInputTests (alone)" >&2
+    swift test --skip-build --filter HTTPBadInputTests
 fi
 echo "test: done in $(( $(date +%s) - start )) s" >&2
