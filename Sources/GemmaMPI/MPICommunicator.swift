@@ -219,13 +219,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     private func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: MPI_Op?, name: String) throws {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         try withComm(name) { comm in
-            var offset = 0
-            while offset < buffer.count {  // MPI counts are Int32: split huge buffers
-                let n = min(buffer.count - offset, Self.maxCount)
-                var request: MPI_Request? = gn_request_null()
-                try Self.check(MPI_Iallreduce(gn_in_place(), base + offset, Int32(n), gn_float(), op, comm, &request), name)
-                try waitBounded(&request, name, sleeping: false)
-                offset += n
+            try inPieces(buffer.count, name, sleeping: false) { offset, n, request in
+                try Self.check(MPI_Iallreduce(gn_in_place(), base + offset, n, gn_float(), op, comm, &request), name)
             }
         }
     }
@@ -252,13 +247,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             var payload = rank == root ? bytes : [UInt8](repeating: 0, count: Int(length))
             try payload.withUnsafeMutableBytes { raw in
                 guard let base = raw.baseAddress else { return }
-                var offset = 0
-                while offset < raw.count {
-                    let n = min(raw.count - offset, Self.maxCount)
-                    var request: MPI_Request? = gn_request_null()
-                    try Self.check(MPI_Ibcast(base + offset, Int32(n), gn_byte(), Int32(root), comm, &request), "MPI_Ibcast(payload)")
-                    try waitBounded(&request, what, sleeping: false)
-                    offset += n
+                try inPieces(raw.count, what, sleeping: false) { offset, n, request in
+                    try Self.check(MPI_Ibcast(base + offset, n, gn_byte(), Int32(root), comm, &request), "MPI_Ibcast(payload)")
                 }
             }
             return payload
@@ -324,49 +314,61 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         if from == to || (rank != from && rank != to) { return rank == from ? bytes : [] }
         let what = "the transfer from rank \(from) to rank \(to)"
         return try withComm(what) { comm in
-            let tag: Int32 = 7101
             if rank == from {
                 var length = Int64(bytes.count)
                 try withUnsafeMutableBytes(of: &length) { raw in
-                    var request: MPI_Request? = gn_request_null()
-                    try Self.check(MPI_Isend(raw.baseAddress, 1, gn_int64(), Int32(to), tag, comm, &request), "MPI_Isend(length)")
-                    try waitBounded(&request, what, sleeping: false)
+                    try pointToPoint(raw, type: gn_int64(), count: 1, send: true, peer: to, comm: comm, what, sleeping: false)
                 }
                 try bytes.withUnsafeBytes { raw in
-                    guard let base = raw.baseAddress else { return }
-                    var offset = 0
-                    while offset < raw.count {
-                        let n = min(raw.count - offset, Self.maxCount)
-                        var request: MPI_Request? = gn_request_null()
-                        try Self.check(MPI_Isend(base + offset, Int32(n), gn_byte(), Int32(to), tag, comm, &request), "MPI_Isend(payload)")
-                        try waitBounded(&request, what, sleeping: false)
-                        offset += n
-                    }
+                    try pointToPoint(UnsafeMutableRawBufferPointer(mutating: raw), type: gn_byte(), count: raw.count,
+                                     send: true, peer: to, comm: comm, what, sleeping: false)
                 }
                 return bytes
             }
             var length: Int64 = 0
             try withUnsafeMutableBytes(of: &length) { raw in
-                var request: MPI_Request? = gn_request_null()
-                try Self.check(MPI_Irecv(raw.baseAddress, 1, gn_int64(), Int32(from), tag, comm, &request), "MPI_Irecv(length)")
-                try waitBounded(&request, what, sleeping: true)
+                // The receiver sleeps while it waits for the length (the sender may be reading
+                // from disk); once the payload is on its way it spins.
+                try pointToPoint(raw, type: gn_int64(), count: 1, send: false, peer: from, comm: comm, what, sleeping: true)
             }
             guard length >= 0, length <= Int64(Int32.max) * 64 else {
                 throw CommunicatorError.transport(operation: "deliver", code: -1, message: "implausible message length \(length)")
             }
             var payload = [UInt8](repeating: 0, count: Int(length))
             try payload.withUnsafeMutableBytes { raw in
-                guard let base = raw.baseAddress else { return }
-                var offset = 0
-                while offset < raw.count {
-                    let n = min(raw.count - offset, Self.maxCount)
-                    var request: MPI_Request? = gn_request_null()
-                    try Self.check(MPI_Irecv(base + offset, Int32(n), gn_byte(), Int32(from), tag, comm, &request), "MPI_Irecv(payload)")
-                    try waitBounded(&request, what, sleeping: false)
-                    offset += n
-                }
+                try pointToPoint(raw, type: gn_byte(), count: raw.count, send: false, peer: from, comm: comm, what, sleeping: false)
             }
             return payload
+        }
+    }
+
+    /// One message of `deliver` (tag 7101): `count` elements of `type` sent to or received from
+    /// `peer`, in pieces of at most `maxCount` elements, each waited for within the step timeout.
+    private func pointToPoint(_ raw: UnsafeMutableRawBufferPointer, type: MPI_Datatype?, count: Int, send: Bool, peer: Int,
+                              comm: MPI_Comm?, _ what: String, sleeping: Bool) throws {
+        guard let base = raw.baseAddress, count > 0 else { return }
+        let elementBytes = raw.count / count
+        try inPieces(count, what, sleeping: sleeping) { offset, n, request in
+            let at = base + offset * elementBytes
+            if send {
+                try Self.check(MPI_Isend(at, n, type, Int32(peer), 7101, comm, &request), "MPI_Isend")
+            } else {
+                try Self.check(MPI_Irecv(at, n, type, Int32(peer), 7101, comm, &request), "MPI_Irecv")
+            }
+        }
+    }
+
+    /// Starts one non-blocking operation per piece of at most `maxCount` elements (MPI counts
+    /// are Int32, so huge buffers go in pieces) and waits for each within the step timeout.
+    private func inPieces(_ count: Int, _ what: String, sleeping: Bool,
+                          _ start: (_ offset: Int, _ n: Int32, _ request: inout MPI_Request?) throws -> Void) throws {
+        var offset = 0
+        while offset < count {
+            let n = min(count - offset, Self.maxCount)
+            var request: MPI_Request? = gn_request_null()
+            try start(offset, Int32(n), &request)
+            try waitBounded(&request, what, sleeping: sleeping)
+            offset += n
         }
     }
 
