@@ -260,29 +260,12 @@ public struct DistributedSampler {
         var results = [Int32](repeating: -1, count: requests.count)
 
         while true {
-            var record: [Float] = []
-            var layout: [(index: Int, count: Int)] = []
-            for (i, state) in states.enumerated() where !state.done {
-                let row = UnsafeBufferPointer(rebasing: logits.row(state.request.row)[0..<width])
-                let part = state.record(row: row, firstId: lo)
-                layout.append((i, part.count))
-                record.append(contentsOf: part)
+            let open = states.indices.filter { !states[$0].done }
+            if open.isEmpty { break }
+            let parts = open.map { i in
+                states[i].record(row: UnsafeBufferPointer(rebasing: logits.row(states[i].request.row)[0..<width]), firstId: lo)
             }
-            if layout.isEmpty { break }
-            let gathered = try comm.allGather(record)
-            stats.rounds += 1
-            stats.floatsSent += record.count
-            guard gathered.count == record.count * comm.size else {
-                throw SamplingError.malformedRecord("gathered \(gathered.count) floats, expected \(record.count * comm.size)")
-            }
-            var offset = 0
-            for (index, count) in layout {
-                var perRank: [ArraySlice<Float>] = []
-                for r in 0..<comm.size {
-                    let start = r * record.count + offset
-                    perRank.append(gathered[start..<(start + count)])
-                }
-                offset += count
+            for (index, perRank) in zip(open, try Self.gather(parts, comm: comm, stats: &stats)) {
                 if let id = try states[index].absorb(perRank, rowIndex: index) {
                     results[index] = id
                 }
@@ -291,32 +274,40 @@ public struct DistributedSampler {
         var logprobs = [TokenLogprobs?](repeating: nil, count: requests.count)
         let wanted = requests.indices.filter { requests[$0].logprobs != nil }
         if !wanted.isEmpty {
-            var record: [Float] = []
-            for i in wanted {
+            let parts = try wanted.map { i in
                 let top = requests[i].logprobs!
                 guard top >= 0 && top <= WireLimits.maxTopLogprobs else {
                     throw SamplingError.malformedRecord("logprobs alternatives \(top) outside 0...\(WireLimits.maxTopLogprobs)")
                 }
                 let row = UnsafeBufferPointer(rebasing: logits.row(requests[i].row)[0..<width])
-                record += LogprobExchange.record(row: row, firstId: lo, chosen: results[i], top: top)
+                return LogprobExchange.record(row: row, firstId: lo, chosen: results[i], top: top)
             }
-            let gathered = try comm.allGather(record)
-            stats.rounds += 1
-            stats.floatsSent += record.count
-            guard gathered.count == record.count * comm.size else {
-                throw SamplingError.malformedRecord("gathered \(gathered.count) floats, expected \(record.count * comm.size)")
-            }
-            var offset = 0
-            for i in wanted {
-                let top = requests[i].logprobs!
-                let n = LogprobExchange.recordLength(top: top)
-                let perRank = (0..<comm.size).map { r in gathered[(r * record.count + offset)..<(r * record.count + offset + n)] }
-                offset += n
-                logprobs[i] = try LogprobExchange.combine(perRank, chosen: results[i], top: top, vocabulary: sampleableVocab,
-                                                          rowIndex: i)
+            for (i, perRank) in zip(wanted, try Self.gather(parts, comm: comm, stats: &stats)) {
+                logprobs[i] = try LogprobExchange.combine(perRank, chosen: results[i], top: top(requests[i]),
+                                                          vocabulary: sampleableVocab, rowIndex: i)
             }
         }
         return (results, logprobs)
+    }
+
+    private func top(_ request: SampleRequest) -> Int { request.logprobs ?? 0 }
+
+    /// One allGather round: this rank's parts are sent as one record (every rank's parts have
+    /// the same lengths, by the `Communicator` contract and identical row states); returns,
+    /// per part, its piece from every rank in rank order.
+    static func gather(_ parts: [[Float]], comm: any Communicator, stats: inout SamplingStats) throws -> [[ArraySlice<Float>]] {
+        let record = Array(parts.joined())
+        let gathered = try comm.allGather(record)
+        stats.rounds += 1
+        stats.floatsSent += record.count
+        guard gathered.count == record.count * comm.size else {
+            throw SamplingError.malformedRecord("gathered \(gathered.count) floats, expected \(record.count * comm.size)")
+        }
+        var offset = 0
+        return parts.map { part in
+            defer { offset += part.count }
+            return (0..<comm.size).map { r in gathered[(r * record.count + offset)..<(r * record.count + offset + part.count)] }
+        }
     }
 }
 
