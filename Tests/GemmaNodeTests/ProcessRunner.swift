@@ -56,8 +56,9 @@ enum GemmaNodeBinary {
         return try launch(mpirun, args, environment: environment(), timeout: timeout)
     }
 
-    static func launch(_ executable: URL, _ arguments: [String], environment: [String: String],
-                       timeout: TimeInterval) throws -> ProcessOutput {
+    /// Starts `executable` with its stdout and stderr on pipes and no stdin.
+    static func start(_ executable: URL, _ arguments: [String],
+                      environment: [String: String]) throws -> (process: Process, stdout: Pipe, stderr: Pipe) {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -67,7 +68,12 @@ enum GemmaNodeBinary {
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        return (process, out, err)
+    }
 
+    static func launch(_ executable: URL, _ arguments: [String], environment: [String: String],
+                       timeout: TimeInterval) throws -> ProcessOutput {
+        let (process, out, err) = try start(executable, arguments, environment: environment)
         let timedOut = Flag()
         let killer = DispatchWorkItem {
             timedOut.set()

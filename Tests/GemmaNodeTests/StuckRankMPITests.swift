@@ -7,94 +7,12 @@ import Foundation
 import Testing
 import GemmaTestSupport
 
-/// Reads a pipe on a background thread; `wait(for:)` polls the text read so far.
-private final class PipeText: @unchecked Sendable {
-    private let lock = NSLock()
-    private var text = ""
-
-    init(_ handle: FileHandle) {
-        Thread { [self] in
-            while true {
-                let data = handle.availableData
-                if data.isEmpty { break }
-                lock.lock()
-                text += String(decoding: data, as: UTF8.self)
-                lock.unlock()
-            }
-        }.start()
-    }
-
-    var all: String { lock.lock(); defer { lock.unlock() }; return text }
-
-    func wait(timeout: Double, until condition: (String) -> Bool) -> Bool {
-        let end = Date().addingTimeInterval(timeout)
-        while Date() < end {
-            if condition(all) { return true }
-            usleep(20_000)
-        }
-        return condition(all)
-    }
-}
-
-/// One `mpirun ... gemma-node` job started in the background.
-private final class Job {
-    let process = Process()
-    let stdout: PipeText
-    let stderr: PipeText
-
-    init(ranks: Int, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", String(ranks),
-                             GemmaNodeBinary.url.path] + arguments
-        process.environment = GemmaNodeBinary.environment()
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        stdout = PipeText(out.fileHandleForReading)
-        stderr = PipeText(err.fileHandleForReading)
-    }
-
-    /// The pid of `rank`: mpirun's child whose environment says OMPI_COMM_WORLD_RANK=rank.
-    func pid(ofRank rank: Int) -> Int32? {
-        let parent = process.processIdentifier
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
-        for entry in entries {
-            guard let pid = Int32(entry),
-                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { continue }
-            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-            guard fields.count > 1, Int32(fields[1]) == parent,
-                  let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
-            let variables = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if variables.contains("OMPI_COMM_WORLD_RANK=\(rank)") { return pid }
-        }
-        return nil
-    }
-
-    /// Waits for the job to end; false if it is still running after `timeout` seconds.
-    func waitForExit(timeout: Double) -> Bool {
-        let end = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < end { usleep(50_000) }
-        return !process.isRunning
-    }
-
-    func kill() {
-        if process.isRunning {
-            process.terminate()
-            usleep(500_000)
-            if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
-        }
-    }
-}
-
 @Suite(.serialized) struct StuckRankMPITests {
     /// Starts `generate` on 2 ranks, waits until tokens flow, then sends `sig` to rank 1.
     /// Returns the job after it ended (or nil and a recorded issue if it did not).
-    private func generateAndSignal(_ sig: Int32) throws -> (job: Job, victim: Int32)? {
+    private func generateAndSignal(_ sig: Int32) throws -> (job: MPIJob, victim: Int32)? {
         let model = try TestPaths.requireDefaultModel()
-        let job = try Job(ranks: 2, ["generate", "-m", model, "-p", "Once upon a time", "-n", "400", "--temp", "0",
+        let job = try MPIJob(ranks: 2, ["generate", "-m", model, "-p", "Once upon a time", "-n", "400", "--temp", "0",
                                      "-t", "1", "-c", "1024", "--step-timeout", "3"])
         var victim: Int32 = 0
         defer {
@@ -144,23 +62,14 @@ private final class Job {
     @Test func serveFailsInFlightRequestsWhenARankStops() throws {
         let model = try TestPaths.requireDefaultModel()
         let python = try TestPaths.requirePython()
-        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "4096", "-t", "1", "--parallel", "2",
+        let job = try MPIJob(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "4096", "-t", "1", "--parallel", "2",
                                      "--step-timeout", "3"])
         var victim: Int32 = 0
         defer {
             job.kill()
             if victim > 0 { kill(victim, SIGKILL) }
         }
-        var port = 0
-        guard job.stdout.wait(timeout: 180, until: { text in
-            if let r = text.range(of: #"on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                port = Int(text[r].split(separator: ":").last ?? "") ?? 0
-            }
-            return port > 0 || !job.process.isRunning
-        }), port > 0 else {
-            Issue.record("the server did not start:\n\(job.stdout.all)\n\(job.stderr.all)")
-            return
-        }
+        guard let port = job.servePort() else { return }
         let client = Process()
         client.executableURL = URL(fileURLWithPath: python)
         client.arguments = [TestPaths.script("test_stall_client.py").path, "inflight", "--port", String(port), "--max-tokens", "3000"]
@@ -204,18 +113,9 @@ private final class Job {
     @Test func disconnectedNonStreamingRequestFreesItsSlot() throws {
         let model = try TestPaths.requireDefaultModel()
         let python = try TestPaths.requirePython()
-        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "4096", "-t", "1", "--parallel", "2"])
+        let job = try MPIJob(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "4096", "-t", "1", "--parallel", "2"])
         defer { job.kill() }
-        var port = 0
-        guard job.stdout.wait(timeout: 180, until: { text in
-            if let r = text.range(of: #"on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                port = Int(text[r].split(separator: ":").last ?? "") ?? 0
-            }
-            return port > 0 || !job.process.isRunning
-        }), port > 0 else {
-            Issue.record("the server did not start:\n\(job.stdout.all)\n\(job.stderr.all)")
-            return
-        }
+        guard let port = job.servePort() else { return }
         let out = try GemmaNodeBinary.launch(URL(fileURLWithPath: python),
                                              [TestPaths.script("test_stall_client.py").path, "disconnect", "--port", String(port),
                                               "--max-tokens", "3000"],
@@ -227,30 +127,14 @@ private final class Job {
         #expect(job.process.isRunning, "\(job.stderr.all)")
     }
 
-    /// Starts `serve` on 2 ranks and returns its port (0 and a recorded issue if it did not start).
-    private func startServe(_ job: Job) -> Int {
-        var port = 0
-        guard job.stdout.wait(timeout: 180, until: { text in
-            if let r = text.range(of: #"on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                port = Int(text[r].split(separator: ":").last ?? "") ?? 0
-            }
-            return port > 0 || !job.process.isRunning
-        }), port > 0 else {
-            Issue.record("the server did not start:\n\(job.stdout.all)\n\(job.stderr.all)")
-            return 0
-        }
-        return port
-    }
-
     /// An idle server is not a stuck one: with a 1 s timeout the worker probes rank 0 several
     /// times while no request comes, rank 0 answers, and a request afterwards still works.
     @Test func idleServerOutlivesManyTimeouts() throws {
         let model = try TestPaths.requireDefaultModel()
         let python = try TestPaths.requirePython()
-        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "1"])
+        let job = try MPIJob(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "1"])
         defer { job.kill() }
-        let port = startServe(job)
-        guard port > 0 else { return }
+        guard let port = job.servePort() else { return }
         sleep(5)  // five timeouts of idleness on the worker
         let request = """
             import json, urllib.request
@@ -270,13 +154,13 @@ private final class Job {
     /// rank 1 names rank 0 and says it was waiting for a step plan; the job exits non-zero.
     @Test func frozenIdleCoordinatorIsNamedByTheWorker() throws {
         let model = try TestPaths.requireDefaultModel()
-        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "2"])
+        let job = try MPIJob(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "2"])
         var victim: Int32 = 0
         defer {
             job.kill()
             if victim > 0 { kill(victim, SIGKILL) }
         }
-        guard startServe(job) > 0, let pid = job.pid(ofRank: 0) else { return }
+        guard job.servePort() != nil, let pid = job.pid(ofRank: 0) else { return }
         victim = pid
         kill(pid, SIGSTOP)
         guard job.waitForExit(timeout: 60) else {
@@ -295,14 +179,13 @@ private final class Job {
     @Test func frozenIdleWorkerTurnsHealthTo503() throws {
         let model = try TestPaths.requireDefaultModel()
         let python = try TestPaths.requirePython()
-        let job = try Job(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "2"])
+        let job = try MPIJob(ranks: 2, ["serve", "-m", model, "--port", "0", "-c", "1024", "-t", "1", "--step-timeout", "2"])
         var victim: Int32 = 0
         defer {
             job.kill()
             if victim > 0 { kill(victim, SIGKILL) }
         }
-        let port = startServe(job)
-        guard port > 0, let pid = job.pid(ofRank: 1) else { return }
+        guard let port = job.servePort(), let pid = job.pid(ofRank: 1) else { return }
         victim = pid
         kill(pid, SIGSTOP)
         let poll = """
