@@ -119,22 +119,9 @@ enum ActivationsOption {
     }
 }
 
-/// Which model to load and how much compute each rank may use.
-struct ModelOptions: ParsableArguments {
-    @Option(name: [.short, .customLong("model")],
-            help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
-    var model: String?
-
-    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on, divided by the ranks on this host.")
-    var threads: Int?
-
-    @Option(name: [.short, .customLong("ctx-size")], help: "Context size in tokens (0 = the model's own maximum).")
-    var ctxSize: Int = 4096
-
-    @Option(name: .customLong("quant"),
-            help: "Re-encode a safetensors model's matrices on load: q8_0, q4_0, f16, bf16 or f32 (GGUF files are already encoded).")
-    var quant: String?
-
+/// How the model is placed on the ranks and stored: the load flags that every command that
+/// loads a model shares, `bench` included (whose -c, -p and -n follow llama-bench instead).
+struct PlacementOptions: ParsableArguments {
     @Option(name: .customLong("split"), help: SplitOption.help)
     var split: String?
 
@@ -154,43 +141,76 @@ struct ModelOptions: ParsableArguments {
         return activations.lowercased() == "f32" ? .f32 : .f16
     }
 
+    /// Load options with these flags; `maxContext`, `threads`, `quantize`, `slots` and
+    /// `maxBatchTokens` are the command's. Also puts `--activations` in force (a process-wide
+    /// kernel choice, `ActivationsOption.apply`).
+    func loadOptions(maxContext: Int, threads: Int, quantize: WeightType? = nil, slots: Int = 1,
+                     maxBatchTokens: Int = 512) -> GemmaLoadOptions {
+        ActivationsOption.apply(activations)
+        return GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
+                                quantize: quantize, split: (try? SplitOption.parse(split)) ?? nil, kvType: resolvedKVType,
+                                weightsFromRoot: weightsFromRoot)
+    }
+
+    func validate() throws {
+        _ = try SplitOption.parse(split)
+        if let kvType { _ = try KVTypeOption.parse(kvType) }
+        _ = try ActivationsOption.parse(activations)
+    }
+}
+
+/// `-m` and `-t`: which model and how many compute threads per rank (every command that runs one).
+struct ModelFileOptions: ParsableArguments {
+    @Option(name: [.short, .customLong("model")],
+            help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
+    var model: String?
+
+    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on, divided by the ranks on this host.")
+    var threads: Int?
+
+    /// The model path to load: `-m` if given, else the default model (see `DefaultModel`).
+    var resolvedModelPath: String { model ?? DefaultModel.path().path }
+
+    /// Threads per rank: `-t` if given, else the host's cores divided by the ranks on it.
+    var resolvedThreads: Int { threads ?? HostInfo.defaultThreads }
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
+    }
+}
+
+/// Which model to load, how much compute each rank may use, and the context and load flags.
+struct ModelOptions: ParsableArguments {
+    @OptionGroup var file: ModelFileOptions
+
+    @Option(name: [.short, .customLong("ctx-size")], help: "Context size in tokens (0 = the model's own maximum).")
+    var ctxSize: Int = 4096
+
+    @Option(name: .customLong("quant"),
+            help: "Re-encode a safetensors model's matrices on load: q8_0, q4_0, f16, bf16 or f32 (GGUF files are already encoded).")
+    var quant: String?
+
+    @OptionGroup var placement: PlacementOptions
+
     /// The `--quant` type, nil when not given.
     var quantizeType: WeightType? {
         guard let quant else { return nil }
         return WeightType.allCases.first { $0.description.lowercased() == quant.lowercased() }
     }
 
-    /// The model path to load: `-m` if given, else the default model (see `DefaultModel`).
-    var resolvedModelPath: String { model ?? DefaultModel.path().path }
-
-    /// Threads per rank: `-t` if given, else every core this process may run on.
-    var resolvedThreads: Int { threads ?? HostInfo.defaultThreads }
+    var resolvedModelPath: String { file.resolvedModelPath }
+    var resolvedKVType: KVCacheType { placement.resolvedKVType }
 
     /// The load options of these flags: the one place every command gets them from, so
     /// -c, -t and --quant mean the same everywhere. `slots` and `maxBatchTokens` are the
-    /// command's own (serve's --parallel and --batch-tokens). It also puts `--activations`
-    /// in force (a process-wide kernel choice, `ActivationsOption.apply`).
+    /// command's own (serve's --parallel and --batch-tokens).
     func loadOptions(slots: Int = 1, maxBatchTokens: Int = 512) -> GemmaLoadOptions {
-        ActivationsOption.apply(activations)
-        return Self.loadOptions(maxContext: ctxSize, threads: resolvedThreads, quantize: quantizeType, slots: slots,
-                                maxBatchTokens: maxBatchTokens, split: (try? SplitOption.parse(split)) ?? nil,
-                                kvType: resolvedKVType, weightsFromRoot: weightsFromRoot)
-    }
-
-    /// Load options from flag values, for commands with flags of their own (bench).
-    static func loadOptions(maxContext: Int, threads: Int, quantize: WeightType? = nil, slots: Int = 1,
-                            maxBatchTokens: Int = 512, split: [Double]? = nil, kvType: KVCacheType = .f16,
-                            weightsFromRoot: Bool = false) -> GemmaLoadOptions {
-        GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
-                         quantize: quantize, split: split, kvType: kvType, weightsFromRoot: weightsFromRoot)
+        placement.loadOptions(maxContext: ctxSize, threads: file.resolvedThreads, quantize: quantizeType, slots: slots,
+                              maxBatchTokens: maxBatchTokens)
     }
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
-        _ = try SplitOption.parse(split)
-        if let kvType { _ = try KVTypeOption.parse(kvType) }
-        _ = try ActivationsOption.parse(activations)
         if let quant, quantizeType.map({ [.q8_0, .q4_0, .f16, .bf16, .f32].contains($0) }) != true {
             throw ValidationError("--quant must be q8_0, q4_0, f16, bf16 or f32, got \(quant)")
         }

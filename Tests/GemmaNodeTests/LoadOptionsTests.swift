@@ -45,12 +45,28 @@ import Testing
                 try ServeCommand.parse(base).loadOptions,
             ]
             for o in options { #expect(o.kvType.rawValue == want, "\(flags)") }
-            #expect(try BenchCommand.parse(base).kvType.lowercased() == want)
+            #expect(try BenchCommand.parse(base).placement.resolvedKVType.rawValue == want)
             #expect(try InspectCommand.parse(base).kvTypeName.lowercased() == want)
         }
         #expect(throws: (any Error).self) { try GenerateCommand.parse(["--kv-type", "q4_0", "--tokens", "2"]) }
         #expect(throws: (any Error).self) { try BenchCommand.parse(["--kv-type", "bf16"]) }
         #expect(throws: (any Error).self) { try InspectCommand.parse(["--kv-type", "f8"]) }
+    }
+
+    /// bench reads --split, --weights-from-root and --kv-type through the same option group as
+    /// the other model commands, so they mean the same there (its -c, -p and -n are its own).
+    @Test func benchSharesThePlacementFlags() throws {
+        let flags = ["-m", "/models/m.gguf", "--split", "3,1", "--weights-from-root", "--kv-type", "q8_0", "-t", "2"]
+        let bench = try BenchCommand.parse(flags)
+        let b = bench.placement.loadOptions(maxContext: 64, threads: bench.file.resolvedThreads)
+        let g = try GenerateCommand.parse(flags + ["--tokens", "2,3"]).modelOptions.loadOptions()
+        #expect(b.split == [3, 1] && g.split == [3, 1])
+        #expect(b.weightsFromRoot && g.weightsFromRoot)
+        #expect(b.kvType == .q8_0 && g.kvType == .q8_0)
+        #expect(b.threads == 2 && g.threads == 2)
+        #expect(bench.modelPath == "/models/m.gguf")
+        #expect(throws: (any Error).self) { try BenchCommand.parse(["--split", "1,-1"]) }
+        #expect(throws: (any Error).self) { try BenchCommand.parse(["-t", "0"]) }
     }
 
     /// --activations f32 (the exact mode) makes the KV cache f32 unless --kv-type is given;

@@ -23,12 +23,9 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var syncOptions: SyncOptions
 
 
-    @Option(name: [.short, .customLong("model")],
-            help: "Model file (.gguf) or Hugging Face model directory. Default: $GEMMA_NODE_MODEL, else the cached Gemma 3 270M Q4_K_M.")
-    var model: String?
+    @OptionGroup var file: ModelFileOptions
 
-    @Option(name: [.short, .customLong("threads")], help: "Compute threads per rank. Default: the cores this rank may run on, divided by the ranks on this host.")
-    var threads: Int?
+    @OptionGroup var placement: PlacementOptions
 
     @Option(name: [.customShort("p"), .customLong("n-prompt")], help: "Prompt tokens (prefill, one step).")
     var nPrompt: Int = 128
@@ -42,15 +39,6 @@ struct BenchCommand: ParsableCommand {
     @Option(name: [.customShort("c"), .customLong("ctx-size")], help: "Context per slot (0 = prompt + generated tokens).")
     var ctxSize: Int = 0
 
-    @Option(name: .customLong("split"), help: SplitOption.help)
-    var split: String?
-
-    @Flag(name: .customLong("weights-from-root"), help: WeightsFromRoot.help)
-    var weightsFromRoot = false
-
-    @Option(name: .customLong("kv-type"), help: KVTypeOption.help)
-    var kvType: String = "f16"
-
     @Option(name: .customLong("bandwidth-mib"), help: "Buffer streamed by the bandwidth probe, MiB over all ranks (0 = skip).")
     var bandwidthMiB: Int = 1024
 
@@ -61,28 +49,23 @@ struct BenchCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("-t/--threads must be at least 1, got \(threads)") }
         if nPrompt < 2 { throw ValidationError("-p/--n-prompt must be at least 2 (one-token steps count as decode), got \(nPrompt)") }
         if nGen < 1 { throw ValidationError("-n/--n-gen must be at least 1, got \(nGen)") }
         if repetitions < 1 { throw ValidationError("-r/--repetitions must be at least 1, got \(repetitions)") }
         if ctxSize < 0 { throw ValidationError("-c/--ctx-size must be 0 or positive, got \(ctxSize)") }
         if bandwidthMiB < 0 { throw ValidationError("--bandwidth-mib must be 0 or positive, got \(bandwidthMiB)") }
-        _ = try SplitOption.parse(split)
-        _ = try KVTypeOption.parse(kvType)
     }
 
-    var modelPath: String { model ?? DefaultModel.path().path }
+    var modelPath: String { file.resolvedModelPath }
 
     func run() throws {
         try ClusterSession.run(link: try linkOptions.link(), sync: try syncOptions.payload(), stepTimeout: timeoutOptions.stepTimeout) { raw in
             let comm = TimedCommunicator(raw)
-            let threadCount = threads ?? HostInfo.defaultThreads
+            let threadCount = file.resolvedThreads
             // Context for prompt + generated tokens + the token sampled last (never fed back).
             let context = ctxSize > 0 ? ctxSize : nPrompt + nGen + 2
-            let options = ModelOptions.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt),
-                                                   split: try SplitOption.parse(split), kvType: try KVTypeOption.parse(kvType),
-                                                   weightsFromRoot: weightsFromRoot)
-            _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount, fromRoot: weightsFromRoot)
+            let options = placement.loadOptions(maxContext: context, threads: threadCount, maxBatchTokens: min(512, nPrompt))
+            _ = try StartupHandshake.run(comm, modelPath: modelPath, threads: threadCount, fromRoot: placement.weightsFromRoot)
             // Load time without the handshake (comparable with earlier runs).
             let loadStart = benchNow()
             let shard = try GemmaShard.load(path: URL(fileURLWithPath: modelPath), comm: comm, options: options)
