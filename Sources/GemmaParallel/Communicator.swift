@@ -109,14 +109,24 @@ extension Communicator {
         }
         let firstFailing = Int(flag[0])
         if firstFailing >= size { return }
-        let text: String
+        // The failing rank sends "ORIGIN\nmessage". An error that is already an agreed
+        // `.remote` (another rank's fault, e.g. the --sync-type check) keeps its origin and
+        // text instead of gaining a second "rank R:" prefix.
+        var text = ""
         if let localError, rank == firstFailing {
-            text = String(describing: localError)
-        } else {
-            text = ""
+            if case let CommunicatorError.remote(origin, message)? = localError as? CommunicatorError {
+                text = "\(origin)\n\(message)"
+            } else {
+                text = "\(rank)\n\(localError)"
+            }
         }
         let bytes = try broadcast(Array(text.utf8), root: firstFailing, idle: false)
-        throw CommunicatorError.remote(rank: firstFailing, message: String(decoding: bytes, as: UTF8.self))
+        let received = String(decoding: bytes, as: UTF8.self)
+        let parts = received.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, let origin = Int(parts[0]) else {
+            throw CommunicatorError.remote(rank: firstFailing, message: received)
+        }
+        throw CommunicatorError.remote(rank: origin, message: String(parts[1]))
     }
 
     /// The coordinator's message for the next step (its plan) to every rank. Every rank calls

@@ -117,6 +117,22 @@ private struct Boom: Error, CustomStringConvertible {
         #expect(messages == Array(repeating: "rank \(failing): boom on rank \(failing)", count: ranks))
     }
 
+    /// An error every rank already holds as `.remote` (another rank's fault, like the
+    /// --sync-type check's) goes through a later agreement unchanged: the rank it names and its
+    /// text, not a second "rank R:" prefix from the rank that passed it on.
+    @Test(arguments: [2, 4])
+    func agreedRemoteErrorKeepsItsOrigin(ranks: Int) throws {
+        let messages = try LocalCommunicator.run(ranks: ranks) { comm -> String in
+            do {
+                try comm.agree(CommunicatorError.remote(rank: ranks - 1, message: "a fault of the last rank"))
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(messages == Array(repeating: "rank \(ranks - 1): a fault of the last rank", count: ranks))
+    }
+
     @Test func agreeReportsLowestFailingRank() throws {
         let messages = try LocalCommunicator.run(ranks: 4) { comm -> String in
             do {
