@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The tables and the plot of docs/FIDELITY.md: `gemma-node perplexity --kl-base TRUTH` under
-each configuration (ranks, --activations, --kv-type, --sync-type, GEMMA_NODE_EXACT_OPS), one
+each configuration (ranks, --activations, --kv-type, --sync-type, GEMMA_NODE_EXACT_OPS,
+GEMMA_NODE_SIM_ACT), one
 markdown row each, and a plot of per-position KL of gemma-node and llama.cpp.
 
     python3 Scripts/gen_truth_logits.py --ctx 1024 --out /tmp/truth.gnlogits --llamacpp --per-token /tmp/llamacpp.tsv
@@ -37,6 +38,13 @@ CONFIGS = {
     "exact LM head only": (1, [], {"GEMMA_NODE_EXACT_OPS": "lm_head"}),
     "exact attention + GELU": (1, [], {"GEMMA_NODE_EXACT_OPS": "attention,gelu"}),
     "exact products, f16 KV": (1, [], {"GEMMA_NODE_EXACT_OPS": "q5_0,q4_k,q6_k,q8_0"}),
+    # Simulated activation blocks (FidelityProbe's GEMMA_NODE_SIM_ACT): the per-32 candidate.
+    "K-quant inputs per 256, simulated": (1, [], {"GEMMA_NODE_SIM_ACT": "q4_k:256,q6_k:256"}),
+    "K-quant inputs per 32, 1 rank": (1, [], {"GEMMA_NODE_SIM_ACT": "q4_k:32,q6_k:32"}),
+    "K-quant inputs per 32, 2 ranks": (2, [], {"GEMMA_NODE_SIM_ACT": "q4_k:32,q6_k:32"}),
+    "K-quant inputs per 32, 4 ranks": (4, [], {"GEMMA_NODE_SIM_ACT": "q4_k:32,q6_k:32"}),
+    "K-quant inputs per 16": (1, [], {"GEMMA_NODE_SIM_ACT": "q4_k:16,q6_k:16"}),
+    "every input per 16": (1, [], {"GEMMA_NODE_SIM_ACT": "all:16"}),
 }
 
 

@@ -77,7 +77,36 @@ public func matmul(
         matmulF32Activations(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: level)
         return
     }
+    if level != .reference, let block = FidelityProbe.simulatedActivationBlock(w.type), w.cols % block == 0 {
+        let cols = w.cols
+        let q = UnsafeMutablePointer<Float>.allocate(capacity: tokens * cols)
+        defer { q.deallocate() }
+        for t in 0..<tokens {
+            simulateActivationRounding(x + t * xStride, cols: cols, block: block, into: q + t * cols)
+        }
+        matmulF32Activations(w, x: q, xStride: cols, tokens: tokens, y: y, yStride: yStride, pool: pool, level: level)
+        return
+    }
     matmul(w, x: x, xStride: xStride, tokens: tokens, y: y, yStride: yStride, pool: pool, level: level)
+}
+
+/// FidelityProbe's GEMMA_NODE_SIM_ACT: x rounded to int8 in blocks of `block` values with one
+/// scale d = amax / 127 each (round half to even, clamped to +-127: ck_quantize_act's rule) and
+/// expanded back to q * d. With block 32 (256) the values are exactly those of ck_quantize_act's
+/// Q8_0 (Q8_K) activation blocks times their scale (KernelTests).
+func simulateActivationRounding(_ x: UnsafePointer<Float>, cols: Int, block: Int,
+                                into out: UnsafeMutablePointer<Float>) {
+    var b = 0
+    while b < cols {
+        var amax: Float = 0
+        for j in b..<(b + block) { amax = max(amax, abs(x[j])) }
+        let d = amax / 127, id: Float = d != 0 ? 1 / d : 0
+        for j in b..<(b + block) {
+            let r = (x[j] * id + 12582912.0) - 12582912.0
+            out[j] = min(127, max(-127, r)) * d
+        }
+        b += block
+    }
 }
 
 /// The exact mode's product (`--activations f32`): no activation rounding. Each row of W is

@@ -189,6 +189,34 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
         }
     }
 
+    /// GEMMA_NODE_SIM_ACT's rounding (FidelityProbe) at blocks of 32 and 256 gives exactly the
+    /// values q * d of ck_quantize_act's Q8_0 and Q8_K activations: the simulation measures
+    /// the kernels' own rounding rule, only with another block size. Exact (==): the same f32
+    /// operations (amax / 127, 1 / d, the 1.5 * 2^23 rounding, clamp, q * d).
+    @Test func simulatedActivationRoundingMatchesTheQuantizer() {
+        var rng = SplitMix64(seed: 5)
+        let cols = 512
+        var x = (0..<cols).map { _ in rng.normal() * 3 }
+        x[7] = 40  // an outlier
+        for i in 256..<288 { x[i] = 0 }  // an all-zero block
+        for (type, block, stride, header) in [(WeightType.q8_0, 32, 40, 8), (.q4_K, 256, 292, 36)] {
+            var act = [UInt8](repeating: 0, count: ck_act_row_bytes(type.rawValue, Int64(cols)))
+            var sim = [Float](repeating: .nan, count: cols)
+            x.withUnsafeBufferPointer { xp in
+                act.withUnsafeMutableBytes { _ = ck_quantize_act(type.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) }
+                sim.withUnsafeMutableBufferPointer { simulateActivationRounding(xp.baseAddress!, cols: cols, block: block, into: $0.baseAddress!) }
+            }
+            act.withUnsafeBytes { p in
+                for i in 0..<cols {
+                    let b = i / block
+                    let d = p.load(fromByteOffset: stride * b, as: Float.self)
+                    let q = p.load(fromByteOffset: stride * b + header + i % block, as: Int8.self)
+                    #expect(sim[i] == Float(q) * d, "\(type) value \(i)")
+                }
+            }
+        }
+    }
+
     @Test func activationQuantization() {
         var rng = SplitMix64(seed: 3)
         let cols = 512
