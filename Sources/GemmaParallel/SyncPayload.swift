@@ -57,11 +57,12 @@ public enum SyncPayload: String, CaseIterable, Sendable, CustomStringConvertible
         case .bf16:
             for i in 0..<values.count { out.storeBytes(of: Self.bf16(values[i]), toByteOffset: 2 * i, as: UInt16.self) }
         case .q8_0:
+            guard let src = values.baseAddress, let dst = out.baseAddress else { return }
             var start = 0, offset = 0
             while start < values.count {
-                let end = min(start + Self.blockValues, values.count)
-                Self.encodeBlock(UnsafeBufferPointer(rebasing: values[start..<end]), into: out, at: offset)
-                start = end
+                let n = min(Self.blockValues, values.count - start)
+                Self.encodeBlock(src + start, count: n, into: dst + offset)
+                start += n
                 offset += Self.blockBytes
             }
         }
@@ -85,16 +86,19 @@ public enum SyncPayload: String, CaseIterable, Sendable, CustomStringConvertible
                 out[i] = accumulate ? out[i] + v : v
             }
         case .q8_0:
+            guard let src = payload.baseAddress, let dst = out.baseAddress else { return }
             var start = 0, offset = 0
             while start < n {
-                let end = min(start + Self.blockValues, n)
-                let d = Float(bitPattern: payload.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-                for i in start..<end {
-                    let q = Int8(bitPattern: payload[offset + 4 + i - start])
-                    let v = Float(q) * d
-                    out[i] = accumulate ? out[i] + v : v
+                let count = min(Self.blockValues, n - start)
+                let d = Float(bitPattern: src.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                let q = (src + offset + 4).assumingMemoryBound(to: Int8.self)
+                let o = dst + start
+                if accumulate {
+                    for j in 0..<count { o[j] = o[j] + Float(q[j]) * d }
+                } else {
+                    for j in 0..<count { o[j] = Float(q[j]) * d }
                 }
-                start = end
+                start += count
                 offset += Self.blockBytes
             }
         }
@@ -112,23 +116,37 @@ public enum SyncPayload: String, CaseIterable, Sendable, CustomStringConvertible
     /// amax / 127, q = round(x / d) (x / d is within 127 * 2^-23 of at most 127, so nothing
     /// is clipped beyond rounding). A block holding NaN or an infinity gets a NaN scale, so
     /// the fault shows in the sum as it would with f32 instead of vanishing.
-    static func encodeBlock(_ values: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer, at offset: Int) {
+    ///
+    /// Written for speed on the all-reduce path (pointer loops, no libm call): the rounding is
+    /// `roundHalfAway`, equal to `rounded(.toNearestOrAwayFromZero)` for every value that can
+    /// occur here (SyncPayloadTests checks the bytes against that definition).
+    static func encodeBlock(_ values: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
         var amax: Float = 0
         var finite = true
-        for v in values {
-            if !v.isFinite { finite = false }
+        for j in 0..<count {
+            let v = values[j]
+            finite = finite && v.isFinite
             amax = max(amax, abs(v))
         }
         let scale: Float = finite ? amax / 127 : .nan
-        out.storeBytes(of: scale.bitPattern, toByteOffset: offset, as: UInt32.self)
-        for j in 0..<blockValues {
-            var q: Int8 = 0
-            if finite && scale > 0 && j < values.count {
-                let r = (values[j] / scale).rounded(.toNearestOrAwayFromZero)
-                q = Int8(min(127, max(-127, r)))
+        out.storeBytes(of: scale.bitPattern, as: UInt32.self)
+        let q = (out + 4).bindMemory(to: Int8.self, capacity: blockValues)
+        if finite && scale > 0 {
+            for j in 0..<count {
+                q[j] = Int8(min(127, max(-127, roundHalfAway(values[j] / scale))))
             }
-            out.storeBytes(of: q, toByteOffset: offset + 4 + j, as: Int8.self)
+        } else {
+            for j in 0..<count { q[j] = 0 }
         }
+        for j in count..<blockValues { q[j] = 0 }
+    }
+
+    /// Round half away from zero for |x| < 2^31: the truncation through Int32 is exact there,
+    /// and so is the fraction x - trunc(x), so comparing it with 0.5 decides exactly.
+    @inline(__always) static func roundHalfAway(_ x: Float) -> Float {
+        let t = Float(Int32(x))
+        let f = x - t
+        return f >= 0.5 ? t + 1 : (f <= -0.5 ? t - 1 : t)
     }
 }
 

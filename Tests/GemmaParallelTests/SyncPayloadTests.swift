@@ -79,6 +79,44 @@ import GemmaTestSupport
         }
     }
 
+    /// The encoder's bytes equal the plain definition (d = amax / 127, q = x / d rounded half
+    /// away from zero with the standard library, clamped to +-127, zero padding) on random
+    /// values at several scales, on exact ties (k + 0.5 steps, both signs) and on zeros.
+    @Test func q8BytesEqualThePlainDefinition() {
+        func reference(_ v: [Float]) -> [UInt8] {
+            var out: [UInt8] = []
+            for start in stride(from: 0, to: v.count, by: 32) {
+                let block = v[start..<min(v.count, start + 32)]
+                let amax = block.map(abs).max()!
+                let d: Float = block.allSatisfy(\.isFinite) ? amax / 127 : .nan
+                withUnsafeBytes(of: d.bitPattern) { out += $0 }
+                for j in 0..<32 {
+                    var q: Int8 = 0
+                    if d.isFinite && d > 0 && start + j < v.count {
+                        q = Int8(min(127, max(-127, (v[start + j] / d).rounded(.toNearestOrAwayFromZero))))
+                    }
+                    out.append(UInt8(bitPattern: q))
+                }
+            }
+            return out
+        }
+        var cases: [[Float]] = [[Float](repeating: 0, count: 40)]
+        for (seed, scale) in [(11, Float(1)), (12, Float(1e-7)), (13, Float(6e4)), (14, Float(1e20))] {
+            cases.append(Self.values(count: 333, seed: UInt64(seed)).map { $0 * scale })
+        }
+        // Ties: amax 127 makes d exactly 1, so k + 0.5 lands exactly halfway.
+        let ties: [Float] = (0..<63).map { (k: Int) -> Float in
+            let magnitude = Float(k % 126) + 0.5
+            return k % 2 == 0 ? magnitude : -magnitude
+        }
+        cases.append([127] + ties)
+        let edges: [Float] = [-127, 0.5, -0.5, 1.5, -1.5, 126.5, -126.5, 0.49999997, -0.49999997, 2.5000002]
+        cases.append(edges)
+        for v in cases {
+            #expect(Self.roundTrip(.q8_0, v).bytes == reference(v), "\(v.prefix(8))")
+        }
+    }
+
     @Test func q8NonFiniteBlockDecodesToNaN() {
         var v = [Float](repeating: 1, count: 64)
         v[40] = .infinity
