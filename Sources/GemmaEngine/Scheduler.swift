@@ -129,6 +129,9 @@ public final class BatchScheduler: @unchecked Sendable {
         do { try r.validate(executor.limits) } catch {
             throw SchedulerError.invalidRequest("\(error)")
         }
+        if !r.grammar.isEmpty && executor.vocabularyBytes == nil {
+            throw SchedulerError.invalidRequest("structured output needs the vocabulary's bytes, which this engine was not given")
+        }
     }
 
     /// Queues a request (any thread). Returns a ticket for `cancel`. The sink receives the
@@ -334,6 +337,10 @@ public final class BatchScheduler: @unchecked Sendable {
                 running[i].ticket.sink(.logprobs(logprobs))
             }
             running[i].ticket.sink(.token(token))
+            if !running[i].request.grammar.isEmpty && executor.constraintComplete(slot: running[i].slot) {
+                finish(&running[i], .stop)  // the value is complete: nothing may follow it
+                continue
+            }
             if running[i].generated.count >= running[i].request.maxNewTokens || running[i].tokens.count > model.maxContext {
                 finish(&running[i], .length)
             }
@@ -372,7 +379,10 @@ public final class BatchScheduler: @unchecked Sendable {
                                      tokenIds: Array(s.tokens[s.cached..<(s.cached + n)]),
                                      startPosition: UInt32(s.cached), isPrefillChunk: true, wantLogits: n == remaining,
                                      sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count),
-                                     logprobs: n == remaining ? s.request.logprobs : nil))
+                                     logprobs: n == remaining ? s.request.logprobs : nil,
+                                     grammar: s.cached == 0 ? s.request.grammar : [],
+                                     grammarMaxTokens: s.cached == 0 && !s.request.grammar.isEmpty
+                                        ? UInt32(clamping: s.request.grammarBudget(maxContext: executor.model.maxContext)) : 0))
             budget -= n
         }
         let plan = StepPlan(stepId: nextStepId, work: work, freeSlots: pendingFrees.map { UInt32($0) })
