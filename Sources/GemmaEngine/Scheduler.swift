@@ -61,6 +61,10 @@ public struct StepReport: Sendable, Equatable {
     public var samplingSeconds: Double
     /// Requests waiting for a slot after the step was built.
     public var queued: Int
+    /// Structured output: rows this rank masked in the step and the time the masks took
+    /// (part of `samplingSeconds`); 0 in steps without a constrained sequence.
+    public var maskedRows = 0
+    public var maskSeconds = 0.0
 }
 
 /// Rank 0's continuous-batching scheduler. Thread-safe entry points: `submit`, `cancel`,
@@ -356,7 +360,8 @@ public final class BatchScheduler: @unchecked Sendable {
                               forwardSeconds: after.forwardSeconds - before.forwardSeconds,
                               allReduceSeconds: (timed?.allReduceSumSeconds ?? 0) - reduceBefore,
                               controlSeconds: after.controlSeconds - before.controlSeconds,
-                              samplingSeconds: after.samplingSeconds - before.samplingSeconds, queued: queued))
+                              samplingSeconds: after.samplingSeconds - before.samplingSeconds, queued: queued,
+                              maskedRows: after.maskedRows - before.maskedRows, maskSeconds: after.maskSeconds - before.maskSeconds))
         }
     }
 

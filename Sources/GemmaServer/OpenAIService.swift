@@ -117,6 +117,7 @@ public final class OpenAIService: @unchecked Sendable {
             metrics.step(sequences: report.sequences, tokens: report.tokens, forward: report.forwardSeconds,
                          allReduce: report.allReduceSeconds, control: report.controlSeconds, sampling: report.samplingSeconds,
                          queued: report.queued, running: backend.scheduler.load.running)
+            metrics.masked(rows: report.maskedRows, seconds: report.maskSeconds)
         }
     }
 

@@ -342,6 +342,9 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
     @Test func structuredOutput() async throws {
         let h = try ServiceHarness(reply: "the cat sat on the mat ", maxContext: 128)
         defer { h.stop() }
+        // Plain requests mask nothing.
+        _ = try await h.run(.completion, #"{"prompt": "x", "max_tokens": 5}"#)
+        #expect(h.service.metrics.render().contains("gemma_constrained_rows_total 0\n"))
         let schema = #"{"type":"object","properties":{"name":{"type":"string"},"n":{"type":"integer"},"tags":{"type":"array","items":{"enum":["a","b"]},"minItems":1,"maxItems":2}},"required":["name","n","tags"],"additionalProperties":false}"#
         let user = #""messages": [{"role": "user", "content": "json please"}]"#
         let object = try await h.run(.chat, #"{\#(user), "max_tokens": 60, "response_format": {"type": "json_schema", "json_schema": {"name": "p", "strict": true, "schema": \#(schema)}}}"#)
@@ -355,6 +358,7 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         let completion = try await h.run(.completion, #"{"prompt": "x", "max_tokens": 20, "temperature": 1, "seed": 3, "response_format": {"type": "json_object"}}"#)
         let text = try #require(choice(completion)["text"] as? String)
         #expect(try JSONSerialization.jsonObject(with: Data(text.utf8)) is [String: Any], "\(text)")
+        #expect(!h.service.metrics.render().contains("gemma_constrained_rows_total 0\n"))
 
         let bad = h.apiError(.chat, #"{\#(user), "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "string", "pattern": "a+"}}}}"#)
         #expect(bad?.param == "response_format" && bad?.message.contains("\"pattern\"") == true)
