@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "GemmaFormatsTests", dependencies: ["GemmaTestSupport", "GemmaFormats", "GemmaKernels"]),
         .testTarget(name: "GemmaTokenizerTests", dependencies: ["GemmaTestSupport", "GemmaTokenizer", "GemmaFormats"]),
         .testTarget(name: "GemmaModelTests", dependencies: ["GemmaTestSupport", "GemmaModel", "GemmaParallel", "GemmaFormats", "GemmaKernels"]),
-        .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaTestSupport", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire"]),
+        .testTarget(name: "GemmaEngineTests", dependencies: ["GemmaTestSupport", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaWire", "GemmaTokenizer"]),
         .testTarget(name: "GemmaNodeTests", dependencies: ["GemmaTestSupport", "gemma-node"]),
         .testTarget(name: "GemmaServerTests", dependencies: ["GemmaTestSupport", "GemmaServer", "GemmaEngine", "GemmaModel", "GemmaParallel", "GemmaTokenizer"]),
         .testTarget(name: "GemmaFuzzTests", dependencies: ["GemmaTestSupport", "GemmaFuzz"]),

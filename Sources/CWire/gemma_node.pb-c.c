@@ -470,7 +470,7 @@ const ProtobufCMessageDescriptor gemma_node__sampling_params__descriptor =
   (ProtobufCMessageInit) gemma_node__sampling_params__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descriptors[9] =
+static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descriptors[11] =
 {
   {
     "slot",
@@ -580,8 +580,34 @@ static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "grammar",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(GemmaNode__SequenceWork, grammar),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "grammar_max_tokens",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(GemmaNode__SequenceWork, grammar_max_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned gemma_node__sequence_work__field_indices_by_name[] = {
+  9,   /* field[9] = grammar */
+  10,   /* field[10] = grammar_max_tokens */
   4,   /* field[4] = is_prefill_chunk */
   8,   /* field[8] = logprobs */
   1,   /* field[1] = request_id */
@@ -595,7 +621,7 @@ static const unsigned gemma_node__sequence_work__field_indices_by_name[] = {
 static const ProtobufCIntRange gemma_node__sequence_work__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor gemma_node__sequence_work__descriptor =
 {
@@ -605,7 +631,7 @@ const ProtobufCMessageDescriptor gemma_node__sequence_work__descriptor =
   "GemmaNode__SequenceWork",
   "gemma_node",
   sizeof(GemmaNode__SequenceWork),
-  9,
+  11,
   gemma_node__sequence_work__field_descriptors,
   gemma_node__sequence_work__field_indices_by_name,
   1,  gemma_node__sequence_work__number_ranges,

@@ -38,9 +38,13 @@ public struct GenerationRequest: Sendable, Equatable {
     /// likely alternatives (0...`WireLimits.maxTopLogprobs`), of the model's distribution
     /// (before temperature and the filters).
     public var logprobs: Int?
+    /// Structured output: JSON Schema text (`JSONGrammar(schemaText:)`); the generated text is
+    /// then a value the schema accepts. Empty: unconstrained.
+    public var grammar: [UInt8]
 
     public init(id: UInt64, promptTokens: [Int32], maxNewTokens: Int, sampling: SamplingParams,
-                stopTokens: Set<Int32> = [], logprobs: Int? = nil) {
+                stopTokens: Set<Int32> = [], logprobs: Int? = nil, grammar: [UInt8] = []) {
+        self.grammar = grammar
         self.id = id
         self.promptTokens = promptTokens
         self.maxNewTokens = maxNewTokens
@@ -65,6 +69,26 @@ extension GenerationRequest {
         if maxNewTokens < 0 {
             throw PlanError(subject: "request \(id)", detail: "max new tokens must be >= 0, got \(maxNewTokens)")
         }
+        if !grammar.isEmpty {
+            if grammar.count > WireLimits.maxGrammarBytes {
+                throw PlanError(subject: "request \(id)", detail: "schema of \(grammar.count) bytes, more than \(WireLimits.maxGrammarBytes)")
+            }
+            let g: JSONGrammar
+            do { g = try JSONGrammar(schemaText: grammar) } catch {
+                throw PlanError(subject: "request \(id)", detail: "\(error)")
+            }
+            let budget = grammarBudget(maxContext: limits.maxContext)
+            if g.minimumLength > budget {
+                throw PlanError(subject: "request \(id)", detail: "the shortest value the schema accepts takes \(g.minimumLength) tokens, "
+                                + "more than the \(budget) this request may generate")
+            }
+        }
+    }
+
+    /// Most tokens a constrained sequence may generate: `maxNewTokens`, and no more than the
+    /// context leaves after the prompt.
+    public func grammarBudget(maxContext: Int?) -> Int {
+        min(maxNewTokens, (maxContext ?? Int.max) - promptTokens.count)
     }
 }
 
@@ -114,6 +138,9 @@ public struct EngineTimings: Sendable, Equatable {
     public var samplingRounds = 0
     /// Floats this rank sent in sampling records.
     public var samplingFloatsSent = 0
+    /// Structured output: rows masked, and the time the masks took (inside `samplingSeconds`).
+    public var maskedRows = 0
+    public var maskSeconds = 0.0
 
     public init() {}
 
@@ -133,6 +160,25 @@ public final class StepExecutor {
     /// The log-probabilities of the last step's draws (one per sampled work item, nil where
     /// not asked); identical on every rank.
     public private(set) var lastLogprobs: [TokenLogprobs?] = []
+    /// The text bytes of every id, needed for structured output (set on every rank before
+    /// the first constrained plan; the serve command broadcasts rank 0's at start-up).
+    public var vocabularyBytes: VocabularyBytes?
+    /// Constrained sequences by slot: the compiled grammar, its state and token budget.
+    var constraints: [Int: Constraint] = [:]
+    /// This rank's masking tables, built at the first constrained plan.
+    var shardMask: ShardMask?
+
+    struct Constraint {
+        let grammar: JSONGrammar
+        var state: JSONState
+        let budget: Int
+    }
+
+    /// Whether the constrained sequence in `slot` holds a complete value no byte can extend.
+    public func constraintComplete(slot: Int) -> Bool {
+        guard let c = constraints[slot] else { return false }
+        return c.grammar.isComplete(c.state)
+    }
 
     public init(model: any ShardedCausalLM, comm: any Communicator) {
         self.model = model
@@ -170,9 +216,13 @@ public final class StepExecutor {
         var forwardNanos: UInt64 = 0
         if failure == nil, let step = received {
             do {
-                for slot in step.freeSlots { model.release(slot: Int(slot)) }
+                for slot in step.freeSlots {
+                    model.release(slot: Int(slot))
+                    constraints[Int(slot)] = nil
+                }
                 if !step.shutdown {
                     try step.validate(limits)
+                    try installConstraints(step)
                     let batch = Self.batch(for: step)
                     let f0 = DispatchTime.now().uptimeNanoseconds
                     Activity.set(.forward)
@@ -199,12 +249,17 @@ public final class StepExecutor {
                                               logprobs: w.logprobs))
                 row += 1
             }
+            if !requests.isEmpty && !constraints.isEmpty {
+                // Unconstrained steps never get here: no mask work at all.
+                try applyMasks(step, slice: slice)
+            }
             if !requests.isEmpty {
                 Activity.set(.sampling)
                 (sampled, lastLogprobs) = try sampler.sampleWithLogprobs(requests, logits: slice, sampleableVocab: model.sampleableVocab,
                                                                         comm: comm, stats: &stats)
             }
         }
+        if !constraints.isEmpty && !sampled.isEmpty { try advanceConstraints(step, sampled: sampled) }
         let t2 = DispatchTime.now().uptimeNanoseconds
 
         timings.steps += 1
@@ -223,6 +278,57 @@ public final class StepExecutor {
             timings.decodeSeconds += seconds
         }
         return (step, sampled)
+    }
+
+    /// Compiles the grammars that arrive with a sequence's first chunk (every rank alike).
+    func installConstraints(_ step: StepPlan) throws {
+        for w in step.work where !w.grammar.isEmpty {
+            guard let vocab = vocabularyBytes else {
+                throw EngineError.badPlan("structured output needs the vocabulary's bytes on every rank, and this rank has none")
+            }
+            let g = try JSONGrammar(schemaText: w.grammar)
+            constraints[Int(w.slot)] = Constraint(grammar: g, state: g.start(), budget: Int(w.grammarMaxTokens))
+            if shardMask == nil {
+                let range = model.vocabRange.clamped(to: 0..<min(model.sampleableVocab, vocab.count))
+                shardMask = ShardMask(vocab: vocab, range: range)
+            }
+        }
+    }
+
+    /// Writes -inf into this rank's logits of every id the constrained rows' automata refuse.
+    /// The logits buffer is the model's scratch, read by nothing but the sampler after this.
+    func applyMasks(_ step: StepPlan, slice: LogitsSlice) throws {
+        guard let mask = shardMask else { return }
+        let m0 = DispatchTime.now().uptimeNanoseconds
+        var row = 0
+        for w in step.work where w.wantLogits {
+            defer { row += 1 }
+            guard let c = constraints[Int(w.slot)] else { continue }
+            let remaining = c.budget - Int(w.stepIndexInSequence) - 1
+            let r = slice.row(row)
+            let mutableRow = UnsafeMutableBufferPointer(mutating: r)
+            // Ids past the shard's sampleable part are never drawn; the mask covers the rest.
+            let offset = mask.range.lowerBound - slice.vocabRange.lowerBound
+            let part = UnsafeMutableBufferPointer(rebasing: mutableRow[offset..<(offset + mask.range.count)])
+            mask.apply(c.grammar, c.state, remaining: max(0, remaining), row: part)
+            timings.maskedRows += 1
+        }
+        timings.maskSeconds += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
+    }
+
+    /// Advances each constrained row's automaton with the id every rank drew.
+    func advanceConstraints(_ step: StepPlan, sampled: [Int32]) throws {
+        guard let vocab = vocabularyBytes else { return }
+        var next = 0
+        for w in step.work where w.wantLogits {
+            defer { next += 1 }
+            guard next < sampled.count, var c = constraints[Int(w.slot)] else { continue }
+            let bytes = vocab.bytes(of: Int(sampled[next]))
+            guard c.grammar.feed(&c.state, bytes) else {
+                throw EngineError.badPlan("slot \(w.slot): the drawn id \(sampled[next]) breaks the grammar")
+            }
+            constraints[Int(w.slot)] = c
+        }
     }
 
     /// The model batch of a plan: every work item's tokens in order, logits wanted after the

@@ -61,6 +61,10 @@ public struct StepReport: Sendable, Equatable {
     public var samplingSeconds: Double
     /// Requests waiting for a slot after the step was built.
     public var queued: Int
+    /// Structured output: rows this rank masked in the step and the time the masks took
+    /// (part of `samplingSeconds`); 0 in steps without a constrained sequence.
+    public var maskedRows = 0
+    public var maskSeconds = 0.0
 }
 
 /// Rank 0's continuous-batching scheduler. Thread-safe entry points: `submit`, `cancel`,
@@ -128,6 +132,9 @@ public final class BatchScheduler: @unchecked Sendable {
     public func check(_ r: GenerationRequest) throws {
         do { try r.validate(executor.limits) } catch {
             throw SchedulerError.invalidRequest("\(error)")
+        }
+        if !r.grammar.isEmpty && executor.vocabularyBytes == nil {
+            throw SchedulerError.invalidRequest("structured output needs the vocabulary's bytes, which this engine was not given")
         }
     }
 
@@ -334,6 +341,10 @@ public final class BatchScheduler: @unchecked Sendable {
                 running[i].ticket.sink(.logprobs(logprobs))
             }
             running[i].ticket.sink(.token(token))
+            if !running[i].request.grammar.isEmpty && executor.constraintComplete(slot: running[i].slot) {
+                finish(&running[i], .stop)  // the value is complete: nothing may follow it
+                continue
+            }
             if running[i].generated.count >= running[i].request.maxNewTokens || running[i].tokens.count > model.maxContext {
                 finish(&running[i], .length)
             }
@@ -349,7 +360,8 @@ public final class BatchScheduler: @unchecked Sendable {
                               forwardSeconds: after.forwardSeconds - before.forwardSeconds,
                               allReduceSeconds: (timed?.allReduceSumSeconds ?? 0) - reduceBefore,
                               controlSeconds: after.controlSeconds - before.controlSeconds,
-                              samplingSeconds: after.samplingSeconds - before.samplingSeconds, queued: queued))
+                              samplingSeconds: after.samplingSeconds - before.samplingSeconds, queued: queued,
+                              maskedRows: after.maskedRows - before.maskedRows, maskSeconds: after.maskSeconds - before.maskSeconds))
         }
     }
 
@@ -372,7 +384,10 @@ public final class BatchScheduler: @unchecked Sendable {
                                      tokenIds: Array(s.tokens[s.cached..<(s.cached + n)]),
                                      startPosition: UInt32(s.cached), isPrefillChunk: true, wantLogits: n == remaining,
                                      sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count),
-                                     logprobs: n == remaining ? s.request.logprobs : nil))
+                                     logprobs: n == remaining ? s.request.logprobs : nil,
+                                     grammar: s.cached == 0 ? s.request.grammar : [],
+                                     grammarMaxTokens: s.cached == 0 && !s.request.grammar.isEmpty
+                                        ? UInt32(clamping: s.request.grammarBudget(maxContext: executor.model.maxContext)) : 0))
             budget -= n
         }
         let plan = StepPlan(stepId: nextStepId, work: work, freeSlots: pendingFrees.map { UInt32($0) })

@@ -40,6 +40,8 @@ public final class ServerMetrics: @unchecked Sendable {
     private var allReduceSeconds = 0.0
     private var controlSeconds = 0.0
     private var samplingSeconds = 0.0
+    private var maskedRows = 0
+    private var maskSeconds = 0.0
 
     /// Reads the live queue depth and running count at render time (set once the engine
     /// is attached); the values recorded by `step`/`load` are used until then.
@@ -78,6 +80,12 @@ public final class ServerMetrics: @unchecked Sendable {
             queueDepth = queued
             self.running = running
         }
+    }
+
+    /// Structured output: rows masked on rank 0's vocabulary shard and the time it took.
+    public func masked(rows: Int, seconds: Double) {
+        guard rows > 0 else { return }
+        locked { maskedRows += rows; maskSeconds += seconds }
     }
 
     public func load(queued: Int, running: Int) { locked { queueDepth = queued; self.running = running } }
@@ -127,6 +135,10 @@ public final class ServerMetrics: @unchecked Sendable {
         out += "gemma_step_phase_seconds_total{phase=\"allreduce\"} \(allReduceSeconds)\n"
         out += "gemma_step_phase_seconds_total{phase=\"control\"} \(controlSeconds)\n"
         out += "gemma_step_phase_seconds_total{phase=\"sampling\"} \(samplingSeconds)\n"
+        head("gemma_constrained_rows_total", "counter", "Structured output: rows (one per constrained token) masked on rank 0's vocabulary shard.")
+        out += "gemma_constrained_rows_total \(maskedRows)\n"
+        head("gemma_constrained_mask_seconds_total", "counter", "Structured output: time rank 0 spent masking its vocabulary shard (part of the sampling phase).")
+        out += "gemma_constrained_mask_seconds_total \(maskSeconds)\n"
         return out
     }
 }

@@ -117,6 +117,7 @@ public final class OpenAIService: @unchecked Sendable {
             metrics.step(sequences: report.sequences, tokens: report.tokens, forward: report.forwardSeconds,
                          allReduce: report.allReduceSeconds, control: report.controlSeconds, sampling: report.samplingSeconds,
                          queued: report.queued, running: backend.scheduler.load.running)
+            metrics.masked(rows: report.maskedRows, seconds: report.maskSeconds)
         }
     }
 
@@ -240,10 +241,7 @@ public final class OpenAIService: @unchecked Sendable {
         }
         if let n = common.n, n != 1 { throw APIError.badRequest("only n = 1 is supported, got \(n)", param: "n") }
         let logprobs = try Self.logprobsRequest(endpoint, common)
-        if let f = common.response_format, f.type != "text" {
-            throw APIError.badRequest("response_format \"\(f.type)\" is not supported (structured output is not implemented; only \"text\")",
-                                      param: "response_format")
-        }
+        let grammar = try Self.grammarRequest(body, common)
         if let tools = common.tools, !tools.isEmpty {
             throw APIError.badRequest("tools are not supported (tool calling is not implemented)", param: "tools")
         }
@@ -252,6 +250,10 @@ public final class OpenAIService: @unchecked Sendable {
         }
         let stops = common.stop?.list ?? []
         guard stops.count <= 4 else { throw APIError.badRequest("at most 4 stop strings, got \(stops.count)", param: "stop") }
+        if grammar != nil && !stops.isEmpty {
+            // A stop string could cut the JSON short.
+            throw APIError.badRequest("stop strings cannot be combined with response_format json_object or json_schema", param: "stop")
+        }
 
         let tokens: [Int32]
         switch endpoint {
@@ -283,13 +285,61 @@ public final class OpenAIService: @unchecked Sendable {
             if tokens.count >= context { throw APIError.contextOverflow(prompt: tokens.count, completion: 1, context: context) }
             maxTokens = context - tokens.count
         }
+        if let grammar {
+            let budget = min(maxTokens, context - tokens.count)
+            if grammar.grammar.minimumLength > budget {
+                throw APIError.badRequest("max_tokens \(budget) is too small for response_format: the shortest value the schema accepts "
+                                          + "takes \(grammar.grammar.minimumLength) tokens", param: "max_tokens")
+            }
+        }
         let (id, number) = newId(endpoint == .chat ? "chatcmpl" : "cmpl")
         let generation = GenerationRequest(id: number, promptTokens: tokens, maxNewTokens: maxTokens, sampling: settings,
-                                           stopTokens: backend.stopTokens, logprobs: logprobs)
+                                           stopTokens: backend.stopTokens, logprobs: logprobs, grammar: grammar?.text ?? [])
         let prepared = PreparedRequest(endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970),
                                        model: config.modelName, generation: generation, stream: common.stream ?? false,
                                        includeUsage: common.stream_options?.include_usage ?? false, stops: stops, arrival: arrival)
         return (prepared, backend)
+    }
+
+    /// Structured output: nil for text, else the compiled schema and its text for the plan.
+    /// `json_object` is `{"type":"object"}`; `json_schema` takes `json_schema.schema` (absent:
+    /// any JSON value), read from the body again with members in order (declared properties
+    /// are generated in the schema's order). A schema outside the subset is a 400 naming the
+    /// keyword.
+    static func grammarRequest(_ body: Data, _ common: CommonParameters) throws -> (grammar: JSONGrammar, text: [UInt8])? {
+        guard let f = common.response_format, f.type != "text" else { return nil }
+        let schema: JSONValue
+        switch f.type {
+        case "json_object":
+            schema = .object(keys: ["type"], values: [.string("object")])
+        case "json_schema":
+            let format = (try? JSONValue.parse([UInt8](body)))?["response_format"]
+            guard let spec = format?["json_schema"], spec.members != nil else {
+                throw APIError.badRequest("response_format json_schema needs a \"json_schema\" object", param: "response_format")
+            }
+            guard let name = spec["name"]?.string, !name.isEmpty else {
+                throw APIError.badRequest("response_format.json_schema needs a \"name\"", param: "response_format")
+            }
+            // Output is always held to the schema, so strict true and false behave alike.
+            switch spec["strict"] {
+            case nil, .bool?, .null?: break
+            default: throw APIError.badRequest("response_format.json_schema.strict must be a boolean", param: "response_format")
+            }
+            schema = spec["schema"] ?? .object(keys: [], values: [])
+        default:
+            throw APIError.badRequest("response_format type must be \"text\", \"json_object\" or \"json_schema\", got \"\(f.type)\"",
+                                      param: "response_format")
+        }
+        let text = JSONValue.serialize(schema)
+        guard text.count <= WireLimits.maxGrammarBytes else {
+            throw APIError.badRequest("response_format: the schema takes \(text.count) bytes, more than \(WireLimits.maxGrammarBytes)",
+                                      param: "response_format")
+        }
+        do {
+            return (try JSONGrammar(schema: schema), text)
+        } catch let e as GrammarError {
+            throw APIError.badRequest(e.message, param: "response_format")
+        }
     }
 
     /// The alternatives per token a request asks for (nil: no logprobs). Chat: `logprobs`

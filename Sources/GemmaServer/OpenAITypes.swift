@@ -76,8 +76,7 @@ public struct CommonParameters: Decodable, Sendable {
     public var logprobs: LogprobsField?
     /// Chat only: alternatives per token, 0...20 (needs `logprobs: true`).
     public var top_logprobs: Int?
-    /// Only `{"type": "text"}` is served; structured output is refused (400) rather than
-    /// ignored, so a client never takes free text for JSON it asked for.
+    /// `text`, `json_object` or `json_schema` (structured output: `OpenAIService.grammarRequest`).
     public var response_format: ResponseFormat?
     /// Tool calling is not implemented: a non-empty list is refused (400).
     public var tools: [AnyJSON]?
@@ -85,7 +84,7 @@ public struct CommonParameters: Decodable, Sendable {
     public var tool_choice: AnyJSON?
 }
 
-/// `response_format`: only its `type` is read.
+/// `response_format`: its `type`; the schema is read from the body with members in order.
 public struct ResponseFormat: Decodable, Sendable {
     public var type: String
 }

@@ -4,7 +4,7 @@
 // "য়" (U+09AF U+09BC) would silently lose one entry. Only what tokenizer.json needs.
 
 /// A parsed JSON value.
-indirect enum JSONValue {
+public indirect enum JSONValue: Sendable {
     /// Members in file order: `keys[i]` names `values[i]` (parallel arrays: a tuple array
     /// of the enum itself trips the compiler's circularity check).
     case object(keys: [String], values: [JSONValue])
@@ -15,23 +15,28 @@ indirect enum JSONValue {
     case null
 
     /// First member named `key` (exact scalar comparison is irrelevant for ASCII keys).
-    subscript(_ key: String) -> JSONValue? {
+    public subscript(_ key: String) -> JSONValue? {
         guard case let .object(keys, values) = self, let i = keys.firstIndex(of: key) else { return nil }
         return values[i]
     }
-    var string: String? { if case let .string(s) = self { return s } else { return nil } }
-    var int: Int? { if case let .number(d) = self, let i = Int(exactly: d) { return i } else { return nil } }
-    var bool: Bool? { if case let .bool(b) = self { return b } else { return nil } }
-    var array: [JSONValue]? { if case let .array(a) = self { return a } else { return nil } }
-    var members: [(String, JSONValue)]? {
+    public var string: String? { if case let .string(s) = self { return s } else { return nil } }
+    public var int: Int? { if case let .number(d) = self, let i = Int(exactly: d) { return i } else { return nil } }
+    public var bool: Bool? { if case let .bool(b) = self { return b } else { return nil } }
+    public var array: [JSONValue]? { if case let .array(a) = self { return a } else { return nil } }
+    public var members: [(String, JSONValue)]? {
         if case let .object(k, v) = self { return Array(zip(k, v)) } else { return nil }
     }
 }
 
-struct JSONParseError: Error, CustomStringConvertible {
+extension JSONValue {
+    /// Parses JSON text (members kept in order).
+    public static func parse(_ bytes: [UInt8]) throws -> JSONValue { try OrderedJSONParser.parse(bytes) }
+}
+
+public struct JSONParseError: Error, CustomStringConvertible {
     let offset: Int
     let reason: String
-    var description: String { "invalid JSON at byte \(offset): \(reason)" }
+    public var description: String { "invalid JSON at byte \(offset): \(reason)" }
 }
 
 /// Recursive-descent parser over UTF-8 bytes.

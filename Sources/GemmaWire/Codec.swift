@@ -212,6 +212,11 @@ extension SequenceWork {
         m.pointee.step_index_in_sequence = stepIndexInSequence
         // 0 = off; n + 1 = n alternatives (a value that does not fit is refused by validate).
         m.pointee.logprobs = logprobs.map { UInt32(clamping: $0 + 1) } ?? 0
+        if !grammar.isEmpty {
+            m.pointee.grammar.len = grammar.count
+            m.pointee.grammar.data = a.copy(grammar)
+        }
+        m.pointee.grammar_max_tokens = grammarMaxTokens
         return m
     }
 }
@@ -291,7 +296,9 @@ extension SequenceWork {
                   wantLogits: c.want_logits != 0,
                   sampling: c.sampling.map { SamplingParams(c: $0.pointee) } ?? SamplingParams(),
                   stepIndexInSequence: c.step_index_in_sequence,
-                  logprobs: c.logprobs == 0 ? nil : Int(c.logprobs) - 1)
+                  logprobs: c.logprobs == 0 ? nil : Int(c.logprobs) - 1,
+                  grammar: try swiftArray(c.grammar.data, c.grammar.len, limit: WireLimits.maxGrammarBytes, "SequenceWork.grammar"),
+                  grammarMaxTokens: c.grammar_max_tokens)
     }
 }
 

@@ -5,8 +5,9 @@
 /// rank built from an older commit; ranks refuse to talk across versions.
 public enum WireProtocol {
     /// Version spoken by this build (2: `SequenceWork.logprobs`, which adds a sampling
-    /// exchange a version-1 rank would not join).
-    public static let version: UInt32 = 2
+    /// exchange a version-1 rank would not join; 3: `SequenceWork.grammar`, a constraint a
+    /// version-2 rank would ignore and so sample differently).
+    public static let version: UInt32 = 3
 }
 
 /// Start-up handshake: every rank sends one so mismatched builds or models refuse to start.
@@ -86,10 +87,18 @@ public struct SequenceWork: Sendable, Equatable {
     /// nil: no log-probabilities. n: the chosen token's log-probability and the n most likely
     /// ids' (0...`WireLimits.maxTopLogprobs`), from one more sampling exchange on every rank.
     public var logprobs: Int?
+    /// Structured output: the JSON Schema text of the grammar (empty: unconstrained), sent
+    /// on the sequence's first prompt chunk only; every rank keeps the compiled automaton for
+    /// the slot until the slot is freed.
+    public var grammar: [UInt8]
+    /// Most tokens the constrained sequence generates (the grammar closes within it).
+    public var grammarMaxTokens: UInt32
 
     public init(slot: UInt32, requestId: UInt64 = 0, tokenIds: [Int32], startPosition: UInt32,
                 isPrefillChunk: Bool = false, wantLogits: Bool = true, sampling: SamplingParams = SamplingParams(),
-                stepIndexInSequence: UInt64 = 0, logprobs: Int? = nil) {
+                stepIndexInSequence: UInt64 = 0, logprobs: Int? = nil, grammar: [UInt8] = [], grammarMaxTokens: UInt32 = 0) {
+        self.grammar = grammar
+        self.grammarMaxTokens = grammarMaxTokens
         self.slot = slot
         self.requestId = requestId
         self.tokenIds = tokenIds

@@ -115,6 +115,12 @@ extension SequenceWork {
         if let n = logprobs, n < 0 || n > WireLimits.maxTopLogprobs {
             throw PlanError(subject: subject, detail: "logprobs alternatives \(n) outside 0...\(WireLimits.maxTopLogprobs)")
         }
+        if grammar.count > WireLimits.maxGrammarBytes {
+            throw PlanError(subject: subject, detail: "grammar of \(grammar.count) bytes, more than \(WireLimits.maxGrammarBytes)")
+        }
+        if !grammar.isEmpty && (grammarMaxTokens == 0 || startPosition != 0 || !isPrefillChunk) {
+            throw PlanError(subject: subject, detail: "a grammar travels on a sequence's first prompt chunk, with a token budget >= 1")
+        }
     }
 }
 

@@ -66,6 +66,8 @@ public enum WireLimits {
     public static let maxFreeSlots = 65_536
     /// Alternatives per token in `SequenceWork.logprobs` (OpenAI's `top_logprobs` maximum).
     public static let maxTopLogprobs = 20
+    /// Bytes of a structured-output schema (`SequenceWork.grammar`).
+    public static let maxGrammarBytes = 65_536
     /// Ranks in a world.
     public static let maxWorldSize: UInt32 = 65_536
 }

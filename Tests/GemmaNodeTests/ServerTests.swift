@@ -69,7 +69,8 @@ import GemmaTestSupport
         let clientReader = PipeText(clientOut.fileHandleForReading)
         let clientDone = DispatchSemaphore(value: 0)
         client.terminationHandler = { _ in clientDone.signal() }
-        if clientDone.wait(timeout: .now() + 300) == .timedOut {
+        // 600 s: the structured-output checks add about 90 s of constrained decoding on a debug build.
+        if clientDone.wait(timeout: .now() + 600) == .timedOut {
             client.terminate()
             if clientDone.wait(timeout: .now() + 5) == .timedOut { kill(client.processIdentifier, SIGKILL) }
             client.waitUntilExit()

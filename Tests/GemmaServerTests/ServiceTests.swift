@@ -75,6 +75,7 @@ final class ServiceHarness: @unchecked Sendable {
         script = s
         let model = ScriptModel(vocabSize: tokenizer.count, script: s, maxContext: maxContext, slots: slots, stepDelay: stepDelay)
         let executor = StepExecutor(model: model, comm: SoloCommunicator())
+        executor.vocabularyBytes = VocabularyBytes(tokenizer: tokenizer, vocabSize: tokenizer.count)
         scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueued)
         service = OpenAIService(config: ServerConfig(modelName: "script", apiKey: apiKey, maxBodyBytes: maxBodyBytes))
         service.attach(Backend(scheduler: scheduler, tokenizer: tokenizer, template: ChatTemplate(format: .gemma), maxContext: maxContext,
@@ -265,7 +266,7 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         #expect(h.apiError(.completion, #"{"prompt": "a", "logprobs": true}"#)?.param == "logprobs")
         #expect(h.apiError(.completion, #"{"prompt": "a", "logprobs": 20}"#) == nil)
         // What is not implemented is refused, never silently ignored.
-        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}"#)?.param == "response_format")
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "yaml"}}"#)?.param == "response_format")
         #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "x": [1, null, true]}}}]}"#)?.param == "tools")
         #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}"#)?.param == "tool_choice")
         #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}, "tools": [], "tool_choice": "none", "max_tokens": 1}"#) == nil)
@@ -334,5 +335,37 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         #expect(chunk == #"{"delta":{"content":"a"},"finish_reason":null,"index":0,"logprobs":null}"#)
         let text = String(decoding: try encoder.encode(TextChoice(index: 1, text: "b", finish_reason: "stop")), as: UTF8.self)
         #expect(text == #"{"finish_reason":"stop","index":1,"logprobs":null,"text":"b"}"#)
+    }
+
+    /// response_format over the scripted model: whatever the script says, the mask makes the
+    /// reply a value of the schema (chat and completions); refusals name the field or keyword.
+    @Test func structuredOutput() async throws {
+        let h = try ServiceHarness(reply: "the cat sat on the mat ", maxContext: 128)
+        defer { h.stop() }
+        // Plain requests mask nothing.
+        _ = try await h.run(.completion, #"{"prompt": "x", "max_tokens": 5}"#)
+        #expect(h.service.metrics.render().contains("gemma_constrained_rows_total 0\n"))
+        let schema = #"{"type":"object","properties":{"name":{"type":"string"},"n":{"type":"integer"},"tags":{"type":"array","items":{"enum":["a","b"]},"minItems":1,"maxItems":2}},"required":["name","n","tags"],"additionalProperties":false}"#
+        let user = #""messages": [{"role": "user", "content": "json please"}]"#
+        let object = try await h.run(.chat, #"{\#(user), "max_tokens": 60, "response_format": {"type": "json_schema", "json_schema": {"name": "p", "strict": true, "schema": \#(schema)}}}"#)
+        let message = try #require(choice(object)["message"] as? [String: Any])
+        let content = try #require(message["content"] as? String)
+        let value = try #require(try JSONSerialization.jsonObject(with: Data(content.utf8)) as? [String: Any], "\(content)")
+        #expect(value["name"] is String && value["n"] is Int)
+        let tags = try #require(value["tags"] as? [String])
+        #expect((1...2).contains(tags.count) && tags.allSatisfy { $0 == "a" || $0 == "b" })
+        #expect(Set(value.keys) == ["name", "n", "tags"])
+        let completion = try await h.run(.completion, #"{"prompt": "x", "max_tokens": 20, "temperature": 1, "seed": 3, "response_format": {"type": "json_object"}}"#)
+        let text = try #require(choice(completion)["text"] as? String)
+        #expect(try JSONSerialization.jsonObject(with: Data(text.utf8)) is [String: Any], "\(text)")
+        #expect(!h.service.metrics.render().contains("gemma_constrained_rows_total 0\n"))
+
+        let bad = h.apiError(.chat, #"{\#(user), "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "string", "pattern": "a+"}}}}"#)
+        #expect(bad?.param == "response_format" && bad?.message.contains("\"pattern\"") == true)
+        #expect(h.apiError(.chat, #"{\#(user), "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}"#)?.param == "response_format")
+        #expect(h.apiError(.chat, #"{\#(user), "response_format": {"type": "xml"}}"#)?.param == "response_format")
+        #expect(h.apiError(.chat, #"{\#(user), "stop": "}", "response_format": {"type": "json_object"}}"#)?.param == "stop")
+        let small = h.apiError(.chat, #"{\#(user), "max_tokens": 5, "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": \#(schema)}}}"#)
+        #expect(small?.param == "max_tokens" && small?.message.contains("too small") == true)
     }
 }

@@ -21,6 +21,12 @@ enum Golden {
         ("plan_mixed", .plan(Samples.mixedPlan)),
         ("plan_shutdown", .plan(Samples.shutdownPlan)),
         ("plan_prefill_512", .plan(Samples.prefillPlan(tokens: 512))),
+        ("plan_grammar", .plan(StepPlan(stepId: 9, work: [
+            SequenceWork(slot: 2, requestId: 4, tokenIds: [2, 105, 2364], startPosition: 0, isPrefillChunk: true,
+                         sampling: SamplingParams(temperature: 0.7, topK: 40, topP: 0.95, minP: 0, seed: 3),
+                         grammar: Array(#"{"type":"object","properties":{"a":{"type":"array","items":{"enum":["x",1]},"maxItems":2}},"required":["a"]}"#.utf8),
+                         grammarMaxTokens: 64),
+        ]))),
     ]
 
     static func bytes(_ name: String) throws -> [UInt8] {
@@ -30,8 +36,8 @@ enum Golden {
 
 @Suite struct GoldenTests {
     @Test func shutdownMatchesHandEncoding() {
-        // envelope{1: version 2 (08 02), 4: Shutdown (22 07){1: "bye" (0a 03 ..), 2: true (10 01)}}
-        let expected: [UInt8] = [0x08, 0x02, 0x22, 0x07, 0x0a, 0x03, 0x62, 0x79, 0x65, 0x10, 0x01]
+        // envelope{1: version 3 (08 03), 4: Shutdown (22 07){1: "bye" (0a 03 ..), 2: true (10 01)}}
+        let expected: [UInt8] = [0x08, 0x03, 0x22, 0x07, 0x0a, 0x03, 0x62, 0x79, 0x65, 0x10, 0x01]
         #expect(WireMessage.shutdown(Shutdown(reason: "bye", error: true)).encode() == expected)
     }
 
@@ -44,8 +50,8 @@ enum Golden {
                              0x20, 0x04,                     // start_position 4
                              0x30, 0x01,                     // want_logits
                              0x3a, 0x00]                     // sampling {} (all defaults)
-        let body: [UInt8] = [0x08, 0x02, 0x10, 0x05, 0x1a, UInt8(work.count)] + work + [0x22, 0x01, 0x07]
-        let expected: [UInt8] = [0x08, 0x02, 0x1a, UInt8(body.count)] + body
+        let body: [UInt8] = [0x08, 0x03, 0x10, 0x05, 0x1a, UInt8(work.count)] + work + [0x22, 0x01, 0x07]
+        let expected: [UInt8] = [0x08, 0x03, 0x1a, UInt8(body.count)] + body
         #expect(plan.encode() == expected)
         #expect(try StepPlan.decode(expected) == plan)
     }
@@ -55,11 +61,32 @@ enum Golden {
         for (logprobs, tail) in [(nil, []), (0, [0x48, 0x01]), (20, [0x48, 0x15])] as [(Int?, [UInt8])] {
             let plan = StepPlan(stepId: 5, work: [SequenceWork(slot: 1, tokenIds: [2], startPosition: 0, logprobs: logprobs)])
             let work: [UInt8] = [0x08, 0x01, 0x1a, 0x01, 0x02, 0x30, 0x01, 0x3a, 0x00] + tail
-            let body: [UInt8] = [0x08, 0x02, 0x10, 0x05, 0x1a, UInt8(work.count)] + work
-            let expected: [UInt8] = [0x08, 0x02, 0x1a, UInt8(body.count)] + body
+            let body: [UInt8] = [0x08, 0x03, 0x10, 0x05, 0x1a, UInt8(work.count)] + work
+            let expected: [UInt8] = [0x08, 0x03, 0x1a, UInt8(body.count)] + body
             #expect(plan.encode() == expected, "\(String(describing: logprobs))")
             #expect(try StepPlan.decode(expected) == plan)
         }
+    }
+
+    @Test func grammarFieldsMatchHandEncoding() throws {
+        // SequenceWork field 10 (bytes, tag 0x52) carries the schema text, field 11 (varint,
+        // tag 0x58) the token budget; both absent when unconstrained (the plan above).
+        let schema = Array(#"{"type":"object"}"#.utf8)
+        let plan = StepPlan(stepId: 5, work: [SequenceWork(slot: 1, tokenIds: [2], startPosition: 0, isPrefillChunk: true,
+                                                           grammar: schema, grammarMaxTokens: 300)])
+        let work: [UInt8] = [0x08, 0x01, 0x1a, 0x01, 0x02, 0x28, 0x01, 0x30, 0x01, 0x3a, 0x00,
+                             0x52, UInt8(schema.count)] + schema + [0x58, 0xac, 0x02]
+        let body: [UInt8] = [0x08, 0x03, 0x10, 0x05, 0x1a, UInt8(work.count)] + work
+        let expected: [UInt8] = [0x08, 0x03, 0x1a, UInt8(body.count)] + body
+        #expect(plan.encode() == expected)
+        #expect(try StepPlan.decode(expected) == plan)
+        // A grammar anywhere but on a first prompt chunk, or without a budget, is refused.
+        var late = plan
+        late.work[0].startPosition = 4
+        #expect(throws: WireError.self) { try StepPlan.decode(late.encode()) }
+        var noBudget = plan
+        noBudget.work[0].grammarMaxTokens = 0
+        #expect(throws: WireError.self) { try StepPlan.decode(noBudget.encode()) }
     }
 
     @Test(arguments: Golden.messages.map(\.0))

@@ -123,10 +123,20 @@ struct  GemmaNode__SequenceWork
    * draw, giving the chosen token's log-probability and the n - 1 most likely ids' (n <= 21).
    */
   uint32_t logprobs;
+  /*
+   * Structured output (version 3): the JSON Schema text of the sequence's grammar, sent once,
+   * on the sequence's first prompt chunk; every rank compiles it and keeps the automaton for
+   * the slot until the slot is freed. Empty: unconstrained.
+   */
+  ProtobufCBinaryData grammar;
+  /*
+   * Most tokens the constrained sequence may generate (the grammar closes the value within it).
+   */
+  uint32_t grammar_max_tokens;
 };
 #define GEMMA_NODE__SEQUENCE_WORK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&gemma_node__sequence_work__descriptor) \
-    , 0, 0, 0,NULL, 0, 0, 0, NULL, 0, 0 }
+    , 0, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, {0,NULL}, 0 }
 
 
 /*

@@ -99,6 +99,11 @@ struct ServeCommand: ParsableCommand {
                 return (tok, try server.waitUntilListening())
             }
             let executor = StepExecutor(model: model, comm: timed)
+            // Structured output: every rank needs the bytes of every id (to mask its shard and
+            // to advance the automaton with the drawn ids); rank 0 sends its tokenizer's once.
+            let table = loaded.map { VocabularyBytes(tokenizer: $0.0, vocabSize: model.vocabSize).encode() } ?? []
+            let received = comm.size > 1 ? try timed.broadcast(table, root: 0, idle: false) : table
+            executor.vocabularyBytes = VocabularyBytes.decode(received)
             guard comm.isCoordinator, let service, let server, let loaded else {
                 try executor.runWorker()
                 return
