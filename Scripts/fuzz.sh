@@ -17,7 +17,9 @@
 # says how to keep it as a regression input (Fuzz/regressions/TARGET/, replayed by the test
 # suite). Each run appends a line (date, target, seconds, executions, outcome) to
 # ~/.cache/gemma-node/fuzz/runs.tsv, the record of hours fuzzed per target.
-# Env: FUZZ_ARGS (extra libFuzzer flags), GEMMA_NODE_MODEL (the http target loads the default model).
+# Env: FUZZ_ARGS (extra libFuzzer flags), GEMMA_NODE_MODEL (the http target loads the default model),
+#      FUZZ_SKIP_BUILD=1 (fuzz with the gemma-fuzz already built, so a long background run does not
+#      rebuild while the sources are being edited).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -39,6 +41,12 @@ ensure_swift
 # blind); the trailing combined -Xswiftc flag gives Swift code both. C code gets both anyway.
 FLAGS=(--scratch-path "$ROOT/.build/fuzz" --sanitize fuzzer --sanitize address -Xswiftc -sanitize=fuzzer,address --product gemma-fuzz)
 build() {
+    if [ "${FUZZ_SKIP_BUILD:-0}" = 1 ]; then
+        BIN="$(GEMMA_NODE_FUZZ=1 swift build "${FLAGS[@]}" --show-bin-path)/gemma-fuzz"
+        [ -x "$BIN" ] || { echo "fuzz.sh: FUZZ_SKIP_BUILD=1 but $BIN is not built" >&2; exit 1; }
+        echo "fuzz.sh: using the gemma-fuzz already built ($BIN)" >&2
+        return
+    fi
     echo "fuzz.sh: building gemma-fuzz (libFuzzer + AddressSanitizer, debug)" >&2
     local log="$ROOT/.build/fuzz-build.log"
     mkdir -p "$ROOT/.build"

@@ -13,7 +13,8 @@ The load, from CLIENTS threads with the official `openai` client, each picking a
 Checks at the end (exit status 1 if any fails): zero errors on valid requests; every bad
 request answered 4xx; every KV slot free and the queue empty according to /metrics; the RSS
 of each rank at the end not more than --rss-growth (default 1.25x) of its value after warm-up.
-Prints a JSON summary (counts, latency percentiles, RSS per rank at start and end).
+Prints a JSON summary (counts, latency percentiles, RSS per rank at start and end, CPU seconds
+per rank during the load, KV slots free at the end).
 """
 
 import _venv  # the project's Python environment (Scripts/venv.sh)
@@ -37,6 +38,7 @@ import openai
 from _run import mpirun_prefix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLOTS = 4  # serve --parallel: KV slots (sequences at once)
 PROMPTS = ["Tell me about the sea.", "Write a haiku about rain.", "What is 2 + 2?", "Name three colours.",
            "Describe a cat in one sentence.", "Why is the sky blue?", "Give me a recipe idea.", "Say hello."]
 
@@ -85,6 +87,16 @@ def rss_mib(pid):
         return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (from /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def metric(text, name):
     m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
     return float(m.group(1)) if m else None
@@ -105,7 +117,7 @@ def main():
 
     port = free_port()
     cmd = mpirun_prefix(args.ranks) + [args.binary, "serve", "-m", args.model, "--host", "127.0.0.1",
-                                       "--port", str(port), "--parallel", "4", "--max-queue", "32", "-c", "1024"]
+                                       "--port", str(port), "--parallel", str(SLOTS), "--max-queue", "32", "-c", "1024"]
     log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"soak-{os.getpid()}.log"), "w")
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -195,6 +207,7 @@ def main():
             valid(kind, warm_rng)
         pids = rank_pids(server.pid)
         rss_start = {p: rss_mib(p) for p in pids}
+        cpu_start = {p: cpu_seconds(p) for p in pids}
         stop_at[0] = time.time() + args.minutes * 60
         t0 = time.time()
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.clients)]
@@ -211,6 +224,7 @@ def main():
                 break
             time.sleep(0.5)
         rss_end = {p: rss_mib(p) for p in pids}
+        cpu_end = {p: cpu_seconds(p) for p in pids}
         running = metric(metrics_text, "gemma_running_sequences")
         queued = metric(metrics_text, "gemma_queue_depth")
         lat = sorted(latencies)
@@ -222,7 +236,10 @@ def main():
             "latency_s": {"p50": pct(0.5), "p95": pct(0.95), "max": round(lat[-1], 3) if lat else None},
             "rss_mib_start": {str(p): round(v, 1) for p, v in rss_start.items() if v},
             "rss_mib_end": {str(p): round(v, 1) for p, v in rss_end.items() if v},
+            "cpu_s_during_load": {str(p): round(cpu_end[p] - cpu_start[p], 1) for p in pids
+                                  if cpu_start.get(p) is not None and cpu_end.get(p) is not None},
             "running_sequences_at_end": running, "queue_depth_at_end": queued,
+            "kv_slots_free_at_end": None if running is None else SLOTS - int(running),
             "server_alive": server.poll() is None,
         }
         print(json.dumps(summary, indent=2))

@@ -47,7 +47,7 @@ public enum HTTPServer {
         var logger = Logger(label: "gemma-node.server")
         logger.logLevel = .warning
         return Application(router: router,
-                           server: .http1(additionalChannelHandlers: [CloseWhenClientLeaves()]),
+                           server: .http1(additionalChannelHandlers: [CloseWhenClientLeaves(), LingeringCloseAfterRefusal()]),
                            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "gemma-node"),
                            onServerRunning: { channel in onRunning(channel.localAddress?.port ?? port) },
                            logger: logger)
@@ -58,12 +58,19 @@ public enum HTTPServer {
                  body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    static func errorResponse(_ error: APIError) -> Response { json(status: error.status, error.json) }
+    /// `closing`: the body was not read (a refusal before or while it arrived), so the
+    /// connection ends after the answer (LingeringCloseAfterRefusal).
+    static func errorResponse(_ error: APIError, closing: Bool = false) -> Response {
+        var response = json(status: error.status, error.json)
+        if closing { response.headers[.connection] = "close" }
+        return response
+    }
 
     /// One completion request: auth, body (size-limited), prepare, submit, then either the
     /// whole JSON or an SSE stream.
     static func handle(_ endpoint: Endpoint, request: Request, channel: any Channel, service: OpenAIService) async -> Response {
         let running: RunningRequest
+        var bodyRead = false
         do {
             try service.authorize(request.headers[.authorization])
             let limit = service.config.maxBodyBytes
@@ -76,12 +83,13 @@ public enum HTTPServer {
             } catch is NIOTooManyBytesError {
                 throw APIError.tooLarge(limit: limit)
             }
+            bodyRead = true
             let (prepared, backend) = try service.prepare(endpoint, body: Data(body.readableBytesView))
             running = try service.start(prepared, backend: backend)
         } catch let error as APIError {
-            return errorResponse(error)
+            return errorResponse(error, closing: !bodyRead)
         } catch {
-            return errorResponse(.badRequest("\(error)"))
+            return errorResponse(.badRequest("\(error)"), closing: !bodyRead)
         }
         if !running.prepared.stream {
             defer { service.requestEnded() }

@@ -16,15 +16,16 @@ import Glibc
 final class RawHTTPConnection {
     let fd: Int32
 
-    init(port: Int, receiveTimeout: Double = 30) throws {
+    init(port: Int, receiveTimeout: Double = 30, sendTimeout: Int = 5) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw MissingDependency("socket() failed: errno \(errno)") }
         var tv = timeval(tv_sec: Int(receiveTimeout), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        // A server that answered early (413) stops reading the body: sending the rest would
-        // block for good, so sends give up after a few seconds and the answer is read instead.
-        var sendTimeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
+        // A send the server never reads gives up after `sendTimeout` seconds (a hang becomes a
+        // failure); the server reads the rest of a refused body before it closes
+        // (refusedBodyIsReadThenTheConnectionCloses).
+        var sendTv = timeval(tv_sec: sendTimeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &sendTv, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -77,6 +78,19 @@ final class RawHTTPConnection {
         return text[end.upperBound...].utf8.count >= length
     }
 
+    /// Reads until the peer closes; `closed` is false when the receive timed out or the
+    /// connection was reset instead of ending.
+    func readToEnd() -> (bytes: [UInt8], closed: Bool) {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return (out, true) }
+            if n < 0 { return (out, false) }
+            out += buf[0..<n]
+        }
+    }
+
     /// Reads until `marker` has arrived (or the peer closes / times out).
     func read(until marker: String) -> String {
         var out: [UInt8] = []
@@ -116,8 +130,8 @@ final class HTTPHarness {
     let port: Int
 
     init(reply: String = "hello world ", maxContext: Int = 64, slots: Int = 2, maxQueued: Int = 8,
-         stepDelay: Double = 0, maxBodyBytes: Int = 1 << 20) throws {
-        harness = try ServiceHarness(reply: reply, maxContext: maxContext, slots: slots, maxQueued: maxQueued,
+         stepDelay: Double = 0, maxBodyBytes: Int = 1 << 20, apiKey: String? = nil) throws {
+        harness = try ServiceHarness(reply: reply, maxContext: maxContext, slots: slots, maxQueued: maxQueued, apiKey: apiKey,
                                      stepDelay: stepDelay, maxBodyBytes: maxBodyBytes)
         server = BackgroundServer.start(service: harness.service, host: "127.0.0.1", port: 0)
         // Generous: the full suite runs mpirun jobs beside this on 2 cores (30 s was missed once).
@@ -129,8 +143,9 @@ final class HTTPHarness {
         harness.stop()
     }
 
-    static func request(_ path: String, body: [UInt8], contentLength: Bool = true) -> [UInt8] {
-        var head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    static func request(_ path: String, body: [UInt8], contentLength: Bool = true, keepAlive: Bool = false) -> [UInt8] {
+        var head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        if !keepAlive { head += "Connection: close\r\n" }
         if contentLength {
             head += "Content-Length: \(body.count)\r\n\r\n"
             return Array(head.utf8) + body
@@ -181,6 +196,42 @@ final class HTTPHarness {
             #expect(r.error?["type"] as? String != nil)
         }
         try h.expectServing()
+    }
+
+    /// A client that sends its whole 10 MB body before it reads (most do) must get to finish
+    /// sending, then read the 413 and the end of the connection: the server answers at once,
+    /// marks the answer `Connection: close`, reads and discards the rest of the body, and
+    /// closes. Before, after a 413 on a `Connection: close` request the server stopped reading
+    /// and waited for the client to close, and such a client blocked in its send for good.
+    /// With and without a length, with and without the client's own `Connection: close`; and
+    /// the same for a 401 (refused before the body is read at all).
+    /// Not a timing test: the 120 s send and receive timeouts only turn a hang into a failure.
+    @Test func refusedBodyIsReadThenTheConnectionCloses() throws {
+        let big = [UInt8](repeating: UInt8(ascii: " "), count: 10 << 20)
+        func expectRefusedAndClosed(_ h: HTTPHarness, status: Int, announced: Bool, keepAlive: Bool) throws {
+            let what = "10 MB body, expecting \(status), length announced: \(announced), keep-alive: \(keepAlive)"
+            let c = try RawHTTPConnection(port: h.port, receiveTimeout: 120, sendTimeout: 120)
+            let sent = c.send(HTTPHarness.request("/v1/chat/completions", body: big, contentLength: announced, keepAlive: keepAlive))
+            #expect(sent, "\(what): the server stopped reading the body")
+            let (bytes, closed) = c.readToEnd()
+            let r = RawResponse(bytes)
+            #expect(r?.status == status, "\(what): \(String(decoding: bytes.prefix(300), as: UTF8.self))")
+            #expect(String(decoding: bytes, as: UTF8.self).lowercased().contains("connection: close"), "\(what): no Connection: close")
+            #expect(closed, "\(what): the connection was not closed (timed out or reset)")
+        }
+        let h = try HTTPHarness()
+        defer { h.stop() }
+        for announced in [true, false] {
+            for keepAlive in [false, true] {
+                try expectRefusedAndClosed(h, status: 413, announced: announced, keepAlive: keepAlive)
+            }
+        }
+        try h.expectServing()
+        let keyed = try HTTPHarness(apiKey: "sekret")
+        defer { keyed.stop() }
+        for keepAlive in [false, true] {
+            try expectRefusedAndClosed(keyed, status: 401, announced: true, keepAlive: keepAlive)
+        }
     }
 
     @Test func malformedBodiesAre400() throws {
