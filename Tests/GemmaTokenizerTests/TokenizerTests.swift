@@ -139,20 +139,20 @@ func compareWithReference(_ tok: GemmaTokenizer, _ ref: ReferenceFile, label: St
         #expect(cut.finish() == "\u{FFFD}")
     }
 
-    @Test func speed() async throws {
+    /// About 10 KB of the reference corpus in one piece encodes to ids that decode back to the
+    /// same text (the per-entry checks above cover short strings; this one covers a long input
+    /// with many merges). Speed is measured by hand, not asserted (no timed tests).
+    @Test func longTextRoundTrip() async throws {
         let path = try TestPaths.requireDefaultModel()
         let tok = try await SharedTokenizer.shared.get(path)
         let ref = try referenceCorpus()
         var text = ""
-        for e in ref.entries where text.utf8.count < 10_240 { text += e.text + "\n" }
-        let start = Date()
+        // Entries with markers are left out: `<...>` may encode as a control token, which
+        // `decode` leaves out (as in the per-entry round trip above).
+        for e in ref.entries where text.utf8.count < 10_240 && !e.text.contains("<") { text += e.text + "\n" }
         let ids = tok.encode(text)
-        let ms = Date().timeIntervalSince(start) * 1000
-        // Measured ~25 ms in a debug build and ~3 ms in release for ~10 KB; the bound catches
-        // an accidental quadratic algorithm (seconds), not scheduler noise.
-        #expect(ms < 1000, "encoding \(text.utf8.count) bytes took \(ms) ms")
         #expect(ids.count > 1000)
-        print("tokenized \(text.utf8.count) bytes into \(ids.count) tokens in \(String(format: "%.1f", ms)) ms")
+        #expect(tok.decode(ids) == text)
     }
 
     /// The tokenizer.model path on the real vocabulary: the GGUF vocabulary exported as a

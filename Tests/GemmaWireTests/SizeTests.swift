@@ -18,23 +18,17 @@ import Testing
     }
 }
 
-@Suite struct SpeedTests {
-    /// Per-step control-plane cost on the coordinator (encode) and a worker (decode + validate).
-    /// Bound: 2 ms for a 16-sequence plan even in a debug build on a loaded 2-core box, far
-    /// below a forward pass (tens of ms); measured figures go to docs/WIRE.md.
-    @Test func encodeDecodeCost() throws {
+@Suite struct RepeatedCodingTests {
+    /// The coordinator encodes a plan every step and each worker decodes and validates it:
+    /// 2,000 rounds of a 16-sequence plan give the same bytes and the same plan every time (no
+    /// state carried between calls). Speed is not asserted here (the project measures speed
+    /// with benchmarks, not tests); docs/WIRE.md quotes the cost measured by hand.
+    @Test func encodeDecodeRepeatedly() throws {
         let plan = Samples.decodePlan(sequences: 16)
-        let rounds = 2_000
-        let clock = ContinuousClock()
-        var bytes: [UInt8] = []
-        let encode = clock.measure { for _ in 0..<rounds { bytes = plan.encode() } }
-        var back = StepPlan(stepId: 0)
-        let decode = try clock.measure { for _ in 0..<rounds { back = try StepPlan.decode(bytes) } }
-        #expect(back == plan)
-        func us(_ d: Duration) -> Double {
-            (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12) / Double(rounds)
+        let bytes = plan.encode()
+        for _ in 0..<2_000 {
+            #expect(plan.encode() == bytes)
+            #expect(try StepPlan.decode(bytes) == plan)
         }
-        print("wire speed (16-sequence plan): encode \(us(encode)) us, decode+validate \(us(decode)) us")
-        #expect(us(encode) + us(decode) < 2_000)
     }
 }
