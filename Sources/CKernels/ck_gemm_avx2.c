@@ -73,15 +73,6 @@ static size_t g2_row_bytes(uint32_t type, int64_t cols) {
 #define G2_TARGET __attribute__((target("avx2,fma,f16c")))
 #define G2_INLINE static inline __attribute__((always_inline)) G2_TARGET
 
-static inline G2_TARGET float g2_h2f(const void *p) { return _cvtsh_ss(ck_ld16(p)); }
-
-// Same operations as ck_x86_body.h's hsum8.
-static inline G2_TARGET float g2_hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // ---- decoding (once per row and matmul)
 
@@ -97,8 +88,8 @@ static G2_TARGET void g2_decode_q4_K(const blk_q4_K *b, int64_t nsb, g2_ksb *o) 
         }
         for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)o[i].sc[j], _mm256_set1_epi16(sc[j]));
         for (int j = 0; j < 8; j++) o[i].w16[2 * j] = o[i].w16[2 * j + 1] = m[j];
-        o[i].d = g2_h2f(&b[i].d);
-        o[i].dmin = g2_h2f(&b[i].dmin);
+        o[i].d = ck_h2f_f16c(&b[i].d);
+        o[i].dmin = ck_h2f_f16c(&b[i].dmin);
     }
 }
 
@@ -122,7 +113,7 @@ static G2_TARGET void g2_decode_q6_K(const blk_q6_K *b, int64_t nsb, g2_ksb *o) 
         for (int j = 0; j < 8; j++)
             _mm256_store_si256((__m256i *)o[i].sc[j], _mm256_set_m128i(_mm_set1_epi16(s[2 * j + 1]), _mm_set1_epi16(s[2 * j])));
         for (int j = 0; j < 16; j++) o[i].w16[j] = s[j];
-        o[i].d = g2_h2f(&b[i].d);
+        o[i].d = ck_h2f_f16c(&b[i].d);
         o[i].dmin = 0;
     }
 }
@@ -140,7 +131,7 @@ static G2_TARGET void g2_decode_q5_0(const blk_q5_0 *b, int64_t nb, uint8_t *o) 
         __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)ck_ld32(b[j].qh)), spread);
         h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit), _mm256_set1_epi8(0x10));
         _mm256_store_si256((__m256i *)(o + 32 * j), _mm256_or_si256(v, h));
-        d[j] = g2_h2f(&b[j].d);
+        d[j] = ck_h2f_f16c(&b[j].d);
     }
 }
 
@@ -151,11 +142,25 @@ static G2_TARGET void g2_decode_q8_0(const blk_q8_0 *b, int64_t nb, uint8_t *o) 
         __m256i w = _mm256_loadu_si256((const __m256i *)b[j].qs);
         _mm256_store_si256((__m256i *)(o + 64 * j), _mm256_sign_epi8(w, w));
         _mm256_store_si256((__m256i *)(o + 64 * j + 32), w);
-        d[j] = g2_h2f(&b[j].d);
+        d[j] = ck_h2f_f16c(&b[j].d);
     }
 }
 
 // ---- dots of one decoded row with N tokens (N a compile-time constant after inlining)
+
+// Super-block i of a decoded K-quant row against N tokens: each token's q8_K block (a[t]) and
+// the integer sums of unsigned values x activations x sub-block scales (sumi[t]); Q4_K and
+// Q6_K differ only in what they do with them afterwards.
+G2_INLINE void g2_ksb_sums(const g2_ksb *sb, const uint8_t *act, size_t stride, int64_t i, int N,
+                           const ck_q8k *a[4], __m256i sumi[4]) {
+    for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; sumi[t] = _mm256_setzero_si256(); }
+    for (int j = 0; j < 8; j++) {
+        const __m256i u = _mm256_load_si256((const __m256i *)(sb->u + 32 * j));
+        const __m256i sc = _mm256_load_si256((const __m256i *)sb->sc[j]);
+        for (int t = 0; t < N; t++)
+            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc));
+    }
+}
 
 G2_INLINE void g2_dot_q4_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
     __m256 acc[4], accm[4];
@@ -163,13 +168,7 @@ G2_INLINE void g2_dot_q4_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, siz
     for (int64_t i = 0; i < nsb; i++) {
         const ck_q8k *a[4];
         __m256i sumi[4];
-        for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; sumi[t] = _mm256_setzero_si256(); }
-        for (int j = 0; j < 8; j++) {
-            const __m256i u = _mm256_load_si256((const __m256i *)(s[i].u + 32 * j));
-            const __m256i sc = _mm256_load_si256((const __m256i *)s[i].sc[j]);
-            for (int t = 0; t < N; t++)
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc));
-        }
+        g2_ksb_sums(&s[i], act, stride, i, N, a, sumi);
         const __m256i md = _mm256_load_si256((const __m256i *)s[i].w16);
         const float d = s[i].d, dmin = s[i].dmin;
         for (int t = 0; t < N; t++) {
@@ -178,7 +177,7 @@ G2_INLINE void g2_dot_q4_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, siz
             accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a[t]->d), _mm256_cvtepi32_ps(km), accm[t]);
         }
     }
-    for (int t = 0; t < N; t++) out[t] = g2_hsum8(acc[t]) - g2_hsum8(accm[t]);
+    for (int t = 0; t < N; t++) out[t] = ck_hsum8_avx(acc[t]) - ck_hsum8_avx(accm[t]);
 }
 
 G2_INLINE void g2_dot_q6_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
@@ -187,13 +186,7 @@ G2_INLINE void g2_dot_q6_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, siz
     for (int64_t i = 0; i < nsb; i++) {
         const ck_q8k *a[4];
         __m256i sumi[4];
-        for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; sumi[t] = _mm256_setzero_si256(); }
-        for (int j = 0; j < 8; j++) {
-            const __m256i u = _mm256_load_si256((const __m256i *)(s[i].u + 32 * j));
-            const __m256i sc = _mm256_load_si256((const __m256i *)s[i].sc[j]);
-            for (int t = 0; t < N; t++)
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc));
-        }
+        g2_ksb_sums(&s[i], act, stride, i, N, a, sumi);
         const __m256i sc16 = _mm256_load_si256((const __m256i *)s[i].w16);
         const float d = s[i].d;
         for (int t = 0; t < N; t++) {
@@ -202,7 +195,7 @@ G2_INLINE void g2_dot_q6_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, siz
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t]->d), _mm256_cvtepi32_ps(si), acc[t]);
         }
     }
-    for (int t = 0; t < N; t++) out[t] = g2_hsum8(acc[t]);
+    for (int t = 0; t < N; t++) out[t] = ck_hsum8_avx(acc[t]);
 }
 
 // 32-block formats: block j of token t into acc[t][j % 4] (tail blocks: acc[t][0]).
@@ -237,7 +230,7 @@ G2_INLINE void g2_dot_b32(int kind, const uint8_t *s, int64_t nb, const uint8_t 
     }
     for (; i < nb; i++) G2_STEP32(kind, i, 0)
     for (int t = 0; t < N; t++)
-        out[t] = g2_hsum8(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
+        out[t] = ck_hsum8_avx(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
 }
 #undef G2_STEP32
 

@@ -65,15 +65,6 @@ _Static_assert(sizeof(ck_ksb) == 576, "ck_ksb");
 #define KG_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define KG_INLINE static inline __attribute__((always_inline)) KG_TARGET
 
-static inline KG_TARGET float kg_h2f(const void *p) { return _cvtsh_ss(ck_ld16(p)); }
-
-// Same operations as ck_x86_body.h's hsum8.
-static inline KG_TARGET float kg_hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // int32 lanes of v (values that fit int16) -> the low 16 bits in both halves of each lane.
 static inline KG_TARGET __m512i kg_dup16(__m512i v) {
@@ -97,8 +88,8 @@ static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) 
         }
         __m128i mm = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
         _mm256_store_si256((__m256i *)o[i].w16, _mm256_set_m128i(_mm_unpackhi_epi16(mm, mm), _mm_unpacklo_epi16(mm, mm)));
-        o[i].d = kg_h2f(&b[i].d);
-        o[i].dmin = kg_h2f(&b[i].dmin);
+        o[i].d = ck_h2f_f16c(&b[i].d);
+        o[i].dmin = ck_h2f_f16c(&b[i].dmin);
     }
 }
 
@@ -118,7 +109,7 @@ static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) 
             _mm512_store_si512((__m512i *)o[i].scl[c], kg_dup16(_mm512_permutexvar_epi32(pick, scv)));
         }
         _mm256_store_si256((__m256i *)o[i].w16, _mm256_cvtepi8_epi16(sc8));
-        o[i].d = kg_h2f(&b[i].d);
+        o[i].d = ck_h2f_f16c(&b[i].d);
         o[i].dmin = 0;
     }
 }
@@ -149,7 +140,7 @@ KG_INLINE void kg_dot_q4_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, siz
             accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a->d), _mm256_cvtepi32_ps(km), accm[t]);
         }
     }
-    for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - kg_hsum8(accm[t]);
+    for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - ck_hsum8_avx(accm[t]);
 }
 
 KG_INLINE void kg_dot_q6_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
@@ -170,7 +161,7 @@ KG_INLINE void kg_dot_q6_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, siz
             acco[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(off), acco[t]);
         }
     }
-    for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * kg_hsum8(acco[t]);
+    for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * ck_hsum8_avx(acco[t]);
 }
 
 // One decoded row times N tokens starting at token t0; results to y[(t0 + k) * y_stride + r].

@@ -100,6 +100,16 @@ float ck_q5pre_dot(const void *w, const void *pre, int64_t cols);
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+/// f16 at p to f32 (F16C), and the horizontal sum of 8 floats in the same operation order as
+/// ck_x86_body.h's hsum8: shared by the multi-token paths of both x86 levels (ck_gemm_avx2.c,
+/// ck_gemm_k.c), which must round exactly as the one-token kernels do.
+static inline __attribute__((target("avx2,fma,f16c"))) float ck_h2f_f16c(const void *p) { return _cvtsh_ss(ck_ld16(p)); }
+static inline __attribute__((target("avx2,fma,f16c"))) float ck_hsum8_avx(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 /// Half h (128 values) of a Q6_K super-block as two vectors of 64 unsigned six-bit values in
 /// activation order (*u01: values 0-63 of the half, *u23: 64-127). Shared by the one-token
 /// AVX-512 kernel and the multi-token path (ck_gemm_k.c), which must see the same bytes.
