@@ -139,12 +139,10 @@ private final class StreamState: @unchecked Sendable {
                                                          "--temp", "0", "--json", "-t", "1"], timeout: 300)
         let out = try JSONDecoder().decode(GenerateOutput.self, from: Data(json.stdout.utf8))
         #expect(r.stdout == (out.text ?? "") + "\n")
-        // ...arriving in pieces: the first text well before the end of the run (48 decode
-        // steps take far longer than the gap between the first token and exit would allow).
-        let firstChunk = try #require(r.chunkTimes.first)
+        // ...arriving in pieces: the pipe is read as data comes, so several separate reads mean
+        // the text was written while generation went on (one write at the end arrives as one or
+        // two reads). No wall-clock bound: a timing comparison with another run's decode time
+        // failed on a loaded machine, and tests here check behaviour, not speed.
         #expect(r.chunkTimes.count >= 4, "stdout arrived in \(r.chunkTimes.count) chunk(s)")
-        let decodeSeconds = out.timings["decode_seconds"] ?? 0
-        #expect(r.exitTime - firstChunk > decodeSeconds / 2,
-                "first text at \(firstChunk) s, exit at \(r.exitTime) s, decode took \(decodeSeconds) s")
     }
 }
