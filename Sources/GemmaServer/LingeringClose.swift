@@ -8,6 +8,11 @@
 // a client that sends its whole body before it reads, as most do, then blocks in its send for
 // good, and the connection is held as long as the client keeps it.
 //
+// The same stall follows any answer given before the body of a `Connection: close` request was
+// read, whoever gave it: Hummingbird's own 404 for an unknown path or method does not read the
+// body either. So the handler also lingers when a response ends while such a request's body
+// is still arriving (keep-alive requests are left to Hummingbird, which reads their body on).
+//
 // This handler does what HTTP/1.1 servers call a lingering close. Once the end of a response
 // marked `Connection: close` has been written, it shuts the sending side (after the response
 // has left, so the client reads the answer and then an end of stream), reads and discards
@@ -33,6 +38,10 @@ final class LingeringCloseAfterRefusal: ChannelDuplexHandler, RemovableChannelHa
 
     /// The response being written said `Connection: close`.
     private var closeAfterResponse = false
+    /// A request's head has arrived and its end has not.
+    private var requestOpen = false
+    /// The open request said `Connection: close`.
+    private var requestSaysClose = false
     /// The response has been written and the sending side shut: input is only discarded now.
     private var lingering = false
     private var discardedBytes = 0
@@ -40,6 +49,15 @@ final class LingeringCloseAfterRefusal: ChannelDuplexHandler, RemovableChannelHa
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard lingering else {
+            switch unwrapInboundIn(data) {
+            case .head(let request):
+                requestOpen = true
+                requestSaysClose = request.headerFields[.connection]?.lowercased().contains("close") ?? false
+            case .end:
+                requestOpen = false
+            case .body:
+                break
+            }
             context.fireChannelRead(data)
             return
         }
@@ -64,7 +82,7 @@ final class LingeringCloseAfterRefusal: ChannelDuplexHandler, RemovableChannelHa
         case .head(let response):
             closeAfterResponse = response.headerFields[.connection]?.lowercased() == "close"
             context.write(data, promise: promise)
-        case .end where closeAfterResponse && !lingering:
+        case .end where !lingering && (closeAfterResponse || (requestOpen && requestSaysClose)):
             closeAfterResponse = false
             context.writeAndFlush(data, promise: promise)
             startLingering(context: context)

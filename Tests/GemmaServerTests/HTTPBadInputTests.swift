@@ -234,6 +234,28 @@ final class HTTPHarness {
         }
     }
 
+    /// Hummingbird's own answer for an unknown path or method does not read the body either:
+    /// a `Connection: close` client that sends a large body before reading must still get
+    /// the 404 and an end of stream, not a stall until its own timeout.
+    @Test func unroutedRequestWithABodyIsAnsweredAndClosed() throws {
+        let big = [UInt8](repeating: UInt8(ascii: " "), count: 10 << 20)
+        let h = try HTTPHarness()
+        defer { h.stop() }
+        for path in ["/v1/no-such-endpoint", "/v1/models", "/"] {
+            for announced in [true, false] {
+                let what = "POST \(path) with a 10 MB body, length announced: \(announced)"
+                let c = try RawHTTPConnection(port: h.port, receiveTimeout: 120, sendTimeout: 120)
+                let sent = c.send(HTTPHarness.request(path, body: big, contentLength: announced, keepAlive: false))
+                #expect(sent, "\(what): the server stopped reading the body")
+                let (bytes, closed) = c.readToEnd()
+                let r = RawResponse(bytes)
+                #expect(r.map { (400..<500).contains($0.status) } == true, "\(what): \(String(decoding: bytes.prefix(300), as: UTF8.self))")
+                #expect(closed, "\(what): the connection was not closed (timed out or reset)")
+            }
+        }
+        try h.expectServing()
+    }
+
     @Test func malformedBodiesAre400() throws {
         let h = try HTTPHarness()
         defer { h.stop() }
