@@ -45,12 +45,23 @@ public final class TimedCommunicator: Communicator, @unchecked Sendable {
         return try body()
     }
 
-    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+    private func countSum(_ count: Int) {
         allReduceSumCalls += 1
         // The bytes this rank sends: the compact payload's under `--sync-type bf16|q8_0`.
-        allReduceSumBytes += UInt64((inner as? SyncPayloadCommunicator)?.payloadBytes(count: buffer.count)
-                                    ?? buffer.count * MemoryLayout<Float>.stride)
+        allReduceSumBytes += UInt64((inner as? SyncPayloadCommunicator)?.payloadBytes(count: count)
+                                    ?? count * MemoryLayout<Float>.stride)
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        countSum(buffer.count)
         try timed(.sum) { try inner.allReduceSum(buffer) }
+    }
+    /// Counted at the start; the time is the start's plus the wait's (the part of the merge
+    /// the computation did not hide).
+    public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective {
+        countSum(buffer.count)
+        let pending = try timed(.sum) { try inner.startAllReduceSum(buffer) }
+        return PendingCollective { [self] in try timed(.sum) { try pending.wait() } }
     }
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try timed(.other) { try inner.allReduceMax(buffer) } }
     public func broadcast(_ bytes: [UInt8], root: Int, idle: Bool) throws -> [UInt8] {

@@ -214,6 +214,27 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try allReduce(buffer, op: gn_op_max(), name: "all-reduce (max)")
     }
 
+    /// MPI_Iallreduce, waited for (polled within the step timeout, as `allReduceSum`) by the
+    /// returned `wait`. Buffers beyond one MPI count are summed at once instead. Whether the
+    /// data moves before `wait` depends on the transport: TCP with
+    /// `--mca btl_tcp_progress_thread 1` moves it in the background; shared memory copies it
+    /// inside `wait` (docs/SCALING.md, overlap).
+    public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return .done }
+        guard buffer.count <= Self.maxCount else {
+            try allReduceSum(buffer)
+            return .done
+        }
+        let name = "all-reduce (sum)"
+        let pending = PendingRequest()
+        try withComm(name) { comm in
+            try Self.check(MPI_Iallreduce(gn_in_place(), base, Int32(buffer.count), gn_float(), gn_op_sum(), comm, &pending.request), name)
+        }
+        return PendingCollective { [self] in
+            try withComm(name) { _ in try waitBounded(&pending.request, name, sleeping: false) }
+        }
+    }
+
     /// In-place all-reduce. Lengths are not cross-checked here (this is the per-layer hot
     /// path); callers guarantee equal lengths by the `Communicator` contract.
     private func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: MPI_Op?, name: String) throws {
@@ -601,4 +622,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         guard MPI_Error_string(code, &text, &length) == MPI_SUCCESS else { return "unknown MPI error \(code)" }
         return String(decoding: text.prefix(Int(max(0, length))).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
+}
+
+/// The request of a started non-blocking collective, shared by its `PendingCollective`.
+private final class PendingRequest {
+    var request: MPI_Request? = gn_request_null()
 }

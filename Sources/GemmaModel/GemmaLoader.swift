@@ -37,9 +37,14 @@ public struct GemmaLoadOptions: Sendable {
     /// Every rank must load with the same type (`load` checks).
     public var kvType: KVCacheType
 
+    /// `--overlap on`: a batch of at least `GemmaShard.overlapMinimumRows` rows runs each dense
+    /// layer as two halves, so one half's all-reduces travel while the other half computes.
+    public var overlap = false
+
     public init(maxContext: Int? = nil, slots: Int = 1, maxBatchTokens: Int = 512, threads: Int = 1, quantize: WeightType? = nil,
-                split: [Double]? = nil, kvType: KVCacheType = .f16, weightsFromRoot: Bool = false) {
+                split: [Double]? = nil, kvType: KVCacheType = .f16, weightsFromRoot: Bool = false, overlap: Bool = false) {
         self.weightsFromRoot = weightsFromRoot
+        self.overlap = overlap
         self.maxContext = maxContext
         self.slots = slots
         self.maxBatchTokens = maxBatchTokens
@@ -323,6 +328,7 @@ extension GemmaShard {
                                maxContext: maxContext, slots: options.slots, maxBatchTokens: options.maxBatchTokens, ple: ple,
                                kvType: options.kvType)
         shard.stopTokenIds = stopTokens
+        shard.overlap = options.overlap
         return shard
     }
 

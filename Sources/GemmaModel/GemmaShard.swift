@@ -158,6 +158,17 @@ public final class GemmaShard: ShardedCausalLM {
     /// transformers' `hidden_states`, for localising mismatches in tests.
     public var hiddenStateObserver: ((Int, UnsafeBufferPointer<Float>) -> Void)?
 
+    /// Run dense layers of large batches as two halves whose all-reduces overlap the other
+    /// half's computation (`transformerBlockOverlapped`). Every product, norm and attention
+    /// is computed row by row, so the halves give the whole batch's values; the sums over
+    /// ranks are bit-identical where the transport adds in an order that does not depend on
+    /// the buffer's length (LocalCommunicator; any MPI at 2 ranks, where a + b = b + a).
+    public var overlap = false
+    /// The smallest batch that is split: two halves of 16 rows keep the matrix kernels on
+    /// their multi-token path; below that the step is a decode step, whose all-reduces are
+    /// latency-bound and gain nothing from halving.
+    public static let overlapMinimumRows = 32
+
     let layers: [LayerWeights]
     /// [VR, H] vocab-parallel embedding; the tied LM head unless `lmHead` is set.
     let embedding: VocabParallelEmbedding
@@ -300,7 +311,11 @@ public final class GemmaShard: ShardedCausalLM {
                 if live.isEmpty { break }   // same batch on every rank: every rank stops here
             }
             Activity.setLayer(i)  // what a stuck-rank report says this rank was doing
-            try transformerBlock(layer, index: i, batch: live)
+            if overlap && comm.size > 1 && live.count >= Self.overlapMinimumRows && layer.moe == nil {
+                try transformerBlockOverlapped(layer, index: i, batch: live)
+            } else {
+                try transformerBlock(layer, index: i, batch: live)
+            }
             if i + 1 < layers.count { observe(i + 1, x, live.count * h) }
         }
         for e in batch where e.position == 0 || e.position >= cache.lengths[e.slot] {
@@ -439,17 +454,61 @@ public final class GemmaShard: ShardedCausalLM {
         if comm.size > 1 { try comm.allReduceSum(UnsafeMutableBufferPointer(start: p, count: count)) }
     }
 
+    /// `transformerBlock` on two halves of the rows, ordered so that each all-reduce is in
+    /// flight while the other half computes: attention(A), start A's sum, attention(B), start
+    /// B's sum; wait A, A's feed-forward, start its sum; wait B, B's feed-forward, start its
+    /// sum; wait both. Only the last sum is exposed (a quarter of the layer's communication
+    /// volume). B's attention reads the keys A stored in this layer (a sequence's rows are in
+    /// position order, and A's come first). Dense layers only: MoE layers and PLE read
+    /// batch-wide buffers and run as one batch.
+    func transformerBlockOverlapped(_ l: LayerWeights, index: Int, batch: [BatchEntry]) throws {
+        let t = batch.count, h = config.hiddenSize
+        let x = act.x.floats().baseAddress!, n = act.normed.floats().baseAddress!, b = act.branch.floats().baseAddress!
+        let halves = [0..<(t / 2), (t / 2)..<t]
+        func sum(_ rows: Range<Int>) throws -> PendingCollective {
+            try comm.startAllReduceSum(UnsafeMutableBufferPointer(start: b + rows.lowerBound * h, count: rows.count * h))
+        }
+
+        rmsNorm(x, rows: t, weight: l.inputNorm, into: n)
+        var attentionSums: [PendingCollective] = []
+        for rows in halves {
+            attention(l, index: index, batch: Array(batch[rows]), input: n + rows.lowerBound * h,
+                      into: b + rows.lowerBound * h, firstRow: rows.lowerBound)
+            attentionSums.append(try sum(rows))
+        }
+        var feedForwardSums: [PendingCollective] = []
+        for (k, rows) in halves.enumerated() {
+            try attentionSums[k].wait()
+            let xr = x + rows.lowerBound * h, br = b + rows.lowerBound * h, nr = n + rows.lowerBound * h
+            if config.hasPostNorms { rmsNorm(br, rows: rows.count, weight: l.postAttentionNorm, into: br) }
+            addResidual(br, into: xr, count: rows.count * h)
+            rmsNorm(xr, rows: rows.count, weight: config.hasPostNorms ? l.preFeedforwardNorm : l.postAttentionNorm, into: nr)
+            mlp(l, tokens: rows.count, input: nr, into: br)
+            feedForwardSums.append(try sum(rows))
+        }
+        for (k, rows) in halves.enumerated() {
+            try feedForwardSums[k].wait()
+            let xr = x + rows.lowerBound * h, br = b + rows.lowerBound * h
+            if config.hasPostNorms { rmsNorm(br, rows: rows.count, weight: l.postFeedforwardNorm, into: br) }
+            addResidual(br, into: xr, count: rows.count * h)
+        }
+
+        if let p = l.ple { injectPerLayerInput(p, layer: index, tokens: t) }
+        if config.hasLayerScalar && l.layerScalar != 1 { scale(x, by: l.layerScalar, count: t * h) }
+    }
+
     /// Self-attention over this rank's heads: projections, QK-norm, RoPE, cache append,
     /// scores over the cache (causal, sliding window, soft-cap) and o_proj: this rank's
     /// partial sum of the output (the caller all-reduces).
+    /// `firstRow`: where the batch starts in the step's rows (for the RoPE tables).
     func attention(_ l: LayerWeights, index: Int, batch: [BatchEntry], input: UnsafeMutablePointer<Float>,
-                   into out: UnsafeMutablePointer<Float>) {
+                   into out: UnsafeMutablePointer<Float>, firstRow: Int = 0) {
         let t = batch.count, h = config.hiddenSize, d = l.shard.headDim
         let nq = l.shard.qHeads.count, nkv = l.shard.kvHeads.count
         let q = act.q.floats().baseAddress!, k = act.k.floats().baseAddress!, v = act.v.floats().baseAddress!
         l.q(input, xStride: h, tokens: t, into: q, yStride: nq * d, pool: pool)
         if config.hasQKNorm { rmsNorm(q, rows: t * nq, weight: l.qNorm, into: q) }
-        applyRope(q, type: l.type, tokens: t, heads: nq, headDim: d)
+        applyRope(q, type: l.type, tokens: t, heads: nq, headDim: d, firstRow: firstRow)
         // A KV consumer (Gemma 4) attends to its producer's cache, which the producer filled
         // earlier in this same step: same type, so same head dim, KV heads and rank split.
         let source = l.kvSource ?? index
@@ -462,7 +521,7 @@ public final class GemmaShard: ShardedCausalLM {
             }
             if config.hasQKNorm { rmsNorm(k, rows: t * nkv, weight: l.kNorm, into: k) }
             if config.hasVNorm { GemmaKernels.rmsNorm(v, rows: t * nkv, width: d, weight: nil, eps: eps, into: v) }
-            applyRope(k, type: l.type, tokens: t, heads: nkv, headDim: d)
+            applyRope(k, type: l.type, tokens: t, heads: nkv, headDim: d, firstRow: firstRow)
             for (i, e) in batch.enumerated() {
                 cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
             }
@@ -510,9 +569,11 @@ public final class GemmaShard: ShardedCausalLM {
     }
 
     /// Rotate-half RoPE in place on [T, heads, d] with the layer type's table.
-    func applyRope(_ p: UnsafeMutablePointer<Float>, type: LayerType, tokens t: Int, heads: Int, headDim d: Int) {
+    func applyRope(_ p: UnsafeMutablePointer<Float>, type: LayerType, tokens t: Int, heads: Int, headDim d: Int, firstRow: Int = 0) {
         guard let cos = act.cos[type], let sin = act.sin[type] else { return }
-        GemmaKernels.applyRope(p, cos: cos.floats().baseAddress!, sin: sin.floats().baseAddress!, tokens: t, heads: heads, headDim: d)
+        let offset = firstRow * (d / 2)
+        GemmaKernels.applyRope(p, cos: cos.floats().baseAddress! + offset, sin: sin.floats().baseAddress! + offset,
+                               tokens: t, heads: heads, headDim: d)
     }
 
     /// RMSNorm with a loaded weight (rows of weight.count values), in place allowed.

@@ -15,6 +15,13 @@ public protocol Communicator: AnyObject, Sendable {
 
     /// In-place element-wise sum over all ranks.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// Starts an in-place sum over all ranks and returns without waiting for it: the sum is
+    /// in `buffer` once `wait()` of the result has returned, and nothing may read or write
+    /// `buffer` before that. Every rank starts its sums in the same order and waits each one
+    /// exactly once; several may be outstanding. Lets a prefill chunk's second half compute
+    /// while the first half's merge travels (`GemmaShard`'s overlapped layer). A default
+    /// (below) sums at once, which is correct for every transport, without overlap.
+    func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective
     /// In-place element-wise maximum over all ranks.
     func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Float>) throws
     /// Broadcast a byte message of any length from `root`. `bytes` is ignored on other ranks.
@@ -64,8 +71,27 @@ public enum CommunicatorError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// A started collective (`Communicator.startAllReduceSum`); `wait()` completes it.
+public struct PendingCollective {
+    private let finish: () throws -> Void
+
+    public init(wait finish: @escaping () throws -> Void) { self.finish = finish }
+
+    /// Blocks until the collective has completed on this rank (its result is in place).
+    public func wait() throws { try finish() }
+
+    /// One that has already completed.
+    public static var done: PendingCollective { PendingCollective {} }
+}
+
 extension Communicator {
     public var isCoordinator: Bool { rank == 0 }
+
+    /// Transports without non-blocking sums: the sum is done before this returns.
+    public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective {
+        try allReduceSum(buffer)
+        return .done
+    }
 
     /// `deliver` for transports without point-to-point: a broadcast that only `to` keeps.
     public func deliver(_ bytes: [UInt8], from: Int, to: Int) throws -> [UInt8] {

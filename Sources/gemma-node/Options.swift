@@ -119,6 +119,22 @@ enum ActivationsOption {
     }
 }
 
+/// `--overlap on|off`: prefill batches of at least 32 rows run each dense layer as two halves,
+/// so one half's all-reduces travel while the other half computes (GemmaShard's overlapped
+/// layer). Same results; docs/SCALING.md measures when it pays.
+enum OverlapOption {
+    static let defaultValue = "off"
+    static let help: ArgumentHelp = "Overlap prefill all-reduces with computation: on runs each dense layer of a batch of 32+ tokens as two halves, one half's merge travelling while the other computes (pays on slow links with a transport that progresses in the background, e.g. --mca btl_tcp_progress_thread 1; see docs/SCALING.md). Default off."
+
+    static func parse(_ text: String) throws -> Bool {
+        switch text.lowercased() {
+        case "on": return true
+        case "off": return false
+        default: throw ValidationError("--overlap must be on or off, got \(text)")
+        }
+    }
+}
+
 /// How the model is placed on the ranks and stored: the load flags that every command that
 /// loads a model shares, `bench` included (whose -c, -p and -n follow llama-bench instead).
 struct PlacementOptions: ParsableArguments {
@@ -133,6 +149,9 @@ struct PlacementOptions: ParsableArguments {
 
     @Option(name: .customLong("activations"), help: ActivationsOption.help)
     var activations: String = "q8"
+
+    @Option(name: .customLong("overlap"), help: OverlapOption.help)
+    var overlap: String = OverlapOption.defaultValue
 
     /// The `--kv-type` in force: as given, else f32 with `--activations f32` (the exact mode
     /// keeps keys and values unrounded too), else f16.
@@ -149,13 +168,14 @@ struct PlacementOptions: ParsableArguments {
         ActivationsOption.apply(activations)
         return GemmaLoadOptions(maxContext: maxContext, slots: slots, maxBatchTokens: maxBatchTokens, threads: threads,
                                 quantize: quantize, split: (try? SplitOption.parse(split)) ?? nil, kvType: resolvedKVType,
-                                weightsFromRoot: weightsFromRoot)
+                                weightsFromRoot: weightsFromRoot, overlap: (try? OverlapOption.parse(overlap)) ?? false)
     }
 
     func validate() throws {
         _ = try SplitOption.parse(split)
         if let kvType { _ = try KVTypeOption.parse(kvType) }
         _ = try ActivationsOption.parse(activations)
+        _ = try OverlapOption.parse(overlap)
     }
 }
 
