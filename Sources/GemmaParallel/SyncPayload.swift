@@ -196,6 +196,20 @@ public final class SyncPayloadCommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    /// f32 payloads start the wrapped transport's sum (so `--overlap` overlaps); compact
+    /// payloads are encoded, gathered and decoded at once (no overlap for them).
+    public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> PendingCollective {
+        guard size > 1, buffer.count > 0, payload == .f32 else {
+            try allReduceSum(buffer)
+            return .done
+        }
+        if !agreed {
+            try checkSameEverywhere()
+            agreed = true
+        }
+        return try inner.startAllReduceSum(buffer)
+    }
+
     /// Encode, gather every rank's payload, decode and add in rank order.
     private func reduce(_ values: UnsafeMutableBufferPointer<Float>) throws {
         let bytes = payload.encodedBytes(count: values.count)
