@@ -145,6 +145,31 @@ struct GenerateOutput: Decodable {
         }
     }
 
+    /// `--overlap on` under Open MPI (MPI_Iallreduce, two outstanding per layer): a 40-token
+    /// prefill (halves of 20 rows) gives the logits of `--overlap off` at every position, bit
+    /// for bit: each row is computed alone either way, and at 2 ranks a sum is a + b whatever
+    /// the message size. At 4 ranks Open MPI may choose another reduction order for the
+    /// half-size messages, so there the bound is 1e-4 (float rounding of logits up to ~12).
+    @Test(arguments: [2, 4])
+    func overlapGivesTheSameLogits(ranks: Int) throws {
+        let expected = try HFExpected.load(Self.fixture)
+        let prompt = Array(repeating: expected.prompt_tokens, count: 40 / expected.prompt_tokens.count + 1).flatMap { $0 }.prefix(40)
+        let tokens = prompt.map(String.init).joined(separator: ",")
+        func logits(_ overlap: String) throws -> [[Double]] {
+            let result = try run(ranks: ranks, ["logits", "-m", modelPath, "--tokens", tokens, "--all", "-t", "1", "--overlap", overlap])
+            #expect(result.status == 0, "\(result.all)")
+            return try JSONDecoder().decode(LogitsOutput.self, from: Data(result.stdout.utf8)).positions.map { try #require($0.logits) }
+        }
+        let whole = try logits("off"), halves = try logits("on")
+        #expect(whole.count == 40 && halves.count == 40)
+        let diff = zip(halves, whole).flatMap { zip($0, $1).map { abs($0 - $1) } }.max() ?? .infinity
+        if ranks == 2 {
+            #expect(diff == 0, "max |logit difference| \(diff)")
+        } else {
+            #expect(diff < 1e-4, "max |logit difference| \(diff)")
+        }
+    }
+
     @Test func mismatchedSyncTypeFailsOnEveryRank() throws {
         let expected = try HFExpected.load(Self.fixture)
         let tokens = expected.prompt_tokens.map(String.init).joined(separator: ",")

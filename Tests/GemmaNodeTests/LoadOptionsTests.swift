@@ -67,6 +67,10 @@ import Testing
         #expect(bench.modelPath == "/models/m.gguf")
         #expect(throws: (any Error).self) { try BenchCommand.parse(["--split", "1,-1"]) }
         #expect(throws: (any Error).self) { try BenchCommand.parse(["-t", "0"]) }
+        #expect(try BenchCommand.parse(flags + ["--overlap", "on"]).placement.loadOptions(maxContext: 64, threads: 1).overlap)
+        #expect(try GenerateCommand.parse(flags + ["--tokens", "2", "--overlap", "ON"]).modelOptions.loadOptions().overlap)
+        #expect(!g.overlap && !b.overlap, "--overlap is off by default")
+        #expect(throws: (any Error).self) { try BenchCommand.parse(["--overlap", "yes"]) }
     }
 
     /// --activations f32 (the exact mode) makes the KV cache f32 unless --kv-type is given;
