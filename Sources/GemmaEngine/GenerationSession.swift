@@ -144,7 +144,7 @@ private final class EventBox: @unchecked Sendable {
     func handle(_ event: SequenceEvent) {
         switch event {
         case let .token(id): onToken(id)
-        case .logprobs: break
+        case .logprobs, .promptCached: break
         case let .finished(r): result = r
         case let .failed(message): failure = message
         }
