@@ -368,10 +368,10 @@ public final class Coordinator {
     public let executor: StepExecutor
     public let scheduler: BatchScheduler
 
-    public init(executor: StepExecutor) throws {
+    public init(executor: StepExecutor, prefixCache: Bool = false) throws {
         guard executor.comm.isCoordinator else { throw EngineError.notCoordinator("Coordinator") }
         self.executor = executor
-        self.scheduler = try BatchScheduler(executor: executor, maxQueued: executor.model.slots)
+        self.scheduler = try BatchScheduler(executor: executor, maxQueued: executor.model.slots, prefixCache: prefixCache)
     }
 
     public var timings: EngineTimings { executor.timings }
