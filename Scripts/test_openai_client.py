@@ -15,7 +15,9 @@ the numbers), 401, 413, 429; a client that disconnects frees its slot; the idle 
 across all ranks (read from /proc) stays under 10% of a core; structured output
 (`response_format` json_object and a nested json_schema with object/array/enum/integer, at
 temperatures 0 to 2 and several seeds, streaming and not: every output parsed with json.loads
-and validated with jsonschema; an unsupported keyword and a too-small max_tokens are 400s). Prints one line per check and
+and validated with jsonschema; an unsupported keyword and a too-small max_tokens are 400s); prefix
+caching (a second chat with the same long system prompt reports it in
+usage.prompt_tokens_details.cached_tokens and /metrics, with the same answer). Prints one line per check and
 'N passed, N failed' at the end; exit status 1 if any failed.
 """
 
@@ -188,6 +190,52 @@ def structured_output(client, model):
             check(f"response_format refusal names {word}", False, "accepted")
         except openai.BadRequestError as e:
             check(f"response_format refusal names {word}", e.body.get("param") == param and word in e.body.get("message", ""), str(e.body))
+
+
+SYSTEM_SENTENCES = [
+    "You are a careful assistant for a small library.",
+    "Answer in one short sentence unless asked for more.",
+    "The library opens at nine and closes at five on weekdays.",
+    "Books may be borrowed for three weeks and renewed once.",
+    "Late returns cost ten cents a day, up to the price of the book.",
+    "The reading room on the second floor is kept quiet at all times.",
+]
+
+
+def prefix_cache(client, model, base, n):
+    """Two chats sharing a long system prompt: the second reuses its KV entries (prefix cache,
+    on by default), usage.prompt_tokens_details.cached_tokens says how many, /metrics counts
+    them, and the answer equals the same request's answer computed again (greedy)."""
+    system = f"Session {time.time_ns()}. " + " ".join(SYSTEM_SENTENCES * 5)
+    def ask(question, stream=False):
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        if not stream:
+            r = client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0)
+            return r.choices[0].message.content, r.usage
+        text, usage = "", None
+        for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=n, temperature=0,
+                                                    stream=True, stream_options={"include_usage": True}):
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+            if chunk.usage:
+                usage = chunk.usage
+        return text, usage
+    before = metric(base, "gemma_prompt_tokens_cached_total") or 0
+    _, first = ask("When does the library open?")
+    second_text, second = ask("How long can I keep a book?")
+    again_text, again = ask("How long can I keep a book?", stream=True)
+    cached = [u.prompt_tokens_details.cached_tokens if u and u.prompt_tokens_details else None for u in (first, second, again)]
+    # The first shares only the chat template's opening tokens with earlier requests; the second
+    # the whole system prompt (all but the few tokens of its question and turn markers); the
+    # third its whole prompt but the last token, which is always computed for its logits.
+    check("prefix cache: a new system prompt is computed", cached[0] is not None and cached[0] < 8, str(cached))
+    check("prefix cache: the shared system prompt is reused",
+          cached[1] is not None and first.prompt_tokens * 0.85 < cached[1] < second.prompt_tokens, f"{cached} {first.prompt_tokens}")
+    check("prefix cache: the same prompt again reuses all but its last token (streamed usage)",
+          again is not None and cached[2] == again.prompt_tokens - 1, f"{cached} {again}")
+    check("prefix cache: same answer when reused", again_text == second_text, f"{again_text!r} vs {second_text!r}")
+    after = metric(base, "gemma_prompt_tokens_cached_total") or 0
+    check("prefix cache: /metrics counts the reused tokens", after - before >= sum(c or 0 for c in cached), f"{before} -> {after}")
 
 
 def main():
@@ -402,6 +450,7 @@ def main():
     check("still serving after errors", status == 200 and after.choices[0].message.content == text)
 
     structured_output(client, model)
+    prefix_cache(client, model, base, n)
 
     # Idle CPU of all ranks.
     pids = rank_pids(args.match)

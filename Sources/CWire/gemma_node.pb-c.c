@@ -470,7 +470,7 @@ const ProtobufCMessageDescriptor gemma_node__sampling_params__descriptor =
   (ProtobufCMessageInit) gemma_node__sampling_params__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descriptors[11] =
+static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descriptors[13] =
 {
   {
     "slot",
@@ -604,12 +604,38 @@ static const ProtobufCFieldDescriptor gemma_node__sequence_work__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "prefix_source_slot",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(GemmaNode__SequenceWork, prefix_source_slot),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prefix_length",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(GemmaNode__SequenceWork, prefix_length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned gemma_node__sequence_work__field_indices_by_name[] = {
   9,   /* field[9] = grammar */
   10,   /* field[10] = grammar_max_tokens */
   4,   /* field[4] = is_prefill_chunk */
   8,   /* field[8] = logprobs */
+  12,   /* field[12] = prefix_length */
+  11,   /* field[11] = prefix_source_slot */
   1,   /* field[1] = request_id */
   6,   /* field[6] = sampling */
   0,   /* field[0] = slot */
@@ -618,10 +644,11 @@ static const unsigned gemma_node__sequence_work__field_indices_by_name[] = {
   2,   /* field[2] = token_ids */
   5,   /* field[5] = want_logits */
 };
-static const ProtobufCIntRange gemma_node__sequence_work__number_ranges[1 + 1] =
+static const ProtobufCIntRange gemma_node__sequence_work__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 14, 11 },
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor gemma_node__sequence_work__descriptor =
 {
@@ -631,10 +658,10 @@ const ProtobufCMessageDescriptor gemma_node__sequence_work__descriptor =
   "GemmaNode__SequenceWork",
   "gemma_node",
   sizeof(GemmaNode__SequenceWork),
-  11,
+  13,
   gemma_node__sequence_work__field_descriptors,
   gemma_node__sequence_work__field_indices_by_name,
-  1,  gemma_node__sequence_work__number_ranges,
+  2,  gemma_node__sequence_work__number_ranges,
   (ProtobufCMessageInit) gemma_node__sequence_work__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

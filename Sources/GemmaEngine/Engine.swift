@@ -119,6 +119,9 @@ public struct GenerationResult: Sendable, Equatable {
     public var finishReason: FinishReason
     /// One entry per generated token when the request asked for log-probabilities.
     public var logprobs: [TokenLogprobs] = []
+    /// Prompt tokens whose KV entries were reused from an earlier sequence (prefix caching)
+    /// instead of computed.
+    public var cachedTokens = 0
 }
 
 /// Where the time of the steps went, measured on the rank that owns the engine. Prefill
@@ -223,6 +226,10 @@ public final class StepExecutor {
                 if !step.shutdown {
                     try step.validate(limits)
                     try installConstraints(step)
+                    // Prefix caching: a new sequence starts from KV entries a slot already holds.
+                    for w in step.work where w.prefixLength > 0 {
+                        try model.reusePrefix(source: Int(w.prefixSourceSlot), into: Int(w.slot), length: Int(w.prefixLength))
+                    }
                     let batch = Self.batch(for: step)
                     let f0 = DispatchTime.now().uptimeNanoseconds
                     Activity.set(.forward)
@@ -361,10 +368,10 @@ public final class Coordinator {
     public let executor: StepExecutor
     public let scheduler: BatchScheduler
 
-    public init(executor: StepExecutor) throws {
+    public init(executor: StepExecutor, prefixCache: Bool = false) throws {
         guard executor.comm.isCoordinator else { throw EngineError.notCoordinator("Coordinator") }
         self.executor = executor
-        self.scheduler = try BatchScheduler(executor: executor, maxQueued: executor.model.slots)
+        self.scheduler = try BatchScheduler(executor: executor, maxQueued: executor.model.slots, prefixCache: prefixCache)
     }
 
     public var timings: EngineTimings { executor.timings }
@@ -382,7 +389,7 @@ public final class Coordinator {
         for (r, c) in zip(requests, collectors) {
             try scheduler.submit(r) { event in
                 switch event {
-                case .token, .logprobs: break
+                case .token, .logprobs, .promptCached: break
                 case let .finished(result): c.result = result
                 case let .failed(message): c.failure = message
                 }

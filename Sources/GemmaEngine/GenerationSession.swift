@@ -97,9 +97,11 @@ public final class GenerationSession {
     /// Rank 0 only.
     public let coordinator: Coordinator?
 
-    public init(model: any ShardedCausalLM, comm: any Communicator) throws {
+    /// `prefixCache`: a request may reuse the KV entries of the previous ones (chat turns
+    /// repeat the whole conversation; docs/ENGINE.md "Prefix caching").
+    public init(model: any ShardedCausalLM, comm: any Communicator, prefixCache: Bool = false) throws {
         executor = StepExecutor(model: model, comm: comm)
-        coordinator = comm.isCoordinator ? try Coordinator(executor: executor) : nil
+        coordinator = comm.isCoordinator ? try Coordinator(executor: executor, prefixCache: prefixCache) : nil
     }
 
     /// Where the time of every step so far went (rank 0's clock on rank 0).
@@ -144,7 +146,7 @@ private final class EventBox: @unchecked Sendable {
     func handle(_ event: SequenceEvent) {
         switch event {
         case let .token(id): onToken(id)
-        case .logprobs: break
+        case .logprobs, .promptCached: break
         case let .finished(r): result = r
         case let .failed(message): failure = message
         }

@@ -17,6 +17,9 @@ public enum SequenceEvent: Sendable, Equatable {
     case token(Int32)
     /// The log-probabilities of the `token` that follows (only for requests that ask).
     case logprobs(TokenLogprobs)
+    /// Prefix caching: this many prompt tokens were reused from an earlier sequence's KV
+    /// entries (sent once, before the first `token`, only when more than 0).
+    case promptCached(Int)
     /// The sequence ended normally or was cancelled (`finishReason == .cancelled`).
     case finished(GenerationResult)
     /// The engine failed (the whole cluster stops); the text is the agreed error.
@@ -65,6 +68,8 @@ public struct StepReport: Sendable, Equatable {
     /// (part of `samplingSeconds`); 0 in steps without a constrained sequence.
     public var maskedRows = 0
     public var maskSeconds = 0.0
+    /// Prefix caching: prompt tokens whose KV entries the step reused instead of computing.
+    public var cachedPromptTokens = 0
 }
 
 /// Rank 0's continuous-batching scheduler. Thread-safe entry points: `submit`, `cancel`,
@@ -75,6 +80,9 @@ public final class BatchScheduler: @unchecked Sendable {
     public let maxQueued: Int
     /// Called on the engine thread after every step that carried work.
     public var onStep: (@Sendable (StepReport) -> Void)?
+    /// Prefix caching: finished sequences' KV entries stay in their free slots and a new
+    /// request whose prompt starts with what a slot holds continues from there (docs/ENGINE.md).
+    public let prefixCache: Bool
 
     public typealias Sink = @Sendable (SequenceEvent) -> Void
 
@@ -94,7 +102,21 @@ public final class BatchScheduler: @unchecked Sendable {
         var generated: [Int32] = []
         var logprobs: [TokenLogprobs] = []
         var finish: FinishReason?
+        /// Prefix caching: prompt tokens taken from `prefixSource`'s KV entries (`cached`
+        /// starts there); the first chunk carries the reuse to every rank.
+        var reused = 0
+        var prefixSource = 0
+        /// The running sequence that holds the prefix, when it is another slot's.
+        var sourceTicket: UInt64?
         var request: GenerationRequest { ticket.request }
+    }
+
+    /// A finished sequence whose KV entries stay in its free slot (engine thread only).
+    struct Retained {
+        /// The tokens whose entries the slot holds, positions 0 ..< tokens.count.
+        let tokens: [Int32]
+        /// Order of retention; the smallest is reclaimed first.
+        let age: UInt64
     }
 
     // Guarded by `lock`.
@@ -112,13 +134,20 @@ public final class BatchScheduler: @unchecked Sendable {
     private var freeSlotList: [Int]
     private var pendingFrees: [Int] = []
     private var nextStepId: UInt64 = 0
+    /// Free slots whose entries are kept for reuse, by slot.
+    private(set) var retained: [Int: Retained] = [:]
+    private var retainAge: UInt64 = 0
 
-    public init(executor: StepExecutor, maxQueued: Int = 64) throws {
+    public init(executor: StepExecutor, maxQueued: Int = 64, prefixCache: Bool = false) throws {
         guard executor.comm.isCoordinator else { throw EngineError.notCoordinator("BatchScheduler") }
         self.executor = executor
         self.maxQueued = max(0, maxQueued)
+        self.prefixCache = prefixCache
         self.freeSlotList = Array(0..<executor.model.slots)
     }
+
+    /// Slots holding a retained finished sequence, with its token count (tests, diagnostics).
+    public var retainedLengths: [Int: Int] { retained.mapValues(\.tokens.count) }
 
     /// Requests waiting for a slot and sequences running, as of now.
     public var load: (waiting: Int, running: Int) {
@@ -277,8 +306,15 @@ public final class BatchScheduler: @unchecked Sendable {
         s.finish = reason
         pendingFrees.append(s.slot)
         freeSlotList.append(s.slot)
+        // Retained only once a plan wrote the slot (cached > reused): a sequence that ended
+        // before its first chunk ran left the slot's old contents, which are not its tokens.
+        if prefixCache && s.cached > s.reused {
+            retained[s.slot] = Retained(tokens: Array(s.tokens[0..<s.cached]), age: retainAge)
+            retainAge += 1
+        }
         s.ticket.sink(.finished(GenerationResult(id: s.request.id, promptTokens: s.request.promptTokens,
-                                                 tokens: s.generated, finishReason: reason, logprobs: s.logprobs)))
+                                                 tokens: s.generated, finishReason: reason, logprobs: s.logprobs,
+                                                 cachedTokens: s.cached > s.reused ? s.reused : 0)))
     }
 
     /// Applies cancellations, admits waiting requests into free slots (FIFO), runs one step
@@ -296,10 +332,11 @@ public final class BatchScheduler: @unchecked Sendable {
         }
         freeSlotList.sort()
         lock.lock()
+        // Sequences admitted below have no entries yet: only earlier ones are prefix sources.
+        let sources = running.count
         while !freeSlotList.isEmpty && !waiting.isEmpty {
             let t = waiting.removeFirst()
-            let slot = freeSlotList.removeFirst()
-            running.append(Sequence(ticket: t, slot: slot, tokens: t.request.promptTokens))
+            running.append(admit(t, liveSources: running[0..<sources]))
         }
         let queued = waiting.count
         lock.unlock()
@@ -325,6 +362,7 @@ public final class BatchScheduler: @unchecked Sendable {
         for w in plan.work {
             guard let i = running.firstIndex(where: { $0.slot == Int(w.slot) }) else { continue }
             running[i].cached += w.tokenIds.count
+            if w.prefixLength > 0 { running[i].ticket.sink(.promptCached(Int(w.prefixLength))) }
             guard w.wantLogits else { continue }
             guard next < sampled.count else { throw EngineError.badPlan("sampler returned too few ids") }
             let token = sampled[next]
@@ -361,13 +399,69 @@ public final class BatchScheduler: @unchecked Sendable {
                               allReduceSeconds: (timed?.allReduceSumSeconds ?? 0) - reduceBefore,
                               controlSeconds: after.controlSeconds - before.controlSeconds,
                               samplingSeconds: after.samplingSeconds - before.samplingSeconds, queued: queued,
-                              maskedRows: after.maskedRows - before.maskedRows, maskSeconds: after.maskSeconds - before.maskSeconds))
+                              maskedRows: after.maskedRows - before.maskedRows, maskSeconds: after.maskSeconds - before.maskSeconds,
+                              cachedPromptTokens: plan.work.reduce(0) { $0 + Int($1.prefixLength) }))
+        }
+    }
+
+    /// Takes a free slot for a request. With prefix caching, the slot (or running sequence)
+    /// holding the longest reusable start of the prompt gives its entries: a retained slot is
+    /// taken over in place, a running sequence's entries are copied into a free slot. Without
+    /// a match the request gets an empty free slot, else the least recently retained one.
+    /// At least the last prompt token is always computed (its logits give the first token).
+    private func admit(_ t: Ticket, liveSources: ArraySlice<Sequence>) -> Sequence {
+        let prompt = t.request.promptTokens
+        var best: (slot: Int, length: Int, ticket: UInt64?)?
+        if prefixCache && prompt.count > 1 && t.request.maxNewTokens > 0 {
+            func consider(_ slot: Int, _ tokens: ArraySlice<Int32>, _ ticket: UInt64?) {
+                var n = 0
+                let limit = min(tokens.count, prompt.count - 1)
+                while n < limit && tokens[tokens.startIndex + n] == prompt[n] { n += 1 }
+                guard n > (best?.length ?? 0) else { return }
+                let k = executor.model.reusablePrefix(source: slot, upTo: n)
+                if k > (best?.length ?? 0) { best = (slot, k, ticket) }
+            }
+            for slot in freeSlotList { if let r = retained[slot] { consider(slot, r.tokens[...], nil) } }
+            // A sequence whose first chunk has not run yet (cached == reused) has no entries of its own.
+            for s in liveSources where s.cached > s.reused { consider(s.slot, s.tokens[0..<s.cached], s.ticket.ticket) }
+        }
+        let slot: Int
+        if let best, best.ticket == nil {
+            slot = best.slot
+        } else {
+            slot = freeSlotList.first { retained[$0] == nil }
+                ?? freeSlotList.min { retained[$0]!.age < retained[$1]!.age }!
+        }
+        freeSlotList.removeAll { $0 == slot }
+        retained[slot] = nil
+        var s = Sequence(ticket: t, slot: slot, tokens: prompt)
+        if let best {
+            s.reused = best.length
+            s.cached = best.length
+            s.prefixSource = best.slot
+            s.sourceTicket = best.ticket
+        }
+        return s
+    }
+
+    /// Before a sequence's first chunk goes out: whether the running sequence it copies from
+    /// still runs in its slot and the entries are still intact (a sliding layer's ring moves on
+    /// as that sequence grows). If not, the sequence computes its whole prompt instead.
+    private func confirmPrefix(_ i: Int) {
+        let s = running[i]
+        guard s.reused > 0, s.cached == s.reused, let ticket = s.sourceTicket else { return }
+        let alive = running.contains { $0.ticket.ticket == ticket && $0.slot == s.prefixSource && $0.cached >= s.reused && $0.finish == nil }
+        if !alive || executor.model.reusablePrefix(source: s.prefixSource, upTo: s.reused) != s.reused {
+            running[i].reused = 0
+            running[i].cached = 0
+            running[i].sourceTicket = nil
         }
     }
 
     /// The next step: one decode token for each sequence past its prompt, then prompt chunks
     /// in admission order while the token budget lasts.
     func buildStep() -> StepPlan {
+        for i in running.indices { confirmPrefix(i) }
         var budget = max(1, executor.model.maxBatchTokens)
         var work: [SequenceWork] = []
         for s in running where s.cached >= s.request.promptTokens.count && budget > 0 {
@@ -380,14 +474,17 @@ public final class BatchScheduler: @unchecked Sendable {
         for s in running where s.cached < s.request.promptTokens.count && budget > 0 {
             let remaining = s.request.promptTokens.count - s.cached
             let n = min(remaining, budget)
+            let first = s.cached == s.reused  // the first chunk: it carries the grammar and the reused prefix
             work.append(SequenceWork(slot: UInt32(s.slot), requestId: s.request.id,
                                      tokenIds: Array(s.tokens[s.cached..<(s.cached + n)]),
                                      startPosition: UInt32(s.cached), isPrefillChunk: true, wantLogits: n == remaining,
                                      sampling: s.request.sampling, stepIndexInSequence: UInt64(s.generated.count),
                                      logprobs: n == remaining ? s.request.logprobs : nil,
-                                     grammar: s.cached == 0 ? s.request.grammar : [],
-                                     grammarMaxTokens: s.cached == 0 && !s.request.grammar.isEmpty
-                                        ? UInt32(clamping: s.request.grammarBudget(maxContext: executor.model.maxContext)) : 0))
+                                     grammar: first ? s.request.grammar : [],
+                                     grammarMaxTokens: first && !s.request.grammar.isEmpty
+                                        ? UInt32(clamping: s.request.grammarBudget(maxContext: executor.model.maxContext)) : 0,
+                                     prefixSourceSlot: first && s.reused > 0 ? UInt32(s.prefixSource) : 0,
+                                     prefixLength: first ? UInt32(s.reused) : 0))
             budget -= n
         }
         let plan = StepPlan(stepId: nextStepId, work: work, freeSlots: pendingFrees.map { UInt32($0) })
@@ -412,7 +509,7 @@ extension BatchScheduler {
         let ticket = try submit(request) { event in
             continuation.yield(event)
             switch event {
-            case .token, .logprobs: break
+            case .token, .logprobs, .promptCached: break
             case .finished, .failed: continuation.finish()
             }
         }

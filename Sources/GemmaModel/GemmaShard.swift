@@ -22,6 +22,7 @@ public enum GemmaModelError: Error, CustomStringConvertible, Equatable {
     case positionBeyondContext(slot: Int, position: Int, maxContext: Int)
     case positionGap(slot: Int, expected: Int, got: Int)
     case batchTooLarge(tokens: Int, maxBatchTokens: Int)
+    case prefixUnavailable(slot: Int, source: Int, length: Int)
 
     public var description: String {
         switch self {
@@ -30,6 +31,8 @@ public enum GemmaModelError: Error, CustomStringConvertible, Equatable {
         case let .positionBeyondContext(s, p, c): return "slot \(s): position \(p) is beyond the context of \(c) tokens"
         case let .positionGap(s, e, g): return "slot \(s): position \(g) does not continue the cached prefix (next position is \(e); 0 restarts the slot)"
         case let .batchTooLarge(t, m): return "a step of \(t) tokens exceeds maxBatchTokens \(m)"
+        case let .prefixUnavailable(s, src, n):
+            return "slot \(s): slot \(src) does not hold the first \(n) positions intact; the prefix cannot be reused"
         }
     }
 }
@@ -264,7 +267,53 @@ public final class GemmaShard: ShardedCausalLM {
     }
 
     public func release(slot: Int) {
-        if slot >= 0 && slot < slots { cache.lengths[slot] = 0 }
+        if slot >= 0 && slot < slots { cache.lengths[slot] = 0 }  // `held` stays: the entries remain reusable
+    }
+
+    /// Ring size of the layers whose ring wraps inside the context (sliding layers when the
+    /// context is longer than window + maxBatchTokens); nil when no layer's ring wraps.
+    var wrappingCapacity: Int? {
+        cache.specs.filter { $0.kvHeads > 0 && $0.capacity < maxContext }.map(\.capacity).min()
+    }
+
+    /// Lowest position whose entries are intact in every wrapping layer of `source`: its ring
+    /// holds position p at p % C, overwritten once the slot reached p + C, and entries below
+    /// the floor came stale from another slot.
+    func intactFrom(_ source: Int) -> Int {
+        guard let c = wrappingCapacity else { return 0 }
+        return max(cache.floors[source], cache.held[source] - c)
+    }
+
+    /// Global layers keep every position, so any prefix of what the slot held is intact there.
+    /// A sliding layer's query at position k reads keys k - window + 1 ... k, so a sequence
+    /// continuing from k needs k - window + 1 ..< k intact (later queries read later keys,
+    /// which the ring keeps: its capacity is at least the window plus one batch). All or
+    /// nothing: a shorter prefix would need older entries.
+    public func reusablePrefix(source: Int, upTo length: Int) -> Int {
+        guard source >= 0 && source < slots else { return 0 }
+        let k = min(length, cache.held[source])
+        guard k > 0 else { return 0 }
+        let from = intactFrom(source)
+        guard from > 0, let window = config.slidingWindow else { return k }
+        return max(0, k - window + 1) >= from ? k : 0
+    }
+
+    public func reusePrefix(source: Int, into slot: Int, length: Int) throws {
+        guard slot >= 0 && slot < slots else { throw GemmaModelError.slotOutOfRange(slot: slot, slots: slots) }
+        guard length >= 1, reusablePrefix(source: source, upTo: length) == length else {
+            throw GemmaModelError.prefixUnavailable(slot: slot, source: source, length: length)
+        }
+        let from = intactFrom(source)
+        if source != slot {
+            for (layer, spec) in cache.specs.enumerated() where spec.kvHeads > 0 {
+                // Non-wrapping layers hold every position; a wrapping ring only its intact ones.
+                let first = spec.capacity < maxContext ? min(length, max(from, length - spec.capacity)) : 0
+                cache.copyRows(layer: layer, from: source, to: slot, positions: first..<length)
+            }
+        }
+        cache.floors[slot] = from
+        cache.held[slot] = length
+        cache.lengths[slot] = length
     }
 
     /// Checks a batch without changing anything; the same batch gives the same error on every rank.
@@ -320,6 +369,8 @@ public final class GemmaShard: ShardedCausalLM {
         }
         for e in batch where e.position == 0 || e.position >= cache.lengths[e.slot] {
             cache.lengths[e.slot] = e.position + 1
+            cache.held[e.slot] = e.position + 1
+            if e.position == 0 { cache.floors[e.slot] = 0 }  // computed from the start: nothing stale
         }
 
         // Final norm and LM head only for the rows that want logits.

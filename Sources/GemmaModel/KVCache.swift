@@ -26,8 +26,15 @@ final class KVCache: @unchecked Sendable {
     /// keys[layer]: [slots, capacity, kvHeads] rows of rowBytes[layer] bytes; values the same.
     let keys: [AlignedBuffer]
     let values: [AlignedBuffer]
-    /// Tokens cached per slot (next position).
+    /// Tokens cached per slot (next position); 0 once the slot is released.
     var lengths: [Int]
+    /// Prefix caching: positions 0 ..< held[slot] were written by the slot's current content,
+    /// which stays readable after `release` (a retained sequence) until the slot restarts.
+    var held: [Int]
+    /// Prefix caching: below this position a wrapping (sliding) layer's entries of the slot may
+    /// be stale even where its own ring has not wrapped yet (they came from another slot that
+    /// had overwritten them). 0 for a sequence computed from position 0.
+    var floors: [Int]
     let maxCapacity: Int
 
     /// Ring size of a layer: every position for global layers; for sliding ones the window
@@ -50,6 +57,8 @@ final class KVCache: @unchecked Sendable {
         keys = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * type.bytes(values: $0.headDim)) }
         values = layers.map { AlignedBuffer(byteCount: slots * $0.capacity * $0.kvHeads * type.bytes(values: $0.headDim)) }
         lengths = Array(repeating: 0, count: slots)
+        held = Array(repeating: 0, count: slots)
+        floors = Array(repeating: 0, count: slots)
         maxCapacity = layers.map(\.capacity).max() ?? 1
     }
 
@@ -82,6 +91,20 @@ final class KVCache: @unchecked Sendable {
     @inline(__always)
     func value(layer: Int, slot: Int, position: Int, head: Int) -> UnsafeRawPointer {
         UnsafeRawPointer(values[layer].pointer + offset(layer: layer, slot: slot, position: position, head: head))
+    }
+
+    /// Copies the K and V rows of positions `from ..< to` of one layer from slot `source` to
+    /// slot `slot` (the same ring indices: both rings hold position p at p % capacity).
+    func copyRows(layer: Int, from source: Int, to slot: Int, positions: Range<Int>) {
+        let s = specs[layer]
+        guard s.kvHeads > 0, source != slot else { return }
+        let bytes = s.kvHeads * rowBytes[layer]
+        for p in positions {
+            let a = offset(layer: layer, slot: source, position: p, head: 0)
+            let b = offset(layer: layer, slot: slot, position: p, head: 0)
+            (keys[layer].pointer + b).copyMemory(from: keys[layer].pointer + a, byteCount: bytes)
+            (values[layer].pointer + b).copyMemory(from: values[layer].pointer + a, byteCount: bytes)
+        }
     }
 
     /// A cached row read back as floats (tests and diagnostics).

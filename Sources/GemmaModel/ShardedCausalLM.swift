@@ -61,6 +61,27 @@ public protocol ShardedCausalLM: AnyObject {
     /// Runs one step over the batch, appending its K/V to the slots' caches, and returns this
     /// rank's logits slice for the entries with `wantLogits`.
     func forward(_ batch: [BatchEntry]) throws -> LogitsSlice
-    /// Forgets a slot's cached tokens (the sequence finished or was cancelled).
+    /// Forgets a slot's cached tokens (the sequence finished or was cancelled). A model with
+    /// prefix reuse keeps their entries readable until the slot restarts.
     func release(slot: Int)
+
+    /// Prefix caching: the number of leading positions of `source`'s cache (a running or a
+    /// released slot) a new sequence may start from, at most `length`, such that continuing
+    /// from them gives exactly what recomputing them would; 0 when none. The same on every
+    /// rank for the same history of plans.
+    func reusablePrefix(source: Int, upTo length: Int) -> Int
+    /// Makes `slot`'s cache start with the first `length` positions of `source`'s (copied; kept
+    /// in place when `source == slot`); the slot's next position is then `length`. Throws
+    /// unless `reusablePrefix(source:upTo: length) == length`.
+    func reusePrefix(source: Int, into slot: Int, length: Int) throws
+}
+
+/// Thrown by models that keep no reusable KV entries.
+public struct PrefixReuseUnsupported: Error, CustomStringConvertible {
+    public var description: String { "this model keeps no reusable KV prefix" }
+}
+
+extension ShardedCausalLM {
+    public func reusablePrefix(source: Int, upTo length: Int) -> Int { 0 }
+    public func reusePrefix(source: Int, into slot: Int, length: Int) throws { throw PrefixReuseUnsupported() }
 }

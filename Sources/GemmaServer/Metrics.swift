@@ -27,6 +27,7 @@ public final class ServerMetrics: @unchecked Sendable {
     private let lock = NSLock()
     private var requests: [String: Int] = [:]  // "endpoint|status" -> count
     private var promptTokens = 0
+    private var cachedPromptTokens = 0
     private var generatedTokens = 0
     private var steps = 0
     private var queueDepth = 0
@@ -61,6 +62,11 @@ public final class ServerMetrics: @unchecked Sendable {
 
     public func request(endpoint: String, status: Int) { locked { requests["\(endpoint)|\(status)", default: 0] += 1 } }
     public func prompt(tokens: Int) { locked { promptTokens += tokens } }
+    /// Prefix caching: prompt tokens whose KV entries were reused instead of computed.
+    public func cachedPrompt(tokens: Int) {
+        guard tokens > 0 else { return }
+        locked { cachedPromptTokens += tokens }
+    }
     public func generated(tokens: Int) { locked { generatedTokens += tokens } }
     public func timeToFirstToken(_ s: Double) { locked { ttft.observe(s) } }
     public func interTokenLatency(_ s: Double) { locked { itl.observe(s) } }
@@ -116,6 +122,8 @@ public final class ServerMetrics: @unchecked Sendable {
         }
         head("gemma_prompt_tokens_total", "counter", "Prompt tokens admitted.")
         out += "gemma_prompt_tokens_total \(promptTokens)\n"
+        head("gemma_prompt_tokens_cached_total", "counter", "Prompt tokens whose KV entries were reused from the prefix cache instead of computed.")
+        out += "gemma_prompt_tokens_cached_total \(cachedPromptTokens)\n"
         head("gemma_generated_tokens_total", "counter", "Tokens generated.")
         out += "gemma_generated_tokens_total \(generatedTokens)\n"
         head("gemma_engine_steps_total", "counter", "Engine steps (one pass over the weights each).")

@@ -75,6 +75,15 @@ public struct Outcome: Sendable, Equatable {
     /// "stop" (end of turn, EOS or a stop string) or "length" (max_tokens or context).
     public var finishReason: String
     public var completionTokens: Int
+    /// Prompt tokens reused from the prefix cache.
+    public var cachedTokens = 0
+}
+
+extension RunningRequest {
+    /// `usage.prompt_tokens_details` when the engine caches prefixes (absent without one).
+    func cacheDetails(_ outcome: Outcome) -> PromptTokensDetails? {
+        backend.scheduler.prefixCache ? PromptTokensDetails(cached_tokens: outcome.cachedTokens) : nil
+    }
 }
 
 /// A submitted generation: its events and the ticket to cancel it.
@@ -118,6 +127,7 @@ public final class OpenAIService: @unchecked Sendable {
                          allReduce: report.allReduceSeconds, control: report.controlSeconds, sampling: report.samplingSeconds,
                          queued: report.queued, running: backend.scheduler.load.running)
             metrics.masked(rows: report.maskedRows, seconds: report.maskSeconds)
+            metrics.cachedPrompt(tokens: report.cachedPromptTokens)
         }
     }
 
@@ -409,6 +419,7 @@ public final class OpenAIService: @unchecked Sendable {
         var count = 0
         var last = run.prepared.arrival
         var pending: [TokenLogprobs] = []
+        var cached = 0
         func send(_ text: String) async throws {
             guard !text.isEmpty || !pending.isEmpty else { return }
             let logprobs = pending
@@ -420,6 +431,8 @@ public final class OpenAIService: @unchecked Sendable {
                 switch event {
                 case let .logprobs(l):
                     pending.append(l)
+                case let .promptCached(n):
+                    cached = n
                 case let .token(t):
                     count += 1
                     let now = monotonicSeconds()
@@ -430,7 +443,7 @@ public final class OpenAIService: @unchecked Sendable {
                     if !emit.isEmpty || stopped { try await send(emit) }
                     if stopped {
                         scheduler.cancel(run.ticket)
-                        return Outcome(finishReason: "stop", completionTokens: count)
+                        return Outcome(finishReason: "stop", completionTokens: count, cachedTokens: cached)
                     }
                 case let .finished(result):
                     var (emit, stopped) = matcher.push(decoder.finish())
@@ -442,7 +455,7 @@ public final class OpenAIService: @unchecked Sendable {
                     case .length: reason = "length"
                     case .cancelled: reason = stopped ? "stop" : "cancelled"
                     }
-                    return Outcome(finishReason: stopped ? "stop" : reason, completionTokens: count)
+                    return Outcome(finishReason: stopped ? "stop" : reason, completionTokens: count, cachedTokens: cached)
                 case let .failed(message):
                     // The cluster stopped (e.g. a rank stopped answering): the server exits and
                     // is restarted; 503 tells the client to retry then (docs/RELIABILITY.md).
@@ -467,7 +480,8 @@ public final class OpenAIService: @unchecked Sendable {
         let wanted = run.prepared.generation.logprobs != nil
         let p = run.prepared
         let usage = Usage(prompt_tokens: p.generation.promptTokens.count, completion_tokens: outcome.completionTokens,
-                          total_tokens: p.generation.promptTokens.count + outcome.completionTokens)
+                          total_tokens: p.generation.promptTokens.count + outcome.completionTokens,
+                          prompt_tokens_details: run.cacheDetails(outcome))
         let encoder = JSONEncoder()
         switch p.endpoint {
         case .chat:
@@ -529,7 +543,8 @@ public final class OpenAIService: @unchecked Sendable {
         try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(), outcome.finishReason) : try textChunk("", outcome.finishReason))
         if p.includeUsage {
             let usage = Usage(prompt_tokens: p.generation.promptTokens.count, completion_tokens: outcome.completionTokens,
-                              total_tokens: p.generation.promptTokens.count + outcome.completionTokens)
+                              total_tokens: p.generation.promptTokens.count + outcome.completionTokens,
+                              prompt_tokens_details: run.cacheDetails(outcome))
             try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(), nil, usage: usage, noChoices: true)
                                                 : try textChunk("", nil, usage: usage, noChoices: true))
         }

@@ -146,6 +146,12 @@ public struct Usage: Encodable, Sendable, Equatable {
     public var prompt_tokens: Int
     public var completion_tokens: Int
     public var total_tokens: Int
+    /// `cached_tokens`: prompt tokens whose KV entries were reused (prefix caching).
+    public var prompt_tokens_details: PromptTokensDetails? = nil
+}
+
+public struct PromptTokensDetails: Encodable, Sendable, Equatable {
+    public var cached_tokens: Int
 }
 
 public struct ChatMessageOut: Encodable, Sendable {

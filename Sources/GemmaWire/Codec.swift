@@ -217,6 +217,8 @@ extension SequenceWork {
             m.pointee.grammar.data = a.copy(grammar)
         }
         m.pointee.grammar_max_tokens = grammarMaxTokens
+        m.pointee.prefix_source_slot = prefixSourceSlot
+        m.pointee.prefix_length = prefixLength
         return m
     }
 }
@@ -298,7 +300,8 @@ extension SequenceWork {
                   stepIndexInSequence: c.step_index_in_sequence,
                   logprobs: c.logprobs == 0 ? nil : Int(c.logprobs) - 1,
                   grammar: try swiftArray(c.grammar.data, c.grammar.len, limit: WireLimits.maxGrammarBytes, "SequenceWork.grammar"),
-                  grammarMaxTokens: c.grammar_max_tokens)
+                  grammarMaxTokens: c.grammar_max_tokens,
+                  prefixSourceSlot: c.prefix_source_slot, prefixLength: c.prefix_length)
     }
 }
 

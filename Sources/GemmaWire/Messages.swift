@@ -6,8 +6,9 @@
 public enum WireProtocol {
     /// Version spoken by this build (2: `SequenceWork.logprobs`, which adds a sampling
     /// exchange a version-1 rank would not join; 3: `SequenceWork.grammar`, a constraint a
-    /// version-2 rank would ignore and so sample differently).
-    public static let version: UInt32 = 3
+    /// version-2 rank would ignore and so sample differently; 4: `SequenceWork.prefixLength`,
+    /// a reused KV prefix a version-3 rank would not install).
+    public static let version: UInt32 = 4
 }
 
 /// Start-up handshake: every rank sends one so mismatched builds or models refuse to start.
@@ -93,10 +94,19 @@ public struct SequenceWork: Sendable, Equatable {
     public var grammar: [UInt8]
     /// Most tokens the constrained sequence generates (the grammar closes within it).
     public var grammarMaxTokens: UInt32
+    /// Prefix caching: when `prefixLength > 0` (a sequence's first prompt chunk only, with
+    /// `startPosition == prefixLength`), every rank first makes the slot's KV cache start with
+    /// the first `prefixLength` positions held by `prefixSourceSlot` (copied, or kept in place
+    /// when it is the slot itself) instead of recomputing them.
+    public var prefixSourceSlot: UInt32
+    public var prefixLength: UInt32
 
     public init(slot: UInt32, requestId: UInt64 = 0, tokenIds: [Int32], startPosition: UInt32,
                 isPrefillChunk: Bool = false, wantLogits: Bool = true, sampling: SamplingParams = SamplingParams(),
-                stepIndexInSequence: UInt64 = 0, logprobs: Int? = nil, grammar: [UInt8] = [], grammarMaxTokens: UInt32 = 0) {
+                stepIndexInSequence: UInt64 = 0, logprobs: Int? = nil, grammar: [UInt8] = [], grammarMaxTokens: UInt32 = 0,
+                prefixSourceSlot: UInt32 = 0, prefixLength: UInt32 = 0) {
+        self.prefixSourceSlot = prefixSourceSlot
+        self.prefixLength = prefixLength
         self.grammar = grammar
         self.grammarMaxTokens = grammarMaxTokens
         self.slot = slot

@@ -118,8 +118,16 @@ extension SequenceWork {
         if grammar.count > WireLimits.maxGrammarBytes {
             throw PlanError(subject: subject, detail: "grammar of \(grammar.count) bytes, more than \(WireLimits.maxGrammarBytes)")
         }
-        if !grammar.isEmpty && (grammarMaxTokens == 0 || startPosition != 0 || !isPrefillChunk) {
+        if !grammar.isEmpty && (grammarMaxTokens == 0 || startPosition != prefixLength || !isPrefillChunk) {
             throw PlanError(subject: subject, detail: "a grammar travels on a sequence's first prompt chunk, with a token budget >= 1")
+        }
+        if prefixLength > 0 {
+            try limits.checkSlot(Int(prefixSourceSlot), subject: subject)
+            if !isPrefillChunk || startPosition != prefixLength {
+                throw PlanError(subject: subject, detail: "a reused prefix of \(prefixLength) positions comes with the sequence's first prompt chunk, starting at that position")
+            }
+        } else if prefixSourceSlot != 0 {
+            throw PlanError(subject: subject, detail: "a prefix source slot without a prefix length")
         }
     }
 }
@@ -146,6 +154,12 @@ extension StepPlan {
             try w.validate(limits)
             // Two entries for one slot would race on that sequence's KV cache.
             guard seen.insert(w.slot).inserted else { throw bad("slot \(w.slot) appears twice") }
+        }
+        // Prefixes are installed before the forward pass; reading one from a slot this plan
+        // starts afresh would depend on the order of the installs.
+        let restarted = Set(work.filter { $0.isPrefillChunk && $0.startPosition == $0.prefixLength }.map(\.slot))
+        for w in work where w.prefixLength > 0 && w.prefixSourceSlot != w.slot && restarted.contains(w.prefixSourceSlot) {
+            throw bad("slot \(w.slot) reuses the prefix of slot \(w.prefixSourceSlot), which this plan starts afresh")
         }
         let total = tokenCount
         guard total <= WireLimits.maxTokensPerPlan else { throw bad("\(total) tokens, more than \(WireLimits.maxTokensPerPlan)") }

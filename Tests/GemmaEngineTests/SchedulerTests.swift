@@ -23,7 +23,7 @@ final class Waiter: @unchecked Sendable {
             lock.lock()
             switch event {
             case let .token(t): tokensSeen.append(t)
-            case .logprobs: break
+            case .logprobs, .promptCached: break
             case let .finished(r): final = r
             case let .failed(m): error = m
             }

@@ -25,7 +25,7 @@ import Testing
             #expect(fields.count == 5 && fields[1] == Double(size * 4) && fields[2] > 0 && fields[3] >= 0,
                     "no benchmark row for \(size):\n\(result.stdout)")
         }
-        #expect(result.stdout.contains("handshake ok: protocol version 3, model no model"))
+        #expect(result.stdout.contains("handshake ok: protocol version 4, model no model"))
         // Every rank printed the hashes of the plans it decoded; all must be the same.
         let planLines = result.stdout.split(separator: "\n").filter { $0.hasPrefix("stepplans rank ") }
         #expect(planLines.count == ranks, "\(result.stdout)")
@@ -43,7 +43,7 @@ import Testing
                                                 environment: ["GEMMA_NODE_PROTOCOL_VERSION_OVERRIDE": "\(stale):99"])
         #expect(!result.timedOut)
         #expect(result.status != 0)
-        let message = "gemma-node: error: rank \(stale) speaks protocol version 99, coordinator speaks 3; rebuild all ranks from the same commit"
+        let message = "gemma-node: error: rank \(stale) speaks protocol version 99, coordinator speaks 4; rebuild all ranks from the same commit"
         #expect(result.stderr.occurrences(of: message) == ranks, "\(result.all)")
         #expect(!result.stdout.contains("allreduce ok"))
     }
@@ -61,7 +61,7 @@ import Testing
         let model = URL(fileURLWithPath: #filePath).path
         let result = try GemmaNodeBinary.mpirun(ranks: 2, ["cluster-check", "--repetitions", "2", "-m", model])
         #expect(result.status == 0, "\(result.all)")
-        #expect(result.stdout.contains("handshake ok: protocol version 3, model ClusterCheckTests.swift "))
+        #expect(result.stdout.contains("handshake ok: protocol version 4, model ClusterCheckTests.swift "))
     }
 
     @Test func missingModelIsReportedByEveryRank() throws {

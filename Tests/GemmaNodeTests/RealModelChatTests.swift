@@ -112,6 +112,8 @@ private final class StreamState: @unchecked Sendable {
         #expect(continued.hasPrefix(reply2), "chat turn 2: \(reply2)\ngenerate: \(continued)")
         // Two turns were generated (and the line after /exit was not read): two verbose lines.
         #expect(session.stderr.occurrences(of: "reply tokens") == 2, "\(session.stderr)")
+        // Turn 2 reused turn 1's KV entries (prefix caching) and still equals `generate` above.
+        #expect(session.stderr.occurrences(of: " reused) in ") == 1, "\(session.stderr)")
     }
 
     @Test func endOfInputEndsChatCleanly() throws {

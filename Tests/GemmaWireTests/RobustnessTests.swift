@@ -77,7 +77,7 @@ func classify(_ bytes: [UInt8]) -> Outcome {
 
     @Test func hugeDeclaredLengthIsTruncationNotAllocation() {
         // envelope{3: StepPlan of declared length 2^35} with 3 bytes actually present.
-        let bytes: [UInt8] = [0x08, 0x03, 0x1a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00, 0x00, 0x00]
+        let bytes: [UInt8] = [0x08, 0x04, 0x1a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00, 0x00, 0x00]
         #expect(throws: WireError.truncated(byteCount: bytes.count)) { try WireMessage.decode(bytes) }
     }
 }

@@ -27,12 +27,12 @@ import Testing
     }
 
     @Test func unknownBodyFromNewerBuildIsTyped() {
-        // A current-version (3) envelope whose body is field 9 (a message this build does not know).
-        let current: [UInt8] = [0x08, 0x03, 0x4a, 0x02, 0x08, 0x01]
+        // A current-version (4) envelope whose body is field 9 (a message this build does not know).
+        let current: [UInt8] = [0x08, 0x04, 0x4a, 0x02, 0x08, 0x01]
         #expect(throws: WireError.unknownMessage(fieldNumbers: [9])) { try WireMessage.decode(current) }
-        // The same from a version-4 sender: the version is the better explanation.
-        let newer: [UInt8] = [0x08, 0x04, 0x4a, 0x02, 0x08, 0x01]
-        #expect(throws: WireError.versionMismatch(remote: 4, local: WireProtocol.version)) { try WireMessage.decode(newer) }
+        // The same from a version-5 sender: the version is the better explanation.
+        let newer: [UInt8] = [0x08, 0x05, 0x4a, 0x02, 0x08, 0x01]
+        #expect(throws: WireError.versionMismatch(remote: 5, local: WireProtocol.version)) { try WireMessage.decode(newer) }
     }
 
     @Test func missingVersionOrBodyIsGarbage() {
@@ -41,15 +41,15 @@ import Testing
         #expect(throws: WireError.self) { try WireMessage.decode(noVersion) }
         if case .garbage = classifyError(noVersion) {} else { Issue.record("expected garbage, got \(String(describing: classifyError(noVersion)))") }
         // Version without body.
-        if case .garbage = classifyError([0x08, 0x03]) {} else { Issue.record("version-only envelope must be garbage") }
+        if case .garbage = classifyError([0x08, 0x04]) {} else { Issue.record("version-only envelope must be garbage") }
     }
 
     @Test func helloFromAnotherVersionDecodesAndIsRefusedByCheckHello() throws {
         let coordinator = Hello(modelFingerprint: "m1", rank: 0, worldSize: 4, host: "a")
-        let remote = Hello(protocolVersion: 4, modelFingerprint: "m1", rank: 2, worldSize: 4, host: "b")
-        let decoded = try Hello.decode(WireMessage.hello(remote).encode(envelopeVersion: 4))
+        let remote = Hello(protocolVersion: 5, modelFingerprint: "m1", rank: 2, worldSize: 4, host: "b")
+        let decoded = try Hello.decode(WireMessage.hello(remote).encode(envelopeVersion: 5))
         #expect(decoded == remote)
-        #expect(throws: WireError.rankVersionMismatch(rank: 2, remote: 4, local: WireProtocol.version)) {
+        #expect(throws: WireError.rankVersionMismatch(rank: 2, remote: 5, local: WireProtocol.version)) {
             try checkHello(local: coordinator, remote: decoded)
         }
         let text = WireError.rankVersionMismatch(rank: 2, remote: 2, local: 1).description

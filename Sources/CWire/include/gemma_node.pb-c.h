@@ -133,10 +133,20 @@ struct  GemmaNode__SequenceWork
    * Most tokens the constrained sequence may generate (the grammar closes the value within it).
    */
   uint32_t grammar_max_tokens;
+  /*
+   * Numbers 12-13 are left for another change. Prefix caching (version 4): when
+   * prefix_length > 0 (only on a sequence's first prompt chunk, whose start_position then
+   * equals it), every rank first makes the slot's KV cache start with the first prefix_length
+   * positions held by slot prefix_source_slot (a retained finished sequence or a running one;
+   * the slot itself keeps them in place), so the chunk continues from there instead of
+   * recomputing them. A rank that does not hold those positions intact refuses the plan.
+   */
+  uint32_t prefix_source_slot;
+  uint32_t prefix_length;
 };
 #define GEMMA_NODE__SEQUENCE_WORK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&gemma_node__sequence_work__descriptor) \
-    , 0, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, {0,NULL}, 0 }
+    , 0, 0, 0,NULL, 0, 0, 0, NULL, 0, 0, {0,NULL}, 0, 0, 0 }
 
 
 /*

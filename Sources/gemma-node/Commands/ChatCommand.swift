@@ -50,7 +50,8 @@ struct ChatCommand: ParsableCommand {
             // Agreed, so a model without a tokenizer fails on every rank before any plan.
             try comm.agree(comm.isCoordinator && tokenizer == nil
                            ? ModelSessionError.noTokenizer(modelOptions.resolvedModelPath) : nil)
-            let session = try GenerationSession(model: model, comm: comm)
+            // Each turn's prompt repeats the conversation so far: the slot still holds its entries.
+            let session = try GenerationSession(model: model, comm: comm, prefixCache: true)
             guard comm.isCoordinator, let tokenizer else {
                 try session.serveWorker()
                 return
@@ -109,7 +110,8 @@ struct ChatCommand: ParsableCommand {
         let decodeSeconds = after.decodeSeconds - before.decodeSeconds
         let prefillSeconds = after.prefillSeconds - before.prefillSeconds
         let speed = decodeSeconds > 0 ? Double(decodeTokens) / decodeSeconds : 0
-        return "[\(prompt) prompt tokens in \(String(format: "%.0f", prefillSeconds * 1000)) ms; "
+        let reused = result.cachedTokens > 0 ? " (\(result.cachedTokens) reused)" : ""
+        return "[\(prompt) prompt tokens\(reused) in \(String(format: "%.0f", prefillSeconds * 1000)) ms; "
             + "\(result.tokens.count) reply tokens, \(String(format: "%.1f", speed)) tok/s; \(result.finishReason.rawValue)]\n"
     }
 }

@@ -44,6 +44,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-queue"), help: "Requests that may wait for a slot; more get 429.")
     var maxQueue = 64
 
+    @Option(name: .customLong("prefix-cache"), help: "on: finished sequences' KV entries stay in their free slots (least recently used reclaimed first) and a prompt starting with them reuses them; off: every prompt is computed in full.")
+    var prefixCache: OnOff = .on
+
     @Option(name: .customLong("max-body"), help: "Largest request body in bytes; larger gets 413.")
     var maxBody = 1 << 20
 
@@ -109,7 +112,7 @@ struct ServeCommand: ParsableCommand {
                 return
             }
             let (tok, boundPort) = loaded
-            let scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueue)
+            let scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueue, prefixCache: prefixCache == .on)
             let stops = ModelSession.stopTokens(model, tokenizer: tok, chat: true)
             service.attach(Backend(scheduler: scheduler, tokenizer: tok, template: ChatTemplate(architecture: ModelSession.architecture(model)),
                                    maxContext: model.maxContext, stopTokens: stops))
@@ -131,7 +134,7 @@ struct ServeCommand: ParsableCommand {
                 scheduler.requestShutdown(reason: message, failure: message)
             }
             print("gemma-node: serving \(name) on http://\(host):\(boundPort) (pid \(getpid()), \(comm.size) rank(s), "
-                  + "\(parallel) slots, context \(model.maxContext))")
+                  + "\(parallel) slots, context \(model.maxContext), prefix cache \(prefixCache.rawValue))")
             print("gemma-node: try: " + Self.tryCommand(host: host, port: boundPort, model: name,
                                                               key: key == nil ? nil : apiKey == nil ? "$GEMMA_NODE_API_KEY" : "KEY"))
             do {
@@ -173,4 +176,9 @@ enum ServeError: SameOnEveryRankError, CustomStringConvertible {
             return "serve needs a tokenizer and \(path) has none: pass --tokenizer PATH"
         }
     }
+}
+
+/// A flag's on/off value.
+enum OnOff: String, ExpressibleByArgument, CaseIterable {
+    case on, off
 }
