@@ -22,7 +22,41 @@ let personSchema = #"""
  "required":["name","tags"],"additionalProperties":false}
 """#
 
+/// Forced tool calls' grammars: Gemma 1-3's `{"name": ..., "arguments": ARGS}` with two
+/// functions, and Gemma 4's `call:NAME` + ARGS where one name is a prefix of another.
+let taggedCalls = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
+    (#"{"name": "get_weather", "arguments": "#, try! JSONValue.parse(Array(personSchema.utf8)), "}"),
+    (#"{"name": "get_time", "arguments": "#, try! JSONValue.parse(Array(#"{"type":"object","properties":{"zone":{"type":"string"}},"required":["zone"]}"#.utf8)), "}"),
+])), as: UTF8.self)
+let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
+    ("call:get", try! JSONValue.parse(Array(#"{"type":"object","properties":{"zone":{"type":"string"}},"required":["zone"]}"#.utf8)), ""),
+    ("call:get_weather", try! JSONValue.parse(Array(personSchema.utf8)), ""),
+])), as: UTF8.self)
+
 @Suite struct JSONGrammarTests {
+    /// Tagged alternatives: one prefix, then its schema's value, then its suffix; refused
+    /// where a prefix is cut short, the wrong schema follows, or the suffix is wrong; a prefix
+    /// that starts a longer one's value is refused at compile time; response_format refuses
+    /// the wrapper.
+    @Test func taggedAlternatives() throws {
+        let g = try grammar(taggedCalls)
+        #expect(g.accepts(Array(#"{"name": "get_time", "arguments": {"zone":"UTC"}}"#.utf8)))
+        #expect(g.accepts(Array(#"{"name": "get_weather", "arguments":  {"name":"a","tags":["b"]}}"#.utf8)))
+        #expect(!g.accepts(Array(#"{"name": "get_time", "arguments": {"name":"a","tags":["b"]}}"#.utf8)))
+        #expect(!g.accepts(Array(#"{"name": "get_time", "arguments": {"zone":"UTC"}"#.utf8)))
+        #expect(!g.accepts(prefix: Array(#"{"name":"get_time""#.utf8)))
+        #expect(!g.accepts(prefix: Array(#"{"name": "get_tim", "#.utf8)))
+        let g4 = try grammar(taggedGemma4)
+        #expect(g4.accepts(Array(#"call:get{"zone":"x"}"#.utf8)) && g4.accepts(Array(#"call:get {"zone":"x"}"#.utf8)))
+        #expect(!g4.accepts(prefix: Array(" call".utf8)))  // nothing before the prefix
+        #expect(g4.accepts(Array(#"call:get_weather{"name":"a","tags":["a"]}"#.utf8)))
+        #expect(!g4.accepts(prefix: Array("call:get_w{".utf8)) && !g4.accepts(prefix: Array("call:gex".utf8)))
+        #expect(g4.minimumLength == "call:get".count + #"{"zone":""}"#.count)
+        let clash = String(decoding: JSONValue.serialize(JSONGrammar.tagged([("a", .object(keys: [], values: []), ""), ("a ", .object(keys: [], values: []), "")])), as: UTF8.self)
+        #expect(throws: GrammarError.self) { try grammar(clash) }
+        #expect(throws: GrammarError.self) { try JSONGrammar(schema: try JSONValue.parse(Array(taggedCalls.utf8))) }
+    }
+
     @Test func jsonObjectMode() throws {
         let g = try grammar(nil)
         for ok in [#"{}"#, #"{"a":1}"#, #"{"a": [1, 2.5, "x", true, null, {"b": {}}], "c": -0.25}"#,
@@ -134,6 +168,8 @@ let personSchema = #"""
             (nil, #"{"a": [1, 2.5, "x\u00e9", true, null, {"b": {}}], "c": -0.25}"#),
             (personSchema, #"{"name":"bo","age":-3,"tags":["a","b"],"kind":3,"ok":false,"n":null,"home":{"x":0.5}}"#),
             (#"{"type":"array","items":{"type":"integer"},"minItems":3}"#, "[1, 22, 333, 4]"),
+            (taggedCalls, #"{"name": "get_time", "arguments": {"zone":"UTC"}}"#),
+            (taggedGemma4, #"call:get_weather {"name":"bo","tags":["a"]}"#),
         ]
         for (schema, doc) in docs {
             let g = try grammar(schema)
@@ -187,6 +223,7 @@ let personSchema = #"""
         let docs: [(String?, String)] = [
             (nil, #"{"the cat": [1, 2.5, "a b\n", true, null, {"b": {}}], "c": -0.25}"#),
             (personSchema, #"{"name":"the cat sat","age":-3,"tags":["a","b"],"kind":3,"ok":false,"n":null,"home":{"x":0.5}}"#),
+            (taggedGemma4, #"call:get_weather {"name":"a","tags":["a"]}"#),
         ]
         var checked = 0
         for (schema, doc) in docs {
