@@ -259,6 +259,13 @@ def tool_calls(client, model):
         if temperature == 0:
             greedy[stream] = [c[1:] for c in calls]
     check("tool call greedy stream equals non-stream", greedy.get(True) == greedy.get(False), str(greedy))
+    # The official client's own stream accumulation (chat.completions.stream) rebuilds the call.
+    with client.chat.completions.stream(model=model, messages=ask, tools=TOOLS, tool_choice=named, max_tokens=100, temperature=0) as s:
+        for _ in s:
+            pass
+        final = s.get_final_completion().choices[0]
+    got = [(t.function.name, t.function.arguments) for t in final.message.tool_calls or []]
+    check("official stream helper accumulates the call", final.finish_reason == "tool_calls" and got == greedy.get(False), repr(got))
     # A follow-up with the call and its result (role "tool").
     first = client.chat.completions.create(model=model, messages=ask, tools=TOOLS, tool_choice=named, max_tokens=100, temperature=0)
     call = first.choices[0].message.tool_calls[0]
