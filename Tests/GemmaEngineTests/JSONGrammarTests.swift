@@ -242,6 +242,41 @@ let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
         #expect(checked > 500)
     }
 
+    /// Random walks under the two-shard mask (ids drawn uniformly among the allowed ones, a
+    /// fixed-seed generator) always end in a complete value within the budget, for the tagged
+    /// tool-call grammars and a nested schema.
+    @Test func maskedRandomWalksCloseWithinBudget() throws {
+        struct SplitMix: RandomNumberGenerator {
+            var state: UInt64
+            mutating func next() -> UInt64 {
+                state &+= 0x9E37_79B9_7F4A_7C15
+                var z = state
+                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                return z ^ (z >> 31)
+            }
+        }
+        let vocab = Self.vocab
+        let masks = [ShardMask(vocab: vocab, range: 0..<vocab.count / 2), ShardMask(vocab: vocab, range: vocab.count / 2..<vocab.count)]
+        var rng = SplitMix(state: 42)
+        for text in [taggedCalls, taggedGemma4, personSchema] {
+            let g = try grammar(text)
+            for _ in 0..<30 {
+                var s = g.start()
+                var left = Int.random(in: g.minimumLength...(g.minimumLength + 60), using: &rng)
+                while !g.isComplete(s) {
+                    let allowed = masks.flatMap { $0.allowedIds(g, s, remaining: left - 1) }
+                    guard let id = allowed.randomElement(using: &rng), left > 0 else { break }
+                    let b = vocab.bytes(of: id)
+                    if b.isEmpty { break }  // an end id: allowed only where the value is complete
+                    #expect(g.feed(&s, b))
+                    left -= 1
+                }
+                #expect(g.canEnd(s) && left >= 0, "\(text)")
+            }
+        }
+    }
+
     @Test func vocabularyBytesRoundTrip() throws {
         let v = Self.vocab
         let back = try #require(VocabularyBytes.decode(v.encode()))
