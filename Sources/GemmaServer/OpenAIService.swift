@@ -534,6 +534,7 @@ public final class OpenAIService: @unchecked Sendable {
             switch piece {
             case let .content(s): text += s
             case let .reasoning(s): reasoning = (reasoning ?? "") + s
+            case .callStart, .callArguments: break  // the call comes whole in the outcome
             }
             logprobs += l
         }
@@ -584,6 +585,8 @@ public final class OpenAIService: @unchecked Sendable {
         let tokenizer = run.backend.tokenizer
         let wanted = p.generation.logprobs != nil
         var offset = 0
+        var streamedCall = false
+        let firstCallId = "call_\(p.id.dropFirst("chatcmpl-".count))_0"
         if p.endpoint == .chat { try await write(try chatChunk(ChatDelta(role: "assistant", content: ""), nil)) }
         let outcome: Outcome
         do {
@@ -593,6 +596,10 @@ public final class OpenAIService: @unchecked Sendable {
                     switch piece {
                     case let .content(s): delta.content = s
                     case let .reasoning(s): delta.reasoning_content = s
+                    case let .callStart(name):
+                        streamedCall = true
+                        delta.tool_calls = [ToolCallDelta(index: 0, id: firstCallId, name: name, arguments: "")]
+                    case let .callArguments(s): delta.tool_calls = [ToolCallDelta(index: 0, id: nil, name: nil, arguments: s)]
                     }
                     try await write(try chatChunk(delta, nil, logprobs: wanted ? Self.chatLogprobs(logprobs, tokenizer) : nil))
                 } else {
@@ -607,7 +614,7 @@ public final class OpenAIService: @unchecked Sendable {
             try await write("data: [DONE]\n\n")
             return
         }
-        if !outcome.toolCalls.isEmpty {
+        if !outcome.toolCalls.isEmpty && !streamedCall {
             try await write(try chatChunk(ChatDelta(tool_calls: outcome.toolCalls.enumerated().map { ToolCallDelta(index: $0, $1) }), nil))
         }
         try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(), outcome.finishReason) : try textChunk("", outcome.finishReason))

@@ -186,21 +186,36 @@ public struct ToolCallOut: Encodable, Sendable {
 
     init(_ c: ToolCall) {
         id = c.id
-        function = Function(name: c.name, arguments: String(decoding: JSONValue.serialize(c.arguments), as: UTF8.self))
+        function = Function(name: c.name, arguments: c.text ?? String(decoding: JSONValue.serialize(c.arguments), as: UTF8.self))
     }
 }
 
-/// A streamed call: the whole call in one delta (index, id, type, name and arguments).
+/// A streamed call: the whole call in one delta (index, id, type, name and arguments), or,
+/// for a forced call, a first delta with index, id, type, name and empty arguments, then
+/// deltas with index and an arguments fragment (as OpenAI streams them).
 public struct ToolCallDelta: Encodable, Sendable {
+    public struct Function: Encodable, Sendable {
+        public var name: String?
+        public var arguments: String
+    }
     public var index: Int
-    public var id: String
-    public var type = "function"
-    public var function: ToolCallOut.Function
+    public var id: String?
+    public var type: String?
+    public var function: Function
 
     init(index: Int, _ c: ToolCall) {
         self.index = index
         id = c.id
-        function = ToolCallOut(c).function
+        type = "function"
+        let f = ToolCallOut(c).function
+        function = Function(name: f.name, arguments: f.arguments)
+    }
+
+    init(index: Int, id: String?, name: String?, arguments: String) {
+        self.index = index
+        self.id = id
+        type = id == nil ? nil : "function"
+        function = Function(name: name, arguments: arguments)
     }
 }
 

@@ -173,6 +173,10 @@ enum SchemaCheck {
 public enum AnswerPiece: Sendable, Equatable {
     case content(String)
     case reasoning(String)
+    /// A forced call has begun: its function (streams send a first tool-call delta with it).
+    case callStart(String)
+    /// More of the forced call's arguments, as generated (streams send them as fragments).
+    case callArguments(String)
 }
 
 /// Cuts generated text (with Gemma 4's structural markers written as their pieces, see
@@ -195,6 +199,13 @@ public struct AssistantOutputSplitter {
     let format: ChatFormat
     let tools: [ToolDefinition]
     let parseCalls: Bool
+    /// A forced call: its arguments are streamed as they come (`callStart`, `callArguments`);
+    /// the grammar guarantees the call, so nothing has to be held back for validation.
+    let forced: Bool
+    /// Forced call: scalars of `block` before the arguments (nil until the function is known),
+    /// and how many argument scalars have been passed on.
+    var argumentsStart: Int?
+    var argumentsSent = 0
     var state: State
     var held = ""
     var block = ""
@@ -208,7 +219,40 @@ public struct AssistantOutputSplitter {
         self.format = format
         self.tools = tools
         parseCalls = choice != .none && !tools.isEmpty
-        if case .forced = choice, !tools.isEmpty { state = .call; sawCall = true } else { state = .content }
+        if case .forced = choice, !tools.isEmpty { state = .call; sawCall = true; forced = true } else { state = .content; forced = false }
+    }
+
+    /// The text before a forced call's arguments for `name` (the grammar's prefix).
+    func forcedPrefix(_ name: String) -> String {
+        format == .gemma ? GemmaToolFormat.callPrefix(name) : "call:" + name
+    }
+
+    /// Forced call: the function once its prefix is complete (the next scalar starts the
+    /// arguments, so a name that is a prefix of another is not taken early), then the
+    /// arguments without leading whitespace, holding back what may be the call's suffix
+    /// (Gemma 1-3's closing "}").
+    private mutating func forcedProgress(_ out: inout [AnswerPiece], final: Bool) {
+        let scalars = Array(block.unicodeScalars)
+        if argumentsStart == nil {
+            for t in tools {
+                let p = Array(forcedPrefix(t.name).unicodeScalars)
+                guard scalars.count > p.count, Array(scalars[0..<p.count]) == p,
+                      scalars[p.count] == "{" || scalars[p.count] == " " || scalars[p.count] == "\n" else { continue }
+                argumentsStart = p.count
+                out.append(.callStart(t.name))
+                break
+            }
+        }
+        guard var start = argumentsStart else { return }
+        while argumentsSent == 0 && start < scalars.count && (scalars[start] == " " || scalars[start] == "\n") { start += 1 }
+        argumentsStart = start
+        let hold = format == .gemma ? 1 : 0
+        let end = final ? scalars.count - hold : max(start, scalars.count - hold)
+        guard end > start + argumentsSent else { return }
+        var text = String.UnicodeScalarView()
+        text.append(contentsOf: scalars[(start + argumentsSent)..<end])
+        argumentsSent = end - start
+        out.append(.callArguments(String(text)))
     }
 
     var markers: [String] {
@@ -266,6 +310,7 @@ public struct AssistantOutputSplitter {
             out.append(.reasoning(text))
         case .call:
             block += text
+            if forced { forcedProgress(&out, final: false) }
         }
     }
 
@@ -300,6 +345,7 @@ public struct AssistantOutputSplitter {
         let rest = held
         held = ""
         take(rest, &out)
+        if forced && state == .call { forcedProgress(&out, final: true) }
         if state == .call { endBlock(closed: false); state = .content }
         guard sawCall else { return (out, []) }
         var calls: [ToolCall] = []
@@ -307,7 +353,15 @@ public struct AssistantOutputSplitter {
             let parsed = format == .gemma ? GemmaToolFormat.parseCall(b) : Gemma4ToolFormat.parseCall(b)
             guard let (name, args) = parsed, let tool = tools.first(where: { $0.name == name }),
                   SchemaCheck.valid(args, tool.parameters) else { calls = []; break }
-            calls.append(ToolCall(id: callId(calls.count), name: name, arguments: args))
+            var call = ToolCall(id: callId(calls.count), name: name, arguments: args)
+            if forced, let start = argumentsStart {
+                // The arguments exactly as streamed (the grammar made them valid JSON).
+                let scalars = Array(b.unicodeScalars)
+                var text = String.UnicodeScalarView()
+                text.append(contentsOf: scalars[start..<max(start, scalars.count - (format == .gemma ? 1 : 0))])
+                call.text = String(text)
+            }
+            calls.append(call)
         }
         if calls.count == blocks.count && !calls.isEmpty {
             let text = after.filter { !$0.block }.map(\.text).joined().trimmingCharacters(in: .whitespacesAndNewlines)

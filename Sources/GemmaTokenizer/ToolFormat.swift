@@ -27,10 +27,14 @@ public struct ToolCall: Sendable, Equatable {
     public var id: String
     public var name: String
     public var arguments: JSONValue
-    public init(id: String, name: String, arguments: JSONValue) {
+    /// The arguments' JSON text as generated, when they were generated as JSON (a forced
+    /// call); nil: write `arguments`.
+    public var text: String?
+    public init(id: String, name: String, arguments: JSONValue, text: String? = nil) {
         self.id = id
         self.name = name
         self.arguments = arguments
+        self.text = text
     }
 
     public static func == (a: ToolCall, b: ToolCall) -> Bool {

@@ -246,6 +246,7 @@ func validWeather(_ a: [String: Any]) -> Bool {
                     switch (merged.last, p) {
                     case let (.content(a)?, .content(b)): merged[merged.count - 1] = .content(a + b)
                     case let (.reasoning(a)?, .reasoning(b)): merged[merged.count - 1] = .reasoning(a + b)
+                    case let (.callArguments(a)?, .callArguments(b)): merged[merged.count - 1] = .callArguments(a + b)
                     default: merged.append(p)
                     }
                 }
@@ -253,6 +254,22 @@ func validWeather(_ a: [String: Any]) -> Bool {
             }
             let whole = run([text]), bits = run(text.map { String($0) })
             #expect(whole.0 == bits.0 && whole.1 == bits.1, "\(text)")
+        }
+        // Forced calls stream the function first, then the arguments as generated (Gemma 1-3's
+        // closing "}" held back; a name that is a prefix of another is not taken early).
+        let two = [ToolDefinition(name: "get", parameters: nil), ToolDefinition(name: "get_weather", parameters: nil)]
+        for (format, text, name, args) in [(ChatFormat.gemma, #"{"name": "get_weather", "arguments":  {"a": [1, "}"]}}"#, "get_weather", #"{"a": [1, "}"]}"#),
+                                           (.gemma4, #"call:get_weather {"a":"x"}"#, "get_weather", #"{"a":"x"}"#),
+                                           (.gemma4, #"call:get{}"#, "get", "{}")] {
+            for chunks in [[text], text.map { String($0) }] {
+                var f = AssistantOutputSplitter(format: format, tools: two, choice: .forced(["get", "get_weather"]))
+                var pieces = chunks.flatMap { f.push($0) }
+                let (rest, calls) = f.finish(callId: { "call_\($0)" })
+                pieces += rest
+                #expect(pieces.first == .callStart(name), "\(text)")
+                #expect(pieces.dropFirst().map { if case let .callArguments(a) = $0 { return a } else { return "?" } }.joined() == args, "\(pieces)")
+                #expect(calls.count == 1 && calls[0].name == name && calls[0].text == args)
+            }
         }
         var s = AssistantOutputSplitter(format: .gemma4, tools: tools, choice: .auto)
         var pieces = s.push("<|channel>thought\nab<|\"|>c<channel|>x<|tool_call>call:f{a:<|\"|>1<|\"|>}<tool_call|>")
