@@ -15,8 +15,13 @@ the numbers), 401, 413, 429; a client that disconnects frees its slot; the idle 
 across all ranks (read from /proc) stays under 10% of a core; structured output
 (`response_format` json_object and a nested json_schema with object/array/enum/integer, at
 temperatures 0 to 2 and several seeds, streaming and not: every output parsed with json.loads
-and validated with jsonschema; an unsupported keyword and a too-small max_tokens are 400s); prefix
-caching (a second chat with the same long system prompt reports it in
+and validated with jsonschema; an unsupported keyword and a too-small max_tokens are 400s);
+tool calls (a named tool_choice and "required" over two functions at several temperatures and
+seeds, streamed and not: finish_reason "tool_calls" and arguments that json.loads and validate
+with jsonschema against the function's parameters; greedy streamed call equals non-streamed;
+a follow-up with the assistant's tool_calls and a role "tool" result; tool_choice "none" gives
+content; an unsupported keyword in a forced function's parameters is a 400 naming it);
+prefix caching (a second chat with the same long system prompt reports it in
 usage.prompt_tokens_details.cached_tokens and /metrics, with the same answer). Prints one line per check and
 'N passed, N failed' at the end; exit status 1 if any failed.
 """
@@ -238,6 +243,132 @@ def prefix_cache(client, model, base, n):
     check("prefix cache: /metrics counts the reused tokens", after - before >= sum(c or 0 for c in cached), f"{before} -> {after}")
 
 
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}, "days": {"type": "integer"}},
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TIME = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"], "additionalProperties": False}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather of a city", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "description": "Current time in a time zone", "parameters": TIME}},
+]
+SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
+
+
+def tool_call_answer(client, model, stream, **kw):
+    """(content, [(id, name, arguments)], finish_reason) of one chat request; a stream is
+    accumulated from its deltas as OpenAI's client documents (by index, arguments appended)."""
+    if not stream:
+        r = client.chat.completions.create(model=model, **kw)
+        m = r.choices[0].message
+        return m.content, [(c.id, c.function.name, c.function.arguments) for c in (m.tool_calls or [])], r.choices[0].finish_reason
+    content, calls, finish = None, {}, None
+    for chunk in client.chat.completions.create(model=model, stream=True, **kw):
+        if not chunk.choices:
+            continue
+        d = chunk.choices[0].delta
+        if d.content:
+            content = (content or "") + d.content
+        for c in d.tool_calls or []:
+            e = calls.setdefault(c.index, {"id": None, "name": None, "arguments": ""})
+            e["id"] = c.id or e["id"]
+            if c.function:
+                e["name"] = c.function.name or e["name"]
+                e["arguments"] += c.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    return content, [(e["id"], e["name"], e["arguments"]) for _, e in sorted(calls.items())], finish
+
+
+def valid_call(call):
+    _, name, arguments = call
+    try:
+        jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+        return True, ""
+    except (KeyError, ValueError, jsonschema.ValidationError) as e:
+        return False, f"{e}: {call!r}"
+
+
+def tool_calls(client, model):
+    ask = [{"role": "user", "content": "What is the weather in Paris today?"}]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    greedy = {}
+    for choice, temperature, seed, stream in [(named, 0, 1, False), (named, 0, 1, True), (named, 1.0, 2, True), (named, 1.6, 3, False),
+                                              ("required", 0.8, 4, True), ("required", 1.3, 5, False)]:
+        content, calls, finish = tool_call_answer(client, model, stream, messages=ask, tools=TOOLS, tool_choice=choice, max_tokens=100,
+                                                  temperature=temperature, seed=seed)
+        label = "named" if choice is named else choice
+        ok, detail = valid_call(calls[0]) if len(calls) == 1 else (False, f"{len(calls)} calls")
+        if choice is named:
+            ok = ok and calls[0][1] == "get_weather"
+        check(f"tool_choice {label} T={temperature} seed={seed} stream={stream}: one call, arguments validate ({finish})",
+              ok and finish == "tool_calls" and calls[0][0], detail or repr((content, calls)))
+        if temperature == 0:
+            greedy[stream] = [c[1:] for c in calls]
+    check("tool call greedy stream equals non-stream", greedy.get(True) == greedy.get(False), str(greedy))
+    # The official client's own stream accumulation (chat.completions.stream) rebuilds the call.
+    with client.chat.completions.stream(model=model, messages=ask, tools=TOOLS, tool_choice=named, max_tokens=100, temperature=0) as s:
+        for _ in s:
+            pass
+        final = s.get_final_completion().choices[0]
+    got = [(t.function.name, t.function.arguments) for t in final.message.tool_calls or []]
+    check("official stream helper accumulates the call", final.finish_reason == "tool_calls" and got == greedy.get(False), repr(got))
+    # A follow-up with the call and its result (role "tool").
+    first = client.chat.completions.create(model=model, messages=ask, tools=TOOLS, tool_choice=named, max_tokens=100, temperature=0)
+    call = first.choices[0].message.tool_calls[0]
+    history = ask + [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function",
+                                                                 "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "sunny"})},
+    ]
+    r = client.chat.completions.create(model=model, messages=history, tools=TOOLS, max_tokens=12, temperature=0)
+    c = r.choices[0]
+    ok = c.finish_reason in ("stop", "length") and isinstance(c.message.content, str) or c.finish_reason == "tool_calls" and all(valid_call((t.id, t.function.name, t.function.arguments))[0] for t in c.message.tool_calls)
+    check(f"follow-up with a role tool result is answered ({c.finish_reason})", ok and r.usage.prompt_tokens > first.usage.prompt_tokens, repr(c.message))
+    content, calls, finish = tool_call_answer(client, model, False, messages=ask, tools=TOOLS, tool_choice="none", max_tokens=12, temperature=0)
+    check(f"tool_choice none gives content ({finish})", not calls and finish in ("stop", "length") and isinstance(content, str), repr((content, calls)))
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}}}]
+    try:
+        client.chat.completions.create(model=model, messages=ask, tools=bad, tool_choice="required", max_tokens=8)
+        check("forced call with an unsupported keyword is refused", False, "accepted")
+    except openai.BadRequestError as e:
+        check("forced call with an unsupported keyword is refused naming it", e.body.get("param") == "tools" and "pattern" in e.body.get("message", ""), str(e.body))
+
+
+def gemma4_tools(client, model):
+    """`--only gemma4-tools`: a tiny Gemma 4 model (random weights, a 256-id tokenizer) behind
+    the server. Forced calls must still parse and validate; thinking requests answer without
+    any marker in content or reasoning_content."""
+    ask = [{"role": "user", "content": "Time?"}]
+    # No description and no additionalProperties: the model's context is 256 tokens and this
+    # tokenizer writes most text a byte per token.
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}]
+    for choice, temperature, seed, stream in [({"type": "function", "function": {"name": "get_time"}}, 0, 1, False),
+                                              ("required", 0, 1, True), ("required", 1.0, 2, False), ("required", 1.8, 3, True)]:
+        content, calls, finish = tool_call_answer(client, model, stream, messages=ask, tools=tools, tool_choice=choice, max_tokens=48,
+                                                  temperature=temperature, seed=seed)
+        ok, detail = valid_call(calls[0]) if len(calls) == 1 else (False, f"{len(calls)} calls")
+        check(f"gemma4 tool_choice {'named' if isinstance(choice, dict) else choice} T={temperature} seed={seed} stream={stream}: "
+              f"the call validates ({finish})", ok and finish == "tool_calls" and calls[0][1] == "get_time", detail or repr((content, calls)))
+    for effort, stream in [("high", False), ("high", True), (None, False)]:
+        kw = {"reasoning_effort": effort} if effort else {}
+        if not stream:
+            r = client.chat.completions.create(model=model, messages=ask, max_tokens=24, temperature=1.0, seed=7, **kw)
+            m = r.choices[0].message
+            texts = [m.content or "", getattr(m, "reasoning_content", None) or ""]
+        else:
+            texts = ["", ""]
+            for chunk in client.chat.completions.create(model=model, messages=ask, max_tokens=24, temperature=1.0, seed=7, stream=True, **kw):
+                if chunk.choices:
+                    d = chunk.choices[0].delta
+                    texts[0] += d.content or ""
+                    texts[1] += getattr(d, "reasoning_content", None) or ""
+        check(f"gemma4 reasoning_effort={effort} stream={stream}: no marker in content or reasoning",
+              not any(m in t for t in texts for m in ("<|", "|>")), repr(texts))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--base-url", required=True, help="http://HOST:PORT")
@@ -247,10 +378,15 @@ def main():
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--distinct", type=int, default=4, help="distinct prompts among the concurrent clients")
     ap.add_argument("--idle-seconds", type=float, default=5.0)
+    ap.add_argument("--only", choices=["gemma4-tools"], help="run only these checks")
     args = ap.parse_args()
     base = args.base_url.rstrip("/")
     client = openai.OpenAI(base_url=base + "/v1", api_key=args.api_key, max_retries=0, timeout=300)
     n = args.max_tokens
+    if args.only == "gemma4-tools":
+        gemma4_tools(client, client.models.list().data[0].id)
+        print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
+        return 1 if RESULTS["failed"] else 0
 
     status, health = http("GET", f"{base}/health")
     check("health is ready", status == 200 and health.get("status") == "ok", f"{status} {health}")
@@ -451,6 +587,7 @@ def main():
 
     structured_output(client, model)
     prefix_cache(client, model, base, n)
+    tool_calls(client, model)
 
     # Idle CPU of all ranks.
     pids = rank_pids(args.match)

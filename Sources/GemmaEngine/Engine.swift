@@ -168,8 +168,17 @@ public final class StepExecutor {
     public var vocabularyBytes: VocabularyBytes?
     /// Constrained sequences by slot: the compiled grammar, its state and token budget.
     var constraints: [Int: Constraint] = [:]
-    /// This rank's masking tables, built at the first constrained plan.
+    /// This rank's masking tables: built by `buildMaskTablesInBackground` (serve starts it
+    /// once the vocabulary's bytes are known), else at the first constrained plan.
     var shardMask: ShardMask?
+    /// The background build, taken over by the first constrained plan (which waits for it if
+    /// it has not finished).
+    private var pendingMask: PendingMask?
+
+    final class PendingMask: @unchecked Sendable {
+        let done = DispatchSemaphore(value: 0)
+        var mask: ShardMask?
+    }
 
     struct Constraint {
         let grammar: JSONGrammar
@@ -296,10 +305,37 @@ public final class StepExecutor {
             let g = try JSONGrammar(schemaText: w.grammar)
             constraints[Int(w.slot)] = Constraint(grammar: g, state: g.start(), budget: Int(w.grammarMaxTokens))
             if shardMask == nil {
-                let range = model.vocabRange.clamped(to: 0..<min(model.sampleableVocab, vocab.count))
-                shardMask = ShardMask(vocab: vocab, range: range)
+                if let pending = pendingMask {
+                    pending.done.wait()
+                    shardMask = pending.mask
+                    pendingMask = nil
+                } else {
+                    shardMask = ShardMask(vocab: vocab, range: maskRange(vocab))
+                }
             }
         }
+    }
+
+    /// The ids of this rank's shard that can be drawn (and so masked).
+    private func maskRange(_ vocab: VocabularyBytes) -> Range<Int> {
+        model.vocabRange.clamped(to: 0..<min(model.sampleableVocab, vocab.count))
+    }
+
+    /// Starts building this rank's masking tables on a background thread (low priority), so
+    /// the first constrained request does not stall every running sequence while they are
+    /// built (seconds for Gemma's 262,144 ids on a debug build). Call on the engine thread
+    /// after `vocabularyBytes` is set; a no-op when the tables exist or are being built.
+    public func buildMaskTablesInBackground() {
+        guard shardMask == nil, pendingMask == nil, let vocab = vocabularyBytes else { return }
+        let range = maskRange(vocab)
+        let pending = PendingMask()
+        pendingMask = pending
+        let thread = Thread {
+            pending.mask = ShardMask(vocab: vocab, range: range)
+            pending.done.signal()
+        }
+        thread.qualityOfService = .background
+        thread.start()
     }
 
     /// Writes -inf into this rank's logits of every id the constrained rows' automata refuse.

@@ -31,7 +31,7 @@ public final class JSONGrammar: @unchecked Sendable {
                                            "minItems", "maxItems", "enum", "const"]
     static let ignoredKeywords: Set<String> = ["title", "description", "$schema", "$comment", "examples", "default"]
 
-    enum Kind { case object, freeObject, array, string, number, integer, literal, choice }
+    enum Kind { case object, freeObject, array, string, number, integer, literal, choice, tagged }
 
     struct Prop {
         var key: [UInt8]  // JSON-encoded with its quotes
@@ -90,27 +90,88 @@ public final class JSONGrammar: @unchecked Sendable {
         var maxItems = Int.max
         var trie = Trie()
         var dispatch: [Int32] = []
+        /// `.tagged`: per branch (the trie's terminal value) the value's node and the suffix.
+        var branches: [(node: Int, suffix: [UInt8])] = []
+        /// `.tagged`: per trie node, the fewest bytes to finish from there (prefix, value, suffix).
+        var trieCost: [Int] = []
     }
 
     var nodes: [Node] = []
     public let root: Int
     var anyNode = -1
 
+    /// The root-only wrapper of tagged alternatives (`JSONGrammar.tagged`), accepted only when
+    /// `allowTagged` (the server builds it for forced tool calls; `response_format` refuses it).
+    public static let taggedKeyword = "x-gemma-tagged"
+
     /// Compiles a schema (a parsed JSON object). `nil` means `{"type":"object"}` (JSON mode).
-    public init(schema: JSONValue?) throws {
+    /// With `allowTagged`, a root `{"x-gemma-tagged": [{"prefix", "schema", "suffix"}, ...]}`
+    /// is compiled as: one of the prefixes (literal bytes, no two alike; one may be a prefix
+    /// of another when the longer one's next byte cannot start the shorter one's value), then a
+    /// value of that alternative's schema (whitespace may precede it), then its suffix.
+    public init(schema: JSONValue?, allowTagged: Bool = false) throws {
         root = 0
         nodes.append(Node(kind: .string))  // placeholder for the root, replaced below
-        let r = try compile(schema ?? .object(keys: ["type"], values: [.string("object")]), depth: 0)
+        let s = schema ?? .object(keys: ["type"], values: [.string("object")])
+        let r: Int
+        if allowTagged, let alternatives = s[Self.taggedKeyword] {
+            r = try compileTagged(alternatives)
+        } else {
+            r = try compile(s, depth: 0)
+        }
         nodes[0] = nodes[r]
     }
 
-    /// Compiles the schema text carried by the plan.
+    /// Compiles the schema text carried by the plan (tagged alternatives allowed: rank 0 has
+    /// checked what a client sent before it reached a plan).
     public convenience init(schemaText: [UInt8]) throws {
         let v: JSONValue
         do { v = try JSONValue.parse(schemaText) } catch {
             throw GrammarError(keyword: "schema", "response_format: the schema is not valid JSON: \(error)")
         }
-        try self.init(schema: v)
+        try self.init(schema: v, allowTagged: true)
+    }
+
+    /// The wrapper text for `init(schema:allowTagged:)`: alternatives of (prefix, schema, suffix).
+    public static func tagged(_ alternatives: [(prefix: String, schema: JSONValue, suffix: String)]) -> JSONValue {
+        .object(keys: [taggedKeyword], values: [.array(alternatives.map {
+            .object(keys: ["prefix", "schema", "suffix"], values: [.string($0.prefix), $0.schema, .string($0.suffix)])
+        })])
+    }
+
+    private func compileTagged(_ list: JSONValue) throws -> Int {
+        guard let alternatives = list.array, !alternatives.isEmpty else {
+            throw GrammarError(keyword: Self.taggedKeyword, "\(Self.taggedKeyword) must be a non-empty list")
+        }
+        var node = Node(kind: .tagged)
+        var prefixes: [([UInt8], Int)] = []
+        for a in alternatives {
+            guard let prefix = a["prefix"]?.string, !prefix.isEmpty, let suffix = a["suffix"]?.string, let schema = a["schema"] else {
+                throw GrammarError(keyword: Self.taggedKeyword, "\(Self.taggedKeyword): each alternative needs a non-empty \"prefix\", a \"schema\" and a \"suffix\"")
+            }
+            let p = Array(prefix.utf8)
+            let child = try compile(schema, depth: 1)
+            for (q, other) in prefixes {
+                let (short, long, shortNode) = q.count <= p.count ? (q, p, other) : (p, q, child)
+                guard long.starts(with: short) else { continue }
+                if short.count == long.count || Self.isWS(long[short.count]) || firstBytes(shortNode).contains(long[short.count]) {
+                    throw GrammarError(keyword: Self.taggedKeyword, "\(Self.taggedKeyword): prefix \"\(prefix)\" clashes with another")
+                }
+            }
+            prefixes.append((p, child))
+            node.trie.insert(p, value: Int32(node.branches.count))
+            node.branches.append((child, Array(suffix.utf8)))
+        }
+        node.trie.finish()
+        var cost = [Int](repeating: Int.max, count: node.trie.children.count)
+        for n in stride(from: cost.count - 1, through: 0, by: -1) {
+            let t = node.trie.terminal[n]
+            if t >= 0 { let b = node.branches[Int(t)]; cost[n] = nodes[b.node].minLen + b.suffix.count }
+            for (_, c) in node.trie.children[n] where cost[Int(c)] != Int.max { cost[n] = min(cost[n], cost[Int(c)] + 1) }
+        }
+        node.trieCost = cost
+        node.minLen = cost[0]
+        return add(node)
     }
 
     /// Fewest bytes of any value the schema accepts.
@@ -145,7 +206,7 @@ public final class JSONGrammar: @unchecked Sendable {
         case .array: return [0x5B]
         case .string: return [0x22]
         case .number, .integer: return [0x2D] + Array(0x30...0x39)
-        case .literal: return nodes[n].trie.children[0].map(\.0)
+        case .literal, .tagged: return nodes[n].trie.children[0].map(\.0)
         case .choice: return (0..<256).filter { nodes[n].dispatch[$0] >= 0 }.map { UInt8($0) }
         }
     }
@@ -217,7 +278,7 @@ public final class JSONGrammar: @unchecked Sendable {
         return add(Node(kind: .choice, minLen: alternatives.map { nodes[$0].minLen }.min()!, dispatch: table))
     }
 
-    static func matches(_ v: JSONValue, type: String) -> Bool {
+    public static func matches(_ v: JSONValue, type: String) -> Bool {
         switch (type, v) {
         case ("object", .object), ("array", .array), ("string", .string), ("number", .number),
              ("boolean", .bool), ("null", .null): return true
@@ -342,8 +403,9 @@ public final class JSONGrammar: @unchecked Sendable {
 
     /// The state before any byte.
     public func start() -> JSONState {
+        // Tagged alternatives start with their prefix at once (no whitespace before it).
         JSONState(below: [JSONState.Frame(tag: .root, phase: 1, node: Int32(root))],
-                  top: JSONState.Frame(tag: .value, phase: 0, node: Int32(root)), ws: 0)
+                  top: JSONState.Frame(tag: nodes[root].kind == .tagged ? .tagged : .value, phase: 0, node: Int32(root)), ws: 0)
     }
 
     /// Fewest bytes that complete a valid value from `s`.
@@ -371,6 +433,7 @@ public final class JSONGrammar: @unchecked Sendable {
             }
         case .number: return f.phase == 1 || f.phase == 4 || f.phase == 0 ? 1 : 0
         case .literal: return nodes[n].trie.minRemaining[Int(f.a)]
+        case .tagged: return f.phase == 0 ? nodes[n].trieCost[Int(f.a)] : nodes[n].branches[Int(f.b)].suffix.count - Int(f.a)
         }
     }
 
@@ -452,6 +515,15 @@ public final class JSONGrammar: @unchecked Sendable {
         switch f.tag {
         case .root:
             return false
+        case .tagged:
+            let node = nodes[n]
+            if f.phase == 1 {  // the suffix, byte by byte
+                guard node.branches[Int(f.b)].suffix[Int(f.a)] == b else { return false }
+                s.top.a += 1
+                if Int(s.top.a) == node.branches[Int(f.b)].suffix.count { pop(&s) }
+                return true
+            }
+            return taggedAdvance(&s, node: n, from: Int(f.a), b)
         case .value:
             return begin(&s, node: n, b)
         case .string:
@@ -612,6 +684,38 @@ public final class JSONGrammar: @unchecked Sendable {
             guard let c = node.trie.child(0, b) else { return false }
             s.top = JSONState.Frame(tag: .literal, phase: 0, node: Int32(n), a: Int32(c))
             return true
+        case .tagged:
+            return taggedAdvance(&s, node: n, from: 0, b)
+        }
+    }
+
+    /// One byte of a tagged node's prefix; the prefix's last byte starts the branch's value
+    /// (the tagged frame stays below it for the suffix, or is replaced when there is none).
+    private func taggedAdvance(_ s: inout JSONState, node n: Int, from t: Int, _ b: UInt8) -> Bool {
+        let node = nodes[n]
+        guard let c = node.trie.child(t, b) else {
+            // A complete prefix that a longer one extends: a byte off the trie starts the value.
+            guard t > 0, node.trie.terminal[t] >= 0 else { return false }
+            enterBranch(&s, node: n, branch: node.trie.terminal[t])
+            return step(&s, b)
+        }
+        let branch = node.trie.terminal[c]
+        guard branch >= 0, node.trie.children[c].isEmpty else {
+            s.top = JSONState.Frame(tag: .tagged, phase: 0, node: Int32(n), a: Int32(c))
+            return true
+        }
+        enterBranch(&s, node: n, branch: branch)
+        return true
+    }
+
+    private func enterBranch(_ s: inout JSONState, node n: Int, branch: Int32) {
+        let node = nodes[n]
+        let value = JSONState.Frame(tag: .value, phase: 0, node: Int32(node.branches[Int(branch)].node))
+        if node.branches[Int(branch)].suffix.isEmpty {
+            s.top = value
+        } else {
+            s.top = JSONState.Frame(tag: .tagged, phase: 1, node: Int32(n), a: 0, b: branch)
+            push(&s, value)
         }
     }
 }
@@ -619,7 +723,7 @@ public final class JSONGrammar: @unchecked Sendable {
 /// Where the automaton is: the container frames below and the frame being lexed on top (kept
 /// apart so most bytes change only `top`, which copies no array).
 public struct JSONState: Equatable, Sendable {
-    enum Tag: UInt8 { case root, value, object, freeObject, array, string, number, literal }
+    enum Tag: UInt8 { case root, value, object, freeObject, array, string, number, literal, tagged }
 
     struct Frame: Equatable, Sendable {
         var tag: Tag
@@ -644,53 +748,6 @@ public struct JSONState: Equatable, Sendable {
         case .object, .freeObject: return top.phase != 1
         case .array: return true
         default: return false
-        }
-    }
-}
-
-extension JSONValue {
-    /// Compact JSON text, members in their order (enum values and keys are matched byte for byte).
-    public static func serialize(_ v: JSONValue) -> [UInt8] {
-        var out: [UInt8] = []
-        write(v, &out)
-        return out
-    }
-
-    private static func write(_ v: JSONValue, _ out: inout [UInt8]) {
-        switch v {
-        case .null: out += Array("null".utf8)
-        case let .bool(b): out += Array((b ? "true" : "false").utf8)
-        case let .number(d):
-            if d.rounded() == d && abs(d) < 1e15 { out += Array(String(Int64(d)).utf8) } else { out += Array("\(d)".utf8) }
-        case let .string(s):
-            out.append(0x22)
-            for b in s.utf8 {
-                switch b {
-                case 0x22: out += [0x5C, 0x22]
-                case 0x5C: out += [0x5C, 0x5C]
-                case 0x0A: out += [0x5C, 0x6E]
-                case 0x0D: out += [0x5C, 0x72]
-                case 0x09: out += [0x5C, 0x74]
-                case 0..<0x20:
-                    let hex = Array("0123456789abcdef".utf8)
-                    out += [0x5C, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]]
-                default: out.append(b)
-                }
-            }
-            out.append(0x22)
-        case let .array(a):
-            out.append(0x5B)
-            for (i, x) in a.enumerated() { if i > 0 { out.append(0x2C) }; write(x, &out) }
-            out.append(0x5D)
-        case let .object(keys, values):
-            out.append(0x7B)
-            for i in keys.indices {
-                if i > 0 { out.append(0x2C) }
-                write(.string(keys[i]), &out)
-                out.append(0x3A)
-                write(values[i], &out)
-            }
-            out.append(0x7D)
         }
     }
 }

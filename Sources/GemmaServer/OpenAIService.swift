@@ -68,6 +68,8 @@ public struct PreparedRequest: Sendable {
     public var stops: [String]
     /// Monotonic arrival time (seconds) for time-to-first-token.
     public var arrival: Double
+    /// Chat: tools, tool_choice and thinking.
+    public var tools = ToolRequest()
 }
 
 /// How a generation ended, as OpenAI reports it.
@@ -77,6 +79,8 @@ public struct Outcome: Sendable, Equatable {
     public var completionTokens: Int
     /// Prompt tokens reused from the prefix cache.
     public var cachedTokens = 0
+    /// Chat: the calls the answer made (finish reason "tool_calls").
+    public var toolCalls: [ToolCall] = []
 }
 
 extension RunningRequest {
@@ -251,27 +255,37 @@ public final class OpenAIService: @unchecked Sendable {
         }
         if let n = common.n, n != 1 { throw APIError.badRequest("only n = 1 is supported, got \(n)", param: "n") }
         let logprobs = try Self.logprobsRequest(endpoint, common)
-        let grammar = try Self.grammarRequest(body, common)
-        if let tools = common.tools, !tools.isEmpty {
-            throw APIError.badRequest("tools are not supported (tool calling is not implemented)", param: "tools")
+        var grammar = try Self.grammarRequest(body, common)
+        var toolRequest = ToolRequest()
+        if endpoint == .chat {
+            toolRequest = try ToolRequest.parse(try? JSONValue.parse([UInt8](body)))
+        } else if common.tools != nil || common.tool_choice != nil {
+            throw APIError.badRequest("tools are a chat completions field", param: common.tools != nil ? "tools" : "tool_choice")
         }
-        if let choice = common.tool_choice, choice.string != "none" {
-            throw APIError.badRequest("tool_choice must be \"none\" (tool calling is not implemented)", param: "tool_choice")
+        if grammar != nil && toolRequest.choice != .none {
+            throw APIError.badRequest("response_format json_object or json_schema cannot be combined with tools (unless tool_choice is \"none\")",
+                                      param: "response_format")
         }
+        let forcedCall = try toolRequest.forcedGrammar(backend.template.format)
+        if let forcedCall { grammar = forcedCall }
         let stops = common.stop?.list ?? []
         guard stops.count <= 4 else { throw APIError.badRequest("at most 4 stop strings, got \(stops.count)", param: "stop") }
         if grammar != nil && !stops.isEmpty {
             // A stop string could cut the JSON short.
-            throw APIError.badRequest("stop strings cannot be combined with response_format json_object or json_schema", param: "stop")
+            throw APIError.badRequest(forcedCall != nil ? "stop strings cannot be combined with a forced tool call (tool_choice required or a named function)"
+                                      : "stop strings cannot be combined with response_format json_object or json_schema", param: "stop")
         }
 
         let tokens: [Int32]
         switch endpoint {
         case .chat:
             guard !chat.isEmpty else { throw APIError.badRequest("messages must not be empty", param: "messages") }
-            let messages = chat.map { ChatMessage(role: $0.role, content: $0.content?.text ?? "") }
+            let messages = try Self.chatMessages(chat)
+            var template = backend.template
+            template.enableThinking = toolRequest.thinking
             do {
-                tokens = try backend.tokenizer.encodeChat(messages, template: backend.template)
+                tokens = try backend.tokenizer.encodeChat(messages, template: template, tools: toolRequest.choice == .none ? [] : toolRequest.tools,
+                                                          openToolCall: forcedCall != nil)
             } catch {
                 throw APIError.badRequest("\(error)", param: "messages")
             }
@@ -298,17 +312,42 @@ public final class OpenAIService: @unchecked Sendable {
         if let grammar {
             let budget = min(maxTokens, context - tokens.count)
             if grammar.grammar.minimumLength > budget {
-                throw APIError.badRequest("max_tokens \(budget) is too small for response_format: the shortest value the schema accepts "
-                                          + "takes \(grammar.grammar.minimumLength) tokens", param: "max_tokens")
+                throw APIError.badRequest("max_tokens \(budget) is too small for \(forcedCall != nil ? "the forced tool call" : "response_format"): "
+                                          + "the shortest value the schema accepts takes \(grammar.grammar.minimumLength) tokens", param: "max_tokens")
             }
+        }
+        var stopTokens = backend.stopTokens
+        if backend.template.format == .gemma4 && toolRequest.choice != .none, let id = backend.tokenizer.id(of: "<|tool_response>") {
+            // Gemma 4 ends a calling turn by opening the results block (GEMMA_SPEC §A4.3).
+            stopTokens.insert(id)
         }
         let (id, number) = newId(endpoint == .chat ? "chatcmpl" : "cmpl")
         let generation = GenerationRequest(id: number, promptTokens: tokens, maxNewTokens: maxTokens, sampling: settings,
-                                           stopTokens: backend.stopTokens, logprobs: logprobs, grammar: grammar?.text ?? [])
+                                           stopTokens: stopTokens, logprobs: logprobs, grammar: grammar?.text ?? [])
         let prepared = PreparedRequest(endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970),
                                        model: config.modelName, generation: generation, stream: common.stream ?? false,
-                                       includeUsage: common.stream_options?.include_usage ?? false, stops: stops, arrival: arrival)
+                                       includeUsage: common.stream_options?.include_usage ?? false, stops: stops, arrival: arrival,
+                                       tools: toolRequest)
         return (prepared, backend)
+    }
+
+    /// The request's messages for the template: roles as given (the template checks them),
+    /// assistant `tool_calls` with their arguments parsed, tool messages with their call id.
+    static func chatMessages(_ chat: [ChatMessageIn]) throws -> [ChatMessage] {
+        try chat.enumerated().map { i, m in
+            var calls: [ToolCall] = []
+            for (k, c) in (m.tool_calls ?? []).enumerated() {
+                let text = c.function.arguments ?? "{}"
+                guard let args = try? JSONValue.parse(Array(text.utf8)), args.members != nil else {
+                    throw APIError.badRequest("messages[\(i)].tool_calls[\(k)].function.arguments must be a JSON object in a string", param: "messages")
+                }
+                calls.append(ToolCall(id: c.id ?? "call_\(i)_\(k)", name: c.function.name, arguments: args))
+            }
+            if m.role == "tool" && m.tool_call_id == nil && m.name == nil {
+                throw APIError.badRequest("messages[\(i)] (role tool) needs a tool_call_id", param: "messages")
+            }
+            return ChatMessage(role: m.role, content: m.content?.text ?? "", toolCalls: calls, toolCallId: m.tool_call_id, name: m.name)
+        }
     }
 
     /// Structured output: nil for text, else the compiled schema and its text for the plan.
@@ -412,19 +451,44 @@ public final class OpenAIService: @unchecked Sendable {
     /// last piece (when asked; the tokens of a matched stop string included). If `onText`
     /// throws (the client went away), the request is cancelled (its slot freed on every rank)
     /// and the error rethrown.
-    public func consume(_ run: RunningRequest, onText: (String, [TokenLogprobs]) async throws -> Void) async throws -> Outcome {
+    public func consume(_ run: RunningRequest, onText: (AnswerPiece, [TokenLogprobs]) async throws -> Void) async throws -> Outcome {
         let scheduler = run.backend.scheduler
-        var decoder = StreamingDecoder(tokenizer: run.backend.tokenizer)
+        let tokenizer = run.backend.tokenizer
+        let format = run.backend.template.format
+        let chat = run.prepared.endpoint == .chat
+        // Gemma 4 chat: the channel and call markers reach the splitter as text (it never
+        // passes them on); Gemma 1-3 chat only needs it with tools.
+        let rendered = chat && format == .gemma4
+            ? Set(AssistantOutputSplitter.structuralMarkers.compactMap { tokenizer.id(of: $0) }) : []
+        var splitter = chat && (format == .gemma4 || run.prepared.tools.choice != .none)
+            ? AssistantOutputSplitter(format: format, tools: run.prepared.tools.tools, choice: run.prepared.tools.choice) : nil
+        var decoder = StreamingDecoder(tokenizer: tokenizer, rendered: rendered)
         var matcher = StopMatcher(run.prepared.stops)
         var count = 0
         var last = run.prepared.arrival
         var pending: [TokenLogprobs] = []
         var cached = 0
-        func send(_ text: String) async throws {
-            guard !text.isEmpty || !pending.isEmpty else { return }
+        var calls: [ToolCall] = []
+        let prefix = run.prepared.id
+        func deliver(_ piece: AnswerPiece) async throws {
             let logprobs = pending
             pending = []
-            try await onText(text, logprobs)
+            try await onText(piece, logprobs)
+        }
+        func send(_ text: String, final: Bool = false) async throws {
+            guard splitter != nil else {
+                guard !text.isEmpty || !pending.isEmpty else { return }
+                try await deliver(.content(text))
+                return
+            }
+            var pieces = splitter!.push(text)
+            if final {
+                let (rest, made) = splitter!.finish(callId: { "call_\(prefix.dropFirst("chatcmpl-".count))_\($0)" })
+                pieces += rest
+                calls = made
+            }
+            for piece in pieces { try await deliver(piece) }
+            if final && !pending.isEmpty { try await deliver(.content("")) }
         }
         do {
             for await event in run.events {
@@ -440,20 +504,24 @@ public final class OpenAIService: @unchecked Sendable {
                     last = now
                     metrics.generated(tokens: 1)
                     let (emit, stopped) = matcher.push(decoder.push(t))
-                    if !emit.isEmpty || stopped { try await send(emit) }
+                    if !emit.isEmpty || stopped { try await send(emit, final: stopped) }
                     if stopped {
                         scheduler.cancel(run.ticket)
-                        return Outcome(finishReason: "stop", completionTokens: count, cachedTokens: cached)
+                        return Outcome(finishReason: calls.isEmpty ? "stop" : "tool_calls", completionTokens: count,
+                                       cachedTokens: cached, toolCalls: calls)
                     }
                 case let .finished(result):
                     var (emit, stopped) = matcher.push(decoder.finish())
                     if !stopped { emit += matcher.flush() }
-                    try await send(emit)
+                    try await send(emit, final: true)
                     let reason: String
                     switch result.finishReason {
                     case .stop: reason = "stop"
                     case .length: reason = "length"
                     case .cancelled: reason = stopped ? "stop" : "cancelled"
+                    }
+                    if !calls.isEmpty && (stopped || result.finishReason != .cancelled) {
+                        return Outcome(finishReason: "tool_calls", completionTokens: count, cachedTokens: cached, toolCalls: calls)
                     }
                     return Outcome(finishReason: stopped ? "stop" : reason, completionTokens: count, cachedTokens: cached)
                 case let .failed(message):
@@ -474,8 +542,16 @@ public final class OpenAIService: @unchecked Sendable {
     /// A whole non-streaming response body.
     public func completeJSON(_ run: RunningRequest) async throws -> Data {
         var text = ""
+        var reasoning: String?
         var logprobs: [TokenLogprobs] = []
-        let outcome = try await consume(run) { text += $0; logprobs += $1 }
+        let outcome = try await consume(run) { piece, l in
+            switch piece {
+            case let .content(s): text += s
+            case let .reasoning(s): reasoning = (reasoning ?? "") + s
+            case .callStart, .callArguments: break  // the call comes whole in the outcome
+            }
+            logprobs += l
+        }
         let tokenizer = run.backend.tokenizer
         let wanted = run.prepared.generation.logprobs != nil
         let p = run.prepared
@@ -487,7 +563,9 @@ public final class OpenAIService: @unchecked Sendable {
         case .chat:
             return try encoder.encode(ChatCompletionResponse(
                 id: p.id, created: p.created, model: p.model,
-                choices: [ChatChoice(index: 0, message: ChatMessageOut(role: "assistant", content: text),
+                choices: [ChatChoice(index: 0, message: ChatMessageOut(role: "assistant", content: outcome.toolCalls.isEmpty || !text.isEmpty ? text : nil,
+                                                                       reasoning_content: reasoning,
+                                                                       tool_calls: outcome.toolCalls.isEmpty ? nil : outcome.toolCalls.map(ToolCallOut.init)),
                                      logprobs: wanted ? Self.chatLogprobs(logprobs, tokenizer) : nil, finish_reason: outcome.finishReason)],
                 usage: usage))
         case .completion:
@@ -522,14 +600,25 @@ public final class OpenAIService: @unchecked Sendable {
         let tokenizer = run.backend.tokenizer
         let wanted = p.generation.logprobs != nil
         var offset = 0
+        var streamedCall = false
+        let firstCallId = "call_\(p.id.dropFirst("chatcmpl-".count))_0"
         if p.endpoint == .chat { try await write(try chatChunk(ChatDelta(role: "assistant", content: ""), nil)) }
         let outcome: Outcome
         do {
             outcome = try await consume(run) { piece, logprobs in
                 if p.endpoint == .chat {
-                    try await write(try chatChunk(ChatDelta(content: piece), nil,
-                                                  logprobs: wanted ? Self.chatLogprobs(logprobs, tokenizer) : nil))
+                    var delta = ChatDelta()
+                    switch piece {
+                    case let .content(s): delta.content = s
+                    case let .reasoning(s): delta.reasoning_content = s
+                    case let .callStart(name):
+                        streamedCall = true
+                        delta.tool_calls = [ToolCallDelta(index: 0, id: firstCallId, name: name, arguments: "")]
+                    case let .callArguments(s): delta.tool_calls = [ToolCallDelta(index: 0, id: nil, name: nil, arguments: s)]
+                    }
+                    try await write(try chatChunk(delta, nil, logprobs: wanted ? Self.chatLogprobs(logprobs, tokenizer) : nil))
                 } else {
+                    guard case let .content(piece) = piece else { return }
                     var legacy: LegacyLogprobs?
                     if wanted { (legacy, offset) = Self.legacyLogprobs(logprobs, tokenizer, offset: offset) }
                     try await write(try textChunk(piece, nil, logprobs: legacy))
@@ -539,6 +628,9 @@ public final class OpenAIService: @unchecked Sendable {
             try await write("data: " + String(decoding: error.json, as: UTF8.self) + "\n\n")
             try await write("data: [DONE]\n\n")
             return
+        }
+        if !outcome.toolCalls.isEmpty && !streamedCall {
+            try await write(try chatChunk(ChatDelta(tool_calls: outcome.toolCalls.enumerated().map { ToolCallDelta(index: $0, $1) }), nil))
         }
         try await write(p.endpoint == .chat ? try chatChunk(ChatDelta(), outcome.finishReason) : try textChunk("", outcome.finishReason))
         if p.includeUsage {

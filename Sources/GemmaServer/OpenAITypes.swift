@@ -2,6 +2,7 @@
 // this server supports them. Requests decode leniently where OpenAI does (a string or an array
 // for `prompt`, `stop` and message `content`); responses encode with OpenAI's field names.
 import Foundation
+import GemmaTokenizer
 
 /// A string or a list of strings (OpenAI's `stop`, and `prompt` for one prompt).
 public enum StringOrList: Decodable, Sendable, Equatable {
@@ -52,6 +53,23 @@ public struct MessageContent: Decodable, Sendable, Equatable {
 public struct ChatMessageIn: Decodable, Sendable {
     public var role: String
     public var content: MessageContent?
+    /// Assistant messages: calls made (rendered in the model's tool format).
+    public var tool_calls: [ToolCallIn]?
+    /// Tool messages: the call answered.
+    public var tool_call_id: String?
+    public var name: String?
+}
+
+/// An earlier assistant message's call: `{"id", "type": "function", "function": {"name", "arguments"}}`
+/// (`arguments` a JSON string, as OpenAI sends it).
+public struct ToolCallIn: Decodable, Sendable {
+    public struct Function: Decodable, Sendable {
+        public var name: String
+        public var arguments: String?
+    }
+    public var id: String?
+    public var type: String?
+    public var function: Function
 }
 
 public struct StreamOptions: Decodable, Sendable {
@@ -78,9 +96,8 @@ public struct CommonParameters: Decodable, Sendable {
     public var top_logprobs: Int?
     /// `text`, `json_object` or `json_schema` (structured output: `OpenAIService.grammarRequest`).
     public var response_format: ResponseFormat?
-    /// Tool calling is not implemented: a non-empty list is refused (400).
+    /// Chat only; read from the body with schemas in order (`ToolRequest.parse`).
     public var tools: [AnyJSON]?
-    /// Only "none" (or absent) is accepted.
     public var tool_choice: AnyJSON?
 }
 
@@ -156,7 +173,56 @@ public struct PromptTokensDetails: Encodable, Sendable, Equatable {
 
 public struct ChatMessageOut: Encodable, Sendable {
     public var role: String
-    public var content: String
+    /// Null when the answer is only tool calls.
+    @ExplicitNull public var content: String?
+    /// Gemma 4's thought channel (left out when there is none).
+    public var reasoning_content: String?
+    public var tool_calls: [ToolCallOut]?
+}
+
+/// A call in a response: `function.arguments` is a JSON string, as OpenAI sends it.
+public struct ToolCallOut: Encodable, Sendable {
+    public struct Function: Encodable, Sendable {
+        public var name: String
+        public var arguments: String
+    }
+    public var id: String
+    public var type = "function"
+    public var function: Function
+
+    init(_ c: ToolCall) {
+        id = c.id
+        function = Function(name: c.name, arguments: c.text ?? String(decoding: JSONValue.serialize(c.arguments), as: UTF8.self))
+    }
+}
+
+/// A streamed call: the whole call in one delta (index, id, type, name and arguments), or,
+/// for a forced call, a first delta with index, id, type, name and empty arguments, then
+/// deltas with index and an arguments fragment (as OpenAI streams them).
+public struct ToolCallDelta: Encodable, Sendable {
+    public struct Function: Encodable, Sendable {
+        public var name: String?
+        public var arguments: String
+    }
+    public var index: Int
+    public var id: String?
+    public var type: String?
+    public var function: Function
+
+    init(index: Int, _ c: ToolCall) {
+        self.index = index
+        id = c.id
+        type = "function"
+        let f = ToolCallOut(c).function
+        function = Function(name: f.name, arguments: f.arguments)
+    }
+
+    init(index: Int, id: String?, name: String?, arguments: String) {
+        self.index = index
+        self.id = id
+        type = id == nil ? nil : "function"
+        function = Function(name: name, arguments: arguments)
+    }
 }
 
 public struct ChatChoice: Encodable, Sendable {
@@ -179,6 +245,8 @@ public struct ChatCompletionResponse: Encodable, Sendable {
 public struct ChatDelta: Encodable, Sendable {
     public var role: String?
     public var content: String?
+    public var reasoning_content: String?
+    public var tool_calls: [ToolCallDelta]?
 }
 
 /// An optional field that encodes as JSON `null` when absent instead of being left out, as

@@ -170,3 +170,50 @@ struct OrderedJSONParser {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+extension JSONValue {
+    /// Compact JSON text, members in their order (enum values and keys are matched byte for byte).
+    public static func serialize(_ v: JSONValue) -> [UInt8] {
+        var out: [UInt8] = []
+        write(v, &out)
+        return out
+    }
+
+    private static func write(_ v: JSONValue, _ out: inout [UInt8]) {
+        switch v {
+        case .null: out += Array("null".utf8)
+        case let .bool(b): out += Array((b ? "true" : "false").utf8)
+        case let .number(d):
+            if d.rounded() == d && abs(d) < 1e15 { out += Array(String(Int64(d)).utf8) } else { out += Array("\(d)".utf8) }
+        case let .string(s):
+            out.append(0x22)
+            for b in s.utf8 {
+                switch b {
+                case 0x22: out += [0x5C, 0x22]
+                case 0x5C: out += [0x5C, 0x5C]
+                case 0x0A: out += [0x5C, 0x6E]
+                case 0x0D: out += [0x5C, 0x72]
+                case 0x09: out += [0x5C, 0x74]
+                case 0..<0x20:
+                    let hex = Array("0123456789abcdef".utf8)
+                    out += [0x5C, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 15)]]
+                default: out.append(b)
+                }
+            }
+            out.append(0x22)
+        case let .array(a):
+            out.append(0x5B)
+            for (i, x) in a.enumerated() { if i > 0 { out.append(0x2C) }; write(x, &out) }
+            out.append(0x5D)
+        case let .object(keys, values):
+            out.append(0x7B)
+            for i in keys.indices {
+                if i > 0 { out.append(0x2C) }
+                write(.string(keys[i]), &out)
+                out.append(0x3A)
+                write(values[i], &out)
+            }
+            out.append(0x7D)
+        }
+    }
+}

@@ -9,11 +9,15 @@ public struct StreamingDecoder {
     public let tokenizer: GemmaTokenizer
     /// Render markers (`<end_of_turn>`, `<start_of_image>`, ...) as their text instead of skipping them.
     public var renderSpecial: Bool
+    /// Markers written as their text even without `renderSpecial` (Gemma 4's channel and
+    /// tool-call markers, for the server's answer splitter, which never passes them on as text).
+    public var rendered: Set<Int32>
     private var pending: [UInt8] = []
 
-    public init(tokenizer: GemmaTokenizer, renderSpecial: Bool = false) {
+    public init(tokenizer: GemmaTokenizer, renderSpecial: Bool = false, rendered: Set<Int32> = []) {
         self.tokenizer = tokenizer
         self.renderSpecial = renderSpecial
+        self.rendered = rendered
     }
 
     /// Bytes held back because they end in an incomplete character.
@@ -21,8 +25,9 @@ public struct StreamingDecoder {
 
     /// Adds one token; returns the text that is now complete (possibly empty).
     public mutating func push(_ id: Int32) -> String {
-        if !renderSpecial && tokenizer.isMarker(id) { return "" }
-        pending += tokenizer.bytes(of: id, renderSpecial: renderSpecial)
+        let render = renderSpecial || rendered.contains(id)
+        if !render && tokenizer.isMarker(id) { return "" }
+        pending += tokenizer.bytes(of: id, renderSpecial: render)
         let cut = Self.completePrefixLength(pending)
         guard cut > 0 else { return "" }
         let text = String(decoding: pending[0..<cut], as: UTF8.self)

@@ -24,11 +24,12 @@ import Testing
         return VocabularyBytes(tokens)
     }()
 
-    static func run(ranks: Int, _ requests: [GenerationRequest]) throws -> (results: [GenerationResult], maskedRows: Int) {
+    static func run(ranks: Int, _ requests: [GenerationRequest], backgroundTables: Bool = false) throws -> (results: [GenerationResult], maskedRows: Int) {
         let out = try LocalCommunicator.run(ranks: ranks) { comm -> ([GenerationResult], Int)? in
             let model = ToyModel(vocabSize: vocabSize, rank: comm.rank, ranks: comm.size, maxContext: 128, slots: 4, maxBatchTokens: 8)
             let executor = StepExecutor(model: model, comm: comm)
             executor.vocabularyBytes = vocab
+            if backgroundTables { executor.buildMaskTablesInBackground() }
             guard comm.isCoordinator else {
                 try executor.runWorker()
                 return nil
@@ -84,6 +85,11 @@ import Testing
             let tokens = results.map(\.tokens)
             if let previous { #expect(tokens == previous, "\(ranks) ranks differ from 1") }
             previous = tokens
+        }
+        // Tables built in the background (as serve does) give the same tokens.
+        for ranks in [1, 2] {
+            let (results, masked) = try Self.run(ranks: ranks, requests, backgroundTables: true)
+            #expect(masked > 0 && results.map(\.tokens) == previous, "\(ranks) ranks, background tables")
         }
     }
 

@@ -22,7 +22,41 @@ let personSchema = #"""
  "required":["name","tags"],"additionalProperties":false}
 """#
 
+/// Forced tool calls' grammars: Gemma 1-3's `{"name": ..., "arguments": ARGS}` with two
+/// functions, and Gemma 4's `call:NAME` + ARGS where one name is a prefix of another.
+let taggedCalls = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
+    (#"{"name": "get_weather", "arguments": "#, try! JSONValue.parse(Array(personSchema.utf8)), "}"),
+    (#"{"name": "get_time", "arguments": "#, try! JSONValue.parse(Array(#"{"type":"object","properties":{"zone":{"type":"string"}},"required":["zone"]}"#.utf8)), "}"),
+])), as: UTF8.self)
+let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
+    ("call:get", try! JSONValue.parse(Array(#"{"type":"object","properties":{"zone":{"type":"string"}},"required":["zone"]}"#.utf8)), ""),
+    ("call:get_weather", try! JSONValue.parse(Array(personSchema.utf8)), ""),
+])), as: UTF8.self)
+
 @Suite struct JSONGrammarTests {
+    /// Tagged alternatives: one prefix, then its schema's value, then its suffix; refused
+    /// where a prefix is cut short, the wrong schema follows, or the suffix is wrong; a prefix
+    /// that starts a longer one's value is refused at compile time; response_format refuses
+    /// the wrapper.
+    @Test func taggedAlternatives() throws {
+        let g = try grammar(taggedCalls)
+        #expect(g.accepts(Array(#"{"name": "get_time", "arguments": {"zone":"UTC"}}"#.utf8)))
+        #expect(g.accepts(Array(#"{"name": "get_weather", "arguments":  {"name":"a","tags":["b"]}}"#.utf8)))
+        #expect(!g.accepts(Array(#"{"name": "get_time", "arguments": {"name":"a","tags":["b"]}}"#.utf8)))
+        #expect(!g.accepts(Array(#"{"name": "get_time", "arguments": {"zone":"UTC"}"#.utf8)))
+        #expect(!g.accepts(prefix: Array(#"{"name":"get_time""#.utf8)))
+        #expect(!g.accepts(prefix: Array(#"{"name": "get_tim", "#.utf8)))
+        let g4 = try grammar(taggedGemma4)
+        #expect(g4.accepts(Array(#"call:get{"zone":"x"}"#.utf8)) && g4.accepts(Array(#"call:get {"zone":"x"}"#.utf8)))
+        #expect(!g4.accepts(prefix: Array(" call".utf8)))  // nothing before the prefix
+        #expect(g4.accepts(Array(#"call:get_weather{"name":"a","tags":["a"]}"#.utf8)))
+        #expect(!g4.accepts(prefix: Array("call:get_w{".utf8)) && !g4.accepts(prefix: Array("call:gex".utf8)))
+        #expect(g4.minimumLength == "call:get".count + #"{"zone":""}"#.count)
+        let clash = String(decoding: JSONValue.serialize(JSONGrammar.tagged([("a", .object(keys: [], values: []), ""), ("a ", .object(keys: [], values: []), "")])), as: UTF8.self)
+        #expect(throws: GrammarError.self) { try grammar(clash) }
+        #expect(throws: GrammarError.self) { try JSONGrammar(schema: try JSONValue.parse(Array(taggedCalls.utf8))) }
+    }
+
     @Test func jsonObjectMode() throws {
         let g = try grammar(nil)
         for ok in [#"{}"#, #"{"a":1}"#, #"{"a": [1, 2.5, "x", true, null, {"b": {}}], "c": -0.25}"#,
@@ -134,6 +168,8 @@ let personSchema = #"""
             (nil, #"{"a": [1, 2.5, "x\u00e9", true, null, {"b": {}}], "c": -0.25}"#),
             (personSchema, #"{"name":"bo","age":-3,"tags":["a","b"],"kind":3,"ok":false,"n":null,"home":{"x":0.5}}"#),
             (#"{"type":"array","items":{"type":"integer"},"minItems":3}"#, "[1, 22, 333, 4]"),
+            (taggedCalls, #"{"name": "get_time", "arguments": {"zone":"UTC"}}"#),
+            (taggedGemma4, #"call:get_weather {"name":"bo","tags":["a"]}"#),
         ]
         for (schema, doc) in docs {
             let g = try grammar(schema)
@@ -187,6 +223,7 @@ let personSchema = #"""
         let docs: [(String?, String)] = [
             (nil, #"{"the cat": [1, 2.5, "a b\n", true, null, {"b": {}}], "c": -0.25}"#),
             (personSchema, #"{"name":"the cat sat","age":-3,"tags":["a","b"],"kind":3,"ok":false,"n":null,"home":{"x":0.5}}"#),
+            (taggedGemma4, #"call:get_weather {"name":"a","tags":["a"]}"#),
         ]
         var checked = 0
         for (schema, doc) in docs {
@@ -203,6 +240,41 @@ let personSchema = #"""
             }
         }
         #expect(checked > 500)
+    }
+
+    /// Random walks under the two-shard mask (ids drawn uniformly among the allowed ones, a
+    /// fixed-seed generator) always end in a complete value within the budget, for the tagged
+    /// tool-call grammars and a nested schema.
+    @Test func maskedRandomWalksCloseWithinBudget() throws {
+        struct SplitMix: RandomNumberGenerator {
+            var state: UInt64
+            mutating func next() -> UInt64 {
+                state &+= 0x9E37_79B9_7F4A_7C15
+                var z = state
+                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                return z ^ (z >> 31)
+            }
+        }
+        let vocab = Self.vocab
+        let masks = [ShardMask(vocab: vocab, range: 0..<vocab.count / 2), ShardMask(vocab: vocab, range: vocab.count / 2..<vocab.count)]
+        var rng = SplitMix(state: 42)
+        for text in [taggedCalls, taggedGemma4, personSchema] {
+            let g = try grammar(text)
+            for _ in 0..<30 {
+                var s = g.start()
+                var left = Int.random(in: g.minimumLength...(g.minimumLength + 60), using: &rng)
+                while !g.isComplete(s) {
+                    let allowed = masks.flatMap { $0.allowedIds(g, s, remaining: left - 1) }
+                    guard let id = allowed.randomElement(using: &rng), left > 0 else { break }
+                    let b = vocab.bytes(of: id)
+                    if b.isEmpty { break }  // an end id: allowed only where the value is complete
+                    #expect(g.feed(&s, b))
+                    left -= 1
+                }
+                #expect(g.canEnd(s) && left >= 0, "\(text)")
+            }
+        }
     }
 
     @Test func vocabularyBytesRoundTrip() throws {

@@ -68,7 +68,8 @@ final class ServiceHarness: @unchecked Sendable {
 
     /// `tokenizer` and `script` replace the fixture tokenizer and the reply's ids when given.
     init(reply: String, eos: Bool = false, maxContext: Int = 64, slots: Int = 2, maxQueued: Int = 8, apiKey: String? = nil,
-         tokenizer custom: GemmaTokenizer? = nil, script ids: [Int32]? = nil, stepDelay: Double = 0, maxBodyBytes: Int = 1 << 20) throws {
+         tokenizer custom: GemmaTokenizer? = nil, script ids: [Int32]? = nil, stepDelay: Double = 0, maxBodyBytes: Int = 1 << 20,
+         format: ChatFormat = .gemma) throws {
         tokenizer = try custom ?? GemmaTokenizer.load(path: Self.tokenizerPath)
         var s = ids ?? tokenizer.encode(reply, addSpecial: false)
         if eos, let e = tokenizer.eosID { s.append(e) }
@@ -78,7 +79,7 @@ final class ServiceHarness: @unchecked Sendable {
         executor.vocabularyBytes = VocabularyBytes(tokenizer: tokenizer, vocabSize: tokenizer.count)
         scheduler = try BatchScheduler(executor: executor, maxQueued: maxQueued)
         service = OpenAIService(config: ServerConfig(modelName: "script", apiKey: apiKey, maxBodyBytes: maxBodyBytes))
-        service.attach(Backend(scheduler: scheduler, tokenizer: tokenizer, template: ChatTemplate(format: .gemma), maxContext: maxContext,
+        service.attach(Backend(scheduler: scheduler, tokenizer: tokenizer, template: ChatTemplate(format: format), maxContext: maxContext,
                                stopTokens: Set(tokenizer.endOfGenerationIDs)))
         let scheduler = self.scheduler
         let done = self.done
@@ -267,7 +268,7 @@ func choice(_ object: [String: Any]) -> [String: Any] { ((object["choices"] as? 
         #expect(h.apiError(.completion, #"{"prompt": "a", "logprobs": 20}"#) == nil)
         // What is not implemented is refused, never silently ignored.
         #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "yaml"}}"#)?.param == "response_format")
-        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "x": [1, null, true]}}}]}"#)?.param == "tools")
+        #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "x": [1, null, true]}}}], "tool_choice": "required"}"#)?.param == "tools")
         #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}"#)?.param == "tool_choice")
         #expect(h.apiError(.chat, #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}, "tools": [], "tool_choice": "none", "max_tokens": 1}"#) == nil)
     }

@@ -83,8 +83,8 @@ struct TinyFile: Decodable { let cases: [TinyCase] }
         #expect(throws: ChatTemplateError.systemNotFirst(index: 1)) {
             try gemma.render(messages: [ChatMessage(role: "user", content: "a"), ChatMessage(role: "system", content: "s")], addGenerationPrompt: true)
         }
-        #expect(throws: ChatTemplateError.unknownRole(index: 0, role: "tool")) {
-            try gemma.render(messages: [ChatMessage(role: "tool", content: "a")], addGenerationPrompt: true)
+        #expect(throws: ChatTemplateError.unknownRole(index: 0, role: "function")) {
+            try gemma.render(messages: [ChatMessage(role: "function", content: "a")], addGenerationPrompt: true)
         }
         #expect(ChatTemplateError.systemNotFirst(index: 1).description.contains("first message"))
     }

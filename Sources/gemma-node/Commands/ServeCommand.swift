@@ -107,6 +107,8 @@ struct ServeCommand: ParsableCommand {
             let table = loaded.map { VocabularyBytes(tokenizer: $0.0, vocabSize: model.vocabSize).encode() } ?? []
             let received = comm.size > 1 ? try timed.broadcast(table, root: 0, idle: false) : table
             executor.vocabularyBytes = VocabularyBytes.decode(received)
+            // Each rank builds its masking tables while the server starts, off the step path.
+            executor.buildMaskTablesInBackground()
             guard comm.isCoordinator, let service, let server, let loaded else {
                 try executor.runWorker()
                 return
