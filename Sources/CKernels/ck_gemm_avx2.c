@@ -12,9 +12,11 @@
 //   Q8_0/Q5_0: block j goes into accumulator j % 4 for j < 4 * (nb / 4), the tail blocks into
 //     accumulator 0, acc = fma(set1(d * a.d), float(p), acc), result
 //     hsum8((acc0 + acc1) + (acc2 + acc3))  (CK_BLOCKS4);
-//   Q4_K: acc = fma(set1(d * a.d), float(sumi), acc); accm = fma(set1(dmin * a.d),
-//     float(kmins), accm); result hsum8(acc) - hsum8(accm);
-//   Q6_K: sumi -= 32 * off (integer), acc = fma(set1(d * a.d), float(sumi), acc); hsum8(acc).
+//   Q4_K / Q6_K (one activation scale a.d[j] per sub-block j of 32 values): s = 0, then for
+//     j = 0..7 s = fma(set1(a.d[j]), float(lanes_j), s);
+//     Q4_K: acc = fma(set1(d), s, acc); accm = fma(set1(dmin), a.d[0..7] * float(kmins), accm);
+//     result hsum8(acc) - hsum8(accm);
+//     Q6_K: s = fnmadd(32, a.d[0..7] * float(off), s); acc = fma(set1(d), s, acc); hsum8(acc).
 //   d and dmin are exact f16 -> f32 conversions, whichever instruction converts them; hsum8 is
 //   ck_x86_body.h's sequence. No fast-math, so clang neither contracts nor reassociates.
 // Tested with == against ck_dot at the AVX2 level in GemmTests and KGemmTests.
@@ -149,50 +151,54 @@ static G2_TARGET void g2_decode_q8_0(const blk_q8_0 *b, int64_t nb, uint8_t *o) 
 // ---- dots of one decoded row with N tokens (N a compile-time constant after inlining)
 
 // Super-block i of a decoded K-quant row against N tokens: each token's q8_K block (a[t]) and
-// the integer sums of unsigned values x activations x sub-block scales (sumi[t]); Q4_K and
-// Q6_K differ only in what they do with them afterwards.
+// the float sum over the eight sub-blocks j of a.d[j] * (the exact int32 lanes of unsigned
+// values x activations x sub-block scale), s[t] = fma(a.d[j], float(lanes_j), s[t]) from 0 in
+// the order j = 0..7, as the one-token kernels do; Q4_K and Q6_K differ only in what they do
+// with it afterwards.
 G2_INLINE void g2_ksb_sums(const g2_ksb *sb, const uint8_t *act, size_t stride, int64_t i, int N,
-                           const ck_q8k *a[4], __m256i sumi[4]) {
-    for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; sumi[t] = _mm256_setzero_si256(); }
+                           const ck_q8k *a[4], __m256 s[4]) {
+    for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; s[t] = _mm256_setzero_ps(); }
     for (int j = 0; j < 8; j++) {
         const __m256i u = _mm256_load_si256((const __m256i *)(sb->u + 32 * j));
         const __m256i sc = _mm256_load_si256((const __m256i *)sb->sc[j]);
-        for (int t = 0; t < N; t++)
-            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc));
+        for (int t = 0; t < N; t++) {
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc);
+            s[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&a[t]->d[j]), _mm256_cvtepi32_ps(p), s[t]);
+        }
     }
 }
 
-G2_INLINE void g2_dot_q4_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+G2_INLINE void g2_dot_q4_K(const g2_ksb *sb, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
     __m256 acc[4], accm[4];
     for (int t = 0; t < N; t++) { acc[t] = _mm256_setzero_ps(); accm[t] = _mm256_setzero_ps(); }
     for (int64_t i = 0; i < nsb; i++) {
         const ck_q8k *a[4];
-        __m256i sumi[4];
-        g2_ksb_sums(&s[i], act, stride, i, N, a, sumi);
-        const __m256i md = _mm256_load_si256((const __m256i *)s[i].w16);
-        const float d = s[i].d, dmin = s[i].dmin;
+        __m256 s[4];
+        g2_ksb_sums(&sb[i], act, stride, i, N, a, s);
+        const __m256i md = _mm256_load_si256((const __m256i *)sb[i].w16);
+        const __m256 d = _mm256_set1_ps(sb[i].d), dmin = _mm256_set1_ps(sb[i].dmin);
         for (int t = 0; t < N; t++) {
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t]->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(d, s[t], acc[t]);
             __m256i km = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t]->bsums), md);
-            accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a[t]->d), _mm256_cvtepi32_ps(km), accm[t]);
+            accm[t] = _mm256_fmadd_ps(dmin, _mm256_mul_ps(_mm256_loadu_ps(a[t]->d), _mm256_cvtepi32_ps(km)), accm[t]);
         }
     }
     for (int t = 0; t < N; t++) out[t] = ck_hsum8_avx(acc[t]) - ck_hsum8_avx(accm[t]);
 }
 
-G2_INLINE void g2_dot_q6_K(const g2_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+G2_INLINE void g2_dot_q6_K(const g2_ksb *sb, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
     __m256 acc[4];
     for (int t = 0; t < N; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
         const ck_q8k *a[4];
-        __m256i sumi[4];
-        g2_ksb_sums(&s[i], act, stride, i, N, a, sumi);
-        const __m256i sc16 = _mm256_load_si256((const __m256i *)s[i].w16);
-        const float d = s[i].d;
+        __m256 s[4];
+        g2_ksb_sums(&sb[i], act, stride, i, N, a, s);
+        const __m256i sc16 = _mm256_load_si256((const __m256i *)sb[i].w16);
+        const __m256 d = _mm256_set1_ps(sb[i].d);
         for (int t = 0; t < N; t++) {
             __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t]->bsums), sc16);
-            __m256i si = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(off, 5));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t]->d), _mm256_cvtepi32_ps(si), acc[t]);
+            __m256 st = _mm256_fnmadd_ps(_mm256_set1_ps(32.0f), _mm256_mul_ps(_mm256_loadu_ps(a[t]->d), _mm256_cvtepi32_ps(off)), s[t]);
+            acc[t] = _mm256_fmadd_ps(d, st, acc[t]);
         }
     }
     for (int t = 0; t < N; t++) out[t] = ck_hsum8_avx(acc[t]);

@@ -4,20 +4,21 @@
 // per-thread L1 scratch, then dotted with every token, four tokens per pass.
 //
 // Bit-identical, per token, to the one-token kernels dot_q4_K_512 / dot_q6_K_512 in
-// ck_x86_body.h (batch invariance, issue 6). Per super-block those kernels form exact int32
-// lanes (vpdpbusd of the same bytes, times the same per-lane scale, summed over the four
-// 64-value chunks: integer, so any order gives the same lanes) and then do, in this order,
-//   Q4_K: acc  = fma(d * a.d, float(sumi), acc)           16 lanes
-//         accm = fma(dmin * a.d, float(kmins), accm)      8 lanes
+// ck_x86_body.h (batch invariance, issue 6). Per 64-value chunk c (sub-blocks 2c in lanes 0-7
+// and 2c+1 in lanes 8-15, each with its own activation scale a.d[2c], a.d[2c+1]) those kernels
+// form exact int32 lanes p_c (vpdpbusd of the same bytes times the same per-lane scale) and then
+// do, in this order, with ad = a.d[0..7] and adc = (a.d[2c] x 8, a.d[2c+1] x 8):
+//   s = 0; for c = 0..3: s = fma(adc, float(p_c), s)        16 lanes
+//   Q4_K: acc  = fma(d, s, acc); accm = fma(dmin, ad * float(kmins), accm)   (accm: 8 lanes)
 //         result = reduce_add(acc) - hsum8(accm)
-//   Q6_K: dd = d * a.d; acc = fma(dd, float(sumi), acc); acco = fma(dd, float(off), acco)
+//   Q6_K: acc = fma(d, s, acc); acco = fma(d, ad * float(off), acco)
 //         result = reduce_add(acc) - 32 * hsum8(acco)
 // The code below performs exactly these float operations on exactly these lane values; only
 // the weight-side decoding is hoisted out of the token loop, and the integer lanes are formed
 // with fewer multiply-port instructions: vpmaddubsw (pairs of u*a, at most 2*63*127 = 16002,
-// so never saturated) then vpdpwssd with the lane's scale in both int16 halves gives
-// sumi + s*(pair0 + pair1) = sumi + s*dpbusd-lane, i.e. the same int32 as the one-token
-// kernel's mullo(dpbusd(u, a), s) summed over the chunks (no overflow: |lane| < 2^23).
+// so never saturated) then vpdpwssd from zero with the lane's scale in both int16 halves gives
+// s*(pair0 + pair1) = s*dpbusd-lane, i.e. the same int32 as the one-token kernel's
+// mullo(dpbusd(u, a), s) (no overflow: |lane| < 2^23).
 // hsum8 is the same sequence as ck_x86_body.h's (halves, movehl, movehdup), and
 // _mm512_reduce_add_ps the same intrinsic. Tested with == in KGemmTests.
 #include <stdlib.h>
@@ -36,7 +37,7 @@ static int kgemm_disabled(void) {
 }
 #endif
 
-// Rows decoded together: a pass of four tokens then reuses their activations (292 bytes per
+// Rows decoded together: a pass of four tokens then reuses their activations (320 bytes per
 // token and super-block, from L2 for long prompts) across this many rows from L1 (8 measured
 // alike). Longer rows get fewer rows per tile, so the decoded tile stays within KG_TILE_BYTES.
 #define KG_ROW_TILE 4
@@ -114,51 +115,70 @@ static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) 
     }
 }
 
-// One token's exact int32 lanes of a decoded super-block (see the header): per chunk,
-// vpmaddubsw of weights and activations, then vpdpwssd with the chunk's lane scales.
-KG_INLINE __m512i kg_lanes(const __m512i u[4], const __m512i sc[4], const int8_t *q) {
-    __m512i sumi = _mm512_setzero_si512();
-    for (int c = 0; c < 4; c++) sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u[c], _mm512_loadu_si512(q + 64 * c)), sc[c]);
-    return sumi;
+// Activation scale per lane of chunk c: sub-block 2c in lanes 0-7, 2c+1 in lanes 8-15.
+#define KG_PICKD                                                                                 \
+    const __m512i pickd[4] = {                                                                   \
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),                       \
+        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),                       \
+        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),                       \
+        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),                       \
+    }
+
+// One token's scaled float sum s of a decoded super-block (see the header): per chunk,
+// vpmaddubsw of weights and activations, vpdpwssd from zero with the chunk's lane scales, then
+// s = fma(adc, float(p_c), s).
+KG_INLINE __m512 kg_sum(const __m512i u[4], const __m512i sc[4], const __m512i pickd[4], const ck_q8k *a, __m256 *ad) {
+    *ad = _mm256_loadu_ps(a->d);
+    const __m512 ad2 = _mm512_castps256_ps512(*ad);  // only lanes 0-7 are read (by pickd)
+    __m512 s = _mm512_setzero_ps();
+    for (int c = 0; c < 4; c++) {
+        __m512i p = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(u[c], _mm512_loadu_si512(a->q + 64 * c)), sc[c]);
+        s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[c], ad2), _mm512_cvtepi32_ps(p), s);
+    }
+    return s;
 }
 
 // N tokens (1..4, a compile-time constant after inlining) times one decoded row.
-KG_INLINE void kg_dot_q4_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+KG_INLINE void kg_dot_q4_K(const ck_ksb *sb, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+    KG_PICKD;
     __m512 acc[4];
     __m256 accm[4];
     for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); accm[t] = _mm256_setzero_ps(); }
     for (int64_t i = 0; i < nsb; i++) {
         __m512i u[4], sc[4];
-        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(s[i].u[c]); sc[c] = _mm512_load_si512(s[i].scl[c]); }
-        const __m256i md = _mm256_load_si256((const __m256i *)s[i].w16);
-        const float d = s[i].d, dmin = s[i].dmin;
+        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(sb[i].u[c]); sc[c] = _mm512_load_si512(sb[i].scl[c]); }
+        const __m256i md = _mm256_load_si256((const __m256i *)sb[i].w16);
+        const __m512 d = _mm512_set1_ps(sb[i].d);
+        const __m256 dmin = _mm256_set1_ps(sb[i].dmin);
         for (int t = 0; t < N; t++) {
             const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
-            const __m512i sumi = kg_lanes(u, sc, a->q);
-            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * a->d), _mm512_cvtepi32_ps(sumi), acc[t]);
+            __m256 ad;
+            const __m512 s = kg_sum(u, sc, pickd, a, &ad);
+            acc[t] = _mm512_fmadd_ps(d, s, acc[t]);
             __m256i km = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), md);
-            accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a->d), _mm256_cvtepi32_ps(km), accm[t]);
+            accm[t] = _mm256_fmadd_ps(dmin, _mm256_mul_ps(ad, _mm256_cvtepi32_ps(km)), accm[t]);
         }
     }
     for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - ck_hsum8_avx(accm[t]);
 }
 
-KG_INLINE void kg_dot_q6_K(const ck_ksb *s, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+KG_INLINE void kg_dot_q6_K(const ck_ksb *sb, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
+    KG_PICKD;
     __m512 acc[4];
     __m256 acco[4];
     for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); acco[t] = _mm256_setzero_ps(); }
     for (int64_t i = 0; i < nsb; i++) {
         __m512i u[4], sc[4];
-        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(s[i].u[c]); sc[c] = _mm512_load_si512(s[i].scl[c]); }
-        const __m256i sc16 = _mm256_load_si256((const __m256i *)s[i].w16);
-        const float d = s[i].d;
+        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(sb[i].u[c]); sc[c] = _mm512_load_si512(sb[i].scl[c]); }
+        const __m256i sc16 = _mm256_load_si256((const __m256i *)sb[i].w16);
+        const __m512 d = _mm512_set1_ps(sb[i].d);
         for (int t = 0; t < N; t++) {
             const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
-            const __m512i sumi = kg_lanes(u, sc, a->q);
-            const float dd = d * a->d;
+            __m256 ad;
+            const __m512 s = kg_sum(u, sc, pickd, a, &ad);
             __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), sc16);
-            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(sumi), acc[t]);
-            acco[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(off), acco[t]);
+            acc[t] = _mm512_fmadd_ps(d, s, acc[t]);
+            acco[t] = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm256_mul_ps(ad, _mm256_cvtepi32_ps(off)), acco[t]);
         }
     }
     for (int t = 0; t < N; t++) out[t] = _mm512_reduce_add_ps(acc[t]) - 32.0f * ck_hsum8_avx(acco[t]);

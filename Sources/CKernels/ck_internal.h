@@ -31,12 +31,17 @@ _Static_assert(sizeof(blk_q5_K) == 176, "q5_K");
 _Static_assert(sizeof(blk_q6_K) == 210, "q6_K");
 
 // Activation blocks. 32-blocks carry sum(q) so the constant offsets of Q4_0/Q5_0 (-8, -16)
-// become one integer correction and the minimum of Q4_1/Q5_1 one multiply per block. 256-blocks carry sums of
-// each 16 values (bsums) for the K-quant minimums and Q6_K's -32 offset.
+// become one integer correction and the minimum of Q4_1/Q5_1 one multiply per block.
+// K-quant inputs (Q4_K, Q5_K, Q6_K) come per 256 values, quantized in eight blocks of 32 with
+// one scale each (d[j] for values 32j..32j+31, the same rule and values as ck_q8a's), so one
+// outlier coarsens the step of 31 other values, not 255 (docs/FIDELITY.md: half the distance
+// from f32 truth). They carry sums of each 16 values (bsums) for the K-quant minimums and
+// Q6_K's -32 offset. The 256 int8 values are contiguous and 64-byte aligned within the block
+// (320 = 5 * 64 bytes), so the 512-bit kernels load 64 of them at once.
 typedef struct { float d; int32_t sum; int8_t q[32]; } ck_q8a;
-typedef struct { float d; int16_t bsums[16]; int8_t q[256]; } ck_q8k;
+typedef struct { float d[8]; int16_t bsums[16]; int8_t q[256]; } ck_q8k;
 _Static_assert(sizeof(ck_q8a) == 40, "q8a");
-_Static_assert(sizeof(ck_q8k) == 292, "q8k");
+_Static_assert(sizeof(ck_q8k) == 320, "q8k");
 
 /// Dot of one weight row with a prepared activation row of n values.
 typedef float (*ck_dot_fn)(const void *w, const void *act, int64_t n);

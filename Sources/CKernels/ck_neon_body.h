@@ -61,8 +61,8 @@ static CK_NT float CK_NN(dot_q5_0)(const void *w, const void *act, int64_t n) {
 }
 
 // Q4_K: sub-block j (32 values) is the low (j even) or high (j odd) nibbles of qs[32 (j/2) ..];
-// sumq = sum_j sc_j dot_j and summ = sum_j m_j (bsums[2j] + bsums[2j+1]) are exact int32
-// (|sumq| <= 8 * 63 * 32 * 15 * 127), as in the scalar twin.
+// per sub-block sc_j dot_j and m_j (bsums[2j] + bsums[2j+1]) are exact int32 (|.| <= 63 * 32 *
+// 15 * 127), scaled by the sub-block's activation scale a.d[j] in the scalar twin's order.
 static CK_NT float CK_NN(dot_q4_K)(const void *w, const void *act, int64_t n) {
     const blk_q4_K *b = w;
     const ck_q8k *a = act;
@@ -71,7 +71,7 @@ static CK_NT float CK_NN(dot_q4_K)(const void *w, const void *act, int64_t n) {
     for (int64_t i = 0; i < n / 256; i++) {
         uint8_t sc[8], m[8];
         ck_kscales8(b[i].scales, sc, m);
-        int32x4_t sq = vdupq_n_s32(0);
+        float fq = 0.0f, fm = 0.0f;
         for (int k = 0; k < 4; k++) {
             const uint8_t *qs = b[i].qs + 32 * k;
             const int8_t *q = a[i].q + 64 * k;
@@ -80,16 +80,13 @@ static CK_NT float CK_NN(dot_q4_K)(const void *w, const void *act, int64_t n) {
                                         vld1q_s8(q), vld1q_s8(q + 16));
             int32x4_t hi = CK_NN(dot32)(vreinterpretq_s8_u8(vshrq_n_u8(q0, 4)), vreinterpretq_s8_u8(vshrq_n_u8(q1, 4)),
                                         vld1q_s8(q + 32), vld1q_s8(q + 48));
-            sq = vmlaq_n_s32(sq, lo, sc[2 * k]);
-            sq = vmlaq_n_s32(sq, hi, sc[2 * k + 1]);
+            for (int h = 0; h < 2; h++) {
+                const int j = 2 * k + h;
+                fq += a[i].d[j] * (float)(sc[j] * vaddvq_s32(h ? hi : lo));
+                fm += a[i].d[j] * (float)(m[j] * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]));
+            }
         }
-        int sumq = vaddvq_s32(sq);
-        // bsums pairs (|pair| <= 32 * 127) times the 6-bit mins, widened to int32.
-        int16x8_t bs = vpaddq_s16(vld1q_s16(a[i].bsums), vld1q_s16(a[i].bsums + 8));
-        int16x8_t mm = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m)));
-        int summ = vaddvq_s32(vmlal_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(mm)), vget_high_s16(bs), vget_high_s16(mm)));
-        acc += ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d * (float)sumq
-             - ck_half_to_float(ck_ld16(&b[i].dmin)) * a[i].d * (float)summ;
+        acc += ck_half_to_float(ck_ld16(&b[i].d)) * fq - ck_half_to_float(ck_ld16(&b[i].dmin)) * fm;
     }
     return acc;
 }
@@ -97,7 +94,8 @@ static CK_NT float CK_NN(dot_q4_K)(const void *w, const void *act, int64_t n) {
 // Q6_K: each half (128 values) is ql[64] (low nibbles) and qh[32] (two high bits); value l,
 // l + 32, l + 64, l + 96 take ql[l] & 15, ql[l + 32] & 15, ql[l] >> 4, ql[l + 32] >> 4 with bits
 // 0-1, 2-3, 4-5, 6-7 of qh[l]. Group g of 16 values has the int8 scale scales[8h + g]; the six-bit
-// value minus 32 fits int8, so sumi = sum_g scale_g dot_g is exact int32 as in the scalar twin.
+// value minus 32 fits int8, so per sub-block of 32 values (two groups) the scaled sum is an exact
+// int32, scaled by the sub-block's activation scale a.d[j] as in the scalar twin.
 static CK_NT float CK_NN(dot_q6_K)(const void *w, const void *act, int64_t n) {
     const blk_q6_K *b = w;
     const ck_q8k *a = act;
@@ -105,7 +103,7 @@ static CK_NT float CK_NN(dot_q6_K)(const void *w, const void *act, int64_t n) {
     const int8x16_t off = vdupq_n_s8(32);
     float acc = 0.0f;
     for (int64_t i = 0; i < n / 256; i++) {
-        int32x4_t sum = vdupq_n_s32(0);
+        float f = 0.0f;
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
             const int8_t *q = a[i].q + 128 * h, *sc = b[i].scales + 8 * h;
@@ -120,13 +118,14 @@ static CK_NT float CK_NN(dot_q6_K)(const void *w, const void *act, int64_t n) {
             u[5] = vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h1, 4), m3), 4));
             u[6] = vorrq_u8(vshrq_n_u8(l2, 4), vshlq_n_u8(vshrq_n_u8(h0, 6), 4));
             u[7] = vorrq_u8(vshrq_n_u8(l3, 4), vshlq_n_u8(vshrq_n_u8(h1, 6), 4));
-            for (int g = 0; g < 8; g++) {
-                int32x4_t p = CK_NN(dot16)(vsubq_s8(vreinterpretq_s8_u8(u[g]), off), vld1q_s8(q + 16 * g));
-                sum = vmlaq_n_s32(sum, p, sc[g]);
+            for (int g = 0; g < 8; g += 2) {  // sub-block 4h + g/2: groups g, g + 1
+                int32x4_t p0 = CK_NN(dot16)(vsubq_s8(vreinterpretq_s8_u8(u[g]), off), vld1q_s8(q + 16 * g));
+                int32x4_t p1 = CK_NN(dot16)(vsubq_s8(vreinterpretq_s8_u8(u[g + 1]), off), vld1q_s8(q + 16 * g + 16));
+                int t = vaddvq_s32(vmlaq_n_s32(vmulq_n_s32(p0, sc[g]), p1, sc[g + 1]));
+                f += a[i].d[4 * h + g / 2] * (float)t;
             }
         }
-        int sumi = vaddvq_s32(sum);
-        acc += ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d * (float)sumi;
+        acc += ck_half_to_float(ck_ld16(&b[i].d)) * f;
     }
     return acc;
 }

@@ -73,7 +73,7 @@ size_t ck_act_row_bytes(uint32_t type, int64_t cols) {
     if (bs == 0 || cols < 0 || cols % bs != 0) return 0;
     if (bs == 1) return (size_t)cols * 4;
     if (bs == 32) return (size_t)(cols / 32) * sizeof(ck_q8a);
-    return (size_t)(cols / 256) * sizeof(ck_q8k);
+    return (size_t)(cols / 256) * sizeof(ck_q8k);  // 320 bytes per 256 values
 }
 
 // Round to nearest even by the 1.5 * 2^23 trick (exact for |v| < 2^22; here |v| <= 127 + tiny),
@@ -110,17 +110,19 @@ int ck_quantize_act(uint32_t type, const float *x, int64_t cols, void *out) {
         return 0;
     }
     ck_q8k *o = out;
-    for (int64_t b = 0; b < cols / 256; b++, x += 256) {
-        float amax = 0.0f;
-        for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int j = 0; j < 256; j++) o[b].q[j] = q8(x[j] * id);
+    for (int64_t b = 0; b < cols / 256; b++) {
+        for (int c = 0; c < 8; c++, x += 32) {  // one scale per 32 values, as ck_q8a
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+            float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            for (int j = 0; j < 32; j++) o[b].q[32 * c + j] = q8(x[j] * id);
+            o[b].d[c] = d;
+        }
         for (int g = 0; g < 16; g++) {
             int sum = 0;
             for (int j = 0; j < 16; j++) sum += o[b].q[16 * g + j];
             o[b].bsums[g] = (int16_t)sum;
         }
-        o[b].d = d;
     }
     return 0;
 }
@@ -233,13 +235,16 @@ static float dot_q5_1(const void *w, const void *act, int64_t n) {
     return acc + corr;
 }
 
-// ---- 256-blocks times ck_q8k
+// ---- 256-blocks times ck_q8k (eight activation scales a->d[j], one per 32 values)
 
 // One Q4_K or Q5_K super-block (same scales and minimums; Q5_K adds a fifth bit per value
-// from qh, NULL for Q4_K) times its Q8_K activations: d * sum(sc * q * a) - dmin * sum(m * bsums).
+// from qh, NULL for Q4_K) times its activations: per sub-block j of 32 values the exact
+// integers sc_j * sum(q * a) and m_j * (bsums[2j] + bsums[2j+1]) (|.| < 2^23, exact in f32),
+// each scaled by the sub-block's activation scale a->d[j], then
+// d * sum_j a.d_j sc_j s_j - dmin * sum_j a.d_j m_j bsum_j.
 static inline float dot_k45_block(uint16_t d, uint16_t dmin, const uint8_t *scales, const uint8_t *qs_all,
                                   const uint8_t *qh, const ck_q8k *a) {
-    int sumq = 0, summ = 0;
+    float fq = 0.0f, fm = 0.0f;
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
         ck_kscale(scales, j, &sc, &m);
@@ -250,10 +255,10 @@ static inline float dot_k45_block(uint16_t d, uint16_t dmin, const uint8_t *scal
             if (qh) q |= ((qh[l] >> j) & 1) << 4;
             s += q * a->q[32 * j + l];
         }
-        sumq += sc * s;
-        summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+        fq += a->d[j] * (float)(sc * s);
+        fm += a->d[j] * (float)(m * (a->bsums[2 * j] + a->bsums[2 * j + 1]));
     }
-    return ck_half_to_float(d) * a->d * (float)sumq - ck_half_to_float(dmin) * a->d * (float)summ;
+    return ck_half_to_float(d) * fq - ck_half_to_float(dmin) * fm;
 }
 
 static float dot_q4_K(const void *w, const void *act, int64_t n) {
@@ -294,9 +299,12 @@ static float dot_q6_K(const void *w, const void *act, int64_t n) {
                 grp[8 * h + (l + 96) / 16] += q3 * q[l + 96];
             }
         }
-        int sumi = 0;
-        for (int g = 0; g < 16; g++) sumi += b[i].scales[g] * grp[g];
-        acc += ck_half_to_float(ck_ld16(&b[i].d)) * a[i].d * (float)sumi;
+        // Per sub-block j of 32 values: the exact integer sum of its two 16-value groups,
+        // scaled by the sub-block's activation scale.
+        float f = 0.0f;
+        for (int j = 0; j < 8; j++)
+            f += a[i].d[j] * (float)(b[i].scales[2 * j] * grp[2 * j] + b[i].scales[2 * j + 1] * grp[2 * j + 1]);
+        acc += ck_half_to_float(ck_ld16(&b[i].d)) * f;
     }
     return acc;
 }

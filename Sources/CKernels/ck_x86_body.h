@@ -277,7 +277,16 @@ CK_QMIN_DOT(q5_1, blk_q5_1, QEXPR)
 #undef CK_QMIN_DOT
 #undef CK_BLOCKS4
 
-// ---- 256-blocks times ck_q8k
+// ---- 256-blocks times ck_q8k (one activation scale a.d[j] per sub-block j of 32 values)
+//
+// The float step, shared bit for bit by the multi-token paths (ck_gemm_avx2.c at this level's
+// 256-bit form, ck_gemm_k.c for the 512-bit kernels): the exact int32 lanes of sub-block j
+// (already times its integer weight scale) are converted and accumulated as
+// s = fma(a.d[j], float(lanes_j), s) from s = 0 in the order j = 0..7 (512-bit: two sub-blocks
+// per vector, lanes 0-7 and 8-15, chunks c = 0..3 with a.d[2c], a.d[2c+1]); then per
+// super-block acc = fma(d, s, acc). The minimum / offset terms have one lane per sub-block
+// (lane j = m_j (bsums[2j] + bsums[2j+1]), or sc_2j bsums[2j] + sc_2j+1 bsums[2j+1]) and are
+// scaled as float(lanes) * a.d (one vector multiply).
 
 // 8 mins (u8) dotted with the 16 bsums pairwise: lane j = m_j * (bsums[2j] + bsums[2j+1]).
 static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t *bsums) {
@@ -296,7 +305,7 @@ static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t
         for (int64_t i = 0; i < nb; i++) {                                                   \
             uint8_t sc[8], m[8];                                                             \
             ck_kscales8(b[i].scales, sc, m);            \
-            __m256i sumi = _mm256_setzero_si256();                                           \
+            __m256 s = _mm256_setzero_ps();                                                  \
             __m256i qh = HAS_QH ? _mm256_loadu_si256((const __m256i *)QH_PTR) : _mm256_setzero_si256(); \
             for (int c = 0; c < 4; c++) {                                                    \
                 __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));         \
@@ -310,12 +319,14 @@ static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t
                 }                                                                            \
                 __m256i a0 = _mm256_loadu_si256((const __m256i *)(a[i].q + 64 * c));         \
                 __m256i a1 = _mm256_loadu_si256((const __m256i *)(a[i].q + 64 * c + 32));    \
-                sumi = _mm256_add_epi32(sumi, CK_NAME(dot4s)(lo, a0, _mm256_set1_epi32(sc[2 * c]), _mm256_set1_epi16(sc[2 * c]))); \
-                sumi = _mm256_add_epi32(sumi, CK_NAME(dot4s)(hi, a1, _mm256_set1_epi32(sc[2 * c + 1]), _mm256_set1_epi16(sc[2 * c + 1]))); \
+                __m256i p0 = CK_NAME(dot4s)(lo, a0, _mm256_set1_epi32(sc[2 * c]), _mm256_set1_epi16(sc[2 * c])); \
+                __m256i p1 = CK_NAME(dot4s)(hi, a1, _mm256_set1_epi32(sc[2 * c + 1]), _mm256_set1_epi16(sc[2 * c + 1])); \
+                s = _mm256_fmadd_ps(_mm256_broadcast_ss(&a[i].d[2 * c]), _mm256_cvtepi32_ps(p0), s); \
+                s = _mm256_fmadd_ps(_mm256_broadcast_ss(&a[i].d[2 * c + 1]), _mm256_cvtepi32_ps(p1), s); \
             }                                                                                \
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].d) * a[i].d), _mm256_cvtepi32_ps(sumi), acc); \
-            accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin) * a[i].d),         \
-                                   _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a[i].bsums)), accm);  \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].d)), s, acc);            \
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin)),                 \
+                                   _mm256_mul_ps(_mm256_loadu_ps(a[i].d), _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a[i].bsums))), accm); \
         }                                                                                    \
         return CK_NAME(hsum8)(acc) - CK_NAME(hsum8)(accm);                                   \
     }
@@ -347,16 +358,19 @@ static CK_TARGET float CK_NAME(dot_q4_K_512)(const void *w, const void *act, int
         uint8_t sc[8], m[8];
         ck_kscales8(b[i].scales, sc, m);
         __m512i scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc));
-        __m512i sumi = _mm512_setzero_si512();
+        __m256 ad = _mm256_loadu_ps(a[i].d);
+        __m512 ad2 = _mm512_castps256_ps512(ad);  // only lanes 0-7 are read (by pick)
+        __m512 s = _mm512_setzero_ps();
         for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
             __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
             __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a[i].q + 64 * c));
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(pick[c], scv)));
+            p = _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(pick[c], scv));
+            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick[c], ad2), _mm512_cvtepi32_ps(p), s);
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(CK_NAME(h2f)(&b[i].d) * a[i].d), _mm512_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin) * a[i].d),
-                               _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a[i].bsums)), accm);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(CK_NAME(h2f)(&b[i].d)), s, acc);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin)),
+                               _mm256_mul_ps(ad, _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a[i].bsums))), accm);
     }
     return _mm512_reduce_add_ps(acc) - CK_NAME(hsum8)(accm);
 }
@@ -370,7 +384,7 @@ static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, 
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const int8_t *sc = b[i].scales;
-        __m256i sumi = _mm256_setzero_si256();
+        __m256 s = _mm256_setzero_ps();
         for (int h = 0; h < 2; h++) {
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
@@ -389,14 +403,15 @@ static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, 
                 __m256i sc32 = _mm256_set_m128i(_mm_set1_epi32(s1), _mm_set1_epi32(s0));
                 __m256i sc16 = _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
                 __m256i av = _mm256_loadu_si256((const __m256i *)(a[i].q + 128 * h + 32 * k));
-                sumi = _mm256_add_epi32(sumi, CK_NAME(dot4s)(q[k], av, sc32, sc16));
+                __m256i p = CK_NAME(dot4s)(q[k], av, sc32, sc16);  // sub-block 4h + k
+                s = _mm256_fmadd_ps(_mm256_broadcast_ss(&a[i].d[4 * h + k]), _mm256_cvtepi32_ps(p), s);
             }
         }
-        // q - 32: subtract 32 * sum_g scale_g * bsum_g.
+        // q - 32: subtract 32 * sum_j a.d_j (sc_2j bsum_2j + sc_2j+1 bsum_2j+1) (lane j: sub-block j).
         __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums),
                                         _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)));
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f_end)(&b[i].d) * a[i].d), _mm256_cvtepi32_ps(sumi), acc);
+        s = _mm256_fnmadd_ps(_mm256_set1_ps(32.0f), _mm256_mul_ps(_mm256_loadu_ps(a[i].d), _mm256_cvtepi32_ps(off)), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f_end)(&b[i].d)), s, acc);
     }
     return CK_NAME(hsum8)(acc);
 }
@@ -416,22 +431,33 @@ static CK_TARGET float CK_NAME(dot_q6_K_512)(const void *w, const void *act, int
         _mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
         _mm512_setr_epi32(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15),
     };
+    // Activation scale per lane: chunk c (64 values) is sub-blocks 2c (lanes 0-7) and 2c+1 (8-15).
+    const __m512i pickd[4] = {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
+        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
+    };
     for (int64_t i = 0; i < n / 256; i++) {
         __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
         __m512i scv = _mm512_cvtepi8_epi32(sc8);
-        __m512i sumi = _mm512_setzero_si512();
+        __m256 ad = _mm256_loadu_ps(a[i].d);
+        __m512 ad2 = _mm512_castps256_ps512(ad);  // only lanes 0-7 are read (by pickd)
+        __m512 s = _mm512_setzero_ps();
         for (int h = 0; h < 2; h++) {
             __m512i u01, u23;
             ck_q6_K_half_512(&b[i], h, &u01, &u23);
             __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(a[i].q + 128 * h));
             __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(a[i].q + 128 * h + 64));
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p01, _mm512_permutexvar_epi32(pick[2 * h], scv)));
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p23, _mm512_permutexvar_epi32(pick[2 * h + 1], scv)));
+            p01 = _mm512_mullo_epi32(p01, _mm512_permutexvar_epi32(pick[2 * h], scv));
+            p23 = _mm512_mullo_epi32(p23, _mm512_permutexvar_epi32(pick[2 * h + 1], scv));
+            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[2 * h], ad2), _mm512_cvtepi32_ps(p01), s);
+            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[2 * h + 1], ad2), _mm512_cvtepi32_ps(p23), s);
         }
-        float dd = CK_NAME(h2f_end)(&b[i].d) * a[i].d;
+        __m512 dv = _mm512_set1_ps(CK_NAME(h2f_end)(&b[i].d));
         __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums), _mm256_cvtepi8_epi16(sc8));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(sumi), acc);
-        acco = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(off), acco);
+        acc = _mm512_fmadd_ps(dv, s, acc);
+        acco = _mm256_fmadd_ps(_mm512_castps512_ps256(dv), _mm256_mul_ps(ad, _mm256_cvtepi32_ps(off)), acco);
     }
     return _mm512_reduce_add_ps(acc) - 32.0f * CK_NAME(hsum8)(acco);
 }
@@ -515,15 +541,14 @@ int CK_TARGET CK_NAME(ck_quant_act)(uint32_t type, const float *x, int64_t cols,
         return 0;
     }
     ck_q8k *o = out;
-    for (int64_t b = 0; b < cols / 256; b++, x += 256) {
-        float d = CK_NAME(amax)(x, 256) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        __m256 idv = _mm256_set1_ps(id);
-        for (int c = 0; c < 8; c++) {
-            CK_NAME(q32)(x + 32 * c, idv, o[b].q + 32 * c, iv);
+    for (int64_t b = 0; b < cols / 256; b++) {
+        for (int c = 0; c < 8; c++, x += 32) {  // one scale per 32 values
+            float d = CK_NAME(amax)(x, 32) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            CK_NAME(q32)(x, _mm256_set1_ps(id), o[b].q + 32 * c, iv);
+            o[b].d[c] = d;
             o[b].bsums[2 * c] = (int16_t)CK_NAME(hsumi)(_mm256_add_epi32(iv[0], iv[1]));
             o[b].bsums[2 * c + 1] = (int16_t)CK_NAME(hsumi)(_mm256_add_epi32(iv[2], iv[3]));
         }
-        o[b].d = d;
     }
     return 0;
 }

@@ -92,8 +92,10 @@ public func matmul(
 
 /// FidelityProbe's GEMMA_NODE_SIM_ACT: x rounded to int8 in blocks of `block` values with one
 /// scale d = amax / 127 each (round half to even, clamped to +-127: ck_quantize_act's rule) and
-/// expanded back to q * d. With block 32 (256) the values are exactly those of ck_quantize_act's
-/// Q8_0 (Q8_K) activation blocks times their scale (KernelTests).
+/// expanded back to q * d. With block 32 the values are exactly those of ck_quantize_act's
+/// activation blocks times their scale, for the 32-value formats and the K-quants alike (both
+/// have one scale per 32 values; KernelTests). Block 256 reproduces the K-quant inputs as they
+/// were before issue 20 (one scale per 256 values).
 func simulateActivationRounding(_ x: UnsafePointer<Float>, cols: Int, block: Int,
                                 into out: UnsafeMutablePointer<Float>) {
     var b = 0

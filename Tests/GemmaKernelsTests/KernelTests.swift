@@ -1,8 +1,9 @@
 // Every SIMD kernel against its scalar twins on random data (several lengths, odd block
 // counts, float tails), the matmul driver (threads, batched tokens, strides) and the pool.
 //
-// Tolerances. Let a = x quantized per block to int8 (d_b = max|x| / 127 over the block of 32 or
-// 256 values the kernel uses), W = max_i |w_i| over the row, S = sum_i (|w_i| + W) |x_i|.
+// Tolerances. Let a = x quantized per block to int8 (d_b = max|x| / 127 over the block of 32
+// values the kernel uses: every block format, the K-quants included, has one activation scale
+// per 32 values), W = max_i |w_i| over the row, S = sum_i (|w_i| + W) |x_i|.
 // * SIMD vs portable C (same quantized activations): both form the same exact integer sums per
 //   block/group and differ only in the order of f32 additions of at most 8 terms per block;
 //   worst-case f32 summation error is (terms) * 2^-24 * sum|terms| <= 4096 * 6e-8 * S ~ 2.4e-4 S
@@ -78,7 +79,7 @@ struct DotCase {
         w.withUnsafeBytes { p in wf.withUnsafeMutableBufferPointer { dequantize(type, p.baseAddress!, count: cols, into: $0.baseAddress!) } }
         let wmax = Double(wf.map(abs).max() ?? 0)
         var s = 0.0, q = 0.0
-        let bs = type.blockSize == 1 ? 0 : type.blockSize == 32 ? 32 : 256
+        let bs = type.blockSize == 1 ? 0 : 32  // one activation scale per 32 values (K-quants too)
         for i in 0..<cols { s += (Double(abs(wf[i])) + wmax) * Double(abs(x[i])) }
         if bs > 0 {
             for b in 0..<cols / bs {
@@ -189,28 +190,37 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
         }
     }
 
-    /// GEMMA_NODE_SIM_ACT's rounding (FidelityProbe) at blocks of 32 and 256 gives exactly the
-    /// values q * d of ck_quantize_act's Q8_0 and Q8_K activations: the simulation measures
-    /// the kernels' own rounding rule, only with another block size. Exact (==): the same f32
-    /// operations (amax / 127, 1 / d, the 1.5 * 2^23 rounding, clamp, q * d).
+    /// GEMMA_NODE_SIM_ACT's rounding (FidelityProbe) at blocks of 32 gives exactly the values
+    /// q * d of ck_quantize_act's activations for the 32-block formats and for the K-quants
+    /// (one scale per 32 values in both layouts): the simulation measures the kernels' own
+    /// rounding rule. Exact (==): the same f32 operations (amax / 127, 1 / d, the 1.5 * 2^23
+    /// rounding, clamp, q * d).
     @Test func simulatedActivationRoundingMatchesTheQuantizer() {
         var rng = SplitMix64(seed: 5)
         let cols = 512
         var x = (0..<cols).map { _ in rng.normal() * 3 }
         x[7] = 40  // an outlier
         for i in 256..<288 { x[i] = 0 }  // an all-zero block
-        for (type, block, stride, header) in [(WeightType.q8_0, 32, 40, 8), (.q4_K, 256, 292, 36)] {
+        // Byte offsets of value i's scale and int8: Q8_0 blocks {d, sum, q[32]} (40 bytes); K-quant
+        // blocks {d[8], bsums[16], q[256]} (320 bytes).
+        let layouts: [(WeightType, (Int) -> (Int, Int))] = [
+            (.q8_0, { i in (40 * (i / 32), 40 * (i / 32) + 8 + i % 32) }),
+            (.q4_K, { i in (320 * (i / 256) + 4 * (i % 256 / 32), 320 * (i / 256) + 64 + i % 256) }),
+        ]
+        var sim = [Float](repeating: .nan, count: cols)
+        x.withUnsafeBufferPointer { xp in
+            sim.withUnsafeMutableBufferPointer { simulateActivationRounding(xp.baseAddress!, cols: cols, block: 32, into: $0.baseAddress!) }
+        }
+        for (type, at) in layouts {
             var act = [UInt8](repeating: 0, count: ck_act_row_bytes(type.rawValue, Int64(cols)))
-            var sim = [Float](repeating: .nan, count: cols)
             x.withUnsafeBufferPointer { xp in
                 act.withUnsafeMutableBytes { _ = ck_quantize_act(type.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) }
-                sim.withUnsafeMutableBufferPointer { simulateActivationRounding(xp.baseAddress!, cols: cols, block: block, into: $0.baseAddress!) }
             }
             act.withUnsafeBytes { p in
                 for i in 0..<cols {
-                    let b = i / block
-                    let d = p.load(fromByteOffset: stride * b, as: Float.self)
-                    let q = p.load(fromByteOffset: stride * b + header + i % block, as: Int8.self)
+                    let (dOff, qOff) = at(i)
+                    let d = p.load(fromByteOffset: dOff, as: Float.self)
+                    let q = p.load(fromByteOffset: qOff, as: Int8.self)
                     #expect(sim[i] == Float(q) * d, "\(type) value \(i)")
                 }
             }
@@ -224,7 +234,7 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
         for i in 256..<288 { x[i] = 0 }  // an all-zero block
         var a32 = [UInt8](repeating: 0, count: ck_act_row_bytes(WeightType.q8_0.rawValue, Int64(cols)))
         var a256 = [UInt8](repeating: 0, count: ck_act_row_bytes(WeightType.q4_K.rawValue, Int64(cols)))
-        #expect(a32.count == cols / 32 * 40 && a256.count == cols / 256 * 292)
+        #expect(a32.count == cols / 32 * 40 && a256.count == cols / 256 * 320)
         x.withUnsafeBufferPointer { xp in
             a32.withUnsafeMutableBytes { _ = ck_quantize_act(WeightType.q8_0.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) }
             a256.withUnsafeMutableBytes { _ = ck_quantize_act(WeightType.q6_K.rawValue, xp.baseAddress!, Int64(cols), $0.baseAddress!) }
@@ -242,20 +252,25 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
                 #expect(Int(s) == sum)
             }
         }
+        // K-quant blocks: {d[8] (one per 32 values), bsums[16], q[256]}, 320 bytes; each d[j]
+        // is max|x| / 127 over its 32 values, exactly as the 32-blocks' d.
         a256.withUnsafeBytes { p in
             for b in 0..<cols / 256 {
-                let d = p.load(fromByteOffset: 292 * b, as: Float.self)
                 for g in 0..<16 {
+                    let d = p.load(fromByteOffset: 320 * b + 4 * (g / 2), as: Float.self)
+                    #expect(d == p32d(a32, 8 * b + g / 2))
                     var sum = 0
                     for j in 0..<16 {
-                        let q = Int(p.load(fromByteOffset: 292 * b + 36 + 16 * g + j, as: Int8.self))
+                        let q = Int(p.load(fromByteOffset: 320 * b + 64 + 16 * g + j, as: Int8.self))
                         sum += q
+                        #expect(abs(q) <= 127)
                         #expect(abs(Float(q) * d - x[256 * b + 16 * g + j]) <= d / 2 * 1.0001)
                     }
-                    #expect(Int(p.load(fromByteOffset: 292 * b + 4 + 2 * g, as: Int16.self)) == sum)
+                    #expect(Int(p.load(fromByteOffset: 320 * b + 32 + 2 * g, as: Int16.self)) == sum)
                 }
             }
         }
+        func p32d(_ a: [UInt8], _ blk: Int) -> Float { a.withUnsafeBytes { $0.load(fromByteOffset: 40 * blk, as: Float.self) } }
     }
 }
 

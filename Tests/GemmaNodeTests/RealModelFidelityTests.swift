@@ -32,20 +32,21 @@ struct PerplexityOutput: Decodable {
     }
 
     /// Fast kernels (int8 activations, f16 KV cache) over 127 positions against truth. Measured
-    /// on this fixture (docs/FIDELITY.md): mean KL 0.0136-0.0175 at 1, 2 and 4 ranks, max KL
-    /// 0.17-0.29, top-1 agreement 96.9-97.6%, perplexity 0.6-1.2% above truth's; llama.cpp on
-    /// the same model over 1,023 positions of the same text is at mean KL 0.016. The limits
-    /// are twice the measured KL (summation order and kernel level move it by tens of percent
-    /// between machines), 3 more top-1 misses than the worst run, and a 5% perplexity band;
-    /// the exact mode below shows the model math itself is at 1e-11.
+    /// on this fixture (docs/FIDELITY.md) since the K-quant inputs are rounded per 32 values:
+    /// mean KL 0.0064-0.0075 at 1, 2 and 4 ranks, max KL 0.078-0.085, top-1 agreement
+    /// 96.1-97.6%, perplexity within 2% of truth's (per 256, before: mean KL 0.0136-0.0175, max
+    /// 0.17-0.29); llama.cpp on the same model over 1,023 positions of the same text is at mean
+    /// KL 0.016. The limits are twice the measured KL (summation order and kernel level move it
+    /// by tens of percent between machines), 3 more top-1 misses than the worst run, and a 5%
+    /// perplexity band; the exact mode below shows the model math itself is at 1e-11.
     @Test(arguments: [1, 2, 4])
     func fastKernelsAreCloseToTruth(ranks: Int) throws {
         let out = try perplexity(ranks: ranks, base: "truth_c128.gnlogits")
         print("fidelity, fast kernels, \(ranks) rank(s): mean KL \(out.kl_mean), max \(out.kl_max), top-1 \(out.top1_agreement), "
               + "top-10 |logit diff| \(out.top10_abs_logit_diff), perplexity \(out.perplexity) (truth \(out.base_perplexity))")
         #expect(out.positions == 127)
-        #expect(out.kl_mean < 0.035)
-        #expect(out.kl_max < 0.6)
+        #expect(out.kl_mean < 0.015)
+        #expect(out.kl_max < 0.2)
         #expect(out.top1_agreement >= 0.94)
         #expect(abs(out.perplexity / out.base_perplexity - 1) < 0.05)
     }

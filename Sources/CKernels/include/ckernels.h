@@ -34,8 +34,9 @@ int ck_level_has_kernel(int level, uint32_t type);
 /// Returns 0 for an unknown type or cols not a whole number of blocks.
 size_t ck_act_row_bytes(uint32_t type, int64_t cols);
 /// Prepares x[0..cols) for dot products with weights of `type`: for 32-blocks, per block
-/// {f32 d, i32 sum(q), i8 q[32]}; for 256-blocks, per block {f32 d, i16 bsums[16], i8 q[256]};
-/// q = round(x/d), d = max|x|/127. f32/f16/bf16: copies x. Returns 0 on success.
+/// {f32 d, i32 sum(q), i8 q[32]}; for 256-blocks (K-quants), per block {f32 d[8],
+/// i16 bsums[16], i8 q[256]} (320 bytes) with one scale d[j] per 32 values; q = round(x/d),
+/// d = max|x|/127 over the 32 values. f32/f16/bf16: copies x. Returns 0 on success.
 int ck_quantize_act(uint32_t type, const float *x, int64_t cols, void *out);
 /// As ck_quantize_act with the SIMD code of `level` (CK_LEVEL_AUTO = active); the output is
 /// bit-identical at every level.
