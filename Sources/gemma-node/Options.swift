@@ -124,7 +124,7 @@ enum ActivationsOption {
 /// layer). Same results; docs/SCALING.md measures when it pays.
 enum OverlapOption {
     static let defaultValue = "off"
-    static let help: ArgumentHelp = "Overlap prefill all-reduces with computation: on runs each dense layer of a batch of 32+ tokens as two halves, one half's merge travelling while the other computes (pays on slow links with a transport that progresses in the background, e.g. --mca btl_tcp_progress_thread 1; see docs/SCALING.md). Default off."
+    static let help: ArgumentHelp = "Overlap prefill all-reduces with computation: on runs each dense layer of a batch of 32+ tokens as two halves, one half's merge travelling while the other computes (pays where a transport moves data without the ranks' cores: RDMA, or hosts with spare cores running Open MPI's TCP progress thread; see docs/SCALING.md). Default off."
 
     static func parse(_ text: String) throws -> Bool {
         switch text.lowercased() {

@@ -246,19 +246,9 @@ let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
     /// fixed-seed generator) always end in a complete value within the budget, for the tagged
     /// tool-call grammars and a nested schema.
     @Test func maskedRandomWalksCloseWithinBudget() throws {
-        struct SplitMix: RandomNumberGenerator {
-            var state: UInt64
-            mutating func next() -> UInt64 {
-                state &+= 0x9E37_79B9_7F4A_7C15
-                var z = state
-                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                return z ^ (z >> 31)
-            }
-        }
         let vocab = Self.vocab
         let masks = [ShardMask(vocab: vocab, range: 0..<vocab.count / 2), ShardMask(vocab: vocab, range: vocab.count / 2..<vocab.count)]
-        var rng = SplitMix(state: 42)
+        var rng = SplitMix64(seed: 42)
         for text in [taggedCalls, taggedGemma4, personSchema] {
             let g = try grammar(text)
             for _ in 0..<30 {
