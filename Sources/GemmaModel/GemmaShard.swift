@@ -162,7 +162,7 @@ public final class GemmaShard: ShardedCausalLM {
     public var hiddenStateObserver: ((Int, UnsafeBufferPointer<Float>) -> Void)?
 
     /// Run dense layers of large batches as two halves whose all-reduces overlap the other
-    /// half's computation (`transformerBlockOverlapped`). Every product, norm and attention
+    /// half's computation (`transformerBlock` with `halves`). Every product, norm and attention
     /// is computed row by row, so the halves give the whole batch's values; the sums over
     /// ranks are bit-identical where the transport adds in an order that does not depend on
     /// the buffer's length (LocalCommunicator; any MPI at 2 ranks, where a + b = b + a).
@@ -360,11 +360,8 @@ public final class GemmaShard: ShardedCausalLM {
                 if live.isEmpty { break }   // same batch on every rank: every rank stops here
             }
             Activity.setLayer(i)  // what a stuck-rank report says this rank was doing
-            if overlap && comm.size > 1 && live.count >= Self.overlapMinimumRows && layer.moe == nil {
-                try transformerBlockOverlapped(layer, index: i, batch: live)
-            } else {
-                try transformerBlock(layer, index: i, batch: live)
-            }
+            let halves = overlap && comm.size > 1 && live.count >= Self.overlapMinimumRows && layer.moe == nil
+            try transformerBlock(layer, index: i, batch: live, halves: halves)
             if i + 1 < layers.count { observe(i + 1, x, live.count * h) }
         }
         for e in batch where e.position == 0 || e.position >= cache.lengths[e.slot] {
@@ -411,35 +408,67 @@ public final class GemmaShard: ShardedCausalLM {
         return kept.map { rows[$0] }
     }
 
-    /// One decoder layer, as in the papers' figure (GEMMA_SPEC §3).
-    func transformerBlock(_ l: LayerWeights, index: Int, batch: [BatchEntry]) throws {
+    /// One decoder layer, as in the papers' figure (GEMMA_SPEC §3). With `halves` (`--overlap
+    /// on`, dense layers only) the rows run as two halves ordered so that each all-reduce is
+    /// in flight while the other half computes: attention(A), start A's sum, attention(B),
+    /// start B's sum; wait A, A's feed-forward, start its sum; wait B, B's feed-forward, start
+    /// its sum; wait both. Only the last sum is exposed (a quarter of the layer's communication
+    /// volume). B's attention reads the keys A stored in this layer (a sequence's rows are in
+    /// position order, and A's come first). Without halves the rows are one part and each
+    /// sum completes before the layer goes on, as a blocking all-reduce.
+    func transformerBlock(_ l: LayerWeights, index: Int, batch: [BatchEntry], halves: Bool = false) throws {
         let t = batch.count
         let x = act.x.floats().baseAddress!, n = act.normed.floats().baseAddress!, b = act.branch.floats().baseAddress!
         let h = config.hiddenSize
+        let parts = halves ? [0..<(t / 2), (t / 2)..<t] : [0..<t]
+        /// Starts the sum of `count` floats at `p` over every rank: a blocking all-reduce when
+        /// the rows are one part, a started one to wait for later when they are halves.
+        func sum(_ p: UnsafeMutablePointer<Float>, count: Int) throws -> PendingCollective {
+            guard comm.size > 1 else { return .done }
+            let buffer = UnsafeMutableBufferPointer(start: p, count: count)
+            guard halves else {
+                try comm.allReduceSum(buffer)
+                return .done
+            }
+            return try comm.startAllReduceSum(buffer)
+        }
 
         // Attention: this rank's heads through o_proj give a partial sum; all-reduce #1.
         rmsNorm(x, rows: t, weight: l.inputNorm, into: n)
-        attention(l, index: index, batch: batch, input: n, into: b)
-        try allReduce(b, count: t * h)
-        if config.hasPostNorms { rmsNorm(b, rows: t, weight: l.postAttentionNorm, into: b) }
-        addResidual(b, into: x, count: t * h)
+        var attentionSums: [PendingCollective] = []
+        for rows in parts {
+            attention(l, index: index, batch: halves ? Array(batch[rows]) : batch, input: n + rows.lowerBound * h,
+                      into: b + rows.lowerBound * h, firstRow: rows.lowerBound)
+            attentionSums.append(try sum(b + rows.lowerBound * h, count: rows.count * h))
+        }
 
         // Feed-forward: this rank's MLP columns through down_proj give a partial sum; all-reduce
         // #2. Gemma 1 names its pre-MLP norm post_attention_layernorm.
-        rmsNorm(x, rows: t, weight: config.hasPostNorms ? l.preFeedforwardNorm : l.postAttentionNorm, into: n)
-        if let moe = l.moe {
-            // Gemma 4 MoE: dense and expert branches share one all-reduce of [2, T, H], then
-            // their norms (non-linear, so after the sum) combine them.
-            let ffn = act.ffn.floats(count: 2 * t * h).baseAddress!
-            moeFeedForwardPartials(l, moe, tokens: t, input: n, into: ffn)
-            try allReduce(ffn, count: 2 * t * h)
-            combineMoEBranches(l, ffn, tokens: t, into: b)
-        } else {
-            mlp(l, tokens: t, input: n, into: b)
-            try allReduce(b, count: t * h)
+        let ffn = l.moe == nil ? nil : act.ffn.floats(count: 2 * t * h).baseAddress!
+        var feedForwardSums: [PendingCollective] = []
+        for (k, rows) in parts.enumerated() {
+            try attentionSums[k].wait()
+            let xr = x + rows.lowerBound * h, br = b + rows.lowerBound * h, nr = n + rows.lowerBound * h
+            if config.hasPostNorms { rmsNorm(br, rows: rows.count, weight: l.postAttentionNorm, into: br) }
+            addResidual(br, into: xr, count: rows.count * h)
+            rmsNorm(xr, rows: rows.count, weight: config.hasPostNorms ? l.preFeedforwardNorm : l.postAttentionNorm, into: nr)
+            if let moe = l.moe, let ffn {
+                // Gemma 4 MoE (never in halves): dense and expert branches share one all-reduce
+                // of [2, T, H], then their norms (non-linear, so after the sum) combine them.
+                moeFeedForwardPartials(l, moe, tokens: t, input: n, into: ffn)
+                feedForwardSums.append(try sum(ffn, count: 2 * t * h))
+            } else {
+                mlp(l, tokens: rows.count, input: nr, into: br)
+                feedForwardSums.append(try sum(br, count: rows.count * h))
+            }
         }
-        if config.hasPostNorms { rmsNorm(b, rows: t, weight: l.postFeedforwardNorm, into: b) }
-        addResidual(b, into: x, count: t * h)
+        for (k, rows) in parts.enumerated() {
+            try feedForwardSums[k].wait()
+            let xr = x + rows.lowerBound * h, br = b + rows.lowerBound * h
+            if let ffn { combineMoEBranches(l, ffn, tokens: t, into: b) }
+            if config.hasPostNorms { rmsNorm(br, rows: rows.count, weight: l.postFeedforwardNorm, into: br) }
+            addResidual(br, into: xr, count: rows.count * h)
+        }
 
         if let p = l.ple { injectPerLayerInput(p, layer: index, tokens: t) }
         if config.hasLayerScalar && l.layerScalar != 1 { scale(x, by: l.layerScalar, count: t * h) }
@@ -498,54 +527,6 @@ public final class GemmaShard: ShardedCausalLM {
         l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
         geluMul(g, u, count: t * width)  // SIMD; Swift twin and tests in GemmaKernels/Attention.swift
         l.down(g, xStride: width, tokens: t, into: out, pool: pool)
-    }
-
-    /// Sums `count` floats at `p` over every rank (nothing to do at one rank).
-    func allReduce(_ p: UnsafeMutablePointer<Float>, count: Int) throws {
-        if comm.size > 1 { try comm.allReduceSum(UnsafeMutableBufferPointer(start: p, count: count)) }
-    }
-
-    /// `transformerBlock` on two halves of the rows, ordered so that each all-reduce is in
-    /// flight while the other half computes: attention(A), start A's sum, attention(B), start
-    /// B's sum; wait A, A's feed-forward, start its sum; wait B, B's feed-forward, start its
-    /// sum; wait both. Only the last sum is exposed (a quarter of the layer's communication
-    /// volume). B's attention reads the keys A stored in this layer (a sequence's rows are in
-    /// position order, and A's come first). Dense layers only: MoE layers and PLE read
-    /// batch-wide buffers and run as one batch.
-    func transformerBlockOverlapped(_ l: LayerWeights, index: Int, batch: [BatchEntry]) throws {
-        let t = batch.count, h = config.hiddenSize
-        let x = act.x.floats().baseAddress!, n = act.normed.floats().baseAddress!, b = act.branch.floats().baseAddress!
-        let halves = [0..<(t / 2), (t / 2)..<t]
-        func sum(_ rows: Range<Int>) throws -> PendingCollective {
-            try comm.startAllReduceSum(UnsafeMutableBufferPointer(start: b + rows.lowerBound * h, count: rows.count * h))
-        }
-
-        rmsNorm(x, rows: t, weight: l.inputNorm, into: n)
-        var attentionSums: [PendingCollective] = []
-        for rows in halves {
-            attention(l, index: index, batch: Array(batch[rows]), input: n + rows.lowerBound * h,
-                      into: b + rows.lowerBound * h, firstRow: rows.lowerBound)
-            attentionSums.append(try sum(rows))
-        }
-        var feedForwardSums: [PendingCollective] = []
-        for (k, rows) in halves.enumerated() {
-            try attentionSums[k].wait()
-            let xr = x + rows.lowerBound * h, br = b + rows.lowerBound * h, nr = n + rows.lowerBound * h
-            if config.hasPostNorms { rmsNorm(br, rows: rows.count, weight: l.postAttentionNorm, into: br) }
-            addResidual(br, into: xr, count: rows.count * h)
-            rmsNorm(xr, rows: rows.count, weight: config.hasPostNorms ? l.preFeedforwardNorm : l.postAttentionNorm, into: nr)
-            mlp(l, tokens: rows.count, input: nr, into: br)
-            feedForwardSums.append(try sum(rows))
-        }
-        for (k, rows) in halves.enumerated() {
-            try feedForwardSums[k].wait()
-            let xr = x + rows.lowerBound * h, br = b + rows.lowerBound * h
-            if config.hasPostNorms { rmsNorm(br, rows: rows.count, weight: l.postFeedforwardNorm, into: br) }
-            addResidual(br, into: xr, count: rows.count * h)
-        }
-
-        if let p = l.ple { injectPerLayerInput(p, layer: index, tokens: t) }
-        if config.hasLayerScalar && l.layerScalar != 1 { scale(x, by: l.layerScalar, count: t * h) }
     }
 
     /// Self-attention over this rank's heads: projections, QK-norm, RoPE, cache append,

@@ -1,4 +1,4 @@
-// `--overlap on` (GemmaShard.transformerBlockOverlapped) must compute exactly what the whole
+// `--overlap on` (GemmaShard.transformerBlock with halves) must compute exactly what the whole
 // batch computes: every product, norm and attention is row by row, and the in-process
 // transport adds ranks in rank order whatever the buffer's length, so the logits must be
 // equal bit for bit, at 2 and 4 ranks, on fixtures with sliding and global layers, soft-caps,
