@@ -255,10 +255,13 @@ public final class OpenAIService: @unchecked Sendable {
         }
         if let n = common.n, n != 1 { throw APIError.badRequest("only n = 1 is supported, got \(n)", param: "n") }
         let logprobs = try Self.logprobsRequest(endpoint, common)
-        var grammar = try Self.grammarRequest(body, common)
+        // The body again with members in order (schemas are generated in their order), read
+        // once for the fields that need it: chat's tool and thinking fields, a json_schema.
+        let ordered = endpoint == .chat || common.response_format?.type == "json_schema" ? try? JSONValue.parse([UInt8](body)) : nil
+        var grammar = try Self.grammarRequest(ordered, common)
         var toolRequest = ToolRequest()
         if endpoint == .chat {
-            toolRequest = try ToolRequest.parse(try? JSONValue.parse([UInt8](body)))
+            toolRequest = try ToolRequest.parse(ordered)
         } else if common.tools != nil || common.tool_choice != nil {
             throw APIError.badRequest("tools are a chat completions field", param: common.tools != nil ? "tools" : "tool_choice")
         }
@@ -352,17 +355,17 @@ public final class OpenAIService: @unchecked Sendable {
 
     /// Structured output: nil for text, else the compiled schema and its text for the plan.
     /// `json_object` is `{"type":"object"}`; `json_schema` takes `json_schema.schema` (absent:
-    /// any JSON value), read from the body again with members in order (declared properties
+    /// any JSON value), read from the body parsed again with members in order (declared properties
     /// are generated in the schema's order). A schema outside the subset is a 400 naming the
     /// keyword.
-    static func grammarRequest(_ body: Data, _ common: CommonParameters) throws -> (grammar: JSONGrammar, text: [UInt8])? {
+    static func grammarRequest(_ body: JSONValue?, _ common: CommonParameters) throws -> (grammar: JSONGrammar, text: [UInt8])? {
         guard let f = common.response_format, f.type != "text" else { return nil }
         let schema: JSONValue
         switch f.type {
         case "json_object":
             schema = .object(keys: ["type"], values: [.string("object")])
         case "json_schema":
-            let format = (try? JSONValue.parse([UInt8](body)))?["response_format"]
+            let format = body?["response_format"]
             guard let spec = format?["json_schema"], spec.members != nil else {
                 throw APIError.badRequest("response_format json_schema needs a \"json_schema\" object", param: "response_format")
             }
