@@ -78,9 +78,17 @@ public final class EmulatedLinkCommunicator: Communicator, @unchecked Sendable {
     /// Modelled seconds added so far (for reports).
     public private(set) var heldSeconds = 0.0
 
-    public init(_ inner: any Communicator, link: EmulatedLink) {
+    /// Whether the spinning part of a hold gives the core away on every turn (sched_yield).
+    /// Set when this host has no spare core (as many ranks as cores or more, the rule under
+    /// which Open MPI's waits yield too): a plain spin then keeps the core from a rank that
+    /// shares it, which a real network wait does not (4 ranks on 2 cores at 1 Gbit + 1 ms
+    /// measured 186 ms of all-reduce per token against 75 modelled).
+    public let yieldsWhileHolding: Bool
+
+    public init(_ inner: any Communicator, link: EmulatedLink, yieldsWhileHolding: Bool = false) {
         self.inner = inner
         self.link = link
+        self.yieldsWhileHolding = yieldsWhileHolding
     }
 
     public var rank: Int { inner.rank }
@@ -90,7 +98,8 @@ public final class EmulatedLinkCommunicator: Communicator, @unchecked Sendable {
     /// few hundred microseconds to wake on a virtual machine, which made short holds 2-10x
     /// too long (docs/SCALING.md). Longer waits sleep all but their last millisecond, then
     /// spin to the deadline. Spinning keeps the core busy, so ranks that share cores
-    /// (more ranks than cores) slow each other more than real network waits would.
+    /// (more ranks than cores) slow each other more than real network waits would, unless
+    /// `yieldsWhileHolding`: then every turn of the spin yields the core to a runnable rank.
     private func hold(_ seconds: Double) {
         guard seconds > 0 else { return }
         heldSeconds += seconds
@@ -106,7 +115,11 @@ public final class EmulatedLinkCommunicator: Communicator, @unchecked Sendable {
             var remaining = timespec()
             while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
         }
-        while DispatchTime.now().uptimeNanoseconds < deadline {}
+        if yieldsWhileHolding {
+            while DispatchTime.now().uptimeNanoseconds < deadline { sched_yield() }
+        } else {
+            while DispatchTime.now().uptimeNanoseconds < deadline {}
+        }
     }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {

@@ -24,9 +24,20 @@ enum HostInfo {
     /// shared among the ranks Open MPI started on this host (OMPI_COMM_WORLD_LOCAL_SIZE), so
     /// `mpirun -n 2` on a 2-core host runs 1 thread per rank, not 2 (4 busy threads on 2 cores).
     static var defaultThreads: Int {
-        let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1
-        return defaultThreads(cores: availableCores, onlineCores: max(1, ProcessInfo.processInfo.activeProcessorCount),
-                              localRanks: local)
+        defaultThreads(cores: availableCores, onlineCores: max(1, ProcessInfo.processInfo.activeProcessorCount),
+                       localRanks: localRanks)
+    }
+
+    /// Whether this host runs at least as many ranks as it has cores, the rule under which
+    /// MPICommunicator turns on Open MPI's yield when idle: a waiting rank then gives its core
+    /// away, and so does an emulated link's hold.
+    static var noSpareCore: Bool {
+        localRanks > 1 && localRanks >= ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    /// Ranks Open MPI started on this host (OMPI_COMM_WORLD_LOCAL_SIZE; 1 outside mpirun).
+    static var localRanks: Int {
+        ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1
     }
 
     /// The rule behind `defaultThreads`. When the affinity mask already holds fewer cores than
@@ -118,7 +129,9 @@ enum ClusterSession {
         }
 
         var failure: Error?
-        let linked: any Communicator = link.map { EmulatedLinkCommunicator(comm, link: $0) } ?? comm
+        let linked: any Communicator = link.map {
+            EmulatedLinkCommunicator(comm, link: $0, yieldsWhileHolding: HostInfo.noSpareCore)
+        } ?? comm
         let active: any Communicator = sync.map { SyncPayloadCommunicator(linked, payload: $0) } ?? linked
         do { try body(active) } catch { failure = error }
 
