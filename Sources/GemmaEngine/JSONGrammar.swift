@@ -288,9 +288,12 @@ public final class JSONGrammar: @unchecked Sendable {
     }
 
     private func compileObject(_ schema: JSONValue, depth: Int) throws -> Int {
+        // `additionalProperties: false`: no name outside `properties` (so not `{}`'s free
+        // members, and not a `required` name that `properties` lacks: no value meets that).
+        var closed = false
         if let ap = schema["additionalProperties"] {
             switch ap {
-            case .bool(false): break
+            case .bool(false): closed = true
             case .bool(true) where schema["properties"] == nil && schema["required"] == nil: break
             default:
                 throw GrammarError(keyword: "additionalProperties",
@@ -312,10 +315,17 @@ public final class JSONGrammar: @unchecked Sendable {
             }
             for name in a.compactMap(\.string) {
                 required.insert(name)
-                if !names.contains(name) { names.append(name); schemas.append(.bool(true)) }
+                if !names.contains(name) {
+                    guard !closed else {
+                        throw GrammarError(keyword: "required", "response_format: required property \"\(name)\" is not in \"properties\" "
+                                           + "and \"additionalProperties\" is false, so no value meets the schema")
+                    }
+                    names.append(name); schemas.append(.bool(true))
+                }
             }
         }
-        if names.isEmpty { return add(Node(kind: .freeObject, minLen: 2, items: any())) }
+        // No names: any members, or none at all when closed (an object node without props).
+        if names.isEmpty && !closed { return add(Node(kind: .freeObject, minLen: 2, items: any())) }
         var node = Node(kind: .object)
         for (name, s) in zip(names, schemas) {
             let child = try compile(s, depth: depth + 1)

@@ -131,6 +131,29 @@ let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
         #expect(number.feed(&n, Array("12".utf8)) && number.canEnd(n) && !number.isComplete(n))
     }
 
+    /// `additionalProperties: false` holds without `properties` too (found by the `grammar`
+    /// fuzz target: the grammar accepted `{"x":1}` for it, and `{"a":1}` where `a` was only
+    /// `required`, values that no JSON Schema validator accepts).
+    @Test func closedObjectsAdmitNoOtherNames() throws {
+        let empty = try grammar(#"{"type":"object","additionalProperties":false}"#)
+        #expect(empty.accepts(Array("{}".utf8)) && empty.accepts(Array("{ }".utf8)))
+        for bad in [#"{"x":1}"#, #"{"":null}"#, "{,}"] { #expect(!empty.accepts(Array(bad.utf8)), "\(bad)") }
+        #expect(empty.minimumLength == 2)
+        var s = empty.start()
+        #expect(empty.feed(&s, Array("{}".utf8)) && empty.isComplete(s))
+        // Without a schema, properties {}: still only the empty object.
+        #expect(try !grammar(#"{"properties":{},"additionalProperties":false}"#).accepts(Array(#"{"x":1}"#.utf8)))
+        // A required name outside `properties` cannot appear in a closed object: refused,
+        // naming `required` (open objects keep it, with any value).
+        do {
+            _ = try grammar(#"{"type":"object","properties":{},"required":["a"],"additionalProperties":false}"#)
+            Issue.record("an unsatisfiable required name compiled")
+        } catch let e as GrammarError {
+            #expect(e.keyword == "required" && e.message.contains("\"a\""))
+        }
+        #expect(try grammar(#"{"type":"object","required":["a"]}"#).accepts(Array(#"{"a":[1]}"#.utf8)))
+    }
+
     @Test(arguments: ["pattern", "$ref", "anyOf", "minimum", "format", "maxLength", "uniqueItems", "prefixItems"])
     func unsupportedKeywordIsNamed(keyword: String) throws {
         let schema = #"{"type":"object","properties":{"a":{"type":"string","\#(keyword)":1}}}"#
