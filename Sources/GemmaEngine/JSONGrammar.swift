@@ -26,6 +26,11 @@ public final class JSONGrammar: @unchecked Sendable {
     public static let maxDigits = 15
     /// Deepest schema nesting compiled.
     public static let maxDepth = 32
+    /// Longest shortest value compiled, in bytes (far beyond any context). Bounding every
+    /// node's closing cost keeps the cost arithmetic (items times item length, sums over
+    /// required members and over the state's frames) far from overflow: nested arrays with
+    /// `minItems` 4096 would otherwise pass 2^63 at the sixth level and trap.
+    public static let maxValueLength = 1 << 30
     /// The keywords the compiler reads; annotations it ignores are in `ignoredKeywords`.
     public static let supportedKeywords = ["type", "properties", "required", "additionalProperties", "items",
                                            "minItems", "maxItems", "enum", "const"]
@@ -340,10 +345,15 @@ public final class JSONGrammar: @unchecked Sendable {
             let p = node.props[i]
             node.nextRequired[i] = p.required ? i : node.nextRequired[i + 1]
             node.closeFrom[i] = node.closeFrom[i + 1] + (p.required ? 1 + entryLength(p) : 0)
+            guard node.closeFrom[i] <= Self.maxValueLength else { throw tooLong("required") }
         }
         let idx = add(node)
         nodes[idx].minLen = 1 + objectCost(idx, phase: 0, a: 0, b: 0)
         return idx
+    }
+
+    private func tooLong(_ keyword: String) -> GrammarError {
+        GrammarError(keyword: keyword, "response_format: the shortest value the schema allows is longer than \(Self.maxValueLength) bytes")
     }
 
     private func entryLength(_ p: Prop) -> Int { p.key.count + 1 + nodes[p.node].minLen }
@@ -366,7 +376,9 @@ public final class JSONGrammar: @unchecked Sendable {
         }
         let items = try schema["items"].map { try compile($0, depth: depth + 1) } ?? any()
         let idx = add(Node(kind: .array, items: items, minItems: minItems, maxItems: maxItems))
+        // At most 4096 * (2^30 + 1) + 4097: no overflow, then bounded again.
         nodes[idx].minLen = 1 + arrayCost(idx, phase: 0, count: 0)
+        guard nodes[idx].minLen <= Self.maxValueLength else { throw tooLong("minItems") }
         return idx
     }
 

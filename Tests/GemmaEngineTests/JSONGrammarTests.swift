@@ -154,6 +154,40 @@ let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
         #expect(try grammar(#"{"type":"object","required":["a"]}"#).accepts(Array(#"{"a":[1]}"#.utf8)))
     }
 
+    /// A schema whose shortest value is absurdly long is refused, not a trap: six nested arrays
+    /// of `minItems` 4096 overflowed the closing-cost arithmetic (4097^6 > 2^63) while compiling
+    /// (a 264-byte response_format took the server down); so did many required members of such
+    /// values. Up to the bound the costs stay exact.
+    @Test func hugeShortestValuesAreRefusedNotTrapped() throws {
+        func nested(_ levels: Int, minItems: Int) -> String {
+            var s = #"{"type":"integer"}"#
+            for _ in 0..<levels { s = #"{"type":"array","items":\#(s),"minItems":\#(minItems)}"# }
+            return s
+        }
+        for levels in [3, 6, 8] {
+            do {
+                _ = try grammar(nested(levels, minItems: 4096))
+                Issue.record("\(levels) levels of minItems 4096 compiled")
+            } catch let e as GrammarError {
+                #expect(e.keyword == "minItems" && e.message.contains("longer than"), "\(e)")
+            }
+        }
+        // 4096 arrays of 4096 one-digit integers: each inner array 1 + 4096 + 4095 + 1 bytes,
+        // then the outer brackets and 4095 commas.
+        let two = try grammar(nested(2, minItems: 4096))
+        #expect(two.minimumLength == 2 + 4096 * (1 + 4096 + 4095 + 1) + 4095)
+        // Required members whose values are each near the bound: their sum is refused.
+        let big = nested(2, minItems: 4096).replacingOccurrences(of: #""type":"integer""#, with: #""type":"array","items":{"type":"integer"},"minItems":30"#)
+        let members = (0..<20).map { "\"p\($0)\":\(big)" }.joined(separator: ",")
+        let required = (0..<20).map { "\"p\($0)\"" }.joined(separator: ",")
+        do {
+            _ = try grammar(#"{"type":"object","properties":{\#(members)},"required":[\#(required)]}"#)
+            Issue.record("20 required members of ~1 GB each compiled")
+        } catch let e as GrammarError {
+            #expect(e.keyword == "required" || e.keyword == "minItems", "\(e)")
+        }
+    }
+
     @Test(arguments: ["pattern", "$ref", "anyOf", "minimum", "format", "maxLength", "uniqueItems", "prefixItems"])
     func unsupportedKeywordIsNamed(keyword: String) throws {
         let schema = #"{"type":"object","properties":{"a":{"type":"string","\#(keyword)":1}}}"#
