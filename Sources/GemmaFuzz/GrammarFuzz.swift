@@ -96,7 +96,8 @@ enum GrammarFuzz {
         case 12, 13, 14:
             if r.below(3) > 0 { put("type", .string("array")) }
             if r.below(4) > 0 { put("items", schema(&r, depth: depth + 1)) }
-            let lo = r.below(4)
+            // Now and then the largest minItems accepted, nested (costs near the bound).
+            let lo = r.below(16) == 0 ? 4096 : r.below(4)
             if r.bool() { put("minItems", .number(Double(lo))) }
             if r.bool() { put("maxItems", .number(Double(lo + r.below(4) - (r.below(8) == 0 ? 1 : 0)))) }
         default:
