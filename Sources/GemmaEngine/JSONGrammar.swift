@@ -156,6 +156,12 @@ public final class JSONGrammar: @unchecked Sendable {
             }
             let p = Array(prefix.utf8)
             let child = try compile(schema, depth: 1)
+            // The suffix must not start with a byte that could still extend the value (a digit
+            // after a number, a longer enum literal): that byte would go to the value, and the
+            // closing cost, which counts the suffix from there, could not be met.
+            if let first = suffix.utf8.first, extendingBytes(child).contains(first) {
+                throw GrammarError(keyword: Self.taggedKeyword, "\(Self.taggedKeyword): suffix \"\(suffix)\" starts with a byte that can continue the value before it")
+            }
             for (q, other) in prefixes {
                 let (short, long, shortNode) = q.count <= p.count ? (q, p, other) : (p, q, child)
                 guard long.starts(with: short) else { continue }
@@ -213,6 +219,23 @@ public final class JSONGrammar: @unchecked Sendable {
         case .number, .integer: return [0x2D] + Array(0x30...0x39)
         case .literal, .tagged: return nodes[n].trie.children[0].map(\.0)
         case .choice: return (0..<256).filter { nodes[n].dispatch[$0] >= 0 }.map { UInt8($0) }
+        }
+    }
+
+    /// Bytes that can continue a complete value of node `n` (numbers and literals only; the
+    /// other values end with a byte of their own).
+    private func extendingBytes(_ n: Int) -> Set<UInt8> {
+        let node = nodes[n]
+        switch node.kind {
+        case .number: return Set(Array(0x30...0x39) + [0x2E])
+        case .integer: return Set(0x30...0x39)
+        case .literal:
+            var out = Set<UInt8>()
+            for t in node.trie.children.indices where node.trie.terminal[t] >= 0 { for (b, _) in node.trie.children[t] { out.insert(b) } }
+            return out
+        case .choice:
+            return Set(node.dispatch.filter { $0 >= 0 }).reduce(into: Set<UInt8>()) { $0.formUnion(extendingBytes(Int($1))) }
+        default: return []
         }
     }
 

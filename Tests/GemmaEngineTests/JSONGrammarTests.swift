@@ -131,6 +131,23 @@ let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
         #expect(number.feed(&n, Array("12".utf8)) && number.canEnd(n) && !number.isComplete(n))
     }
 
+    /// A tagged suffix that starts with a byte able to extend the value is refused at compile
+    /// time (found by the `grammar` fuzz target: prefix `call:get`, any value, suffix `7...`;
+    /// after `call:get6` the `7` went on the number, so the closing cost, the suffix, could not
+    /// be met). Suffixes that cannot extend the value, such as the server's `}`, still compile.
+    @Test func taggedSuffixCannotExtendTheValue() throws {
+        func tagged(_ schema: String, _ suffix: String) throws -> JSONGrammar {
+            try JSONGrammar(schema: JSONGrammar.tagged([("call:get", try JSONValue.parse(Array(schema.utf8)), suffix)]), allowTagged: true)
+        }
+        for (schema, suffix) in [("true", "7x"), (#"{"type":"number"}"#, ".5"), (#"{"type":"integer"}"#, "0"),
+                                 (#"{"enum":[1,12]}"#, "2"), (#"{"type":["string","number"]}"#, "3")] {
+            #expect(throws: GrammarError.self, "\(schema) then \(suffix)") { try tagged(schema, suffix) }
+        }
+        let g = try tagged(#"{"type":"number"}"#, "}")
+        #expect(g.accepts(Array("call:get6}".utf8)) && g.accepts(Array("call:get 6.5 }".utf8)) == false)
+        #expect(try tagged(#"{"type":"integer"}"#, ".").accepts(Array("call:get12.".utf8)))
+    }
+
     /// `additionalProperties: false` holds without `properties` too (found by the `grammar`
     /// fuzz target: the grammar accepted `{"x":1}` for it, and `{"a":1}` where `a` was only
     /// `required`, values that no JSON Schema validator accepts).
