@@ -6,7 +6,8 @@
 #        Scripts/fuzz.sh seeds            (re)write the committed seeds, Fuzz/corpus/<target>/
 #        Scripts/fuzz.sh list             the targets
 # Targets (Sources/GemmaFuzz/FuzzTargets.swift): gguf, gguf-model, safetensors, tokenizer-json,
-# tokenizer-model, wire, http.
+# tokenizer-model, wire, http, grammar (JSON Schema -> constrained-decoding automaton and shard
+# mask, cross-checked id by id: a mismatch stops the run like a crash).
 #
 # Builds `gemma-fuzz` (GEMMA_NODE_FUZZ=1 swift build --sanitize fuzzer --sanitize address, debug,
 # so Swift's overflow and bounds checks trap; its own build folder .build/fuzz, apart from the
@@ -15,7 +16,8 @@
 # sanitizer report, timeout (> 10 s per input) or out-of-memory (> 4 GB) stops the run; its
 # input is saved under ~/.cache/gemma-node/fuzz/crashes/TARGET/, and the script exits 1 and
 # says how to keep it as a regression input (Fuzz/regressions/TARGET/, replayed by the test
-# suite). Each run appends a line (date, target, seconds, executions, outcome) to
+# suite). Each run appends a line (date, target, seconds fuzzed, executions, outcome: clean,
+# failed(rc=N) or interrupted, when gemma-fuzz was sent SIGINT to stop a long run early) to
 # ~/.cache/gemma-node/fuzz/runs.tsv, the record of hours fuzzed per target.
 # Env: FUZZ_ARGS (extra libFuzzer flags), GEMMA_NODE_MODEL (the http target loads the default model),
 #      FUZZ_SKIP_BUILD=1 (fuzz with the gemma-fuzz already built, so a long background run does not
@@ -23,10 +25,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-TARGETS="gguf gguf-model safetensors tokenizer-json tokenizer-model wire http"
+TARGETS="gguf gguf-model safetensors tokenizer-json tokenizer-model wire http grammar"
 WORK="$HOME/.cache/gemma-node/fuzz"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 case "$1" in
     list) echo "$TARGETS" | tr ' ' '\n'; exit 0 ;;
@@ -79,18 +81,27 @@ fuzz_one() {
     local corpus="$WORK/corpus/$target" crashes="$WORK/crashes/$target" log="$WORK/logs/$target.log"
     mkdir -p "$corpus" "$crashes" "$WORK/logs"
     local dict=()
-    case "$target" in http|tokenizer-json|safetensors) dict=(-dict="$ROOT/Fuzz/json.dict") ;; esac
+    case "$target" in http|tokenizer-json|safetensors|grammar) dict=(-dict="$ROOT/Fuzz/json.dict") ;; esac
     echo "fuzz.sh: $target for ${seconds}s (log: $log)" >&2
-    local rc=0
+    local rc=0 started=$SECONDS
     # -max_len: large enough for the biggest seed (the model files are ~300 KB).
-    GEMMA_FUZZ_TARGET="$target" "$BIN" "$corpus" "$ROOT/Fuzz/corpus/$target" \
+    # SWIFT_BACKTRACE off: libFuzzer reports the crash; Swift's backtracer under ASan adds a
+    # spurious stack-buffer-underflow report of its own.
+    SWIFT_BACKTRACE=enable=no GEMMA_FUZZ_TARGET="$target" "$BIN" "$corpus" "$ROOT/Fuzz/corpus/$target" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=400000 \
         -artifact_prefix="$crashes/" -print_final_stats=1 "${dict[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
     local execs
     execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')"
     local outcome=clean
     [ $rc -eq 0 ] || outcome="failed(rc=$rc)"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "$seconds" "$execs" "$outcome" >>"$WORK/runs.tsv"
+    # Stopped on purpose (SIGINT to gemma-fuzz: libFuzzer prints its stats and exits 72).
+    if grep -q "libFuzzer: run interrupted" "$log"; then outcome=interrupted; fi
+    # The seconds actually fuzzed, not the seconds asked for.
+    printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "$((SECONDS - started))" "$execs" "$outcome" >>"$WORK/runs.tsv"
+    if [ "$outcome" = interrupted ]; then
+        echo "fuzz.sh: $target interrupted after $((SECONDS - started))s: $execs executions" >&2
+        return 0
+    fi
     if [ $rc -ne 0 ]; then
         grep -E "ERROR|Fatal error|SUMMARY|Test unit written|==[0-9]+==" "$log" | head -20 >&2 || true
         echo "fuzz.sh: $target found a problem (log $log). Keep the input as a regression test:" >&2

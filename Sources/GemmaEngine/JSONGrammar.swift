@@ -26,6 +26,11 @@ public final class JSONGrammar: @unchecked Sendable {
     public static let maxDigits = 15
     /// Deepest schema nesting compiled.
     public static let maxDepth = 32
+    /// Longest shortest value compiled, in bytes (far beyond any context). Bounding every
+    /// node's closing cost keeps the cost arithmetic (items times item length, sums over
+    /// required members and over the state's frames) far from overflow: nested arrays with
+    /// `minItems` 4096 would otherwise pass 2^63 at the sixth level and trap.
+    public static let maxValueLength = 1 << 30
     /// The keywords the compiler reads; annotations it ignores are in `ignoredKeywords`.
     public static let supportedKeywords = ["type", "properties", "required", "additionalProperties", "items",
                                            "minItems", "maxItems", "enum", "const"]
@@ -151,6 +156,12 @@ public final class JSONGrammar: @unchecked Sendable {
             }
             let p = Array(prefix.utf8)
             let child = try compile(schema, depth: 1)
+            // The suffix must not start with a byte that could still extend the value (a digit
+            // after a number, a longer enum literal): that byte would go to the value, and the
+            // closing cost, which counts the suffix from there, could not be met.
+            if let first = suffix.utf8.first, extendingBytes(child).contains(first) {
+                throw GrammarError(keyword: Self.taggedKeyword, "\(Self.taggedKeyword): suffix \"\(suffix)\" starts with a byte that can continue the value before it")
+            }
             for (q, other) in prefixes {
                 let (short, long, shortNode) = q.count <= p.count ? (q, p, other) : (p, q, child)
                 guard long.starts(with: short) else { continue }
@@ -208,6 +219,23 @@ public final class JSONGrammar: @unchecked Sendable {
         case .number, .integer: return [0x2D] + Array(0x30...0x39)
         case .literal, .tagged: return nodes[n].trie.children[0].map(\.0)
         case .choice: return (0..<256).filter { nodes[n].dispatch[$0] >= 0 }.map { UInt8($0) }
+        }
+    }
+
+    /// Bytes that can continue a complete value of node `n` (numbers and literals only; the
+    /// other values end with a byte of their own).
+    private func extendingBytes(_ n: Int) -> Set<UInt8> {
+        let node = nodes[n]
+        switch node.kind {
+        case .number: return Set(Array(0x30...0x39) + [0x2E])
+        case .integer: return Set(0x30...0x39)
+        case .literal:
+            var out = Set<UInt8>()
+            for t in node.trie.children.indices where node.trie.terminal[t] >= 0 { for (b, _) in node.trie.children[t] { out.insert(b) } }
+            return out
+        case .choice:
+            return Set(node.dispatch.filter { $0 >= 0 }).reduce(into: Set<UInt8>()) { $0.formUnion(extendingBytes(Int($1))) }
+        default: return []
         }
     }
 
@@ -288,9 +316,12 @@ public final class JSONGrammar: @unchecked Sendable {
     }
 
     private func compileObject(_ schema: JSONValue, depth: Int) throws -> Int {
+        // `additionalProperties: false`: no name outside `properties` (so not `{}`'s free
+        // members, and not a `required` name that `properties` lacks: no value meets that).
+        var closed = false
         if let ap = schema["additionalProperties"] {
             switch ap {
-            case .bool(false): break
+            case .bool(false): closed = true
             case .bool(true) where schema["properties"] == nil && schema["required"] == nil: break
             default:
                 throw GrammarError(keyword: "additionalProperties",
@@ -312,10 +343,17 @@ public final class JSONGrammar: @unchecked Sendable {
             }
             for name in a.compactMap(\.string) {
                 required.insert(name)
-                if !names.contains(name) { names.append(name); schemas.append(.bool(true)) }
+                if !names.contains(name) {
+                    guard !closed else {
+                        throw GrammarError(keyword: "required", "response_format: required property \"\(name)\" is not in \"properties\" "
+                                           + "and \"additionalProperties\" is false, so no value meets the schema")
+                    }
+                    names.append(name); schemas.append(.bool(true))
+                }
             }
         }
-        if names.isEmpty { return add(Node(kind: .freeObject, minLen: 2, items: any())) }
+        // No names: any members, or none at all when closed (an object node without props).
+        if names.isEmpty && !closed { return add(Node(kind: .freeObject, minLen: 2, items: any())) }
         var node = Node(kind: .object)
         for (name, s) in zip(names, schemas) {
             let child = try compile(s, depth: depth + 1)
@@ -330,10 +368,15 @@ public final class JSONGrammar: @unchecked Sendable {
             let p = node.props[i]
             node.nextRequired[i] = p.required ? i : node.nextRequired[i + 1]
             node.closeFrom[i] = node.closeFrom[i + 1] + (p.required ? 1 + entryLength(p) : 0)
+            guard node.closeFrom[i] <= Self.maxValueLength else { throw tooLong("required") }
         }
         let idx = add(node)
         nodes[idx].minLen = 1 + objectCost(idx, phase: 0, a: 0, b: 0)
         return idx
+    }
+
+    private func tooLong(_ keyword: String) -> GrammarError {
+        GrammarError(keyword: keyword, "response_format: the shortest value the schema allows is longer than \(Self.maxValueLength) bytes")
     }
 
     private func entryLength(_ p: Prop) -> Int { p.key.count + 1 + nodes[p.node].minLen }
@@ -356,7 +399,9 @@ public final class JSONGrammar: @unchecked Sendable {
         }
         let items = try schema["items"].map { try compile($0, depth: depth + 1) } ?? any()
         let idx = add(Node(kind: .array, items: items, minItems: minItems, maxItems: maxItems))
+        // At most 4096 * (2^30 + 1) + 4097: no overflow, then bounded again.
         nodes[idx].minLen = 1 + arrayCost(idx, phase: 0, count: 0)
+        guard nodes[idx].minLen <= Self.maxValueLength else { throw tooLong("minItems") }
         return idx
     }
 

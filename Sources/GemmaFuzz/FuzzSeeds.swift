@@ -2,6 +2,7 @@
 // of each format) and a few hand-written ones. `Scripts/fuzz.sh seeds` writes them to
 // Fuzz/corpus/<target>/, where they are committed; libFuzzer starts from them.
 import Foundation
+import GemmaEngine
 import GemmaFormats
 import GemmaTokenizer
 
@@ -50,7 +51,38 @@ public enum FuzzSeeds {
             // with the assistant), so the error paths are in the corpus from the start.
             return chat.enumerated().map { ("chat\($0.offset)\($0.offset >= 2 ? "_refused" : "").json", [0] + Array($0.element.utf8)) }
                 + completion.enumerated().map { ("completion\($0.offset).json", [1] + Array($0.element.utf8)) }
+        case .grammar:
+            return grammarSeeds()
         }
+    }
+
+    /// The `grammar` target's seeds: schema texts (then a NUL and the walks' choices) of every
+    /// supported keyword, a forced tool call's tagged wrapper for Gemma 1-3 and for Gemma 4
+    /// (one prefix a prefix of another), and two generated from bytes (`{}`; two tagged
+    /// alternatives, a boolean and a string).
+    static func grammarSeeds() -> [(String, [UInt8])] {
+        let person = #"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"},"#
+            + #""tags":{"type":"array","items":{"enum":["a","b"]},"minItems":1,"maxItems":2},"kind":{"enum":["x","y",3]},"#
+            + #""ok":{"type":"boolean"},"n":{"type":"null"},"home":{"type":"object","properties":{"x":{"type":"number"}},"required":["x"]}},"#
+            + #""required":["name","tags"],"additionalProperties":false}"#
+        let zone = #"{"type":"object","properties":{"zone":{"type":"string"}},"required":["zone"]}"#
+        func tagged(_ alternatives: [(String, String, String)]) -> String {
+            String(decoding: JSONValue.serialize(JSONGrammar.tagged(alternatives.map {
+                (prefix: $0.0, schema: (try? JSONValue.parse(Array($0.1.utf8))) ?? .null, suffix: $0.2)
+            })), as: UTF8.self)
+        }
+        let texts: [(String, String)] = [
+            ("person.json", person),
+            ("json_mode.json", #"{"type":"object"}"#),
+            ("scalars.json", #"{"type":["number","string","boolean","null"],"description":"any scalar"}"#),
+            ("arrays.json", #"{"type":"array","items":{"type":"array","items":{"type":"integer"},"maxItems":2},"minItems":1,"maxItems":3}"#),
+            ("tool_gemma3.json", tagged([(#"{"name": "get_weather", "arguments": "#, person, "}"), (#"{"name": "get_time", "arguments": "#, zone, "}")])),
+            ("tool_gemma4.json", tagged([("call:get", zone, ""), ("call:get_weather", person, "")])),
+        ]
+        let walk = (0..<96).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        return texts.map { ($0.0, Array($0.1.utf8) + [0] + walk) }
+            + [("generated0.bin", [1, 9, 3, 0, 2, 4, 11, 5, 7, 1, 12, 3, 1, 1, 2] + walk),
+               ("generated1.bin", [0, 1, 1, 0, 3, 8, 1, 0, 1, 1, 0, 1, 1, 0] + walk)]
     }
 
     /// A valid safetensors file with the given tensors (data filled with a counter).

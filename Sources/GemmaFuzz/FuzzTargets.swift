@@ -36,6 +36,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// odd: completions), the rest is the body, decoded, checked and tokenized as the server
     /// does before queueing it.
     case http
+    /// A JSON Schema (generated from the bytes, or the bytes' own text up to a NUL when they
+    /// start with `{`) compiled to the structured-output automaton, tagged tool-call wrapper
+    /// included; then byte walks and token walks with the shard mask (1, 2 and 3 shards of a
+    /// small vocabulary) checked against the automaton id by id (GrammarFuzz.swift).
+    case grammar
 }
 
 /// What a harness needs besides the input: the default model for the `http` target (its
@@ -107,6 +112,7 @@ public final class FuzzHarness {
         case .tokenizerModel: return Self.tokenizerModel(bytes)
         case .wire: return Self.wire(bytes)
         case .http: return http(bytes)
+        case .grammar: return GrammarFuzz.run(bytes)
         }
     }
 

@@ -131,6 +131,80 @@ let taggedGemma4 = String(decoding: JSONValue.serialize(JSONGrammar.tagged([
         #expect(number.feed(&n, Array("12".utf8)) && number.canEnd(n) && !number.isComplete(n))
     }
 
+    /// A tagged suffix that starts with a byte able to extend the value is refused at compile
+    /// time (found by the `grammar` fuzz target: prefix `call:get`, any value, suffix `7...`;
+    /// after `call:get6` the `7` went on the number, so the closing cost, the suffix, could not
+    /// be met). Suffixes that cannot extend the value, such as the server's `}`, still compile.
+    @Test func taggedSuffixCannotExtendTheValue() throws {
+        func tagged(_ schema: String, _ suffix: String) throws -> JSONGrammar {
+            try JSONGrammar(schema: JSONGrammar.tagged([("call:get", try JSONValue.parse(Array(schema.utf8)), suffix)]), allowTagged: true)
+        }
+        for (schema, suffix) in [("true", "7x"), (#"{"type":"number"}"#, ".5"), (#"{"type":"integer"}"#, "0"),
+                                 (#"{"enum":[1,12]}"#, "2"), (#"{"type":["string","number"]}"#, "3")] {
+            #expect(throws: GrammarError.self, "\(schema) then \(suffix)") { try tagged(schema, suffix) }
+        }
+        let g = try tagged(#"{"type":"number"}"#, "}")
+        #expect(g.accepts(Array("call:get6}".utf8)) && g.accepts(Array("call:get 6.5 }".utf8)) == false)
+        #expect(try tagged(#"{"type":"integer"}"#, ".").accepts(Array("call:get12.".utf8)))
+    }
+
+    /// `additionalProperties: false` holds without `properties` too (found by the `grammar`
+    /// fuzz target: the grammar accepted `{"x":1}` for it, and `{"a":1}` where `a` was only
+    /// `required`, values that no JSON Schema validator accepts).
+    @Test func closedObjectsAdmitNoOtherNames() throws {
+        let empty = try grammar(#"{"type":"object","additionalProperties":false}"#)
+        #expect(empty.accepts(Array("{}".utf8)) && empty.accepts(Array("{ }".utf8)))
+        for bad in [#"{"x":1}"#, #"{"":null}"#, "{,}"] { #expect(!empty.accepts(Array(bad.utf8)), "\(bad)") }
+        #expect(empty.minimumLength == 2)
+        var s = empty.start()
+        #expect(empty.feed(&s, Array("{}".utf8)) && empty.isComplete(s))
+        // Without a schema, properties {}: still only the empty object.
+        #expect(try !grammar(#"{"properties":{},"additionalProperties":false}"#).accepts(Array(#"{"x":1}"#.utf8)))
+        // A required name outside `properties` cannot appear in a closed object: refused,
+        // naming `required` (open objects keep it, with any value).
+        do {
+            _ = try grammar(#"{"type":"object","properties":{},"required":["a"],"additionalProperties":false}"#)
+            Issue.record("an unsatisfiable required name compiled")
+        } catch let e as GrammarError {
+            #expect(e.keyword == "required" && e.message.contains("\"a\""))
+        }
+        #expect(try grammar(#"{"type":"object","required":["a"]}"#).accepts(Array(#"{"a":[1]}"#.utf8)))
+    }
+
+    /// A schema whose shortest value is absurdly long is refused, not a trap: six nested arrays
+    /// of `minItems` 4096 overflowed the closing-cost arithmetic (4097^6 > 2^63) while compiling
+    /// (a 264-byte response_format took the server down); so did many required members of such
+    /// values. Up to the bound the costs stay exact.
+    @Test func hugeShortestValuesAreRefusedNotTrapped() throws {
+        func nested(_ levels: Int, minItems: Int) -> String {
+            var s = #"{"type":"integer"}"#
+            for _ in 0..<levels { s = #"{"type":"array","items":\#(s),"minItems":\#(minItems)}"# }
+            return s
+        }
+        for levels in [3, 6, 8] {
+            do {
+                _ = try grammar(nested(levels, minItems: 4096))
+                Issue.record("\(levels) levels of minItems 4096 compiled")
+            } catch let e as GrammarError {
+                #expect(e.keyword == "minItems" && e.message.contains("longer than"), "\(e)")
+            }
+        }
+        // 4096 arrays of 4096 one-digit integers: each inner array 1 + 4096 + 4095 + 1 bytes,
+        // then the outer brackets and 4095 commas.
+        let two = try grammar(nested(2, minItems: 4096))
+        #expect(two.minimumLength == 2 + 4096 * (1 + 4096 + 4095 + 1) + 4095)
+        // Required members whose values are each near the bound: their sum is refused.
+        let big = nested(2, minItems: 4096).replacingOccurrences(of: #""type":"integer""#, with: #""type":"array","items":{"type":"integer"},"minItems":30"#)
+        let members = (0..<20).map { "\"p\($0)\":\(big)" }.joined(separator: ",")
+        let required = (0..<20).map { "\"p\($0)\"" }.joined(separator: ",")
+        do {
+            _ = try grammar(#"{"type":"object","properties":{\#(members)},"required":[\#(required)]}"#)
+            Issue.record("20 required members of ~1 GB each compiled")
+        } catch let e as GrammarError {
+            #expect(e.keyword == "required" || e.keyword == "minItems", "\(e)")
+        }
+    }
+
     @Test(arguments: ["pattern", "$ref", "anyOf", "minimum", "format", "maxLength", "uniqueItems", "prefixItems"])
     func unsupportedKeywordIsNamed(keyword: String) throws {
         let schema = #"{"type":"object","properties":{"a":{"type":"string","\#(keyword)":1}}}"#
