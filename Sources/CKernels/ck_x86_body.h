@@ -339,35 +339,47 @@ CK_K45_DOT(q5_K, blk_q5_K, 1)
 #undef CK_K45_DOT
 
 #if CK_VNNI
+// 512-bit K-quant float step. Chunk c (64 values, c = 0..3) gives exact int32 lanes p_c, lanes
+// 0-7 of sub-block 2c and 8-15 of 2c+1 (four lanes = 16 values = one 128-bit lane). Before the
+// float step the four chunks are summed down to one vector of 16 lanes (red4: two unpack-add
+// stages): lane 4k + c = the sum of chunk c's 128-bit lane k, i.e. of 16 values of sub-block
+// 2c + (k >> 1) (Q6_K: of scale group 4c + k). The weight scales are applied after this sum
+// (one mullo: exact, |lane| < 2^24), then s = float(P) * a.d[2c + (k >> 1)] per lane and
+// acc = fma(d, s, acc): one convert, one multiply and one FMA per super-block instead of four
+// of each (two lanes per sub-block instead of eight). ck_gemm_k.c repeats exactly this.
+static inline CK_TARGET __m512i CK_NAME(red4)(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
+    __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
+    __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p2, p3), _mm512_unpackhi_epi32(p2, p3));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+}
+// Lane 4k + c of red4's result: sub-block 2c + (k >> 1) (activation scale, Q4_K weight scale).
+#define CK_RED4_SUB _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7)
+// Lane 4k + c of red4's result: Q6_K scale group 4c + k.
+#define CK_RED4_GRP _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+
 // 512-bit Q4_K: one 32-byte chunk of nibbles is two sub-blocks (low, high nibbles) = 64 values
 // whose activations are 64 contiguous bytes; int32 lanes 0-7 belong to the first sub-block and
-// 8-15 to the second, scaled by a permutation of the block's eight scales.
+// 8-15 to the second. Float step: see red4 above.
 static CK_TARGET float CK_NAME(dot_q4_K_512)(const void *w, const void *act, int64_t n) {
     const blk_q4_K *b = w;
     const ck_q8k *a = act;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
-    const __m512i pick[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
-        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
-    };
+    const __m512i sub = CK_RED4_SUB;
     for (int64_t i = 0; i < n / 256; i++) {
         uint8_t sc[8], m[8];
         ck_kscales8(b[i].scales, sc, m);
         __m512i scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc));
         __m256 ad = _mm256_loadu_ps(a[i].d);
-        __m512 ad2 = _mm512_castps256_ps512(ad);  // only lanes 0-7 are read (by pick)
-        __m512 s = _mm512_setzero_ps();
+        __m512i p[4];
         for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
             __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a[i].q + 64 * c));
-            p = _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(pick[c], scv));
-            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick[c], ad2), _mm512_cvtepi32_ps(p), s);
+            p[c] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a[i].q + 64 * c));
         }
+        __m512i ps = _mm512_mullo_epi32(CK_NAME(red4)(p[0], p[1], p[2], p[3]), _mm512_permutexvar_epi32(sub, scv));
+        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(ps), _mm512_permutexvar_ps(sub, _mm512_castps256_ps512(ad)));
         acc = _mm512_fmadd_ps(_mm512_set1_ps(CK_NAME(h2f)(&b[i].d)), s, acc);
         accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin)),
                                _mm256_mul_ps(ad, _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a[i].bsums))), accm);
@@ -418,42 +430,26 @@ static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, 
 
 #if CK_VNNI
 // 512-bit Q6_K: per half, [ql0 | ql1] and [qh | qh >> 2] build two vectors of 64 six-bit values
-// (positions 0-63 and 64-127 of the half, each with 64 contiguous activation bytes); int32 lanes
-// come in groups of four per 16-value scale group, scaled by a permutation of the 16 scales.
+// (positions 0-63 and 64-127 of the half, each with 64 contiguous activation bytes); chunk
+// c = 2h + (0, 1). Float step: see red4 above (after it, one lane per 16-value scale group).
 static CK_TARGET float CK_NAME(dot_q6_K_512)(const void *w, const void *act, int64_t n) {
     const blk_q6_K *b = w;
     const ck_q8k *a = act;
     __m512 acc = _mm512_setzero_ps();
     __m256 acco = _mm256_setzero_ps();
-    const __m512i pick[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
-        _mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
-        _mm512_setr_epi32(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15),
-    };
-    // Activation scale per lane: chunk c (64 values) is sub-blocks 2c (lanes 0-7) and 2c+1 (8-15).
-    const __m512i pickd[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
-        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
-    };
+    const __m512i sub = CK_RED4_SUB, grp = CK_RED4_GRP;
     for (int64_t i = 0; i < n / 256; i++) {
         __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
-        __m512i scv = _mm512_cvtepi8_epi32(sc8);
         __m256 ad = _mm256_loadu_ps(a[i].d);
-        __m512 ad2 = _mm512_castps256_ps512(ad);  // only lanes 0-7 are read (by pickd)
-        __m512 s = _mm512_setzero_ps();
+        __m512i p[4];
         for (int h = 0; h < 2; h++) {
             __m512i u01, u23;
             ck_q6_K_half_512(&b[i], h, &u01, &u23);
-            __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(a[i].q + 128 * h));
-            __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(a[i].q + 128 * h + 64));
-            p01 = _mm512_mullo_epi32(p01, _mm512_permutexvar_epi32(pick[2 * h], scv));
-            p23 = _mm512_mullo_epi32(p23, _mm512_permutexvar_epi32(pick[2 * h + 1], scv));
-            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[2 * h], ad2), _mm512_cvtepi32_ps(p01), s);
-            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[2 * h + 1], ad2), _mm512_cvtepi32_ps(p23), s);
+            p[2 * h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(a[i].q + 128 * h));
+            p[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(a[i].q + 128 * h + 64));
         }
+        __m512i ps = _mm512_mullo_epi32(CK_NAME(red4)(p[0], p[1], p[2], p[3]), _mm512_permutexvar_epi32(grp, _mm512_cvtepi8_epi32(sc8)));
+        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(ps), _mm512_permutexvar_ps(sub, _mm512_castps256_ps512(ad)));
         __m512 dv = _mm512_set1_ps(CK_NAME(h2f_end)(&b[i].d));
         __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums), _mm256_cvtepi8_epi16(sc8));
         acc = _mm512_fmadd_ps(dv, s, acc);
