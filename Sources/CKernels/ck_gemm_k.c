@@ -1,24 +1,21 @@
 // Multi-token (prefill) path for the K-quants Q4_K and Q6_K at the AVX-512 VNNI level: each
 // weight super-block is decoded ONCE per matmul (nibbles / six-bit values as unsigned bytes,
-// the per-lane scale vectors, the min/offset multipliers, the f16 scales as floats) into a
+// the reduced-lane scale vector, the min/offset multipliers, the f16 scales as floats) into a
 // per-thread L1 scratch, then dotted with every token, four tokens per pass.
 //
 // Bit-identical, per token, to the one-token kernels dot_q4_K_512 / dot_q6_K_512 in
-// ck_x86_body.h (batch invariance, issue 6). Per 64-value chunk c (sub-blocks 2c in lanes 0-7
-// and 2c+1 in lanes 8-15, each with its own activation scale a.d[2c], a.d[2c+1]) those kernels
-// form exact int32 lanes p_c (vpdpbusd of the same bytes times the same per-lane scale) and then
-// do, in this order, with ad = a.d[0..7] and adc = (a.d[2c] x 8, a.d[2c+1] x 8):
-//   s = 0; for c = 0..3: s = fma(adc, float(p_c), s)        16 lanes
+// ck_x86_body.h (batch invariance, issue 6). Per super-block those kernels form, per 64-value
+// chunk c, p_c = vpdpbusd(0, u_c, a.q[64c..]) (exact int32), sum the four chunks down to 16
+// lanes with red4 (lane 4k + c = chunk c's 128-bit lane k), multiply by the weight scale of
+// each lane (mullo), and then do, in this order, with ad = a.d[0..7]:
+//   s = float(P) * ad[sub]            sub = CK_RED4_SUB (lane 4k + c -> sub-block 2c + (k >> 1))
 //   Q4_K: acc  = fma(d, s, acc); accm = fma(dmin, ad * float(kmins), accm)   (accm: 8 lanes)
 //         result = reduce_add(acc) - hsum8(accm)
 //   Q6_K: acc = fma(d, s, acc); acco = fma(d, ad * float(off), acco)
 //         result = reduce_add(acc) - 32 * hsum8(acco)
-// The code below performs exactly these float operations on exactly these lane values; only
-// the weight-side decoding is hoisted out of the token loop, and the integer lanes are formed
-// with fewer multiply-port instructions: vpmaddubsw (pairs of u*a, at most 2*63*127 = 16002,
-// so never saturated) then vpdpwssd from zero with the lane's scale in both int16 halves gives
-// s*(pair0 + pair1) = s*dpbusd-lane, i.e. the same int32 as the one-token kernel's
-// mullo(dpbusd(u, a), s) (no overflow: |lane| < 2^23).
+// The code below performs exactly these integer and float operations on exactly these lane
+// values (red4 is the same unpack/add sequence); only the weight-side decoding (unsigned
+// bytes, the permuted weight scales) is hoisted out of the token loop.
 // hsum8 is the same sequence as ck_x86_body.h's (halves, movehl, movehdup), and
 // _mm512_reduce_add_ps the same intrinsic. Tested with == in KGemmTests.
 #include <stdlib.h>
@@ -43,22 +40,22 @@ static int kgemm_disabled(void) {
 #define KG_ROW_TILE 4
 #define KG_TILE_BYTES (24 * 1024)
 
-// One decoded super-block (256 values), 576 bytes, 64-aligned:
+// One decoded super-block (256 values), 384 bytes, 64-aligned:
 //   u[c]   [64] uint8: chunk c's weights as vpdpbusd's unsigned operand (Q4_K: nibbles of
 //          qs[32c..32c+31], low then high; Q6_K: the six-bit values of half c/2, values
 //          64(c&1).. of that half), activation bytes a.q[64c..64c+63] go with them;
-//   scl[c] [32] int16: the per-lane scale of chunk c twice per int32 lane (Q4_K: sc[2c] for
-//          lanes 0-7, sc[2c+1] for 8-15; Q6_K: four lanes per 16-value group, scales[4c..4c+3]);
+//   sc32   [16] int32: the weight scale of red4's lane 4k + c (Q4_K: sc[2c + (k >> 1)];
+//          Q6_K: scales[4c + k]);
 //   w16    [16] int16: Q4_K: mins m0,m0,m1,m1,...,m7,m7 (kmins operand); Q6_K: the 16 scales;
 //   d, dmin: f16 scales as floats (exact conversions).
 typedef struct {
     uint8_t u[4][64];
-    int16_t scl[4][32];
+    int32_t sc32[16];
     int16_t w16[16];
     float d, dmin;
     uint8_t pad[24];
 } ck_ksb;
-_Static_assert(sizeof(ck_ksb) == 576, "ck_ksb");
+_Static_assert(sizeof(ck_ksb) == 384, "ck_ksb");
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -66,11 +63,13 @@ _Static_assert(sizeof(ck_ksb) == 576, "ck_ksb");
 #define KG_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define KG_INLINE static inline __attribute__((always_inline)) KG_TARGET
 
-
-// int32 lanes of v (values that fit int16) -> the low 16 bits in both halves of each lane.
-static inline KG_TARGET __m512i kg_dup16(__m512i v) {
-    const __m512i idx = _mm512_set1_epi32(0x01000100);
-    return _mm512_shuffle_epi8(v, idx);
+// The same lane maps and reduction as ck_x86_body.h's CK_RED4_SUB / CK_RED4_GRP / red4.
+#define KG_SUB _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7)
+#define KG_GRP _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+KG_INLINE __m512i kg_red4(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
+    __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
+    __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p2, p3), _mm512_unpackhi_epi32(p2, p3));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
 }
 
 static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) {
@@ -83,10 +82,8 @@ static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) 
             __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
             __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
             _mm512_store_si512((__m512i *)o[i].u[c], u);
-            // lanes 0-7: sc[2c], lanes 8-15: sc[2c+1]
-            __m512i pick = _mm512_mask_set1_epi32(_mm512_set1_epi32(2 * c), 0xFF00, 2 * c + 1);
-            _mm512_store_si512((__m512i *)o[i].scl[c], kg_dup16(_mm512_permutexvar_epi32(pick, scv)));
         }
+        _mm512_store_si512((__m512i *)o[i].sc32, _mm512_permutexvar_epi32(KG_SUB, scv));
         __m128i mm = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
         _mm256_store_si256((__m256i *)o[i].w16, _mm256_set_m128i(_mm_unpackhi_epi16(mm, mm), _mm_unpacklo_epi16(mm, mm)));
         o[i].d = ck_h2f_f16c(&b[i].d);
@@ -103,57 +100,39 @@ static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) 
             _mm512_store_si512((__m512i *)o[i].u[2 * h + 1], u23);
         }
         __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
-        __m512i scv = _mm512_cvtepi8_epi32(sc8);
-        for (int c = 0; c < 4; c++) {
-            // lane L: scales[4c + L/4]
-            __m512i pick = _mm512_add_epi32(_mm512_set1_epi32(4 * c), _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
-            _mm512_store_si512((__m512i *)o[i].scl[c], kg_dup16(_mm512_permutexvar_epi32(pick, scv)));
-        }
+        _mm512_store_si512((__m512i *)o[i].sc32, _mm512_permutexvar_epi32(KG_GRP, _mm512_cvtepi8_epi32(sc8)));
         _mm256_store_si256((__m256i *)o[i].w16, _mm256_cvtepi8_epi16(sc8));
         o[i].d = ck_h2f_f16c(&b[i].d);
         o[i].dmin = 0;
     }
 }
 
-// Activation scale per lane of chunk c: sub-block 2c in lanes 0-7, 2c+1 in lanes 8-15.
-#define KG_PICKD                                                                                 \
-    const __m512i pickd[4] = {                                                                   \
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),                       \
-        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),                       \
-        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),                       \
-        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),                       \
-    }
-
-// One token's scaled float sum s of a decoded super-block (see the header): per chunk,
-// vpmaddubsw of weights and activations, vpdpwssd from zero with the chunk's lane scales, then
-// s = fma(adc, float(p_c), s).
-KG_INLINE __m512 kg_sum(const __m512i u[4], const __m512i sc[4], const __m512i pickd[4], const ck_q8k *a, __m256 *ad) {
+// One token's scaled float sum s of a decoded super-block (see the header).
+KG_INLINE __m512 kg_sum(const __m512i u[4], __m512i sc32, __m512i sub, const ck_q8k *a, __m256 *ad) {
     *ad = _mm256_loadu_ps(a->d);
-    const __m512 ad2 = _mm512_castps256_ps512(*ad);  // only lanes 0-7 are read (by pickd)
-    __m512 s = _mm512_setzero_ps();
-    for (int c = 0; c < 4; c++) {
-        __m512i p = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(u[c], _mm512_loadu_si512(a->q + 64 * c)), sc[c]);
-        s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[c], ad2), _mm512_cvtepi32_ps(p), s);
-    }
-    return s;
+    __m512i p[4];
+    for (int c = 0; c < 4; c++) p[c] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[c], _mm512_loadu_si512(a->q + 64 * c));
+    __m512i ps = _mm512_mullo_epi32(kg_red4(p[0], p[1], p[2], p[3]), sc32);
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(ps), _mm512_permutexvar_ps(sub, _mm512_castps256_ps512(*ad)));
 }
 
 // N tokens (1..4, a compile-time constant after inlining) times one decoded row.
 KG_INLINE void kg_dot_q4_K(const ck_ksb *sb, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
-    KG_PICKD;
+    const __m512i sub = KG_SUB;
     __m512 acc[4];
     __m256 accm[4];
     for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); accm[t] = _mm256_setzero_ps(); }
     for (int64_t i = 0; i < nsb; i++) {
-        __m512i u[4], sc[4];
-        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(sb[i].u[c]); sc[c] = _mm512_load_si512(sb[i].scl[c]); }
+        __m512i u[4];
+        for (int c = 0; c < 4; c++) u[c] = _mm512_load_si512(sb[i].u[c]);
+        const __m512i sc32 = _mm512_load_si512(sb[i].sc32);
         const __m256i md = _mm256_load_si256((const __m256i *)sb[i].w16);
         const __m512 d = _mm512_set1_ps(sb[i].d);
         const __m256 dmin = _mm256_set1_ps(sb[i].dmin);
         for (int t = 0; t < N; t++) {
             const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
             __m256 ad;
-            const __m512 s = kg_sum(u, sc, pickd, a, &ad);
+            const __m512 s = kg_sum(u, sc32, sub, a, &ad);
             acc[t] = _mm512_fmadd_ps(d, s, acc[t]);
             __m256i km = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), md);
             accm[t] = _mm256_fmadd_ps(dmin, _mm256_mul_ps(ad, _mm256_cvtepi32_ps(km)), accm[t]);
@@ -163,19 +142,20 @@ KG_INLINE void kg_dot_q4_K(const ck_ksb *sb, int64_t nsb, const uint8_t *act, si
 }
 
 KG_INLINE void kg_dot_q6_K(const ck_ksb *sb, int64_t nsb, const uint8_t *act, size_t stride, int N, float *out) {
-    KG_PICKD;
+    const __m512i sub = KG_SUB;
     __m512 acc[4];
     __m256 acco[4];
     for (int t = 0; t < N; t++) { acc[t] = _mm512_setzero_ps(); acco[t] = _mm256_setzero_ps(); }
     for (int64_t i = 0; i < nsb; i++) {
-        __m512i u[4], sc[4];
-        for (int c = 0; c < 4; c++) { u[c] = _mm512_load_si512(sb[i].u[c]); sc[c] = _mm512_load_si512(sb[i].scl[c]); }
+        __m512i u[4];
+        for (int c = 0; c < 4; c++) u[c] = _mm512_load_si512(sb[i].u[c]);
+        const __m512i sc32 = _mm512_load_si512(sb[i].sc32);
         const __m256i sc16 = _mm256_load_si256((const __m256i *)sb[i].w16);
         const __m512 d = _mm512_set1_ps(sb[i].d);
         for (int t = 0; t < N; t++) {
             const ck_q8k *a = (const ck_q8k *)(act + (size_t)t * stride) + i;
             __m256 ad;
-            const __m512 s = kg_sum(u, sc, pickd, a, &ad);
+            const __m512 s = kg_sum(u, sc32, sub, a, &ad);
             __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), sc16);
             acc[t] = _mm512_fmadd_ps(d, s, acc[t]);
             acco[t] = _mm256_fmadd_ps(_mm512_castps512_ps256(d), _mm256_mul_ps(ad, _mm256_cvtepi32_ps(off)), acco[t]);

@@ -14,17 +14,6 @@ static inline CK_TARGET __m256i CK_NAME(dot4)(__m256i acc, __m256i u, __m256i s)
 #endif
 }
 
-// As dot4 from zero, each int32 lane multiplied by the matching lane of sc (int32 scales).
-static inline CK_TARGET __m256i CK_NAME(dot4s)(__m256i u, __m256i s, __m256i sc32, __m256i sc16) {
-#if CK_VNNI
-    (void)sc16;
-    return _mm256_mullo_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s), sc32);
-#else
-    (void)sc32;  // the int16 scale rides along in the pair-adding madd for free
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc16);
-#endif
-}
-
 static inline CK_TARGET float CK_NAME(hsum8)(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -280,11 +269,14 @@ CK_QMIN_DOT(q5_1, blk_q5_1, QEXPR)
 // ---- 256-blocks times ck_q8k (one activation scale a.d[j] per sub-block j of 32 values)
 //
 // The float step, shared bit for bit by the multi-token paths (ck_gemm_avx2.c at this level's
-// 256-bit form, ck_gemm_k.c for the 512-bit kernels): the exact int32 lanes of sub-block j
-// (already times its integer weight scale) are converted and accumulated as
-// s = fma(a.d[j], float(lanes_j), s) from s = 0 in the order j = 0..7 (512-bit: two sub-blocks
-// per vector, lanes 0-7 and 8-15, chunks c = 0..3 with a.d[2c], a.d[2c+1]); then per
-// super-block acc = fma(d, s, acc). The minimum / offset terms have one lane per sub-block
+// 256-bit form, ck_gemm_k.c for the 512-bit kernels): the exact int32 lanes of each sub-block
+// are summed down in integers before the float step. 256-bit: sub-block j has eight lanes p_j;
+// per group of four sub-blocks (g = 0, 1) hsub4 forms hadd(hadd(p_4g, p_4g+1), hadd(p_4g+2,
+// p_4g+3)), whose lanes L and 4 + L hold values 0-15 and 16-31 of sub-block 4g + L (sums of four
+// lanes), times the integer weight scale of that lane (mullo after the sum, exact: |lane| < 2^24)
+// = q_g; then s = fma(a.d[4g..4g+3] twice, float(q_g), s) from s = 0 for g = 0, 1: two converts
+// and FMAs per super-block instead of eight. 512-bit: see red4 below. Then per super-block
+// acc = fma(d, s, acc). The minimum / offset terms have one lane per sub-block
 // (lane j = m_j (bsums[2j] + bsums[2j+1]), or sc_2j bsums[2j] + sc_2j+1 bsums[2j+1]) and are
 // scaled as float(lanes) * a.d (one vector multiply).
 
@@ -293,6 +285,11 @@ static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t
     __m128i mm = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
     __m256i md = _mm256_set_m128i(_mm_unpackhi_epi16(mm, mm), _mm_unpacklo_epi16(mm, mm));
     return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), md);
+}
+
+// Four sub-blocks' int32 lanes (eight each) -> lanes L and 4 + L: sub-block L (exact sums).
+static inline CK_TARGET __m256i CK_NAME(hsub4)(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
 }
 
 #define CK_K45_DOT(fmt, blk, HAS_QH)                                                         \
@@ -306,6 +303,7 @@ static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t
             uint8_t sc[8], m[8];                                                             \
             ck_kscales8(b[i].scales, sc, m);            \
             __m256 s = _mm256_setzero_ps();                                                  \
+            __m256i p[8];                                                                    \
             __m256i qh = HAS_QH ? _mm256_loadu_si256((const __m256i *)QH_PTR) : _mm256_setzero_si256(); \
             for (int c = 0; c < 4; c++) {                                                    \
                 __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));         \
@@ -319,10 +317,17 @@ static inline CK_TARGET __m256i CK_NAME(kmins)(const uint8_t m[8], const int16_t
                 }                                                                            \
                 __m256i a0 = _mm256_loadu_si256((const __m256i *)(a[i].q + 64 * c));         \
                 __m256i a1 = _mm256_loadu_si256((const __m256i *)(a[i].q + 64 * c + 32));    \
-                __m256i p0 = CK_NAME(dot4s)(lo, a0, _mm256_set1_epi32(sc[2 * c]), _mm256_set1_epi16(sc[2 * c])); \
-                __m256i p1 = CK_NAME(dot4s)(hi, a1, _mm256_set1_epi32(sc[2 * c + 1]), _mm256_set1_epi16(sc[2 * c + 1])); \
-                s = _mm256_fmadd_ps(_mm256_broadcast_ss(&a[i].d[2 * c]), _mm256_cvtepi32_ps(p0), s); \
-                s = _mm256_fmadd_ps(_mm256_broadcast_ss(&a[i].d[2 * c + 1]), _mm256_cvtepi32_ps(p1), s); \
+                p[2 * c] = CK_NAME(dot4)(_mm256_setzero_si256(), lo, a0);                   \
+                p[2 * c + 1] = CK_NAME(dot4)(_mm256_setzero_si256(), hi, a1);               \
+            }                                                                                \
+            /* the sub-block scales after the sum (exact): lanes L, 4 + L of group g: sc[4g + L] */ \
+            const __m128i sc8 = _mm_loadl_epi64((const __m128i *)sc);                        \
+            for (int g = 0; g < 2; g++) {                                                    \
+                const __m128i pick = _mm_setr_epi8(4 * g, 4 * g + 1, 4 * g + 2, 4 * g + 3, 4 * g, 4 * g + 1, 4 * g + 2, 4 * g + 3, \
+                                                   -1, -1, -1, -1, -1, -1, -1, -1);         \
+                __m256i q = _mm256_mullo_epi32(CK_NAME(hsub4)(p[4 * g], p[4 * g + 1], p[4 * g + 2], p[4 * g + 3]), \
+                                               _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sc8, pick))); \
+                s = _mm256_fmadd_ps(_mm256_broadcast_ps((const __m128 *)&a[i].d[4 * g]), _mm256_cvtepi32_ps(q), s); \
             }                                                                                \
             acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].d)), s, acc);            \
             accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin)),                 \
@@ -339,35 +344,47 @@ CK_K45_DOT(q5_K, blk_q5_K, 1)
 #undef CK_K45_DOT
 
 #if CK_VNNI
+// 512-bit K-quant float step. Chunk c (64 values, c = 0..3) gives exact int32 lanes p_c, lanes
+// 0-7 of sub-block 2c and 8-15 of 2c+1 (four lanes = 16 values = one 128-bit lane). Before the
+// float step the four chunks are summed down to one vector of 16 lanes (red4: two unpack-add
+// stages): lane 4k + c = the sum of chunk c's 128-bit lane k, i.e. of 16 values of sub-block
+// 2c + (k >> 1) (Q6_K: of scale group 4c + k). The weight scales are applied after this sum
+// (one mullo: exact, |lane| < 2^24), then s = float(P) * a.d[2c + (k >> 1)] per lane and
+// acc = fma(d, s, acc): one convert, one multiply and one FMA per super-block instead of four
+// of each (two lanes per sub-block instead of eight). ck_gemm_k.c repeats exactly this.
+static inline CK_TARGET __m512i CK_NAME(red4)(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
+    __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
+    __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p2, p3), _mm512_unpackhi_epi32(p2, p3));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+}
+// Lane 4k + c of red4's result: sub-block 2c + (k >> 1) (activation scale, Q4_K weight scale).
+#define CK_RED4_SUB _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7)
+// Lane 4k + c of red4's result: Q6_K scale group 4c + k.
+#define CK_RED4_GRP _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+
 // 512-bit Q4_K: one 32-byte chunk of nibbles is two sub-blocks (low, high nibbles) = 64 values
 // whose activations are 64 contiguous bytes; int32 lanes 0-7 belong to the first sub-block and
-// 8-15 to the second, scaled by a permutation of the block's eight scales.
+// 8-15 to the second. Float step: see red4 above.
 static CK_TARGET float CK_NAME(dot_q4_K_512)(const void *w, const void *act, int64_t n) {
     const blk_q4_K *b = w;
     const ck_q8k *a = act;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
-    const __m512i pick[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
-        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
-    };
+    const __m512i sub = CK_RED4_SUB;
     for (int64_t i = 0; i < n / 256; i++) {
         uint8_t sc[8], m[8];
         ck_kscales8(b[i].scales, sc, m);
         __m512i scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc));
         __m256 ad = _mm256_loadu_ps(a[i].d);
-        __m512 ad2 = _mm512_castps256_ps512(ad);  // only lanes 0-7 are read (by pick)
-        __m512 s = _mm512_setzero_ps();
+        __m512i p[4];
         for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
             __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a[i].q + 64 * c));
-            p = _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(pick[c], scv));
-            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pick[c], ad2), _mm512_cvtepi32_ps(p), s);
+            p[c] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a[i].q + 64 * c));
         }
+        __m512i ps = _mm512_mullo_epi32(CK_NAME(red4)(p[0], p[1], p[2], p[3]), _mm512_permutexvar_epi32(sub, scv));
+        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(ps), _mm512_permutexvar_ps(sub, _mm512_castps256_ps512(ad)));
         acc = _mm512_fmadd_ps(_mm512_set1_ps(CK_NAME(h2f)(&b[i].d)), s, acc);
         accm = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f)(&b[i].dmin)),
                                _mm256_mul_ps(ad, _mm256_cvtepi32_ps(CK_NAME(kmins)(m, a[i].bsums))), accm);
@@ -384,6 +401,7 @@ static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, 
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const int8_t *sc = b[i].scales;
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)sc);
         __m256 s = _mm256_setzero_ps();
         for (int h = 0; h < 2; h++) {
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
@@ -397,19 +415,21 @@ static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, 
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            __m256i p[4];
             for (int k = 0; k < 4; k++) {
-                // 32 values = two groups of 16 with their own scales (int32 lanes 0-3 and 4-7).
-                int s0 = sc[8 * h + 2 * k], s1 = sc[8 * h + 2 * k + 1];
-                __m256i sc32 = _mm256_set_m128i(_mm_set1_epi32(s1), _mm_set1_epi32(s0));
-                __m256i sc16 = _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
                 __m256i av = _mm256_loadu_si256((const __m256i *)(a[i].q + 128 * h + 32 * k));
-                __m256i p = CK_NAME(dot4s)(q[k], av, sc32, sc16);  // sub-block 4h + k
-                s = _mm256_fmadd_ps(_mm256_broadcast_ss(&a[i].d[4 * h + k]), _mm256_cvtepi32_ps(p), s);
+                p[k] = CK_NAME(dot4)(_mm256_setzero_si256(), q[k], av);  // sub-block 4h + k
             }
+            // After hsub4 lane L holds values 0-15 of sub-block 4h + L (scale group 8h + 2L) and
+            // lane 4 + L values 16-31 (group 8h + 2L + 1): the 16-value scales go on after the
+            // sum (exact).
+            const __m128i pick = _mm_setr_epi8(8 * h, 8 * h + 2, 8 * h + 4, 8 * h + 6, 8 * h + 1, 8 * h + 3, 8 * h + 5, 8 * h + 7,
+                                               -1, -1, -1, -1, -1, -1, -1, -1);
+            __m256i qs = _mm256_mullo_epi32(CK_NAME(hsub4)(p[0], p[1], p[2], p[3]), _mm256_cvtepi8_epi32(_mm_shuffle_epi8(sc8, pick)));
+            s = _mm256_fmadd_ps(_mm256_broadcast_ps((const __m128 *)&a[i].d[4 * h]), _mm256_cvtepi32_ps(qs), s);
         }
         // q - 32: subtract 32 * sum_j a.d_j (sc_2j bsum_2j + sc_2j+1 bsum_2j+1) (lane j: sub-block j).
-        __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums),
-                                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)));
+        __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums), _mm256_cvtepi8_epi16(sc8));
         s = _mm256_fnmadd_ps(_mm256_set1_ps(32.0f), _mm256_mul_ps(_mm256_loadu_ps(a[i].d), _mm256_cvtepi32_ps(off)), s);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(CK_NAME(h2f_end)(&b[i].d)), s, acc);
     }
@@ -418,42 +438,26 @@ static CK_TARGET __attribute__((unused)) float CK_NAME(dot_q6_K)(const void *w, 
 
 #if CK_VNNI
 // 512-bit Q6_K: per half, [ql0 | ql1] and [qh | qh >> 2] build two vectors of 64 six-bit values
-// (positions 0-63 and 64-127 of the half, each with 64 contiguous activation bytes); int32 lanes
-// come in groups of four per 16-value scale group, scaled by a permutation of the 16 scales.
+// (positions 0-63 and 64-127 of the half, each with 64 contiguous activation bytes); chunk
+// c = 2h + (0, 1). Float step: see red4 above (after it, one lane per 16-value scale group).
 static CK_TARGET float CK_NAME(dot_q6_K_512)(const void *w, const void *act, int64_t n) {
     const blk_q6_K *b = w;
     const ck_q8k *a = act;
     __m512 acc = _mm512_setzero_ps();
     __m256 acco = _mm256_setzero_ps();
-    const __m512i pick[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
-        _mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
-        _mm512_setr_epi32(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15),
-    };
-    // Activation scale per lane: chunk c (64 values) is sub-blocks 2c (lanes 0-7) and 2c+1 (8-15).
-    const __m512i pickd[4] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-        _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
-        _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7),
-    };
+    const __m512i sub = CK_RED4_SUB, grp = CK_RED4_GRP;
     for (int64_t i = 0; i < n / 256; i++) {
         __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
-        __m512i scv = _mm512_cvtepi8_epi32(sc8);
         __m256 ad = _mm256_loadu_ps(a[i].d);
-        __m512 ad2 = _mm512_castps256_ps512(ad);  // only lanes 0-7 are read (by pickd)
-        __m512 s = _mm512_setzero_ps();
+        __m512i p[4];
         for (int h = 0; h < 2; h++) {
             __m512i u01, u23;
             ck_q6_K_half_512(&b[i], h, &u01, &u23);
-            __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(a[i].q + 128 * h));
-            __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(a[i].q + 128 * h + 64));
-            p01 = _mm512_mullo_epi32(p01, _mm512_permutexvar_epi32(pick[2 * h], scv));
-            p23 = _mm512_mullo_epi32(p23, _mm512_permutexvar_epi32(pick[2 * h + 1], scv));
-            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[2 * h], ad2), _mm512_cvtepi32_ps(p01), s);
-            s = _mm512_fmadd_ps(_mm512_permutexvar_ps(pickd[2 * h + 1], ad2), _mm512_cvtepi32_ps(p23), s);
+            p[2 * h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(a[i].q + 128 * h));
+            p[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(a[i].q + 128 * h + 64));
         }
+        __m512i ps = _mm512_mullo_epi32(CK_NAME(red4)(p[0], p[1], p[2], p[3]), _mm512_permutexvar_epi32(grp, _mm512_cvtepi8_epi32(sc8)));
+        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(ps), _mm512_permutexvar_ps(sub, _mm512_castps256_ps512(ad)));
         __m512 dv = _mm512_set1_ps(CK_NAME(h2f_end)(&b[i].d));
         __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[i].bsums), _mm256_cvtepi8_epi16(sc8));
         acc = _mm512_fmadd_ps(dv, s, acc);
