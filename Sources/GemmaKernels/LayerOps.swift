@@ -1,9 +1,11 @@
 // The per-layer element-wise operations of a Gemma decoder layer: RMSNorm, rotate-half RoPE,
 // soft-capping, residual add and scaling (the tanh GELU is `geluMul` in Attention.swift, with
-// its SIMD path). They are O(tokens x hidden) per layer, well under 1% of a step next to the
-// matrix products (docs/KERNELS.md), so each is one plain loop: the loop is the reference and
-// the only implementation, and the compiler vectorises what it may without reordering float
-// sums. Tests compare each with a float64 evaluation of the formula (LayerOpsTests).
+// its SIMD path). They are O(tokens x hidden) per layer, a few % of a prefill next to the matrix
+// products, so each is a plain loop (the reference and the only implementation) that never
+// reorders float sums; rmsNorm interleaves four rows' sums and scales eight lanes at a time,
+// which keeps every rounding of the plain loop (LayerOpsTests checks the bits). GemmaShard
+// splits them over the thread pool by rows for a prefill. Tests compare each with a float64
+// evaluation of the formula (LayerOpsTests).
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
