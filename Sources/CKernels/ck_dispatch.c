@@ -265,10 +265,20 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
             m.gemm_row_bytes = row_bytes_g;
         }
     }
-    // About 8 chunks per thread for load balance when a core is shared or slower, but at
-    // least 16 rows per chunk so the atomic counter stays off the profile.
-    int64_t grain = rows / ((int64_t)threads * 8);
-    if (grain < 16) grain = 16;
+    // One token (decode): about 8 chunks per thread for load balance when a core is shared or
+    // slower, but at least 16 rows per chunk so the atomic counter stays off the profile. A
+    // batch (prefill) makes each row cost `tokens` dot products, so 8 chunks per thread left
+    // the other thread idle for half a chunk on average at the end of every matmul: ~32 per
+    // thread, in whole 8-row tiles of the GEMM paths. Which rows a chunk holds never changes a
+    // row's result.
+    int64_t grain;
+    if (tokens >= 8) {
+        grain = (rows / ((int64_t)threads * 32) + 7) & ~(int64_t)7;
+        if (grain < 8) grain = 8;
+    } else {
+        grain = rows / ((int64_t)threads * 8);
+        if (grain < 16) grain = 16;
+    }
     if (threads == 1) grain = rows;
     ck_pool_run(pool, mm_task, &m, rows, grain);
     return 0;

@@ -5,6 +5,16 @@
 // busy box a descheduled worker used to hold up every matmul until the scheduler ran it (both
 // engines' 2-thread decode fell below their 1-thread decode at load 3-4), now the caller simply
 // takes its chunks. Idle workers spin briefly, then sleep on a futex (Linux). No allocation per run.
+//
+// Each thread notes the CPU it last ran on. A thread that spins (the caller waiting for a
+// claimed chunk, an idle worker waiting for the next run) while the thread it waits for sits
+// on the same CPU yields instead: when other processes take one of two cores, the scheduler
+// often puts both threads on the other one, and a spin there only burns the time slice the
+// other thread needs (both engines' 2-thread prefill fell below their 1-thread prefill on the
+// loaded box, the spinning thread holding the CPU for up to the spin limit per matmul).
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE  // sched_getcpu
+#endif
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -42,6 +52,7 @@ struct ck_pool {
     _Atomic int caller_sleeping;
     _Atomic int stop;
     double spin_seconds;
+    _Atomic int *cpu;          // per thread (0 = caller): the CPU it last noted, -1 unknown
     // The current run's task. Written by the caller before it publishes the ticket, read by
     // workers between loading the ticket and claiming a chunk (relaxed atomics: a worker whose
     // claim then fails may have read the next run's values, which it discards).
@@ -55,6 +66,26 @@ struct ck_pool {
 };
 
 typedef struct { ck_pool *pool; int index; } worker_arg;
+
+static int current_cpu(void) {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
+
+// Notes this thread's CPU and reports whether thread `other` (or, for other < 0, any worker)
+// last ran on it: then it cannot run while this thread spins, so this thread should yield.
+static int shares_cpu(ck_pool *p, int self, int other) {
+    int me = current_cpu();
+    atomic_store_explicit(&p->cpu[self], me, memory_order_relaxed);
+    if (me < 0) return 0;
+    if (other >= 0) return atomic_load_explicit(&p->cpu[other], memory_order_relaxed) == me;
+    for (int i = 1; i < p->threads; i++)
+        if (atomic_load_explicit(&p->cpu[i], memory_order_relaxed) == me) return 1;
+    return 0;
+}
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t expected) {
 #if defined(__linux__)
@@ -89,6 +120,7 @@ static void run_chunks(ck_pool *p, uint32_t g, int thread) {
         // task read above is run g's (the caller rewrites it only after every chunk is done).
         if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel, memory_order_relaxed))
             continue;
+        if (thread > 0) atomic_store_explicit(&p->cpu[thread], current_cpu(), memory_order_relaxed);
         int64_t b = (int64_t)c * grain, e = b + grain;
         if (e > count) e = count;
         fn(ctx, b, e, thread);
@@ -111,6 +143,7 @@ static void *worker_main(void *arg) {
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
             CK_PAUSE();
             if ((++spins & 63) != 0) continue;
+            if (shares_cpu(p, wa.index, 0)) sched_yield();
             if (start == 0) start = ck_now();
             if (ck_now() - start > CK_SPIN_SECONDS) {
                 atomic_fetch_add(&p->sleepers, 1);
@@ -133,11 +166,14 @@ ck_pool *ck_pool_create(int threads) {
     if (!p) return NULL;
     p->threads = threads;
     p->spin_seconds = 200e-6;
+    p->cpu = calloc((size_t)threads, sizeof(_Atomic int));
+    if (!p->cpu) { free(p); return NULL; }
+    for (int i = 0; i < threads; i++) atomic_init(&p->cpu[i], -1);
     const char *spin = getenv("GEMMA_NODE_SPIN_US");
     if (spin && *spin) p->spin_seconds = atof(spin) * 1e-6;
     if (threads > 1) {
         p->workers = calloc((size_t)threads - 1, sizeof(pthread_t));
-        if (!p->workers) { free(p); return NULL; }
+        if (!p->workers) { free(p->cpu); free(p); return NULL; }
         for (int i = 1; i < threads; i++) {
             worker_arg *wa = malloc(sizeof(worker_arg));
             if (wa) { wa->pool = p; wa->index = i; }
@@ -160,6 +196,7 @@ void ck_pool_destroy(ck_pool *p) {
         for (int i = 0; i < p->threads - 1; i++) pthread_join(p->workers[i], NULL);
     }
     free(p->workers);
+    free(p->cpu);
     free(p->scratch);
     free(p);
 }
@@ -185,6 +222,7 @@ void ck_pool_run(ck_pool *p, ck_task_fn fn, void *ctx, int64_t count, int64_t gr
     atomic_store_explicit(&p->count, count, memory_order_relaxed);
     atomic_store_explicit(&p->grain, grain, memory_order_relaxed);
     atomic_store_explicit(&p->chunks, (uint32_t)chunks, memory_order_relaxed);
+    atomic_store_explicit(&p->cpu[0], current_cpu(), memory_order_relaxed);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
     atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
@@ -198,6 +236,7 @@ void ck_pool_run(ck_pool *p, ck_task_fn fn, void *ctx, int64_t count, int64_t gr
     while ((d = atomic_load_explicit(&p->done, memory_order_acquire)) != (uint32_t)chunks) {
         CK_PAUSE();
         if ((++spins & 63) != 0) continue;
+        if (shares_cpu(p, 0, -1)) sched_yield();
         if (start == 0) start = ck_now();
         if (ck_now() - start > CK_SPIN_SECONDS) {
             atomic_store(&p->caller_sleeping, 1);

@@ -32,6 +32,28 @@ public final class ThreadPool: @unchecked Sendable {
         parallelForThreads(count, minChunk: minChunk) { start, end, _ in body(start, end) }
     }
 
+    /// Runs `body(start, end, thread)` over chunks of `grain` items covering `0..<count`, handed
+    /// out one at a time to whichever thread is free (the calling thread taking part): for work
+    /// whose items cost unequal amounts (causal attention rows), where one contiguous chunk per
+    /// thread would leave one thread waiting for the other.
+    public func parallelForChunks(_ count: Int, grain: Int, _ body: (Int, Int, Int) -> Void) {
+        guard count > 0 else { return }
+        let grain = max(1, grain)
+        if threads == 1 || grain >= count {
+            body(0, count, 0)
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            var closure = escapable
+            withUnsafeMutablePointer(to: &closure) { ctx in
+                ck_pool_run(handle, { ctx, begin, end, thread in
+                    let f = ctx!.assumingMemoryBound(to: ((Int, Int, Int) -> Void).self)
+                    f.pointee(Int(begin), Int(end), Int(thread))
+                }, ctx, Int64(count), Int64(grain))
+            }
+        }
+    }
+
     /// As `parallelFor`, also passing the index (0..<threads) of the thread running the chunk,
     /// for per-thread scratch buffers.
     public func parallelForThreads(_ count: Int, minChunk: Int = 1, _ body: (Int, Int, Int) -> Void) {

@@ -525,7 +525,12 @@ public final class GemmaShard: ShardedCausalLM {
         let g = act.gate.floats().baseAddress!, u = act.up.floats().baseAddress!
         l.gate(input, xStride: h, tokens: t, into: g, yStride: width, pool: pool)
         l.up(input, xStride: h, tokens: t, into: u, yStride: width, pool: pool)
-        geluMul(g, u, count: t * width)  // SIMD; Swift twin and tests in GemmaKernels/Attention.swift
+        // SIMD; Swift twin and tests in GemmaKernels/Attention.swift. Element-wise (a vector
+        // tail computes the same formula), so rows split over the threads give the same bits.
+        let level = Kernels.active
+        pool.parallelFor(t, minChunk: minimumRows(width: width)) { start, end in
+            geluMul(g + start * width, u + start * width, count: (end - start) * width, level: level)
+        }
         l.down(g, xStride: width, tokens: t, into: out, pool: pool)
     }
 
@@ -554,8 +559,14 @@ public final class GemmaShard: ShardedCausalLM {
             if config.hasQKNorm { rmsNorm(k, rows: t * nkv, weight: l.kNorm, into: k) }
             if config.hasVNorm { GemmaKernels.rmsNorm(v, rows: t * nkv, width: d, weight: nil, eps: eps, into: v) }
             applyRope(k, type: l.type, tokens: t, heads: nkv, headDim: d, firstRow: firstRow)
-            for (i, e) in batch.enumerated() {
-                cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
+            // Distinct ring rows (a batch never wraps a ring: KVCache.capacity), so tokens split
+            // over the threads store the same bytes as one loop.
+            let cache = self.cache
+            pool.parallelFor(t, minChunk: minimumRows(width: 2 * nkv * d)) { start, end in
+                for i in start..<end {
+                    let e = batch[i]
+                    cache.store(layer: index, slot: e.slot, position: e.position, k: k + i * nkv * d, v: v + i * nkv * d)
+                }
             }
         }
 
@@ -565,11 +576,17 @@ public final class GemmaShard: ShardedCausalLM {
         let a = act.attn.floats().baseAddress!
         let ctx = UnsafeSendableBox((q: q, a: a, scores: act.scores.floats().baseAddress!, maxKeys: cache.maxCapacity,
                                      entries: batch, shard: l.shard, cache: cache))
-        pool.parallelForThreads(t * nq) { start, end, thread in
+        // A causal row's cost grows with its position, so one contiguous half of the rows per
+        // thread gave the later half ~3x the work at 128 tokens (the other thread idled). Rows are
+        // handed out in small chunks instead, latest rows first so the last chunks are the
+        // cheapest. A few items (decode) keep one chunk per thread.
+        let items = t * nq, threads = pool.threads
+        let grain = items <= 4 * threads ? (items + threads - 1) / threads : max(1, items / (16 * threads))
+        pool.parallelForChunks(items, grain: grain) { start, end, thread in
             let c = ctx.value
             let scores = c.scores + thread * c.maxKeys
             for item in start..<end {
-                let i = item / nq, head = item % nq
+                let i = t - 1 - item / nq, head = item % nq
                 let e = c.entries[i]
                 let first = window.map { max(0, e.position - $0 + 1) } ?? 0
                 let qv = c.q + (i * nq + head) * d
@@ -603,15 +620,41 @@ public final class GemmaShard: ShardedCausalLM {
     /// Rotate-half RoPE in place on [T, heads, d] with the layer type's table.
     func applyRope(_ p: UnsafeMutablePointer<Float>, type: LayerType, tokens t: Int, heads: Int, headDim d: Int, firstRow: Int = 0) {
         guard let cos = act.cos[type], let sin = act.sin[type] else { return }
-        let offset = firstRow * (d / 2)
-        GemmaKernels.applyRope(p, cos: cos.floats().baseAddress! + offset, sin: sin.floats().baseAddress! + offset,
-                               tokens: t, heads: heads, headDim: d)
+        let half = d / 2
+        let c = cos.floats().baseAddress! + firstRow * half, s = sin.floats().baseAddress! + firstRow * half
+        pool.parallelFor(t, minChunk: minimumRows(width: heads * d)) { start, end in
+            GemmaKernels.applyRope(p + start * heads * d, cos: c + start * half, sin: s + start * half,
+                                   tokens: end - start, heads: heads, headDim: d)
+        }
     }
 
-    /// RMSNorm with a loaded weight (rows of weight.count values), in place allowed.
+    /// Fewest values per thread for which a row-wise or element-wise op (norms, RoPE, residual
+    /// add, GELU, KV store) is split over the pool: a prefill's 128 x 640 rows are, a decode
+    /// step's single row is not (waking a worker would cost more than the op). Every split is by
+    /// whole rows or elements that do not depend on their neighbours, so results are the same
+    /// bits at any thread count.
+    /// (A variable so tests can split the tiny fixtures' ops too.)
+    var parallelMinimumValues = 8192
+
+    /// Rows per chunk for a split of rows of `width` values (see parallelMinimumValues).
+    func minimumRows(width: Int) -> Int { max(1, parallelMinimumValues / max(1, width)) }
+
+    /// RMSNorm with a loaded weight (rows of weight.count values), in place allowed; rows split
+    /// over the pool's threads.
     func rmsNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, weight: [Float], into y: UnsafeMutablePointer<Float>) {
+        let eps = self.eps
         weight.withUnsafeBufferPointer { w in
-            GemmaKernels.rmsNorm(x, rows: rows, width: w.count, weight: w.baseAddress, eps: eps, into: y)
+            let n = w.count, wp = w.baseAddress
+            pool.parallelFor(rows, minChunk: minimumRows(width: n)) { start, end in
+                GemmaKernels.rmsNorm(x + start * n, rows: end - start, width: n, weight: wp, eps: eps, into: y + start * n)
+            }
+        }
+    }
+
+    /// x += b (the residual connection), split over the pool's threads.
+    func addResidual(_ b: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
+        pool.parallelFor(count, minChunk: parallelMinimumValues) { start, end in
+            GemmaKernels.addResidual(b + start, into: x + start, count: end - start)
         }
     }
 

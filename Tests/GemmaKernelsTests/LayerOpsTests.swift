@@ -37,6 +37,38 @@ import GemmaTestSupport
         }
     }
 
+    /// The plain loop rmsNorm was before its rows' sums were interleaved and its scaling
+    /// vectorised: one row at a time, one element at a time.
+    static func rmsNormRowByRow(_ x: [Float], rows: Int, width n: Int, weight w: [Float]?, eps: Float) -> [Float] {
+        var y = [Float](repeating: 0, count: rows * n)
+        for r in 0..<rows {
+            var ss: Float = 0
+            for i in 0..<n { ss += x[r * n + i] * x[r * n + i] }
+            let inv = 1 / (ss / Float(n) + eps).squareRoot()
+            for i in 0..<n { y[r * n + i] = w.map { x[r * n + i] * inv * $0[i] } ?? x[r * n + i] * inv }
+        }
+        return y
+    }
+
+    /// Four rows at a time with eight-lane scaling must give the plain loop's bits (each row's
+    /// sum is still one sequential chain, each element still two roundings), which the
+    /// row-wise split over threads also relies on; 7 rows = one block and a tail, widths with
+    /// and without an eight-lane tail, weighted and not, out of place and in place.
+    @Test(arguments: [640, 256, 7, 20])
+    func rmsNormEqualsThePlainLoop(width n: Int) {
+        let rows = 7
+        let x = Self.randoms(rows * n, seed: 5), w = Self.randoms(n, seed: 6, scale: 1)
+        for weight in [w, nil] {
+            let expected = Self.rmsNormRowByRow(x, rows: rows, width: n, weight: weight, eps: 1e-6)
+            var out = [Float](repeating: 0, count: rows * n), inPlace = x
+            rmsNorm(x, rows: rows, width: n, weight: weight, eps: 1e-6, into: &out)
+            inPlace.withUnsafeMutableBufferPointer { p in
+                rmsNorm(p.baseAddress!, rows: rows, width: n, weight: weight, eps: 1e-6, into: p.baseAddress!)
+            }
+            #expect(out == expected && inPlace == expected, "width \(n), weighted \(weight != nil)")
+        }
+    }
+
     @Test func rmsNormInPlaceEqualsOutOfPlace() {
         let x = Self.randoms(3 * 64, seed: 3), w = Self.randoms(64, seed: 4)
         var out = [Float](repeating: 0, count: x.count), inPlace = x
