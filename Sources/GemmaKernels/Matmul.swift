@@ -43,15 +43,7 @@ public final class ThreadPool: @unchecked Sendable {
             body(0, count, 0)
             return
         }
-        withoutActuallyEscaping(body) { escapable in
-            var closure = escapable
-            withUnsafeMutablePointer(to: &closure) { ctx in
-                ck_pool_run(handle, { ctx, begin, end, thread in
-                    let f = ctx!.assumingMemoryBound(to: ((Int, Int, Int) -> Void).self)
-                    f.pointee(Int(begin), Int(end), Int(thread))
-                }, ctx, Int64(count), Int64(grain))
-            }
-        }
+        run(count, grain: grain, body)
     }
 
     /// As `parallelFor`, also passing the index (0..<threads) of the thread running the chunk,
@@ -64,6 +56,12 @@ public final class ThreadPool: @unchecked Sendable {
             return
         }
         let grain = (count + chunks - 1) / chunks
+        run(count, grain: grain, body)
+    }
+
+    /// Hands `0..<count` to the C pool in chunks of `grain` items: the one bridge from a Swift
+    /// closure to `ck_pool_run`'s function pointer and context, shared by both entry points.
+    private func run(_ count: Int, grain: Int, _ body: (Int, Int, Int) -> Void) {
         withoutActuallyEscaping(body) { escapable in
             var closure = escapable
             withUnsafeMutablePointer(to: &closure) { ctx in
