@@ -18,19 +18,7 @@ struct OverlapTests {
         return try LocalCommunicator.run(ranks: ranks) { comm -> [[Float]] in
             let model = try GemmaShard.load(path: dir, comm: comm,
                                             options: GemmaLoadOptions(maxContext: 64, slots: 2, maxBatchTokens: 64, kvType: .f32, overlap: overlap))
-            var rng = SplitMix64(seed: 7)
-            let vocab = UInt64(model.sampleableVocab)
-            func token() -> Int32 { Int32(rng.next() % vocab) }
-            var batch = (0..<25).map { BatchEntry(slot: 0, token: token(), position: $0, wantLogits: $0 % 6 == 0 || $0 == 24) }
-            batch += (0..<15).map { BatchEntry(slot: 1, token: token(), position: $0, wantLogits: $0 == 14) }
-            var steps: [[Float]] = []
-            func keep(_ slice: LogitsSlice) { steps.append((0..<slice.rows).flatMap { Array(slice.row($0)) }) }
-            keep(try model.forward(batch))
-            for step in 0..<2 {
-                keep(try model.forward([BatchEntry(slot: 0, token: token(), position: 25 + step, wantLogits: true),
-                                        BatchEntry(slot: 1, token: token(), position: 15 + step, wantLogits: true)]))
-            }
-            return steps
+            return try twoSequenceSteps(model, seed: 7) { $0 % 6 == 0 }
         }
     }
 
