@@ -238,38 +238,78 @@ enum GrammarFuzz {
         return true
     }
 
-    /// Whether `v` meets `schema` for the keywords the grammar compiles, written apart from the
-    /// grammar (an oracle: what the automaton accepts as complete must pass it).
+    /// Whether `v` is valid under `schema` by JSON Schema's rules (draft 2020-12) for the
+    /// keywords the grammar compiles: the oracle for what the automaton accepts as complete.
+    /// Written from the specification, with its own type and equality rules, not from the
+    /// grammar or the server's `SchemaCheck`, so a misreading shared by those does not hide
+    /// here. Each keyword constrains only instances of its own type, as the specification says.
     static func valid(_ v: JSONValue, _ schema: JSONValue) -> Bool {
-        if case let .bool(b) = schema { return b }
-        guard schema.members != nil else { return false }
-        func same(_ x: JSONValue) -> Bool { JSONValue.serialize(x) == JSONValue.serialize(v) }
-        if let c = schema["const"], !same(c) { return false }
-        if let e = schema["enum"]?.array, !e.contains(where: same) { return false }
+        switch schema {
+        case let .bool(b): return b
+        case .object: break
+        default: return false
+        }
         if let t = schema["type"] {
-            let types = t.string.map { [$0] } ?? t.array?.compactMap(\.string) ?? []
-            if !types.contains(where: { JSONGrammar.matches(v, type: $0) || ($0 == "number" && JSONGrammar.matches(v, type: "integer")) }) {
-                return false
+            let names: [String]
+            switch t {
+            case let .string(n): names = [n]
+            case let .array(a): names = a.compactMap(\.string)
+            default: return false
             }
+            if !names.contains(where: { instance(v, is: $0) }) { return false }
+        }
+        if let c = schema["const"], !equal(c, v) { return false }
+        if let e = schema["enum"] {
+            guard case let .array(options) = e, options.contains(where: { equal($0, v) }) else { return false }
         }
         switch v {
         case let .object(keys, values):
-            let props = schema["properties"]?.members ?? []
-            for r in schema["required"]?.array?.compactMap(\.string) ?? [] where !keys.contains(r) { return false }
+            if case let .array(required)? = schema["required"] {
+                for case let .string(name) in required where !keys.contains(name) { return false }
+            }
+            let properties = schema["properties"]
             for (k, x) in zip(keys, values) {
-                if let p = props.first(where: { $0.0 == k }) {
-                    if !valid(x, p.1) { return false }
-                } else if case .bool(false)? = schema["additionalProperties"] {
+                if let p = properties?[k] {
+                    if !valid(x, p) { return false }
+                } else if let extra = schema["additionalProperties"], !valid(x, extra) {
                     return false
                 }
             }
         case let .array(items):
-            if let n = schema["minItems"]?.int, items.count < n { return false }
-            if let n = schema["maxItems"]?.int, items.count > n { return false }
-            if let x = schema["items"], !items.allSatisfy({ valid($0, x) }) { return false }
+            if let n = schema["minItems"], case let .number(d) = n, Double(items.count) < d { return false }
+            if let n = schema["maxItems"], case let .number(d) = n, Double(items.count) > d { return false }
+            if let each = schema["items"], !items.allSatisfy({ valid($0, each) }) { return false }
         default: break
         }
         return true
+    }
+
+    /// JSON Schema's primitive types; "integer" is any number with a zero fractional part.
+    static func instance(_ v: JSONValue, is type: String) -> Bool {
+        switch v {
+        case .null: return type == "null"
+        case .bool: return type == "boolean"
+        case .string: return type == "string"
+        case .array: return type == "array"
+        case .object: return type == "object"
+        case let .number(d): return type == "number" || (type == "integer" && d.isFinite && d == d.rounded(.towardZero))
+        }
+    }
+
+    /// JSON Schema's instance equality (for `const` and `enum`): numbers by value, strings by
+    /// their code points, arrays element by element, objects as sets of members whatever order.
+    static func equal(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case let (.bool(x), .bool(y)): return x == y
+        case let (.number(x), .number(y)): return x == y
+        case let (.string(x), .string(y)): return x.unicodeScalars.elementsEqual(y.unicodeScalars)
+        case let (.array(x), .array(y)): return x.count == y.count && zip(x, y).allSatisfy { equal($0.0, $0.1) }
+        case let (.object(kx, _), .object(ky, _)):
+            guard Set(kx) == Set(ky) else { return false }
+            return kx.allSatisfy { k in equal(a[k]!, b[k]!) }
+        default: return false
+        }
     }
 
     /// Whether complete output `text` is a value meeting the schema (for the tagged wrapper:
