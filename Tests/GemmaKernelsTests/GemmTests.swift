@@ -85,8 +85,9 @@ extension GemmTests {
 }
 
 /// The split Q8_0 layout: conversion round trip, dequantizeRow/dotRow unchanged, and matmul at
-/// every level against ck_dot on the GGML rows (same quantized activations and integer sums,
-/// other f32 order: 3e-4 S as in MatmulTests).
+/// every level against ck_dot on the GGML rows: equal at the scalar, AVX2 and NEON levels (the
+/// same instructions on the rearranged bytes); at AVX-512 the same quantized activations and
+/// integer sums in another f32 order, so within 3e-4 S as in MatmulTests.
 @Suite struct SplitQ8Tests {
     @Test(arguments: [640, 96, 32, 608])
     func splitLayoutMatchesGGML(_ cols: Int) throws {
@@ -126,7 +127,12 @@ extension GemmTests {
                     for t in 0..<tokens {
                         for r in 0..<rows {
                             let d = DotCase(w: rowsBytes[r], x: Array(x[t * cols..<(t + 1) * cols]), type: .q8_0)
-                            if !(abs(Double(y[t * rows + r]) - Double(d.kernel(level))) <= 3e-4 * d.bounds().s) { bad += 1 }
+                            // AVX-512 reads the split row with its own f32 order; the other
+                            // levels run their ordinary Q8_0 instructions on it: equal.
+                            let want = d.kernel(level)
+                            let ok = level == .avx512 ? abs(Double(y[t * rows + r]) - Double(want)) <= 3e-4 * d.bounds().s
+                                                      : y[t * rows + r] == want
+                            if !ok { bad += 1 }
                         }
                     }
                     #expect(bad == 0, "cols \(cols) tokens \(tokens) threads \(threads) \(level): \(bad) outputs differ")
