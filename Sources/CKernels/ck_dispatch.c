@@ -42,6 +42,25 @@ static void detect(void) {
     atomic_store(&active_level, level);
 }
 
+// The software prefetch distance of the generic one-token row loop (K-quants, GGML-layout
+// Q8_0, float formats): none by default, GEMMA_NODE_PREFETCH_GENERIC=bytes to set one. The
+// prefetch there was measured to slow decode: on the AMD EPYC (Zen 4) machine, a synthetic
+// gemma-3-4b Q4_K_M at 1 thread went from 4.8-5.5 to 6.0-6.6 tok/s without it, 2 ranks x 1 thread
+// from 7.8-9.0 to 9.7-11.8, AVX2 1 thread 4.2-5.0 -> 4.7-5.7, the default model unchanged; the
+// hardware prefetchers already stream those long rows. The split Q8_0 LM head and the Q5_0
+// path keep ck_prefetch_bytes (measured to help there, session 3, docs/KERNELS.md).
+static size_t ck_prefetch_generic_bytes(void) {
+    static _Atomic long cached = -1;
+    long v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        const char *e = getenv("GEMMA_NODE_PREFETCH_GENERIC");
+        v = e && *e ? atol(e) : 0;
+        if (v < 0) v = 0;
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return (size_t)v;
+}
+
 size_t ck_prefetch_bytes(void) {
     static _Atomic long cached = -1;
     long v = atomic_load_explicit(&cached, memory_order_relaxed);
@@ -193,7 +212,7 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
         return;
     }
     if (T == 1) {
-        const size_t ahead = ck_prefetch_bytes();
+        const size_t ahead = ck_prefetch_generic_bytes();
         for (int64_t r = r0; r < r1; r++) {
             ck_prefetch_row(m->w + r * m->row_bytes, m->row_bytes, ahead);
             m->y[r] = m->fn(m->w + r * m->row_bytes, m->act, m->cols);
