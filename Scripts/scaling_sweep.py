@@ -257,30 +257,27 @@ def summarize(args, rows, fields, links, counts):
         fig, axes = plt.subplots(len(names), 3, figsize=(15, 3.6 * len(names)), squeeze=False)
         for row, name in zip(axes, names):
             a, b, c = row
-            for link in links:
-                pts = sorted((r for r in summary if r["model"] == name and r["link"] == link), key=lambda r: r["ranks"])
-                line, = a.plot([r["ranks"] for r in pts], [r["decode_tok_s"] for r in pts], "o-",
-                               label=link + ("" if link == "shm" else " (emulated)"))
-                pred = model.get(name, {}).get("predict", {})
-                a.plot([r["ranks"] for r in pts], [1e3 / pred[f"{r['ranks']}/{link}"] if pred.get(f"{r['ranks']}/{link}") else float("nan") for r in pts],
-                       "--", color=line.get_color(), alpha=0.6)
-            a.set_title(f"{name}: decode (dashed: cost model)")
-            a.set_xlabel("ranks (1 thread each)")
-            a.set_ylabel("tok/s")
-            a.set_xticks(counts)
-            a.legend(fontsize=7)
-            for link in links:
-                pts = sorted((r for r in summary if r["model"] == name and r["link"] == link), key=lambda r: r["ranks"])
-                line, = c.plot([r["ranks"] for r in pts], [r["ttft_ms"] for r in pts], "o-",
-                               label=link + ("" if link == "shm" else " (emulated)"))
-                pred = prefill.get(name, {}).get("predict", {})
-                c.plot([r["ranks"] for r in pts], [pred.get(f"{r['ranks']}/{link}", float("nan")) for r in pts],
-                       "--", color=line.get_color(), alpha=0.6)
-            c.set_title(f"prefill step of {int(summary[0]['n_prompt'])} tokens (dashed: cost model)")
-            c.set_xlabel("ranks (1 thread each)")
-            c.set_ylabel("ms")
-            c.set_xticks(counts)
-            c.legend(fontsize=7)
+
+            def per_link(ax, value, fits, modelled, title, ylabel):
+                """Measured `value` against ranks per link, solid; the fitted model dashed."""
+                pred = fits.get(name, {}).get("predict", {})
+                for link in links:
+                    pts = sorted((r for r in summary if r["model"] == name and r["link"] == link), key=lambda r: r["ranks"])
+                    line, = ax.plot([r["ranks"] for r in pts], [value(r) for r in pts], "o-",
+                                    label=link + ("" if link == "shm" else " (emulated)"))
+                    ms = [pred.get(f"{r['ranks']}/{link}") for r in pts]
+                    ax.plot([r["ranks"] for r in pts], [modelled(m) if m else float("nan") for m in ms],
+                            "--", color=line.get_color(), alpha=0.6)
+                ax.set_title(title)
+                ax.set_xlabel("ranks (1 thread each)")
+                ax.set_ylabel(ylabel)
+                ax.set_xticks(counts)
+                ax.legend(fontsize=7)
+
+            per_link(a, lambda r: r["decode_tok_s"], model, lambda ms: 1e3 / ms,
+                     f"{name}: decode (dashed: cost model)", "tok/s")
+            per_link(c, lambda r: r["ttft_ms"], prefill, lambda ms: ms,
+                     f"prefill step of {int(summary[0]['n_prompt'])} tokens (dashed: cost model)", "ms")
             pts = [r for r in summary if r["model"] == name]
             labels = [f"{r['ranks']}/{r['link']}" for r in pts]
             xs = range(len(pts))
