@@ -7,8 +7,9 @@
 #   cortex-a53  ARMv8.0, no dot product: the run-time check must pick the widening-multiply kernels
 # Installs qemu-user, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (Debian/Ubuntu) if missing.
 # Exits non-zero on any mismatch. Tolerances: see the driver's header. Env: NEON_CFLAGS (default
-# -O3, as the release build), NEON_CPUS (default "max cortex-a53"), NEON_CC (a clang, e.g. the
-# Swift toolchain's, to compile the kernels with instead of gcc, as SwiftPM would; gcc links).
+# -O3, as the release build), NEON_CPUS (default "max cortex-a53"), NEON_TIMEOUT (seconds per
+# CPU, default 300), NEON_CC (a clang, e.g. the Swift toolchain's, to compile the kernels with
+# instead of gcc, as SwiftPM would; gcc links).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,11 +50,17 @@ for cpu in ${NEON_CPUS:-max cortex-a53}; do
     esac
     echo "== qemu-aarch64 -cpu $cpu (dot product expected: $expect)"
     rc=0
-    qemu-aarch64 -L "$SYSROOT" -cpu "$cpu" "$BUILD/test_kernels" --expect-dotprod "$expect" >"$BUILD/out" 2>&1 || rc=$?
+    # A pass takes 1-2 s on an idle machine; the limit turns a hang (a thread pool bug, as in
+    # session 11, or qemu) into a failure with the driver's output so far.
+    timeout -k 10 "${NEON_TIMEOUT:-300}" qemu-aarch64 -L "$SYSROOT" -cpu "$cpu" "$BUILD/test_kernels" --expect-dotprod "$expect" >"$BUILD/out" 2>&1 || rc=$?
     cat "$BUILD/out"
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$BUILD/out" | tail -1 || true)
     if [ -z "$line" ]; then
-        echo "test_neon: -cpu $cpu: the driver did not finish (exit $rc)"
+        if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+            echo "test_neon: -cpu $cpu: the driver did not finish within ${NEON_TIMEOUT:-300} s (killed)"
+        else
+            echo "test_neon: -cpu $cpu: the driver did not finish (exit $rc)"
+        fi
         total_fail=$((total_fail + 1))
         status=1
         continue

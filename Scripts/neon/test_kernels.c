@@ -382,7 +382,37 @@ static void test_pool(void) {
     }
 }
 
+/// Runs of 2 chunks alternating with runs of 64, back to back (ck_pool.c's header: a worker
+/// holding the finished run's ticket used to claim a chunk of the next run, which then ran twice;
+/// under qemu that showed as a crash or a hang about once in 15 driver runs). A hang here is
+/// caught by test_neon.sh's timeout.
+static long stress_state[2 + 64];  // [0] the current run, [1] chunks out of their run, [2..] hits
+static void stress_task(void *ctx, int64_t b, int64_t e, int thread) {
+    (void)ctx; (void)thread;
+    long run = __atomic_load_n(&stress_state[0], __ATOMIC_RELAXED);
+    if (e > (run % 2 == 0 ? 2 : 64)) __atomic_fetch_add(&stress_state[1], 1, __ATOMIC_RELAXED);
+    for (int64_t i = b; i < e; i++) __atomic_fetch_add(&stress_state[2 + i], 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&stress_state[0], __ATOMIC_RELAXED) != run) __atomic_fetch_add(&stress_state[1], 1, __ATOMIC_RELAXED);
+}
+static void test_pool_few_then_many(void) {
+    const long runs = 20000;
+    for (int threads = 2; threads <= 3; threads++) {
+        ck_pool *pool = ck_pool_create(threads);
+        memset(stress_state, 0, sizeof stress_state);
+        for (long run = 0; run < runs; run++) {
+            __atomic_store_n(&stress_state[0], run, __ATOMIC_RELAXED);
+            ck_pool_run(pool, stress_task, NULL, run % 2 == 0 ? 2 : 64, 1);
+        }
+        int wrong = 0;
+        for (int i = 0; i < 64; i++) wrong += stress_state[2 + i] != (i < 2 ? runs : runs / 2);
+        check(wrong == 0 && stress_state[1] == 0, "pool threads %d, few then many chunks: %d indices wrong, %ld chunks out of their run",
+              threads, wrong, stress_state[1]);
+        ck_pool_destroy(pool);
+    }
+}
+
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);  // whole lines out even if the run is killed (test_neon.sh's timeout)
     int expect = -1;
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--expect-dotprod")) expect = atoi(argv[i + 1]);
@@ -394,6 +424,7 @@ int main(int argc, char **argv) {
     test_dots();
     test_matmul();
     test_pool();
+    test_pool_few_then_many();
     printf("NEON bit-identical to scalar C (information; the rule is 3e-4 S): float formats %d of %d, "
            "integer kernels %d of %d\n", bit_same[0], compared[0], bit_same[1], compared[1]);
     printf("%d passed, %d failed\n", passed, failed);

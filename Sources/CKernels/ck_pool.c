@@ -6,6 +6,18 @@
 // engines' 2-thread decode fell below their 1-thread decode at load 3-4), now the caller simply
 // takes its chunks. Idle workers spin briefly, then sleep on a futex (Linux). No allocation per run.
 //
+// Before it rewrites the task for a new run the caller closes the ticket (new generation, no
+// chunk claimable), with a release fence after; a worker puts an acquire fence between reading
+// the task and its claiming compare-and-swap. So a worker that read any field of the new run
+// cannot claim on the old run's ticket. Without this (until session 12), a worker that loaded
+// the finished run's ticket (g, c) with c >= that run's chunk count, then read the next run's
+// larger chunk count, claimed chunk c of the next run through the old ticket: that chunk ran
+// twice and `done` counted one too many, so the caller either returned while a chunk still ran
+// (its stack context then died under the worker: a crash) or never saw `done` equal the chunk
+// count (a hang). Seen as a rare hang or crash of the NEON driver under qemu; reproduced on x86
+// within a few hundred alternating 2-chunk/64-chunk runs (Scripts/neon/test_kernels.c's pool
+// stress and PoolStressTests run that pattern).
+//
 // Each thread notes the CPU it last ran on. A thread that spins (the caller waiting for a
 // claimed chunk, an idle worker waiting for the next run) while the thread it waits for sits
 // on the same CPU yields instead: when other processes take one of two cores, the scheduler
@@ -116,8 +128,12 @@ static void run_chunks(ck_pool *p, uint32_t g, int thread) {
         uint32_t chunks = atomic_load_explicit(&p->chunks, memory_order_relaxed);
         uint32_t c = (uint32_t)t;
         if (c >= chunks) return;
+        // Pairs with the caller's release fence after it closes the ticket: if any field above
+        // is the next run's, the compare-and-swap below sees the closed ticket and fails.
+        atomic_thread_fence(memory_order_acquire);
         // Success proves chunk c of run g was unclaimed, so run g had not finished and the
-        // task read above is run g's (the caller rewrites it only after every chunk is done).
+        // task read above is run g's (the caller closes the ticket before it rewrites the task,
+        // and does that only after every chunk of run g is done).
         if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel, memory_order_relaxed))
             continue;
         if (thread > 0) atomic_store_explicit(&p->cpu[thread], current_cpu(), memory_order_relaxed);
@@ -216,7 +232,12 @@ void ck_pool_run(ck_pool *p, ck_task_fn fn, void *ctx, int64_t count, int64_t gr
         return;
     }
     // Every chunk of the previous run is done (we waited for it), so no worker reads these now
-    // except one whose claim will fail.
+    // except one whose claim will fail: close the ticket first (the new generation with no
+    // claimable chunk), then the fence, so a worker that reads any new field below cannot
+    // succeed with a compare-and-swap on the previous run's ticket.
+    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&p->ticket, (uint64_t)g << 32 | 0xffffffffu, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&p->count, count, memory_order_relaxed);
@@ -224,7 +245,6 @@ void ck_pool_run(ck_pool *p, ck_task_fn fn, void *ctx, int64_t count, int64_t gr
     atomic_store_explicit(&p->chunks, (uint32_t)chunks, memory_order_relaxed);
     atomic_store_explicit(&p->cpu[0], current_cpu(), memory_order_relaxed);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
     atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
     // seq_cst pairs with the worker's sleepers++ / gen re-check: one of the two sees the other.
     atomic_fetch_add(&p->gen, 1);

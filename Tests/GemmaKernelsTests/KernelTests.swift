@@ -397,4 +397,50 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
         }
         #expect((0..<count).allSatisfy { hits[$0] == 300 })
     }
+
+    /// Runs of few chunks alternating with runs of many, back to back: the pattern that let a
+    /// worker holding the finished run's ticket claim a chunk of the next one (ck_pool.c's
+    /// header). That chunk then ran twice and the run's done count went one over, so the caller
+    /// returned early or never. Before the fix this failed on the 2-vCPU x86 machine (mutation
+    /// check: 2 and 3 threads, every time; the hang, if it comes, is turned into a failure by
+    /// the test's 120 s deadline). Nothing but the run number's store sits between two runs, so a worker
+    /// still in the previous run meets the next one as soon as it can. Each index is written by
+    /// one chunk per run only, so the plain increments do not race unless a chunk is duplicated.
+    @Test(arguments: [2, 3])
+    func fewThenManyChunks(_ threads: Int) {
+        // ck_pool_run directly with a C task: the caller's path from one run to the next must be
+        // as short as the engine's back-to-back matmuls (through the closure bridge the window
+        // was missed and the old pool passed). The runs go on their own thread so that a hang
+        // (the old pool's other outcome) fails this test after 120 s instead of holding the run.
+        guard let pool = ck_pool_create(Int32(threads)) else { Issue.record("no pool"); return }
+        let many = 64, runs = 50_000
+        // [0] the current run, [1] chunks out of their run, [2...] hits per index
+        let state = UnsafeMutablePointer<Int>.allocate(capacity: 2 + many)
+        state.initialize(repeating: 0, count: 2 + many)
+        let task: ck_task_fn = { ctx, begin, end, _ in
+            let st = ctx!.assumingMemoryBound(to: Int.self)
+            let run = st[0]
+            if (run % 2 == 0 ? 2 : 64) < end { st[1] += 1 }  // a chunk beyond this run's count
+            for i in Int(begin)..<Int(end) { st[2 + i] += 1 }
+            if st[0] != run { st[1] += 1 }  // still running after its run returned
+        }
+        let finished = DispatchSemaphore(value: 0)
+        let box = UnsafeSendableBox((pool, state))
+        Thread.detachNewThread {
+            for run in 0..<runs {
+                box.value.1[0] = run
+                ck_pool_run(box.value.0, task, box.value.1, Int64(run % 2 == 0 ? 2 : many), 1)
+            }
+            finished.signal()
+        }
+        guard finished.wait(timeout: .now() + 120) == .success else {
+            Issue.record("threads \(threads): \(runs) pool runs did not finish in 120 s (a run never saw its chunks done); pool and state leaked")
+            return
+        }
+        defer { ck_pool_destroy(pool); state.deallocate() }
+        // Indices 0 and 1 are in every run, the rest in every other one.
+        let wrong = (0..<many).filter { state[2 + $0] != ($0 < 2 ? runs : runs / 2) }
+        #expect(wrong.isEmpty && state[1] == 0,
+                "threads \(threads): \(wrong.count) indices not hit once per run (first \(wrong.first.map { "\($0): \(state[2 + $0])" } ?? "-")), \(state[1]) chunks out of their run")
+    }
 }
