@@ -139,6 +139,59 @@ static inline __attribute__((always_inline)) CK_G_TARGET void g_dot(int q5, cons
     for (int k = 0; k < N; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
 }
 
+// Two decoded rows times N tokens (1..4): each token's activation vectors are loaded once for
+// both rows. Per (row, token) exactly g_dot's operations, accumulators and reduction, so the
+// outputs are bit-identical to g_dot's (and to the one-token kernels).
+static inline __attribute__((always_inline)) CK_G_TARGET void g_dot2(int q5, const ck_pair_w *pw0, const ck_pair_w *pw1,
+                                                                      int64_t pairs, const ck_pair_act *acts, int N,
+                                                                      float *out0, float *out1) {
+    __m512 a00[4], a01[4], a10[4], a11[4];  // [row][pair & 1][token]
+    for (int k = 0; k < N; k++) a00[k] = a01[k] = a10[k] = a11[k] = _mm512_setzero_ps();
+#define G_STEP2(jj, ACC0, ACC1)                                                                           \
+    {                                                                                                     \
+        const __m512i w0 = _mm512_load_si512((const __m512i *)pw0[jj].w);                                 \
+        const __m512i w1 = _mm512_load_si512((const __m512i *)pw1[jj].w);                                 \
+        const __m512 s0 = _mm512_load_ps(pw0[jj].ws), s1 = _mm512_load_ps(pw1[jj].ws);                     \
+        for (int k = 0; k < N; k++) {                                                                     \
+            const ck_pair_act *a = acts + k * pairs + (jj);                                               \
+            const __m512i au = _mm512_load_si512((const __m512i *)a->au);                                 \
+            const __m512 as = _mm512_load_ps(a->as);                                                      \
+            __m512i p0, p1;                                                                               \
+            if (q5) {                                                                                     \
+                const __m512i seed = _mm512_load_si512((const __m512i *)a->seed);                         \
+                p0 = _mm512_dpbusd_epi32(seed, w0, au);                                                   \
+                p1 = _mm512_dpbusd_epi32(seed, w1, au);                                                   \
+            } else {                                                                                      \
+                p0 = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)pw0[jj].negc), au, w0);       \
+                p1 = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)pw1[jj].negc), au, w1);       \
+            }                                                                                             \
+            ACC0[k] = _mm512_fmadd_ps(_mm512_mul_ps(s0, as), _mm512_cvtepi32_ps(p0), ACC0[k]);            \
+            ACC1[k] = _mm512_fmadd_ps(_mm512_mul_ps(s1, as), _mm512_cvtepi32_ps(p1), ACC1[k]);            \
+        }                                                                                                 \
+    }
+    int64_t j = 0;
+    for (; j + 2 <= pairs; j += 2) {
+        G_STEP2(j, a00, a10)
+        G_STEP2(j + 1, a01, a11)
+    }
+    if (j < pairs) G_STEP2(j, a00, a10)
+#undef G_STEP2
+    for (int k = 0; k < N; k++) {
+        out0[k] = _mm512_reduce_add_ps(_mm512_add_ps(a00[k], a01[k]));
+        out1[k] = _mm512_reduce_add_ps(_mm512_add_ps(a10[k], a11[k]));
+    }
+}
+
+#define G_PASS2(fmt, Q5, N)                                                                                  \
+    static CK_G_TARGET void g_pass2_##fmt##_##N(const ck_pair_w *pw, int64_t pairs, const ck_pair_act *acts, \
+                                               float *y, int64_t y_stride) {                                 \
+        float out0[4], out1[4];                                                                              \
+        g_dot2(Q5, pw, pw + pairs, pairs, acts, N, out0, out1);                                              \
+        for (int k = 0; k < N; k++) { y[k * y_stride] = out0[k]; y[k * y_stride + 1] = out1[k]; }            \
+    }
+G_PASS2(q8_0, 0, 4) G_PASS2(q5_0, 1, 4)
+#undef G_PASS2
+
 #define G_PASS(fmt, Q5, N)                                                                                   \
     static CK_G_TARGET void g_pass_##fmt##_##N(const ck_pair_w *pw, int64_t pairs, const ck_pair_act *acts, \
                                               float *y, int64_t y_stride) {                                  \
@@ -148,6 +201,16 @@ static inline __attribute__((always_inline)) CK_G_TARGET void g_dot(int q5, cons
     }
 G_PASS(q8_0, 0, 1) G_PASS(q8_0, 0, 4) G_PASS(q5_0, 1, 1) G_PASS(q5_0, 1, 4)
 #undef G_PASS
+
+// GEMMA_NODE_GEMM_2ROWS=0 falls back to one row per pass (A/B measurements).
+static int g_two_rows(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        const char *e = getenv("GEMMA_NODE_GEMM_2ROWS");
+        cached = !(e && e[0] == '0');
+    }
+    return cached;
+}
 
 static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t pairs,
                                const ck_pair_act *acts, int64_t tokens, ck_pair_w *pw, float *y, int64_t y_stride) {
@@ -162,12 +225,20 @@ static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes
             g_decode_row(type, w + (rt + k) * row_bytes, pairs, pw + k * pairs);
         }
         int64_t t = 0;
-        for (; t + 4 <= tokens; t += 4)
-            for (int64_t k = 0; k < nr; k++) {
+        for (; t + 4 <= tokens; t += 4) {
+            int64_t k = 0;
+            if (g_two_rows())
+                for (; k + 2 <= nr; k += 2) {
+                    float *yo = y + t * y_stride + rt + k;
+                    if (q5) g_pass2_q5_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                    else g_pass2_q8_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                }
+            for (; k < nr; k++) {
                 float *yo = y + t * y_stride + rt + k;
                 if (q5) g_pass_q5_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
                 else g_pass_q8_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
             }
+        }
         for (; t < tokens; t++)
             for (int64_t k = 0; k < nr; k++) {
                 float *yo = y + t * y_stride + rt + k;
