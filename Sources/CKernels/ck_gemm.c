@@ -14,15 +14,19 @@
 #include <stdlib.h>
 #include "ck_internal.h"
 
-// GEMMA_NODE_GEMM=0 turns the path off (A/B measurements).
-#if defined(__x86_64__)  // only the x86 paths read it
+// A/B knobs: `name`=0 in the environment turns a path off; read once into *cached.
+#if defined(__x86_64__)  // only the x86 paths read them
+static int getenv_off(const char *name, int *cached) {
+    if (*cached < 0) {
+        const char *e = getenv(name);
+        *cached = e && e[0] == '0';
+    }
+    return *cached;
+}
+// GEMMA_NODE_GEMM=0 turns the path off.
 static int getenv_gemm_disabled(void) {
     static int cached = -1;
-    if (cached < 0) {
-        const char *e = getenv("GEMMA_NODE_GEMM");
-        cached = e && e[0] == '0';
-    }
-    return cached;
+    return getenv_off("GEMMA_NODE_GEMM", &cached);
 }
 #endif
 
@@ -107,109 +111,67 @@ static CK_G_TARGET void g_decode_row(uint32_t type, const uint8_t *row, int64_t 
     }
 }
 
-// N tokens (1..4, a compile-time constant after inlining) times one decoded row. Per token and
-// pair exactly the one-token kernel's lane sums and float ops (see the file comment); Q8_0 has
-// no seed (all zero), so its dpbusd starts from the correction alone: the same int32 lanes.
-static inline __attribute__((always_inline)) CK_G_TARGET void g_dot(int q5, const ck_pair_w *pw, int64_t pairs,
-                                                                     const ck_pair_act *acts, int N, float *out) {
-    __m512 acc0[4], acc1[4];  // pair j goes to acc(j & 1), as in the one-token kernel
-    for (int k = 0; k < N; k++) acc0[k] = acc1[k] = _mm512_setzero_ps();
+// R decoded rows (1 or 2, `pairs` records apart) times N tokens (1..4); both compile-time
+// constants after inlining. Per (row, token) and pair exactly the one-token kernel's lane sums
+// and float ops (see the file comment); Q8_0 has no seed (all zero), so its dpbusd starts from
+// the correction alone: the same int32 lanes. With two rows each token's activation vectors are
+// loaded once for both (session 12: pp128 x1.17 at 1 thread, docs/KERNELS.md); the operations
+// per (row, token) do not depend on R, so the outputs are the same bit for bit.
+static inline __attribute__((always_inline)) CK_G_TARGET void g_dot(int q5, const ck_pair_w *pw, int R, int64_t pairs,
+                                                                     const ck_pair_act *acts, int N, float out[2][4]) {
+    __m512 acc[2][2][4];  // [row][pair & 1][token]: pair j goes to acc(j & 1), as in the one-token kernel
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < N; k++) acc[r][0][k] = acc[r][1][k] = _mm512_setzero_ps();
     // Pairs two at a time so the accumulator of each pair is known at compile time and stays in
     // a register (indexing by j & 1 at run time kept them on the stack).
-#define G_STEP(jj, ACC)                                                                                   \
+#define G_STEP(jj, P)                                                                                     \
     {                                                                                                     \
-        const __m512i wv = _mm512_load_si512((const __m512i *)pw[jj].w);                                  \
-        const __m512i nc = _mm512_load_si512((const __m512i *)pw[jj].negc);                               \
-        const __m512 ws = _mm512_load_ps(pw[jj].ws);                                                      \
-        for (int k = 0; k < N; k++) {                                                                     \
-            const ck_pair_act *a = acts + k * pairs + (jj);                                               \
-            __m512i p = q5 ? _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)a->seed), wv,          \
-                                                 _mm512_load_si512((const __m512i *)a->au))               \
-                           : _mm512_dpbusd_epi32(nc, _mm512_load_si512((const __m512i *)a->au), wv);      \
-            ACC[k] = _mm512_fmadd_ps(_mm512_mul_ps(ws, _mm512_load_ps(a->as)), _mm512_cvtepi32_ps(p), ACC[k]); \
+        __m512i wv[2];                                                                                    \
+        __m512 ws[2];                                                                                     \
+        for (int r = 0; r < R; r++) {                                                                     \
+            wv[r] = _mm512_load_si512((const __m512i *)pw[r * pairs + (jj)].w);                           \
+            ws[r] = _mm512_load_ps(pw[r * pairs + (jj)].ws);                                              \
         }                                                                                                 \
-    }
-    int64_t j = 0;
-    for (; j + 2 <= pairs; j += 2) {
-        G_STEP(j, acc0)
-        G_STEP(j + 1, acc1)
-    }
-    if (j < pairs) G_STEP(j, acc0)
-#undef G_STEP
-    for (int k = 0; k < N; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
-}
-
-// Two decoded rows times N tokens (1..4): each token's activation vectors are loaded once for
-// both rows. Per (row, token) exactly g_dot's operations, accumulators and reduction, so the
-// outputs are bit-identical to g_dot's (and to the one-token kernels).
-static inline __attribute__((always_inline)) CK_G_TARGET void g_dot2(int q5, const ck_pair_w *pw0, const ck_pair_w *pw1,
-                                                                      int64_t pairs, const ck_pair_act *acts, int N,
-                                                                      float *out0, float *out1) {
-    __m512 a00[4], a01[4], a10[4], a11[4];  // [row][pair & 1][token]
-    for (int k = 0; k < N; k++) a00[k] = a01[k] = a10[k] = a11[k] = _mm512_setzero_ps();
-#define G_STEP2(jj, ACC0, ACC1)                                                                           \
-    {                                                                                                     \
-        const __m512i w0 = _mm512_load_si512((const __m512i *)pw0[jj].w);                                 \
-        const __m512i w1 = _mm512_load_si512((const __m512i *)pw1[jj].w);                                 \
-        const __m512 s0 = _mm512_load_ps(pw0[jj].ws), s1 = _mm512_load_ps(pw1[jj].ws);                     \
         for (int k = 0; k < N; k++) {                                                                     \
             const ck_pair_act *a = acts + k * pairs + (jj);                                               \
             const __m512i au = _mm512_load_si512((const __m512i *)a->au);                                 \
             const __m512 as = _mm512_load_ps(a->as);                                                      \
-            __m512i p0, p1;                                                                               \
-            if (q5) {                                                                                     \
-                const __m512i seed = _mm512_load_si512((const __m512i *)a->seed);                         \
-                p0 = _mm512_dpbusd_epi32(seed, w0, au);                                                   \
-                p1 = _mm512_dpbusd_epi32(seed, w1, au);                                                   \
-            } else {                                                                                      \
-                p0 = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)pw0[jj].negc), au, w0);       \
-                p1 = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)pw1[jj].negc), au, w1);       \
+            for (int r = 0; r < R; r++) {                                                                 \
+                __m512i p = q5 ? _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)a->seed), wv[r], au) \
+                               : _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)pw[r * pairs + (jj)].negc), au, wv[r]); \
+                acc[r][P][k] = _mm512_fmadd_ps(_mm512_mul_ps(ws[r], as), _mm512_cvtepi32_ps(p), acc[r][P][k]); \
             }                                                                                             \
-            ACC0[k] = _mm512_fmadd_ps(_mm512_mul_ps(s0, as), _mm512_cvtepi32_ps(p0), ACC0[k]);            \
-            ACC1[k] = _mm512_fmadd_ps(_mm512_mul_ps(s1, as), _mm512_cvtepi32_ps(p1), ACC1[k]);            \
         }                                                                                                 \
     }
     int64_t j = 0;
     for (; j + 2 <= pairs; j += 2) {
-        G_STEP2(j, a00, a10)
-        G_STEP2(j + 1, a01, a11)
+        G_STEP(j, 0)
+        G_STEP(j + 1, 1)
     }
-    if (j < pairs) G_STEP2(j, a00, a10)
-#undef G_STEP2
-    for (int k = 0; k < N; k++) {
-        out0[k] = _mm512_reduce_add_ps(_mm512_add_ps(a00[k], a01[k]));
-        out1[k] = _mm512_reduce_add_ps(_mm512_add_ps(a10[k], a11[k]));
-    }
+    if (j < pairs) G_STEP(j, 0)
+#undef G_STEP
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < N; k++) out[r][k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0][k], acc[r][1][k]));
 }
 
-#define G_PASS2(fmt, Q5, N)                                                                                  \
-    static CK_G_TARGET void g_pass2_##fmt##_##N(const ck_pair_w *pw, int64_t pairs, const ck_pair_act *acts, \
-                                               float *y, int64_t y_stride) {                                 \
-        float out0[4], out1[4];                                                                              \
-        g_dot2(Q5, pw, pw + pairs, pairs, acts, N, out0, out1);                                              \
-        for (int k = 0; k < N; k++) { y[k * y_stride] = out0[k]; y[k * y_stride + 1] = out1[k]; }            \
+// R decoded rows (consecutive, `pairs` records apart) times N tokens starting at token t0;
+// results to y[k * y_stride + r].
+#define G_PASS(fmt, Q5, R, N)                                                                                \
+    static CK_G_TARGET void g_pass##R##_##fmt##_##N(const ck_pair_w *pw, int64_t pairs, const ck_pair_act *acts, \
+                                                   float *y, int64_t y_stride) {                             \
+        float out[2][4];                                                                                     \
+        g_dot(Q5, pw, R, pairs, acts, N, out);                                                               \
+        for (int r = 0; r < R; r++)                                                                          \
+            for (int k = 0; k < N; k++) y[k * y_stride + r] = out[r][k];                                     \
     }
-G_PASS2(q8_0, 0, 4) G_PASS2(q5_0, 1, 4)
-#undef G_PASS2
-
-#define G_PASS(fmt, Q5, N)                                                                                   \
-    static CK_G_TARGET void g_pass_##fmt##_##N(const ck_pair_w *pw, int64_t pairs, const ck_pair_act *acts, \
-                                              float *y, int64_t y_stride) {                                  \
-        float out[4];                                                                                        \
-        g_dot(Q5, pw, pairs, acts, N, out);                                                                  \
-        for (int k = 0; k < N; k++) y[k * y_stride] = out[k];                                                \
-    }
-G_PASS(q8_0, 0, 1) G_PASS(q8_0, 0, 4) G_PASS(q5_0, 1, 1) G_PASS(q5_0, 1, 4)
+G_PASS(q8_0, 0, 1, 1) G_PASS(q8_0, 0, 1, 4) G_PASS(q5_0, 1, 1, 1) G_PASS(q5_0, 1, 1, 4)
+G_PASS(q8_0, 0, 2, 4) G_PASS(q5_0, 1, 2, 4)
 #undef G_PASS
 
-// GEMMA_NODE_GEMM_2ROWS=0 falls back to one row per pass (A/B measurements).
+// GEMMA_NODE_GEMM_2ROWS=0 falls back to one row per pass.
 static int g_two_rows(void) {
     static int cached = -1;
-    if (cached < 0) {
-        const char *e = getenv("GEMMA_NODE_GEMM_2ROWS");
-        cached = !(e && e[0] == '0');
-    }
-    return cached;
+    return !getenv_off("GEMMA_NODE_GEMM_2ROWS", &cached);
 }
 
 static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t pairs,
@@ -235,15 +197,15 @@ static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes
                 }
             for (; k < nr; k++) {
                 float *yo = y + t * y_stride + rt + k;
-                if (q5) g_pass_q5_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
-                else g_pass_q8_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                if (q5) g_pass1_q5_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                else g_pass1_q8_0_4(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
             }
         }
         for (; t < tokens; t++)
             for (int64_t k = 0; k < nr; k++) {
                 float *yo = y + t * y_stride + rt + k;
-                if (q5) g_pass_q5_0_1(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
-                else g_pass_q8_0_1(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                if (q5) g_pass1_q5_0_1(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
+                else g_pass1_q8_0_1(pw + k * pairs, pairs, acts + t * pairs, yo, y_stride);
             }
     }
 }

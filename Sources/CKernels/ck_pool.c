@@ -16,7 +16,7 @@
 // (its stack context then died under the worker: a crash) or never saw `done` equal the chunk
 // count (a hang). Seen as a rare hang or crash of the NEON driver under qemu; reproduced on x86
 // within a few hundred alternating 2-chunk/64-chunk runs (Scripts/neon/test_kernels.c's pool
-// stress and PoolStressTests run that pattern).
+// stress and ThreadPoolTests.fewThenManyChunks run that pattern).
 //
 // Each thread notes the CPU it last ran on. A thread that spins (the caller waiting for a
 // claimed chunk, an idle worker waiting for the next run) while the thread it waits for sits
