@@ -112,8 +112,12 @@ public func attentionHeadReference(q: UnsafePointer<Float>, keys: UnsafePointer<
 
 /// Memory read bandwidth in bytes per second: `pool`'s threads stream disjoint parts of a
 /// `bytes`-sized buffer (written once first so its pages exist), best of `passes` passes.
-/// Make `bytes` much larger than the last-level cache.
-public func measureReadBandwidth(bytes: Int, passes: Int = 3, pool: ThreadPool) -> Double {
+/// Make `bytes` much larger than the last-level cache. `beforePass` runs before every timed
+/// pass, after the buffer is written: ranks sharing a host pass a barrier there, so their
+/// passes stream at the same time and the sum of their figures is what the host gives them
+/// together (without it, one rank still writing its buffer while another timed its passes
+/// made two ranks on a 2-core VM report 80 GB/s where two concurrent streams get 47).
+public func measureReadBandwidth(bytes: Int, passes: Int = 3, pool: ThreadPool, beforePass: () throws -> Void = {}) rethrows -> Double {
     let floats = max(bytes / 4, 1024) & ~1023
     let buffer = AlignedBuffer(byteCount: floats * 4)
     // Written once so every page is its own (an untouched mapping reads the shared zero page,
@@ -126,6 +130,7 @@ public func measureReadBandwidth(bytes: Int, passes: Int = 3, pool: ThreadPool) 
     let sinks = UnsafeSendableBox(sink.floats().baseAddress!)
     var best = Double.infinity
     for _ in 0..<max(passes, 1) {
+        try beforePass()
         let t0 = ck_now()
         pool.parallelForThreads(chunks) { start, end, _ in
             for c in start..<end { sinks.value[c * 16] = Float(ck_stream_sum(base.value + c * per, Int64(per))) }

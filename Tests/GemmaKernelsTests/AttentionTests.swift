@@ -96,9 +96,11 @@ import GemmaTestSupport
         #expect(throws: AttentionKernelError.self) { try Self.run(h, head: 0, first: 3, last: 2, scale: 1, softcap: nil, level: .scalar) }
     }
 
-    @Test func bandwidthProbeReportsAPlausibleRate() {
+    @Test func bandwidthProbeReportsAPlausibleRate() throws {
         let pool = ThreadPool(threads: 2)
-        let rate = measureReadBandwidth(bytes: 16 << 20, passes: 2, pool: pool)
+        var calls = 0  // bench passes a barrier here: once per timed pass, so ranks stream together
+        let rate = try measureReadBandwidth(bytes: 16 << 20, passes: 2, pool: pool, beforePass: { calls += 1 })
+        #expect(calls == 2)
         // Anything from a slow emulated core to a cache-resident burst: 100 MB/s ... 10 TB/s.
         #expect(rate > 1e8 && rate < 1e13, "\(rate) B/s")
     }

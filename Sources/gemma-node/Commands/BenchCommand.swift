@@ -97,8 +97,8 @@ struct BenchCommand: ParsableCommand {
 
             var bandwidth = 0.0
             if bandwidthMiB > 0 {
-                try comm.barrier()
-                bandwidth = measureReadBandwidth(bytes: (bandwidthMiB << 20) / comm.size, passes: 3, pool: shard.pool)
+                bandwidth = try measureReadBandwidth(bytes: (bandwidthMiB << 20) / comm.size, passes: 3, pool: shard.pool,
+                                                     beforePass: { try comm.barrier() })
             }
             let d = model.decode, p = model.prefill
             let record: [Float] = [
