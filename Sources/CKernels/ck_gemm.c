@@ -14,19 +14,11 @@
 #include <stdlib.h>
 #include "ck_internal.h"
 
-// A/B knobs: `name`=0 in the environment turns a path off; read once into *cached.
 #if defined(__x86_64__)  // only the x86 paths read them
-static int getenv_off(const char *name, int *cached) {
-    if (*cached < 0) {
-        const char *e = getenv(name);
-        *cached = e && e[0] == '0';
-    }
-    return *cached;
-}
 // GEMMA_NODE_GEMM=0 turns the path off.
 static int getenv_gemm_disabled(void) {
     static int cached = -1;
-    return getenv_off("GEMMA_NODE_GEMM", &cached);
+    return ck_env_off("GEMMA_NODE_GEMM", &cached);
 }
 #endif
 
@@ -171,7 +163,7 @@ G_PASS(q8_0, 0, 2, 4) G_PASS(q5_0, 1, 2, 4)
 // GEMMA_NODE_GEMM_2ROWS=0 falls back to one row per pass.
 static int g_two_rows(void) {
     static int cached = -1;
-    return !getenv_off("GEMMA_NODE_GEMM_2ROWS", &cached);
+    return !ck_env_off("GEMMA_NODE_GEMM_2ROWS", &cached);
 }
 
 static CK_G_TARGET void g_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t pairs,

@@ -26,18 +26,6 @@
 #include <stdlib.h>
 #include "ck_internal.h"
 
-#if defined(__x86_64__)
-// GEMMA_NODE_GEMM=0 / GEMMA_NODE_KGEMM=0 turn the 32-block / K-quant paths off as at the
-// AVX-512 level (A/B measurements; matmul then gives the same bits through the one-token loop).
-static int g2_off(const char *name, int *cached) {
-    if (*cached < 0) {
-        const char *e = getenv(name);
-        *cached = e && e[0] == '0';
-    }
-    return *cached;
-}
-#endif
-
 // Rows decoded together; a tile stays within G2_TILE_BYTES of L1.
 #define G2_ROW_TILE 8
 #define G2_TILE_BYTES (24 * 1024)
@@ -327,10 +315,12 @@ static G2_TARGET void g2_rows(uint32_t type, const uint8_t *w, size_t row_bytes,
 
 int ck_gemm2_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
 #if defined(__x86_64__)
+    // GEMMA_NODE_GEMM=0 / GEMMA_NODE_KGEMM=0 turn the 32-block / K-quant paths off as at the
+    // AVX-512 level (A/B measurements; matmul then gives the same bits through the one-token loop).
     static int gemm_off = -1, kgemm_off = -1;
     if (level != CK_LEVEL_AVX2 || !ck_level_supported(CK_LEVEL_AVX2) || tokens < 2 || cols <= 0) return 0;
-    if (type == CK_Q4_K || type == CK_Q6_K) return !g2_off("GEMMA_NODE_KGEMM", &kgemm_off) && cols % 256 == 0;
-    if (type == CK_Q5_0 || type == CK_Q8_0) return !g2_off("GEMMA_NODE_GEMM", &gemm_off) && cols % 32 == 0;
+    if (type == CK_Q4_K || type == CK_Q6_K) return !ck_env_off("GEMMA_NODE_KGEMM", &kgemm_off) && cols % 256 == 0;
+    if (type == CK_Q5_0 || type == CK_Q8_0) return !ck_env_off("GEMMA_NODE_GEMM", &gemm_off) && cols % 32 == 0;
     return 0;
 #else
     (void)level; (void)type; (void)cols; (void)tokens;

@@ -26,11 +26,7 @@
 #if defined(__x86_64__)  // only the x86 paths read it
 static int kgemm_disabled(void) {
     static int cached = -1;
-    if (cached < 0) {
-        const char *e = getenv("GEMMA_NODE_KGEMM");
-        cached = e && e[0] == '0';
-    }
-    return cached;
+    return ck_env_off("GEMMA_NODE_KGEMM", &cached);
 }
 #endif
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <stdint.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include "include/ckernels.h"
 
@@ -48,6 +49,17 @@ typedef float (*ck_dot_fn)(const void *w, const void *act, int64_t n);
 
 static inline uint16_t ck_ld16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t ck_ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/// A/B knob: 1 when the environment sets `name` to something starting with '0' (the path it
+/// names is then off), read once into *cached (start it at -1). Racing first readers store the
+/// same value.
+static inline int ck_env_off(const char *name, int *cached) {
+    if (*cached < 0) {
+        const char *e = getenv(name);
+        *cached = e && e[0] == '0';
+    }
+    return *cached;
+}
 
 /// 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block.
 static inline void ck_kscale(const uint8_t *s, int j, uint8_t *sc, uint8_t *m) {

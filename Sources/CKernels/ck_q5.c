@@ -24,14 +24,14 @@ size_t ck_q5pre_bytes(int64_t cols) { return (size_t)(cols / 64) * sizeof(ck_q5p
 
 #define CK_Q5_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
 
+// GEMMA_NODE_Q5PRE=0 turns the path off (A/B runs).
 int ck_q5pre_applies(int level, uint32_t type, int64_t cols) {
-    static int cached = -1;
-    if (cached < 0) {
-        const char *e = getenv("GEMMA_NODE_Q5PRE");  // =0 turns the path off (A/B runs)
+    static int off = -1, vbmi = -1;
+    if (vbmi < 0) {
         __builtin_cpu_init();
-        cached = !(e && e[0] == '0') && __builtin_cpu_supports("avx512vbmi");
+        vbmi = __builtin_cpu_supports("avx512vbmi") != 0;
     }
-    return cached && type == CK_Q5_0 && level == CK_LEVEL_AVX512 && ck_level_supported(CK_LEVEL_AVX512) &&
+    return vbmi && !ck_env_off("GEMMA_NODE_Q5PRE", &off) && type == CK_Q5_0 && level == CK_LEVEL_AVX512 && ck_level_supported(CK_LEVEL_AVX512) &&
            cols > 0 && cols % 64 == 0;
 }
 
