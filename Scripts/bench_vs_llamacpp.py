@@ -16,8 +16,9 @@ AMX off; our side then runs GEMMA_NODE_KERNELS=avx2), so the AVX2 figures can be
 AVX-512 machine. llama-bench runs with its defaults (weight repacking on, `--llama-repack 0`
 turns it off), its own warm-up, `-r REPS`; its tg test does no sampling, ours takes the argmax
 each step. `--extras` adds the older gemma-node-only measures (4-rank / 1-rank peak RSS, 2 ranks
-x 1 thread vs 1 rank x 2 threads) and, when 2 threads are compared, our 2 ranks x 1 thread
-against llama.cpp's 2 threads (issue 14's measure).
+x 1 thread vs 1 rank x 2 threads) and issue 14's measures: our 2 ranks x 1 thread against our 1
+rank x 1 thread (when 1 thread is compared) and against llama.cpp's 2 threads (when 2 are), from
+runs taken back to back in alternating order within the round.
 """
 
 import _venv  # runs this script under the project's Python environment (Scripts/venv.sh)
@@ -233,18 +234,30 @@ def main():
             four = run_ours(args, 1, ranks=4, n_gen=16, reps=1, bandwidth=False)
             entry["rss_1r"], entry["rss_4r"] = one, four
             ratios["rss_4r"].append(four["peak_rss_mib"] / one["peak_rss_mib"])
-            if rnd % 2 == 0:
-                tp = run_ours(args, 1, ranks=2); solo = run_ours(args, 2)
-            else:
-                solo = run_ours(args, 2); tp = run_ours(args, 1, ranks=2)
+            # Issue 14's ratios compare runs taken back to back, in alternating order: two ranks
+            # x 1 thread, one rank x 1 thread, llama.cpp at 2 threads (the machine's speed drifts
+            # by tens of percent within minutes, so a ratio of runs minutes apart measures that).
+            sides = {"tp": lambda: run_ours(args, 1, ranks=2), "solo": lambda: run_ours(args, 2)}
+            if "tp_2r1t_vs_1r1t" in ratios:
+                sides["one"] = lambda: run_ours(args, 1)
+            if "tp_2r1t_vs_llama_2t" in ratios:
+                sides["llama2"] = lambda: run_llama(args, 2)
+            order = list(sides) if rnd % 2 == 0 else list(reversed(list(sides)))
+            got = {k: sides[k]() for k in order}
+            tp, solo = got["tp"], got["solo"]
             entry["tp_2r1t"], entry["solo_1r2t"] = tp, solo
             ratios["tp_2r1t_vs_1r2t"].append(tp["decode"] / solo["decode"])
-            if "tp_2r1t_vs_1r1t" in ratios:  # issue 14's scaling measure: two ranks against one, 1 thread each
-                ratios["tp_2r1t_vs_1r1t"].append(tp["decode"] / entry["ours_1t"]["decode"])
-            if "tp_2r1t_vs_llama_2t" in ratios:  # issue 14's measure: our two ranks against llama.cpp's two threads
-                ratios["tp_2r1t_vs_llama_2t"].append(tp["decode"] / entry["llama_2t"]["decode"])
+            line = f"tg 2r x 1t {tp['decode']:.1f} vs 1r x 2t {solo['decode']:.1f}"
+            if "one" in got:  # issue 14's scaling measure: two ranks against one, 1 thread each
+                entry["adjacent_1r1t"] = got["one"]
+                ratios["tp_2r1t_vs_1r1t"].append(tp["decode"] / got["one"]["decode"])
+                line += f", 1r x 1t {got['one']['decode']:.1f}"
+            if "llama2" in got:  # issue 14's measure: our two ranks against llama.cpp's two threads
+                entry["adjacent_llama_2t"] = got["llama2"]
+                ratios["tp_2r1t_vs_llama_2t"].append(tp["decode"] / got["llama2"]["decode"])
+                line += f", llama.cpp 2 t {got['llama2']['decode']:.1f}"
             print(f"round {rnd}: RSS 1 rank {one['peak_rss_mib']:.0f} MiB, 4 ranks max {four['peak_rss_mib']:.0f} MiB | "
-                  f"tg 2r x 1t {tp['decode']:.1f} vs 1r x 2t {solo['decode']:.1f}", flush=True)
+                  + line, flush=True)
         log["rounds"].append(entry)
 
     # Targets of issue 19 (decode, prefill, roofline) and the earlier ones of the extras.
