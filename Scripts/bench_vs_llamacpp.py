@@ -242,7 +242,7 @@ def main():
                 sides["one"] = lambda: run_ours(args, 1)
             if "tp_2r1t_vs_llama_2t" in ratios:
                 sides["llama2"] = lambda: run_llama(args, 2)
-            order = list(sides) if rnd % 2 == 0 else list(reversed(list(sides)))
+            order = list(sides) if rnd % 2 == 0 else list(sides)[::-1]
             got = {k: sides[k]() for k in order}
             tp, solo = got["tp"], got["solo"]
             entry["tp_2r1t"], entry["solo_1r2t"] = tp, solo

@@ -66,8 +66,9 @@ CK_Q5_TARGET float ck_q5pre_dot(const void *w, const void *pre, int64_t cols) {
     const __mmask64 high_half = 0xFFFF0000FFFF0000ull;  // values 16-31 of each block: high nibbles
     const __m512i m4 = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
     // Two named accumulators, pairs taken two at a time: indexing an array by (j & 1) made the
-    // compiler keep both in memory, a store and a reload around every FMA (a ~12-cycle chain
-    // per pair; the loop ran at 19.6 GB/s L2-resident on Zen 5, now 27.5, same results).
+    // compiler keep both in memory, a store and a reload around every FMA (a dependency chain
+    // through store forwarding; the loop ran at 19.6 GB/s L2-resident on Zen 5, now 27.5, same
+    // results).
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
 #define Q5_PAIR(j, acc) {                                                                          \
         const uint8_t *b = row + 44 * (j);                                                       \

@@ -116,7 +116,7 @@ public func attentionHeadReference(q: UnsafePointer<Float>, keys: UnsafePointer<
 /// pass, after the buffer is written: ranks sharing a host pass a barrier there, so their
 /// passes stream at the same time and the sum of their figures is what the host gives them
 /// together (without it, one rank still writing its buffer while another timed its passes
-/// made two ranks on a 2-core VM report 80 GB/s where two concurrent streams get 47).
+/// made two ranks on a 2-core VM report 80 GB/s where two concurrent streams get 43-64).
 public func measureReadBandwidth(bytes: Int, passes: Int = 3, pool: ThreadPool, beforePass: () throws -> Void = {}) rethrows -> Double {
     let floats = max(bytes / 4, 1024) & ~1023
     let buffer = AlignedBuffer(byteCount: floats * 4)
