@@ -181,9 +181,10 @@ typedef struct {
     size_t gemm_row_bytes;
     int kgemm;  // multi-token Q4_K/Q6_K path (ck_gemm_k.c); uses gemm_rows as row scratch
     int gemm2;  // multi-token AVX2 path (ck_gemm_avx2.c); uses gemm_rows as row scratch
-    // Q5_0 activations laid out for ck_q5pre_dot (ck_q5.c), q5pre_stride bytes per token; NULL when unused.
+    // Q5_0 activations laid out for q5dot = ck_q5pre_kernel(level) (ck_q5.c), q5pre_stride bytes per token; NULL when unused.
     const uint8_t *q5pre;
     size_t q5pre_stride;
+    ck_dot_fn q5dot;
 } mm_ctx;
 
 int ck_quantize_act_at(int level, uint32_t type, const float *x, int64_t cols, void *out) {
@@ -230,7 +231,7 @@ static void mm_task(void *c, int64_t r0, int64_t r1, int thread) {
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *wr = m->w + r * m->row_bytes;
             ck_prefetch_row(wr, m->row_bytes, ahead);
-            for (int64_t t = 0; t < T; t++) m->y[t * m->y_stride + r] = ck_q5pre_dot(wr, m->q5pre + t * m->q5pre_stride, m->cols);
+            for (int64_t t = 0; t < T; t++) m->y[t * m->y_stride + r] = m->q5dot(wr, m->q5pre + t * m->q5pre_stride, m->cols);
         }
         return;
     }
@@ -260,7 +261,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
     if (!fn || arb == 0 || rows < 0 || tokens < 0) return -1;
     if (rows == 0 || tokens == 0) return 0;
     mm_ctx m = {fn, level, type, w, row_bytes, NULL, 0, x, x_stride, tokens, cols, y, y_stride,
-                NULL, NULL, 0, 0, 0, NULL, 0};
+                NULL, NULL, 0, 0, 0, NULL, 0, NULL};
     int threads = pool ? ck_pool_threads(pool) : 1;
     if (ck_block_size(type) == 1) {
         m.act = (const uint8_t *)x;  // plain float weights read x directly
@@ -273,7 +274,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
         int gemm2 = !gemm && !kgemm && ck_gemm2_applies(lv, type, cols, tokens);
         int q5pre = !gemm && !kgemm && !gemm2 && ck_q5pre_applies(lv, type, cols);
         size_t act_bytes = (arb * (size_t)tokens + 63) & ~(size_t)63;
-        size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : q5pre ? ck_q5pre_bytes(cols) * (size_t)tokens : 0;
+        size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : q5pre ? ck_q5pre_bytes(lv, cols) * (size_t)tokens : 0;
         size_t row_bytes_g = gemm    ? ck_gemm_row_bytes(cols)
                              : kgemm ? ck_gemmk_row_bytes(cols)
                              : gemm2 ? ck_gemm2_row_bytes(type, cols)
@@ -292,9 +293,10 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
         }
         if (q5pre) {
             for (int64_t t = 0; t < tokens; t++)
-                ck_q5pre_prepare(s + t * arb, cols, s + act_bytes + (size_t)t * ck_q5pre_bytes(cols));
+                ck_q5pre_prepare(lv, s + t * arb, cols, s + act_bytes + (size_t)t * ck_q5pre_bytes(lv, cols));
             m.q5pre = s + act_bytes;
-            m.q5pre_stride = ck_q5pre_bytes(cols);
+            m.q5pre_stride = ck_q5pre_bytes(lv, cols);
+            m.q5dot = ck_q5pre_kernel(lv);
         }
         if (gemm2) {
             m.gemm2 = 1;

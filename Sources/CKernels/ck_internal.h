@@ -49,6 +49,7 @@ typedef float (*ck_dot_fn)(const void *w, const void *act, int64_t n);
 
 static inline uint16_t ck_ld16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t ck_ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t ck_ld64(const void *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 /// A/B knob: 1 when the environment sets `name` to something starting with '0' (the path it
 /// names is then off), read once into *cached (start it at -1). Racing first readers store the
@@ -108,12 +109,13 @@ float ck_q8_0_f32_avx2(const void *w, const float *x, int64_t n);
 float ck_q8_0_f32_avx512(const void *w, const float *x, int64_t n);
 float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n);
 
-// Q5_0 decode with activations laid out once per matmul (ck_q5.c), AVX-512 VBMI only;
-// bit-identical to dot_q5_0_512. Layout: ck_q5pre_bytes(cols) per token, 64-byte aligned.
+// Q5_0 decode with activations laid out once per matmul (ck_q5.c): AVX-512 VBMI, bit-identical
+// to dot_q5_0_512, and AVX2, bit-identical to dot_q5_0_avx2. Layout: ck_q5pre_bytes(level,
+// cols) per token, 64-byte aligned; ck_q5pre_kernel(level) dots a row with it.
 int ck_q5pre_applies(int level, uint32_t type, int64_t cols);
-size_t ck_q5pre_bytes(int64_t cols);
-void ck_q5pre_prepare(const void *act, int64_t cols, void *out);
-float ck_q5pre_dot(const void *w, const void *pre, int64_t cols);
+size_t ck_q5pre_bytes(int level, int64_t cols);
+void ck_q5pre_prepare(int level, const void *act, int64_t cols, void *out);
+ck_dot_fn ck_q5pre_kernel(int level);
 
 #if defined(__x86_64__)
 #include <immintrin.h>
