@@ -13,8 +13,8 @@
 //     accumulator 0, acc = fma(set1(d * a.d), float(p), acc), result
 //     hsum8((acc0 + acc1) + (acc2 + acc3))  (CK_BLOCKS4);
 //   Q4_K / Q6_K (one activation scale a.d[j] per sub-block j of 32 values): the lanes of
-//     sub-blocks 4g..4g+3 summed by hsub4 (vphaddd of pairs, then of the pairs' results:
-//     exact; here the weight scales ride in vpmaddwd before the sum, the one-token kernels
+//     sub-blocks 4g..4g+3 summed by hsub4 (ck_hsub2_avx of pairs, then ck_hsub22_avx of the
+//     pairs' results: exact; here the weight scales ride in vpmaddwd before the sum, the one-token kernels
 //     multiply after it: the same integers), s = 0, then for g = 0, 1
 //     s = fma(a.d[4g..4g+3] twice, float(hsub4_g), s);
 //     Q4_K: acc = fma(set1(d), s, acc); accm = fma(set1(dmin), a.d[0..7] * float(kmins), accm);
@@ -144,14 +144,14 @@ static G2_TARGET void g2_decode_q8_0(const blk_q8_0 *b, int64_t nb, uint8_t *o) 
 // Super-block i of a decoded K-quant row against N tokens: each token's q8_K block (a[t]) and
 // the float sum over the eight sub-blocks j of a.d[j] * (the exact int32 lanes of unsigned
 // values x activations x sub-block scale), as the one-token kernels form it: per group g of
-// four sub-blocks q = hadd(hadd(p_4g, p_4g+1), hadd(p_4g+2, p_4g+3)) (lanes L, 4 + L: sub-block
+// four sub-blocks q = hsub22(hsub2(p_4g, p_4g+1), hsub2(p_4g+2, p_4g+3)) (lanes L, 4 + L: sub-block
 // 4g + L), s[t] = fma(a.d[4g..4g+3] twice, float(q), s[t]) from 0 for g = 0, 1; Q4_K and Q6_K
 // differ only in what they do with it afterwards.
 G2_INLINE void g2_ksb_sums(const g2_ksb *sb, const uint8_t *act, size_t stride, int64_t i, int N,
                            const ck_q8k *a[4], __m256 s[4]) {
     for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; s[t] = _mm256_setzero_ps(); }
     for (int g = 0; g < 2; g++) {
-        __m256i h[2][4];  // hadd of sub-blocks (4g, 4g+1) and (4g+2, 4g+3) per token
+        __m256i h[2][4];  // hsub2 of sub-blocks (4g, 4g+1) and (4g+2, 4g+3) per token
         for (int k = 0; k < 2; k++) {
             const int j = 4 * g + 2 * k;
             const __m256i u0 = _mm256_load_si256((const __m256i *)(sb->u + 32 * j));
@@ -161,12 +161,12 @@ G2_INLINE void g2_ksb_sums(const g2_ksb *sb, const uint8_t *act, size_t stride, 
             for (int t = 0; t < N; t++) {
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc0);
                 __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j + 32))), sc1);
-                h[k][t] = _mm256_hadd_epi32(p0, p1);
+                h[k][t] = ck_hsub2_avx(p0, p1);
             }
         }
         for (int t = 0; t < N; t++)
             s[t] = _mm256_fmadd_ps(_mm256_broadcast_ps((const __m128 *)&a[t]->d[4 * g]),
-                                   _mm256_cvtepi32_ps(_mm256_hadd_epi32(h[0][t], h[1][t])), s[t]);
+                                   _mm256_cvtepi32_ps(ck_hsub22_avx(h[0][t], h[1][t])), s[t]);
     }
 }
 
