@@ -304,6 +304,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
             m.gemm_row_bytes = row_bytes_g;
         }
         if (kgemm) {
+            ck_gemmk_prepare(s, arb, tokens, cols);  // the path's transposed activation layout
             m.kgemm = 1;
             m.gemm_rows = s + act_bytes;
             m.gemm_row_bytes = row_bytes_g;

@@ -13,9 +13,15 @@
 //         result = reduce_add(acc) - hsum8(accm)
 //   Q6_K: acc = fma(d, s, acc); acco = fma(d, ad * float(off), acco)
 //         result = reduce_add(acc) - 32 * hsum8(acco)
-// The code below performs exactly these integer and float operations on exactly these lane
-// values (red4 is the same unpack/add sequence); only the weight-side decoding (unsigned
-// bytes, the permuted weight scales) is hoisted out of the token loop.
+// The code below performs exactly these float operations on exactly these lane values; only
+// the weight-side decoding (unsigned bytes, the permuted weight scales) is hoisted out of the
+// token loop, and the integer lanes are formed without red4: red4's lane 4k + c is the sum of
+// dwords 4k..4k+3 of p_c (16 products: chunk c's 128-bit lane k). Both operands are stored
+// transposed per 128-bit lane (kg_transpose: vector i's dword 4k + c = chunk c's dword 4k + i,
+// the weights once per row and matmul, the activations once per token and matmul, in place in
+// the matmul's own activation scratch), so four chained vpdpbusd put exactly those 16 products
+// into lane 4k + c. Integer sums are exact, so the lanes equal red4's: nine shuffles and adds
+// per (row, token, super-block) fewer.
 // hsum8 is the same sequence as ck_x86_body.h's (halves, movehl, movehdup), and
 // _mm512_reduce_add_ps the same intrinsic. Tested with == in KGemmTests.
 #include <stdlib.h>
@@ -37,9 +43,10 @@ static int kgemm_disabled(void) {
 #define KG_TILE_BYTES (24 * 1024)
 
 // One decoded super-block (256 values), 384 bytes, 64-aligned:
-//   u[c]   [64] uint8: chunk c's weights as vpdpbusd's unsigned operand (Q4_K: nibbles of
-//          qs[32c..32c+31], low then high; Q6_K: the six-bit values of half c/2, values
-//          64(c&1).. of that half), activation bytes a.q[64c..64c+63] go with them;
+//   u[i]   [64] uint8: vpdpbusd's unsigned operands, transposed (kg_transpose) from the
+//          chunks c (Q4_K: nibbles of qs[32c..32c+31], low then high; Q6_K: the six-bit values
+//          of half c/2, values 64(c&1).. of that half), which go with activation bytes
+//          a.q[64c..64c+63] (transposed the same way by ck_gemmk_prepare);
 //   sc32   [16] int32: the weight scale of red4's lane 4k + c (Q4_K: sc[2c + (k >> 1)];
 //          Q6_K: scales[4c + k]);
 //   w16    [16] int16: Q4_K: mins m0,m0,m1,m1,...,m7,m7 (kmins operand); Q6_K: the 16 scales;
@@ -59,13 +66,18 @@ _Static_assert(sizeof(ck_ksb) == 384, "ck_ksb");
 #define KG_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define KG_INLINE static inline __attribute__((always_inline)) KG_TARGET
 
-// The same lane maps and reduction as ck_x86_body.h's CK_RED4_SUB / CK_RED4_GRP / red4.
+// The same lane maps as ck_x86_body.h's CK_RED4_SUB / CK_RED4_GRP.
 #define KG_SUB _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7)
 #define KG_GRP _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
-KG_INLINE __m512i kg_red4(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
-    __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
-    __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p2, p3), _mm512_unpackhi_epi32(p2, p3));
-    return _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+
+// 4 x 4 dword transpose in every 128-bit lane: out[i] dword 4k + c = in[c] dword 4k + i.
+KG_INLINE void kg_transpose(__m512i v[4]) {
+    __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
+    __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
+    v[0] = _mm512_unpacklo_epi64(t0, t2);
+    v[1] = _mm512_unpackhi_epi64(t0, t2);
+    v[2] = _mm512_unpacklo_epi64(t1, t3);
+    v[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
 static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) {
@@ -74,11 +86,13 @@ static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) 
         uint8_t sc[8], m[8];
         ck_kscales8(b[i].scales, sc, m);
         __m512i scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc));
+        __m512i u[4];
         for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-            _mm512_store_si512((__m512i *)o[i].u[c], u);
+            u[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
         }
+        kg_transpose(u);
+        for (int c = 0; c < 4; c++) _mm512_store_si512((__m512i *)o[i].u[c], u[c]);
         _mm512_store_si512((__m512i *)o[i].sc32, _mm512_permutexvar_epi32(KG_SUB, scv));
         __m128i mm = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
         _mm256_store_si256((__m256i *)o[i].w16, _mm256_set_m128i(_mm_unpackhi_epi16(mm, mm), _mm_unpacklo_epi16(mm, mm)));
@@ -89,12 +103,10 @@ static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) 
 
 static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) {
     for (int64_t i = 0; i < nsb; i++) {
-        for (int h = 0; h < 2; h++) {
-            __m512i u01, u23;
-            ck_q6_K_half_512(&b[i], h, &u01, &u23);
-            _mm512_store_si512((__m512i *)o[i].u[2 * h], u01);
-            _mm512_store_si512((__m512i *)o[i].u[2 * h + 1], u23);
-        }
+        __m512i u[4];
+        for (int h = 0; h < 2; h++) ck_q6_K_half_512(&b[i], h, &u[2 * h], &u[2 * h + 1]);
+        kg_transpose(u);
+        for (int c = 0; c < 4; c++) _mm512_store_si512((__m512i *)o[i].u[c], u[c]);
         __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
         _mm512_store_si512((__m512i *)o[i].sc32, _mm512_permutexvar_epi32(KG_GRP, _mm512_cvtepi8_epi32(sc8)));
         _mm256_store_si256((__m256i *)o[i].w16, _mm256_cvtepi8_epi16(sc8));
@@ -103,12 +115,13 @@ static KG_TARGET void kg_decode_q6_K(const blk_q6_K *b, int64_t nsb, ck_ksb *o) 
     }
 }
 
-// One token's scaled float sum s of a decoded super-block (see the header).
+// One token's scaled float sum s of a decoded super-block (see the header); u and a->q are
+// both transposed.
 KG_INLINE __m512 kg_sum(const __m512i u[4], __m512i sc32, __m512i sub, const ck_q8k *a, __m256 *ad) {
     *ad = _mm256_loadu_ps(a->d);
-    __m512i p[4];
-    for (int c = 0; c < 4; c++) p[c] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[c], _mm512_loadu_si512(a->q + 64 * c));
-    __m512i ps = _mm512_mullo_epi32(kg_red4(p[0], p[1], p[2], p[3]), sc32);
+    __m512i p = _mm512_setzero_si512();
+    for (int i = 0; i < 4; i++) p = _mm512_dpbusd_epi32(p, u[i], _mm512_loadu_si512(a->q + 64 * i));
+    __m512i ps = _mm512_mullo_epi32(p, sc32);
     return _mm512_mul_ps(_mm512_cvtepi32_ps(ps), _mm512_permutexvar_ps(sub, _mm512_castps256_ps512(*ad)));
 }
 
@@ -208,6 +221,30 @@ int ck_gemmk_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
 #else
     (void)level; (void)type; (void)cols; (void)tokens;
     return 0;
+#endif
+}
+
+// The activations' quant bytes transposed in place, per token and super-block, as the decoded
+// weights are (kg_transpose); d and bsums stay as they are.
+#if defined(__x86_64__)
+static KG_TARGET void kg_prepare(uint8_t *act, size_t act_stride, int64_t tokens, int64_t nsb) {
+    for (int64_t t = 0; t < tokens; t++) {
+        ck_q8k *a = (ck_q8k *)(act + (size_t)t * act_stride);
+        for (int64_t i = 0; i < nsb; i++) {
+            __m512i v[4];
+            for (int c = 0; c < 4; c++) v[c] = _mm512_loadu_si512(a[i].q + 64 * c);
+            kg_transpose(v);
+            for (int c = 0; c < 4; c++) _mm512_storeu_si512(a[i].q + 64 * c, v[c]);
+        }
+    }
+}
+#endif
+
+void ck_gemmk_prepare(uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols) {
+#if defined(__x86_64__)
+    kg_prepare(act, act_stride, tokens, cols / 256);
+#else
+    (void)act; (void)act_stride; (void)tokens; (void)cols;
 #endif
 }
 

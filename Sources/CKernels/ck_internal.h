@@ -179,8 +179,11 @@ void ck_gemm_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0,
                   const void *pairs, int64_t tokens, void *row_scratch, float *y, int64_t y_stride);
 
 // Multi-token Q4_K/Q6_K path (ck_gemm_k.c): rows decoded once per matmul, AVX-512 VNNI only,
-// bit-identical per token to dot_q4_K_512 / dot_q6_K_512. Activations are the ck_q8k rows.
+// bit-identical per token to dot_q4_K_512 / dot_q6_K_512. Activations are the ck_q8k rows,
+// their quant bytes transposed in place by ck_gemmk_prepare first (they then serve only this
+// path).
 int ck_gemmk_applies(int level, uint32_t type, int64_t cols, int64_t tokens);
+void ck_gemmk_prepare(uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols);
 size_t ck_gemmk_row_bytes(int64_t cols);
 void ck_gemmk_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
                    const uint8_t *act, size_t act_stride, int64_t tokens, void *row_scratch, float *y, int64_t y_stride);
