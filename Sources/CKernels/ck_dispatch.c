@@ -299,6 +299,7 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
             m.q5dot = ck_q5pre_kernel(lv);
         }
         if (gemm2) {
+            ck_gemm2_prepare(type, s, arb, tokens, cols);  // K-quants: the path's transposed layout
             m.gemm2 = 1;
             m.gemm_rows = s + act_bytes;
             m.gemm_row_bytes = row_bytes_g;

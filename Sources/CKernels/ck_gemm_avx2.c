@@ -13,9 +13,10 @@
 //     accumulator 0, acc = fma(set1(d * a.d), float(p), acc), result
 //     hsum8((acc0 + acc1) + (acc2 + acc3))  (CK_BLOCKS4);
 //   Q4_K / Q6_K (one activation scale a.d[j] per sub-block j of 32 values): the lanes of
-//     sub-blocks 4g..4g+3 summed by hsub4 (ck_hsub2_avx of pairs, then ck_hsub22_avx of the
-//     pairs' results: exact; here the weight scales ride in vpmaddwd before the sum, the one-token kernels
-//     multiply after it: the same integers), s = 0, then for g = 0, 1
+//     sub-blocks 4g..4g+3 as hsub4 sums them (here from weights and activations stored
+//     transposed per group, g2_transpose4, so four vpmaddwd products added give the same
+//     lanes; the weight scales ride in vpmaddwd before the sum, the one-token kernels multiply
+//     after it: the same integers), s = 0, then for g = 0, 1
 //     s = fma(a.d[4g..4g+3] twice, float(hsub4_g), s);
 //     Q4_K: acc = fma(set1(d), s, acc); accm = fma(set1(dmin), a.d[0..7] * float(kmins), accm);
 //     result hsum8(acc) - hsum8(accm);
@@ -30,21 +31,24 @@
 #define G2_ROW_TILE 8
 #define G2_TILE_BYTES (24 * 1024)
 
-// One decoded K-quant super-block (256 values), 576 bytes, 32-aligned:
-//   u[256]: unsigned weights in activation order (Q4_K: for chunk c, the low nibbles of
-//           qs[32c..32c+31] then the high ones; Q6_K: the six-bit values);
-//   sc[j][16]: the int16 vpmaddwd operand for values 32j..32j+31 (Q4_K: 16 x scale j; Q6_K:
-//           8 x scales[2j], 8 x scales[2j+1]);
+// One decoded K-quant super-block (256 values), 384 bytes, 32-aligned:
+//   u[256]: unsigned weights (Q4_K: sub-block 2c = the low nibbles of qs[32c..32c+31], 2c + 1
+//           the high ones; Q6_K: the six-bit values), each group g of four sub-blocks (128
+//           bytes, 4g..4g+3) stored transposed by g2_transpose4 (vector i's dword 4h + L =
+//           sub-block 4g + L's dword 4h + i), as ck_gemm2_prepare stores the activations;
+//   scg[g][16]: the int16 vpmaddwd operand of group g: in dword 4h + L (both halves) the
+//           scale of values 16h..16h+15 of sub-block 4g + L (Q4_K: its scale; Q6_K:
+//           scales[2(4g + L) + h]);
 //   w16[16]: Q4_K: mins m0,m0,m1,m1,...,m7,m7 (kmins operand); Q6_K: the 16 scales;
 //   d, dmin: f16 scales as floats.
 typedef struct {
     uint8_t u[256];
-    int16_t sc[8][16];
+    int16_t scg[2][16];
     int16_t w16[16];
     float d, dmin;
     uint8_t pad[24];
 } g2_ksb;
-_Static_assert(sizeof(g2_ksb) == 576, "g2_ksb");
+_Static_assert(sizeof(g2_ksb) == 384, "g2_ksb");
 
 // Decoded bytes per row (rounded up to 32: every row of a tile starts aligned): K-quants nsb
 // records; Q5_0 32 unsigned bytes per block, then one float per block; Q8_0 |w| and w (64
@@ -69,17 +73,35 @@ static size_t g2_row_bytes(uint32_t type, int64_t cols) {
 
 // ---- decoding (once per row and matmul)
 
+// 4 x 4 dword transpose in both 128-bit lanes: out[i] dword 4h + L = in[L] dword 4h + i. With
+// weights and activations both stored this way, lane 4h + L of the four vpmaddubsw/vpmaddwd
+// products of a group, added, is the exact sum of sub-block 4g + L's values 16h..16h+15: the
+// lane hsub4 forms from untransposed operands (ck_x86_body.h), without its shuffles.
+G2_INLINE void g2_transpose4(__m256i v[4]) {
+    __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    v[0] = _mm256_unpacklo_epi64(t0, t2);
+    v[1] = _mm256_unpackhi_epi64(t0, t2);
+    v[2] = _mm256_unpacklo_epi64(t1, t3);
+    v[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
 static G2_TARGET void g2_decode_q4_K(const blk_q4_K *b, int64_t nsb, g2_ksb *o) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nsb; i++) {
         uint8_t sc[8], m[8];
         ck_kscales8(b[i].scales, sc, m);
-        for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            _mm256_store_si256((__m256i *)(o[i].u + 64 * c), _mm256_and_si256(q, m4));
-            _mm256_store_si256((__m256i *)(o[i].u + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+        for (int g = 0; g < 2; g++) {
+            __m256i v[4];
+            for (int k = 0; k < 2; k++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(b[i].qs + 64 * g + 32 * k));
+                v[2 * k] = _mm256_and_si256(q, m4);
+                v[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            }
+            g2_transpose4(v);
+            for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)(o[i].u + 128 * g + 32 * k), v[k]);
+            for (int e = 0; e < 16; e++) o[i].scg[g][e] = sc[4 * g + (e >> 1) % 4];
         }
-        for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)o[i].sc[j], _mm256_set1_epi16(sc[j]));
         for (int j = 0; j < 8; j++) o[i].w16[2 * j] = o[i].w16[2 * j + 1] = m[j];
         o[i].d = ck_h2f_f16c(&b[i].d);
         o[i].dmin = ck_h2f_f16c(&b[i].dmin);
@@ -89,22 +111,23 @@ static G2_TARGET void g2_decode_q4_K(const blk_q4_K *b, int64_t nsb, g2_ksb *o) 
 static G2_TARGET void g2_decode_q6_K(const blk_q6_K *b, int64_t nsb, g2_ksb *o) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
     for (int64_t i = 0; i < nsb; i++) {
-        for (int h = 0; h < 2; h++) {  // the one-token kernel's q[0..3] of half h
+        const int8_t *s = b[i].scales;
+        for (int h = 0; h < 2; h++) {  // the one-token kernel's q[0..3] of half h: group h
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
             __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            uint8_t *u = o[i].u + 128 * h;
-            _mm256_store_si256((__m256i *)u, _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)));
-            _mm256_store_si256((__m256i *)(u + 32), _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4)));
-            _mm256_store_si256((__m256i *)(u + 64), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4)));
-            _mm256_store_si256((__m256i *)(u + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4)));
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            v[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            g2_transpose4(v);
+            for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)(o[i].u + 128 * h + 32 * k), v[k]);
+            // dword 4hh + L of half hh (values 16hh.. of sub-block 4h + L): scales[2(4h + L) + hh]
+            for (int e = 0; e < 16; e++) o[i].scg[h][e] = s[2 * (4 * h + (e >> 1) % 4) + (e >> 3)];
         }
-        const int8_t *s = b[i].scales;
-        for (int j = 0; j < 8; j++)
-            _mm256_store_si256((__m256i *)o[i].sc[j], _mm256_set_m128i(_mm_set1_epi16(s[2 * j + 1]), _mm_set1_epi16(s[2 * j])));
         for (int j = 0; j < 16; j++) o[i].w16[j] = s[j];
         o[i].d = ck_h2f_f16c(&b[i].d);
         o[i].dmin = 0;
@@ -141,32 +164,28 @@ static G2_TARGET void g2_decode_q8_0(const blk_q8_0 *b, int64_t nb, uint8_t *o) 
 
 // ---- dots of one decoded row with N tokens (N a compile-time constant after inlining)
 
-// Super-block i of a decoded K-quant row against N tokens: each token's q8_K block (a[t]) and
-// the float sum over the eight sub-blocks j of a.d[j] * (the exact int32 lanes of unsigned
-// values x activations x sub-block scale), as the one-token kernels form it: per group g of
-// four sub-blocks q = hsub22(hsub2(p_4g, p_4g+1), hsub2(p_4g+2, p_4g+3)) (lanes L, 4 + L: sub-block
-// 4g + L), s[t] = fma(a.d[4g..4g+3] twice, float(q), s[t]) from 0 for g = 0, 1; Q4_K and Q6_K
-// differ only in what they do with it afterwards.
+// Super-block i of a decoded K-quant row against N tokens: each token's q8_K block (a[t], its
+// quant bytes transposed by ck_gemm2_prepare) and the float sum over the eight sub-blocks j of
+// a.d[j] * (the exact int32 lanes of unsigned values x activations x sub-block scale), as the
+// one-token kernels form it: per group g of four sub-blocks the lanes q (L, 4 + L: sub-block
+// 4g + L, values 0-15 and 16-31) are the sum of the four transposed vectors' vpmaddwd
+// products (what hsub4 gives from untransposed ones), s[t] = fma(a.d[4g..4g+3] twice, float(q),
+// s[t]) from 0 for g = 0, 1; Q4_K and Q6_K differ only in what they do with it afterwards.
 G2_INLINE void g2_ksb_sums(const g2_ksb *sb, const uint8_t *act, size_t stride, int64_t i, int N,
                            const ck_q8k *a[4], __m256 s[4]) {
     for (int t = 0; t < N; t++) { a[t] = (const ck_q8k *)(act + (size_t)t * stride) + i; s[t] = _mm256_setzero_ps(); }
     for (int g = 0; g < 2; g++) {
-        __m256i h[2][4];  // hsub2 of sub-blocks (4g, 4g+1) and (4g+2, 4g+3) per token
-        for (int k = 0; k < 2; k++) {
-            const int j = 4 * g + 2 * k;
-            const __m256i u0 = _mm256_load_si256((const __m256i *)(sb->u + 32 * j));
-            const __m256i u1 = _mm256_load_si256((const __m256i *)(sb->u + 32 * j + 32));
-            const __m256i sc0 = _mm256_load_si256((const __m256i *)sb->sc[j]);
-            const __m256i sc1 = _mm256_load_si256((const __m256i *)sb->sc[j + 1]);
-            for (int t = 0; t < N; t++) {
-                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j))), sc0);
-                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_loadu_si256((const __m256i *)(a[t]->q + 32 * j + 32))), sc1);
-                h[k][t] = ck_hsub2_avx(p0, p1);
-            }
+        const __m256i sc = _mm256_load_si256((const __m256i *)sb->scg[g]);
+        __m256i u[4];
+        for (int k = 0; k < 4; k++) u[k] = _mm256_load_si256((const __m256i *)(sb->u + 128 * g + 32 * k));
+        for (int t = 0; t < N; t++) {
+            const int8_t *q = a[t]->q + 128 * g;
+            __m256i p[4];
+            for (int k = 0; k < 4; k++)
+                p[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], _mm256_loadu_si256((const __m256i *)(q + 32 * k))), sc);
+            __m256i qs = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+            s[t] = _mm256_fmadd_ps(_mm256_broadcast_ps((const __m128 *)&a[t]->d[4 * g]), _mm256_cvtepi32_ps(qs), s[t]);
         }
-        for (int t = 0; t < N; t++)
-            s[t] = _mm256_fmadd_ps(_mm256_broadcast_ps((const __m128 *)&a[t]->d[4 * g]),
-                                   _mm256_cvtepi32_ps(ck_hsub22_avx(h[0][t], h[1][t])), s[t]);
     }
 }
 
@@ -325,6 +344,31 @@ int ck_gemm2_applies(int level, uint32_t type, int64_t cols, int64_t tokens) {
 #else
     (void)level; (void)type; (void)cols; (void)tokens;
     return 0;
+#endif
+}
+
+// K-quant activations: each token's quant bytes transposed in place per group of four
+// sub-blocks, as the decoded weights are (g2_transpose4); d and bsums stay as they are.
+#if defined(__x86_64__)
+static G2_TARGET void g2_prepare(uint8_t *act, size_t act_stride, int64_t tokens, int64_t nsb) {
+    for (int64_t t = 0; t < tokens; t++) {
+        ck_q8k *a = (ck_q8k *)(act + (size_t)t * act_stride);
+        for (int64_t i = 0; i < nsb; i++)
+            for (int g = 0; g < 2; g++) {
+                __m256i v[4];
+                for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_si256((const __m256i *)(a[i].q + 128 * g + 32 * k));
+                g2_transpose4(v);
+                for (int k = 0; k < 4; k++) _mm256_storeu_si256((__m256i *)(a[i].q + 128 * g + 32 * k), v[k]);
+            }
+    }
+}
+#endif
+
+void ck_gemm2_prepare(uint32_t type, uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols) {
+#if defined(__x86_64__)
+    if (type == CK_Q4_K || type == CK_Q6_K) g2_prepare(act, act_stride, tokens, cols / 256);
+#else
+    (void)type; (void)act; (void)act_stride; (void)tokens; (void)cols;
 #endif
 }
 

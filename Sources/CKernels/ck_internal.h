@@ -192,6 +192,8 @@ void ck_gemmk_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0
 // per matmul, bit-identical per token to the AVX2 one-token kernels. Activations are the usual
 // ck_q8a / ck_q8k rows; row_scratch holds ck_gemm2_row_bytes(type, cols) per thread.
 int ck_gemm2_applies(int level, uint32_t type, int64_t cols, int64_t tokens);
+// Q4_K/Q6_K activations: quant bytes transposed in place for this path (a no-op for the others).
+void ck_gemm2_prepare(uint32_t type, uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols);
 size_t ck_gemm2_row_bytes(uint32_t type, int64_t cols);
 void ck_gemm2_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,
                    const uint8_t *act, size_t act_stride, int64_t tokens, void *row_scratch, float *y, int64_t y_stride);
