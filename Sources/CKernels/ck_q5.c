@@ -116,11 +116,11 @@ CK_Q5_AVX2_TARGET static float q5pre2_dot(const void *w, const void *pre, int64_
         __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b + 28)), _mm_loadu_si128((const __m128i *)(b + 6))); \
         __m256i hl = _mm256_and_si256(_mm256_shuffle_epi8(y, spread_l), bit);                   \
         __m256i hh = _mm256_and_si256(_mm256_shuffle_epi8(y, spread_h), bit);                   \
-        __m256i ql = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_cmpeq_epi8(hl, bit), b4)); \
-        __m256i qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(_mm256_cmpeq_epi8(hh, bit), b4)); \
+        __m256i qlo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_cmpeq_epi8(hl, bit), b4)); \
+        __m256i qhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(_mm256_cmpeq_epi8(hh, bit), b4)); \
         __m256i sl = _mm256_add_epi32(_mm256_load_si256((const __m256i *)p[j].seed),            \
-                                      _mm256_madd_epi16(_mm256_maddubs_epi16(ql, _mm256_load_si256((const __m256i *)p[j].aL)), ones)); \
-        __m256i sh = _mm256_madd_epi16(_mm256_maddubs_epi16(qh, _mm256_load_si256((const __m256i *)p[j].aH)), ones); \
+                                      _mm256_madd_epi16(_mm256_maddubs_epi16(qlo, _mm256_load_si256((const __m256i *)p[j].aL)), ones)); \
+        __m256i sh = _mm256_madd_epi16(_mm256_maddubs_epi16(qhi, _mm256_load_si256((const __m256i *)p[j].aH)), ones); \
         __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(x), d_idx), _mm256_load_ps(p[j].as)); \
         accL = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sl), accL);                                \
         accH = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sh), accH); }
