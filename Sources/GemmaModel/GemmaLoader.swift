@@ -332,11 +332,20 @@ extension GemmaShard {
         return shard
     }
 
-    /// Bytes of weights this rank reads to decode one token: everything it holds, except that
-    /// with a separate LM head the embedding table is only looked up (one row), not streamed.
-    /// (Gemma 4's PLE table is a lookup too but is counted, as a file-level sum would.)
+    /// Bytes of weights this rank reads to decode one token, by the planner's rule
+    /// (`RankReport.decodeReadBytes`): everything it holds, except lookup tables (with a
+    /// separate LM head the embedding table, and Gemma 4's PLE table: one row each) and MoE
+    /// experts (the top-k of them: topK / numExperts of their bytes). `bench`'s roofline divides
+    /// the measured bandwidth by it.
     public var weightBytesReadPerToken: Int {
-        weightBytes - (lmHead == nil ? 0 : embedding.weight.byteCount)
+        var read = weightBytes
+        if lmHead != nil { read -= embedding.weight.byteCount - embedding.weight.rowBytes }
+        if let ple { read -= ple.table.weight.byteCount - ple.table.weight.rowBytes }
+        let active = Double(config.topKExperts ?? 1) / Double(max(config.numExperts ?? 1, 1))
+        for l in layers {
+            if let m = l.moe { read -= m.expertBytes - Int((Double(m.expertBytes) * active).rounded()) }
+        }
+        return read
     }
 
     /// Bytes of weights this rank holds.

@@ -185,10 +185,13 @@ struct Gemma4LoadedShareTests {
     func loadedBytesEqualThePlan(fixture: String, ranks: Int) throws {
         let dir = hfFixtures.appendingPathComponent(fixture)
         let report = try ShardReport(directory: dir, ranks: ranks)
-        let loaded = try LocalCommunicator.run(ranks: ranks) { comm -> Int in
-            try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 16)).weightBytes
+        let both = try LocalCommunicator.run(ranks: ranks) { comm -> [Int] in
+            let shard = try GemmaShard.load(path: dir, comm: comm, options: GemmaLoadOptions(maxContext: 16))
+            return [shard.weightBytes, shard.weightBytesReadPerToken]
         }
+        let loaded = both.map { $0[0] }
         #expect(loaded == report.perRank.map(\.weightBytes), "\(fixture) at \(ranks) ranks")
+        Self.expectReadBytes(both.map { $0[1] }, report, fixture)
         if ranks > 1 { #expect(loaded.allSatisfy { $0 < report.totalWeightBytes * 3 / (2 * ranks) }, "\(loaded) of \(report.totalWeightBytes)") }
     }
 
@@ -198,9 +201,26 @@ struct Gemma4LoadedShareTests {
     func ggufPlanEqualsLoadedBytes(file: String, ranks: Int) throws {
         let url = hfFixtures.deletingLastPathComponent().appendingPathComponent(file)
         let report = try ShardReport(gguf: url, ranks: ranks)
-        let loaded = try LocalCommunicator.run(ranks: ranks) { comm -> Int in
-            try GemmaShard.load(path: url, comm: comm, options: GemmaLoadOptions(maxContext: 16)).weightBytes
+        let both = try LocalCommunicator.run(ranks: ranks) { comm -> [Int] in
+            let shard = try GemmaShard.load(path: url, comm: comm, options: GemmaLoadOptions(maxContext: 16))
+            return [shard.weightBytes, shard.weightBytesReadPerToken]
         }
-        #expect(loaded == report.perRank.map(\.weightBytes), "\(file) at \(ranks) ranks")
+        #expect(both.map { $0[0] } == report.perRank.map(\.weightBytes), "\(file) at \(ranks) ranks")
+        Self.expectReadBytes(both.map { $0[1] }, report, file)
+    }
+
+    /// The bytes a decode token reads (bench's roofline) follow the planner's rule: lookup
+    /// tables one row, MoE experts topK / numExperts of their bytes. The planner rounds the
+    /// expert share per tensor (gate_up and down), the loader per layer: at most one byte
+    /// apart per MoE layer. The rule must bite where it applies: a PLE table or experts make the
+    /// read bytes smaller than the held ones.
+    static func expectReadBytes(_ read: [Int], _ report: ShardReport, _ name: String) {
+        let slack = report.config.isMoE ? report.config.numHiddenLayers : 0
+        for (got, want) in zip(read, report.perRank.map(\.decodeReadBytes)) {
+            #expect(abs(got - want) <= slack, "\(name): loader reads \(got) bytes per token, planner \(want)")
+        }
+        if report.config.isMoE || report.config.perLayerInputSize > 0 {
+            #expect(zip(read, report.perRank.map(\.weightBytes)).allSatisfy { $0 < $1 }, "\(name): \(read)")
+        }
     }
 }
