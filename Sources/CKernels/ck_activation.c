@@ -1,6 +1,10 @@
 // Element-wise activations of the MLP: g[i] = gelu_tanh(g[i]) * u[i], written as
 // z * sigmoid(2y) = z / (1 + exp(-2y)) with y = sqrt(2/pi) (z + 0.044715 z^3), which equals
 // 0.5 z (1 + tanh(y)). Portable C (libm expf) and AVX2 / AVX-512 with a polynomial exp.
+// The final-logit soft-cap v = cap tanh(v / cap) (Gemma 2 and 4, over every vocabulary row)
+// uses the same exp: tanh(x) = 2 / (1 + exp(-2x)) - 1, within ~1.2e-7 absolute of tanh (the
+// subtraction from 1), so the logits move by at most ~cap * 2.4e-7; libm tanhf in the portable
+// twin.
 #include <math.h>
 #include "ck_internal.h"
 
@@ -100,6 +104,54 @@ static void gelu_mul_avx2(float *g, const float *u, int64_t n) {
     }
 }
 #endif
+
+static void softcap_scalar(float *v, int64_t n, float cap) {
+    for (int64_t i = 0; i < n; i++) v[i] = cap * tanhf(v[i] / cap);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f")))
+static inline __m512 softcap512(__m512 v, float cap) {
+    __m512 e = exp512(_mm512_mul_ps(v, _mm512_set1_ps(-2.0f / cap)));
+    __m512 t = _mm512_sub_ps(_mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e)), _mm512_set1_ps(1.0f));
+    return _mm512_mul_ps(_mm512_set1_ps(cap), t);
+}
+
+__attribute__((target("avx512f")))
+static void softcap_avx512(float *v, int64_t n, float cap) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(v + i, softcap512(_mm512_loadu_ps(v + i), cap));
+    if (i < n) {  // the same formula, masked: no element's result depends on its position
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(v + i, m, softcap512(_mm512_maskz_loadu_ps(m, v + i), cap));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void softcap_avx2(float *v, int64_t n, float cap) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp256(_mm256_mul_ps(_mm256_loadu_ps(v + i), _mm256_set1_ps(-2.0f / cap)));
+        __m256 t = _mm256_sub_ps(_mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_set1_ps(1.0f));
+        _mm256_storeu_ps(v + i, _mm256_mul_ps(_mm256_set1_ps(cap), t));
+    }
+    if (i < n) {  // through a padded copy, the same formula
+        float t[8] = {0};
+        for (int64_t k = i; k < n; k++) t[k - i] = v[k];
+        softcap_avx2(t, 8, cap);
+        for (int64_t k = i; k < n; k++) v[k] = t[k - i];
+    }
+}
+#endif
+
+void ck_softcap(int level, float *v, int64_t n, float cap) {
+    if (level == CK_LEVEL_AUTO) level = ck_active_level();
+#if defined(__x86_64__)
+    if (level == CK_LEVEL_AVX512 && ck_level_supported(CK_LEVEL_AVX512)) { softcap_avx512(v, n, cap); return; }
+    if ((level == CK_LEVEL_AVX2 || level == CK_LEVEL_AVX512) && ck_level_supported(CK_LEVEL_AVX2)) { softcap_avx2(v, n, cap); return; }
+#endif
+    softcap_scalar(v, n, cap);
+}
 
 void ck_gelu_mul(int level, float *g, const float *u, int64_t n) {
     if (level == CK_LEVEL_AUTO) level = ck_active_level();

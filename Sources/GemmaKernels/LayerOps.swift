@@ -1,11 +1,13 @@
 // The per-layer element-wise operations of a Gemma decoder layer: RMSNorm, rotate-half RoPE,
 // soft-capping, residual add and scaling (the tanh GELU is `geluMul` in Attention.swift, with
-// its SIMD path). They are O(tokens x hidden) per layer, a few % of a prefill next to the matrix
+// its SIMD path; the final-logit soft-cap runs over a whole vocabulary per token and has one
+// too, `ck_softcap`). They are O(tokens x hidden) per layer, a few % of a prefill next to the matrix
 // products, so each is a plain loop (the reference and the only implementation) that never
 // reorders float sums; rmsNorm interleaves four rows' sums and scales eight lanes at a time,
 // which keeps every rounding of the plain loop (LayerOpsTests checks the bits). GemmaShard
 // splits them over the thread pool by rows for a prefill. Tests compare each with a float64
 // evaluation of the formula (LayerOpsTests).
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -99,9 +101,17 @@ public func ropeTable(positions: [Int], inverseFrequencies inv: [Float], cos: Un
     }
 }
 
-/// v = cap · tanh(v / cap): Gemma 2's and Gemma 4's final-logit soft-capping.
-public func softcap(_ v: UnsafeMutableBufferPointer<Float>, cap: Float) {
-    for j in v.indices { v[j] = cap * tanhf(v[j] / cap) }
+/// v = cap · tanh(v / cap): Gemma 2's and Gemma 4's final-logit soft-capping, over every
+/// vocabulary row a step keeps (262,144 values per token for Gemma 4: libm's tanhf there took
+/// ~2% of a 26B-A4B decode step). `.reference` is the Swift twin; C levels compute
+/// 2 / (1 + exp(-2x)) - 1 with a vector exp, within ~cap · 2.4e-7 absolute.
+public func softcap(_ v: UnsafeMutableBufferPointer<Float>, cap: Float, level: KernelLevel = Kernels.active) {
+    if level == .reference {
+        for j in v.indices { v[j] = cap * tanhf(v[j] / cap) }
+        return
+    }
+    guard let base = v.baseAddress else { return }
+    ck_softcap(level.cLevel, base, Int64(v.count), cap)
 }
 
 /// x += b: the residual connection.

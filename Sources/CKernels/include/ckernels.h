@@ -113,6 +113,9 @@ double ck_stream_sum(const float *p, int64_t n);
 
 /// g[i] = gelu_tanh(g[i]) * u[i] for i < n (Gemma's MLP), at `level` (AUTO = active).
 void ck_gelu_mul(int level, float *g, const float *u, int64_t n);
+/// v[i] = cap * tanh(v[i] / cap) (final-logit soft-cap); SIMD levels within ~cap * 2.4e-7 of
+/// the portable twin (libm tanhf).
+void ck_softcap(int level, float *v, int64_t n, float cap);
 
 
 /// Q8_0 "split" row layout (LM head): per row the nb = cols/32 f16 scales, then the nb*32 int8
