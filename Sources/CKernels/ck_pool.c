@@ -282,3 +282,14 @@ double ck_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+// Hands the allocator's free memory back to the kernel (glibc: malloc_trim). Loading reads
+// slices through temporary buffers; once glibc's dynamic mmap threshold has risen, those come
+// from the heap and their freed space stays resident (measured: ~450 MiB per rank after
+// loading a 26B-A4B MoE at 4 ranks). Called once after a load.
+#if defined(__GLIBC__)
+#include <malloc.h>
+void ck_release_free_heap(void) { (void)malloc_trim(0); }
+#else
+void ck_release_free_heap(void) {}
+#endif

@@ -108,6 +108,12 @@ public final class AlignedBuffer: @unchecked Sendable {
     }
 }
 
+/// Returns the allocator's free heap memory to the kernel. Loading reads tensor slices through
+/// temporary buffers; after glibc raises its mmap threshold, those come from the heap, and
+/// their freed space stayed resident: ~450 MiB per rank after loading the synthetic 26B-A4B
+/// MoE at 4 ranks (docs/LARGE_MODELS.md). The loader calls it once when a shard is built.
+public func releaseFreeHeapMemory() { ck_release_free_heap() }
+
 /// A 2-D weight `[rows, cols]` (PyTorch `[out_features, in_features]`), row-major, each
 /// row `cols` values in `type`'s encoding (quant blocks run along `cols`).
 public struct WeightMatrix: @unchecked Sendable {

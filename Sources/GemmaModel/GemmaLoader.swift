@@ -95,6 +95,7 @@ extension GemmaShard {
         do { shard = try loadLocal(path: path, comm: comm, options: options) } catch { failure = error }
         try comm.agree(failure)
         guard let shard else { throw GemmaLoadError.badOptions("loader returned nothing") }
+        releaseFreeHeapMemory()  // the loading temporaries' freed heap (see there)
         return shard
     }
 

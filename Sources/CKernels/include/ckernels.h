@@ -116,6 +116,8 @@ void ck_gelu_mul(int level, float *g, const float *u, int64_t n);
 /// v[i] = cap * tanh(v[i] / cap) (final-logit soft-cap); SIMD levels within ~cap * 2.4e-7 of
 /// the portable twin (libm tanhf).
 void ck_softcap(int level, float *v, int64_t n, float cap);
+/// Returns the allocator's free heap memory to the kernel (glibc malloc_trim; a no-op elsewhere).
+void ck_release_free_heap(void);
 
 
 /// Q8_0 "split" row layout (LM head): per row the nb = cols/32 f16 scales, then the nb*32 int8
