@@ -77,14 +77,7 @@ static size_t g2_row_bytes(uint32_t type, int64_t cols) {
 // weights and activations both stored this way, lane 4h + L of the four vpmaddubsw/vpmaddwd
 // products of a group, added, is the exact sum of sub-block 4g + L's values 16h..16h+15: the
 // lane hsub4 forms from untransposed operands (ck_x86_body.h), without its shuffles.
-G2_INLINE void g2_transpose4(__m256i v[4]) {
-    __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-    __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-    v[0] = _mm256_unpacklo_epi64(t0, t2);
-    v[1] = _mm256_unpackhi_epi64(t0, t2);
-    v[2] = _mm256_unpacklo_epi64(t1, t3);
-    v[3] = _mm256_unpackhi_epi64(t1, t3);
-}
+G2_INLINE void g2_transpose4(__m256i v[4]) { CK_TRANSPOSE4_EPI32(_mm256, __m256i, v); }
 
 static G2_TARGET void g2_decode_q4_K(const blk_q4_K *b, int64_t nsb, g2_ksb *o) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);

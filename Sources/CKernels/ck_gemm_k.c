@@ -71,14 +71,7 @@ _Static_assert(sizeof(ck_ksb) == 384, "ck_ksb");
 #define KG_GRP _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
 
 // 4 x 4 dword transpose in every 128-bit lane: out[i] dword 4k + c = in[c] dword 4k + i.
-KG_INLINE void kg_transpose(__m512i v[4]) {
-    __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
-    __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
-    v[0] = _mm512_unpacklo_epi64(t0, t2);
-    v[1] = _mm512_unpackhi_epi64(t0, t2);
-    v[2] = _mm512_unpacklo_epi64(t1, t3);
-    v[3] = _mm512_unpackhi_epi64(t1, t3);
-}
+KG_INLINE void kg_transpose(__m512i v[4]) { CK_TRANSPOSE4_EPI32(_mm512, __m512i, v); }
 
 static KG_TARGET void kg_decode_q4_K(const blk_q4_K *b, int64_t nsb, ck_ksb *o) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);

@@ -123,19 +123,20 @@ ck_dot_fn ck_q5pre_kernel(int level);
 /// ck_x86_body.h's hsum8: shared by the multi-token paths of both x86 levels (ck_gemm_avx2.c,
 /// ck_gemm_k.c), which must round exactly as the one-token kernels do.
 static inline __attribute__((target("avx2,fma,f16c"))) float ck_h2f_f16c(const void *p) { return _cvtsh_ss(ck_ld16(p)); }
-/// Four vectors of eight int32 lanes -> lane L: sum of lanes 0-3 of pL, lane 4 + L: sum of its
-/// lanes 4-7 (exact), in two unpack-and-add stages (hsub2 on (p0, p1) and (p2, p3), then
-/// hsub22): six one-uop shuffles and three adds where three vphaddd were (the same integers;
-/// the AVX2 Q4_K kernel ran ~11% faster with it on Zen 5).
-static inline __attribute__((target("avx2,fma,f16c"))) __m256i ck_hsub2_avx(__m256i p0, __m256i p1) {
-    return _mm256_add_epi32(_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
-}
-static inline __attribute__((target("avx2,fma,f16c"))) __m256i ck_hsub22_avx(__m256i t01, __m256i t23) {
-    return _mm256_add_epi32(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
-}
-static inline __attribute__((target("avx2,fma,f16c"))) __m256i ck_hsub4_avx(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
-    return ck_hsub22_avx(ck_hsub2_avx(p0, p1), ck_hsub2_avx(p2, p3));
-}
+/// 4 x 4 dword transpose in every 128-bit lane of four vectors v[0..3] of type T (__m256i or
+/// __m512i; PFX the matching intrinsic prefix, _mm256 or _mm512): afterwards v[i]'s dword
+/// 4k + c is the old v[c]'s dword 4k + i. The K-quant prefill paths store weights and
+/// activations this way so that multiplies summed lane by lane give the one-token kernels'
+/// regrouped lanes (ck_gemm_k.c, ck_gemm_avx2.c).
+#define CK_TRANSPOSE4_EPI32(PFX, T, v)                                                  \
+    do {                                                                                \
+        T ck_t0_ = PFX##_unpacklo_epi32((v)[0], (v)[1]), ck_t1_ = PFX##_unpackhi_epi32((v)[0], (v)[1]); \
+        T ck_t2_ = PFX##_unpacklo_epi32((v)[2], (v)[3]), ck_t3_ = PFX##_unpackhi_epi32((v)[2], (v)[3]); \
+        (v)[0] = PFX##_unpacklo_epi64(ck_t0_, ck_t2_);                                  \
+        (v)[1] = PFX##_unpackhi_epi64(ck_t0_, ck_t2_);                                  \
+        (v)[2] = PFX##_unpacklo_epi64(ck_t1_, ck_t3_);                                  \
+        (v)[3] = PFX##_unpackhi_epi64(ck_t1_, ck_t3_);                                  \
+    } while (0)
 static inline __attribute__((target("avx2,fma,f16c"))) float ck_hsum8_avx(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

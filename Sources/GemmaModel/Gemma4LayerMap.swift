@@ -102,4 +102,7 @@ extension GemmaConfig {
     }
 
     public var isMoE: Bool { generation == .gemma4 && enableMoeBlock == true }
+    /// Fraction of the expert weights one token reads: top_k_experts / num_experts (1 without
+    /// experts). The planner's decode read bytes and bench's roofline both use it.
+    public var activeExpertFraction: Double { Double(topKExperts ?? 1) / Double(max(numExperts ?? 1, 1)) }
 }

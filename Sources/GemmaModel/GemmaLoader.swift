@@ -342,7 +342,7 @@ extension GemmaShard {
         var read = weightBytes
         if lmHead != nil { read -= embedding.weight.byteCount - embedding.weight.rowBytes }
         if let ple { read -= ple.table.weight.byteCount - ple.table.weight.rowBytes }
-        let active = Double(config.topKExperts ?? 1) / Double(max(config.numExperts ?? 1, 1))
+        let active = config.activeExpertFraction
         for l in layers {
             if let m = l.moe { read -= m.expertBytes - Int((Double(m.expertBytes) * active).rounded()) }
         }

@@ -148,7 +148,7 @@ public struct ShardReport: Codable, Sendable, Equatable {
         slidingRing = KVCache.capacity(window: config.slidingWindow, maxContext: Int.max / 2, maxBatchTokens: maxBatchTokens)
         let h = config.hiddenSize
         let untied = table.contains { $0.tensor == .lmHead }
-        let activeExperts = Double(config.topKExperts ?? 1) / Double(max(config.numExperts ?? 1, 1))
+        let activeExperts = config.activeExpertFraction
         var reports: [RankReport] = []
         for r in 0..<ranks {
             var total = 0, read = 0

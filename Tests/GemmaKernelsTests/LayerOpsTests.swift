@@ -137,7 +137,7 @@ import GemmaTestSupport
             one.withUnsafeMutableBufferPointer { softcap($0, cap: 30, level: level) }
             #expect(one[0].bitPattern == v[i].bitPattern, "\(level) element \(i)")
         }
-        // A wrong cap inside the formula (tanh(v / 20) * 30) is caught by the same bound.
+        // The same values capped at 20 instead of 30 are caught by the same bound.
         var w: [Float] = [2, 15, -40]
         w.withUnsafeMutableBufferPointer { softcap($0, cap: 20, level: level) }
         for (a, b) in zip(w, [Float(2), 15, -40]) { #expect(abs(Double(a) - 30 * tanh(Double(b) / 30)) > 1e-3) }
