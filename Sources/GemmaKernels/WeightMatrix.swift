@@ -61,13 +61,20 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
 public final class AlignedBuffer: @unchecked Sendable {
     public let byteCount: Int
     public let pointer: UnsafeMutableRawPointer
-    private let mapped: Bool
+    /// Whether the buffer is its own anonymous mapping (else it came from the allocator).
+    public let mapped: Bool
 
     /// Buffers this large get their own anonymous mapping: zero pages until first written, so
     /// scratch sized for the worst case (e.g. maxBatchTokens = 512 activations, ~19 MB at one
     /// rank) costs no resident memory until a step uses it, and no memset at load. Smaller
     /// buffers come from the allocator, zero-filled.
     static let mapThreshold = 256 << 10
+    /// Weight buffers (`hugePages: true`) get their own mapping from this size: a loader's
+    /// slices of 64-256 KiB (an expert's gate or up rows at 4 ranks, read and then stacked)
+    /// otherwise came from the allocator's heap, which fragmented around them: the synthetic
+    /// 26B-A4B MoE at 4 ranks peaked at 4,543 MiB per rank while loading against 4,088 with
+    /// every such slice mapped (docs/LARGE_MODELS.md). Rounding to whole pages costs under 6%.
+    public static let weightMapThreshold = 64 << 10
     /// Weight mappings this large ask for transparent huge pages (`madvise(MADV_HUGEPAGE)`; the
     /// kernel then backs every 2 MiB-aligned range fully inside the mapping with one huge page,
     /// the unaligned ends stay 4 KiB, so resident memory does not grow). Decode streams all
@@ -81,11 +88,11 @@ public final class AlignedBuffer: @unchecked Sendable {
         return String(cString: v) != "0"
     }()
 
-    /// `hugePages`: ask for transparent huge pages when the buffer gets its own mapping of at
-    /// least `hugePageThreshold` bytes (weights; see there).
+    /// `hugePages`: a weight buffer: mapped from `weightMapThreshold` bytes, and advised to use
+    /// transparent huge pages from `hugePageThreshold` (see there).
     public init(byteCount: Int, hugePages: Bool = false) {
         self.byteCount = byteCount
-        if byteCount >= Self.mapThreshold,
+        if byteCount >= (hugePages ? Self.weightMapThreshold : Self.mapThreshold),
            let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
             pointer = p  // page-aligned, so 64-byte aligned
             mapped = true
@@ -109,9 +116,10 @@ public final class AlignedBuffer: @unchecked Sendable {
 }
 
 /// Returns the allocator's free heap memory to the kernel. Loading reads tensor slices through
-/// temporary buffers; after glibc raises its mmap threshold, those come from the heap, and
-/// their freed space stayed resident: ~450 MiB per rank after loading the synthetic 26B-A4B
-/// MoE at 4 ranks (docs/LARGE_MODELS.md). The loader calls it once when a shard is built.
+/// temporary buffers; slices below `AlignedBuffer.weightMapThreshold`, and other loading
+/// temporaries, come from the heap, whose freed space otherwise stays resident (before weight
+/// slices of 64-256 KiB were mapped: ~450 MiB per rank after loading the synthetic 26B-A4B MoE
+/// at 4 ranks, docs/LARGE_MODELS.md). The loader calls it once when a shard is built.
 public func releaseFreeHeapMemory() { ck_release_free_heap() }
 
 /// A 2-D weight `[rows, cols]` (PyTorch `[out_features, in_features]`), row-major, each

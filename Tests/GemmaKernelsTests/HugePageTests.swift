@@ -45,4 +45,20 @@ import Testing
         #expect(!scratchFlags.contains("hg"), "flags \(scratchFlags)")
         #endif
     }
+
+    /// Weight buffers from 64 KiB are their own mappings (so loading slices of that size never
+    /// fragment the allocator's heap); scratch of the same size, and smaller weights, are not.
+    @Test func weightSlicesFrom64KiBAreMapped() throws {
+        // 160 rows of a 2816-wide Q4_K expert: 253,440 bytes, an expert's gate slice at 4 ranks.
+        let slice = try WeightMatrix(type: .q4_K, rows: 160, cols: 2816)
+        #expect(slice.storage.byteCount == 253_440)
+        #expect(slice.storage.mapped)
+        let atThreshold = AlignedBuffer(byteCount: AlignedBuffer.weightMapThreshold, hugePages: true)
+        #expect(atThreshold.mapped)
+        let below = AlignedBuffer(byteCount: AlignedBuffer.weightMapThreshold - 64, hugePages: true)
+        #expect(!below.mapped)
+        let scratch = AlignedBuffer(byteCount: 253_440)
+        #expect(!scratch.mapped)
+        #expect(Int(bitPattern: slice.storage.pointer) % 64 == 0)
+    }
 }
