@@ -7,8 +7,17 @@
 // - matrices ~ N(0, 1/fan_in): each projection keeps the variance of its (RMS-normed) input;
 // - token_embd ~ N(0, 1/H): the embedding is multiplied by sqrt(H), so the first residual
 //   has RMS ~1, and the tied LM head then gives logits with a standard deviation of ~1;
-// - PLE table ~ N(0, 1/P) (it is multiplied by sqrt(P)); MoE router ~ N(0, 1/H), kept F32
-//   (llama.cpp never quantizes ffn_gate_inp), so routing logits are spread, not one-hot;
+// - PLE table ~ N(0, 1/P) (it is multiplied by sqrt(P)); MoE router ~ N(0, 1), kept F32
+//   (llama.cpp never quantizes ffn_gate_inp): the router's input has norm 1 (RMS-normed, times
+//   H^-1/2), so routing logits have a standard deviation of ~1: spread, not one-hot;
+// - `SynthRouting.decisive` (MoE only; for comparing implementations): every embedding row also
+//   carries one shared vector on the first 64 dimensions (+-1 each, so 8 after the sqrt(H)
+//   embedding scale in RMS over the row), so every residual keeps a component along its
+//   direction u, and per layer `topK` planted experts get router rows N(0, 1) + 60 u: each
+//   token then picks the planted experts by a margin of several logits, which rounding cannot
+//   flip (with spread routing near-tied choices flip and the flip propagates). The final norm
+//   is 0 on those 64 dimensions, so the shared part never reaches the (tied) LM head, where it
+//   would add ~100 to every logit and saturate Gemma 4's soft-cap;
 // - norms: GGUF stores the multiplier (w + 1 for Gemma 1-3), drawn as 1 + N(0, 0.1^2), i.e.
 //   HF's w near 0; Gemma 4's q/k norms are d^-1/4 so that q·k (attention scale 1.0) has a
 //   standard deviation of ~1 rather than sqrt(d);
@@ -46,6 +55,14 @@ public enum SynthQuant: String, CaseIterable, Sendable {
     }
 }
 
+/// How a synthetic MoE file routes tokens.
+public enum SynthRouting: String, CaseIterable, Sendable {
+    /// Random router rows: each token's experts spread over all of them, as in a real model.
+    case spread
+    /// Planted experts per layer that every token picks by a wide margin (see the file header).
+    case decisive
+}
+
 /// A bad synth request (unknown preset, impossible override, unusable tokenizer source).
 public struct SynthError: Error, CustomStringConvertible, Equatable {
     public let description: String
@@ -56,12 +73,28 @@ public struct SynthError: Error, CustomStringConvertible, Equatable {
 public enum SynthInit: Sendable, Equatable {
     /// N(0, std^2), through the block bank.
     case gaussian(std: Float)
+    /// N(0, std^2) plus the file's shared residual vector (`SyntheticModel.sharedVector`) on
+    /// every row, through one block bank per column block (decisive routing's embedding).
+    case gaussianShared(std: Float)
+    /// MoE router rows N(0, std^2), plus `strength` times the shared vector's direction on the
+    /// rows of `SyntheticModel.plantedExperts(layer:)`, F32.
+    case router(std: Float, strength: Float, layer: Int)
     /// 1 + N(0, jitter^2) times `scale` (norm multipliers), F32.
     case norm(scale: Float, jitter: Float)
     /// Every value the same, F32.
     case constant(Float)
+    /// `.norm(scale: 1, jitter:)` with the first `zeroed` values 0 (decisive routing's final norm).
+    case normZeroed(jitter: Float, zeroed: Int)
     /// Gemma 4 proportional RoPE divisors: 1 for the first `rotated` pairs, 1e30 after.
     case ropeFreqs(rotated: Int)
+
+    /// Filled from block banks (a quantized or BF16 tensor); F32 tensors are drawn value by value.
+    var drawsBlocks: Bool {
+        switch self {
+        case .gaussian, .gaussianShared: return true
+        default: return false
+        }
+    }
 }
 
 /// One tensor of a synthetic file.
@@ -80,17 +113,53 @@ public struct SyntheticModel: Sendable {
     public let presetName: String
     public let config: GemmaConfig
     public let quant: SynthQuant
+    public let routing: SynthRouting
     public let tensors: [SynthTensor]
 
     /// Plans the file for a preset, with the layer count and vocabulary optionally cut down.
-    public init(preset: String, quant: SynthQuant, layers: Int? = nil, vocab: Int? = nil) throws {
+    public init(preset: String, quant: SynthQuant, layers: Int? = nil, vocab: Int? = nil, routing: SynthRouting = .spread) throws {
         guard let top = ModelPresets.dictionary(named: preset), let name = ModelPresets.canonicalName(preset) else {
             throw SynthError("unknown preset \"\(preset)\" (presets: \(ModelPresets.names.joined(separator: ", ")))")
         }
         presetName = name
         config = try Self.config(top, layers: layers, vocab: vocab)
+        if routing == .decisive && !config.isMoE {
+            throw SynthError("decisive routing applies to MoE presets only; \(name) has no experts")
+        }
         self.quant = quant
-        tensors = try Self.tensorList(config: config, quant: quant)
+        self.routing = routing
+        tensors = try Self.tensorList(config: config, quant: quant, routing: routing)
+    }
+
+    /// Norm of the shared vector decisive routing adds to every embedding row (times sqrt(H): the
+    /// first residual's RMS along it; the rest of the embedding gives RMS ~1).
+    public static let sharedResidualRMS: Float = 8
+    /// The dimensions that carry the shared vector (the first ones), where the final norm is 0.
+    public static let sharedDimensions = 64
+    /// Router row strength along the shared direction for planted experts. The residual's
+    /// cosine with that direction is ~0.29 after the last layer of the 26B-A4B preset (8 against
+    /// branches of RMS up to ~sqrt(H / 4)), so planted logits lead by ~0.29 * 60 = 17 before the
+    /// N(0, 1) parts: a margin of ~10 logits over the best of the other experts.
+    public static let plantedStrength: Float = 60
+
+    /// The shared vector of decisive routing (length H, norm `sharedResidualRMS`): random signs
+    /// times sharedResidualRMS / sqrt(sharedDimensions) on the first `sharedDimensions`
+    /// dimensions, 0 elsewhere; from the file's seed.
+    public func sharedVector(seed: UInt64) -> [Float] {
+        let h = config.hiddenSize, k = min(Self.sharedDimensions, h)
+        var rng = SynthRandom(seed: SynthRandom.mix(seed, 0x5AA4ED))
+        let a = Self.sharedResidualRMS / Float(k).squareRoot()
+        return (0..<h).map { i in i < k ? (rng.next() & 1 == 0 ? a : -a) : 0 }
+    }
+
+    /// The experts of layer `layer` every token picks under decisive routing (`topK` distinct,
+    /// ascending), from the file's seed.
+    public func plantedExperts(layer: Int, seed: UInt64) -> [Int] {
+        let e = config.numExperts ?? 0, k = min(config.topKExperts ?? 0, e)
+        var rng = SynthRandom(seed: SynthRandom.mix(seed, 0x9E7A_0000 &+ UInt64(layer)))
+        var picked = Set<Int>()
+        while picked.count < k { picked.insert(Int(rng.next() % UInt64(e))) }
+        return picked.sorted()
     }
 
     /// The preset's config with `layers` / `vocab` applied. Fewer layers keep the preset's layer
@@ -138,7 +207,7 @@ public struct SyntheticModel: Sendable {
     }
 
     /// Every tensor of the file, in llama.cpp's names, with the quantization of `quant`.
-    static func tensorList(config c: GemmaConfig, quant: SynthQuant) throws -> [SynthTensor] {
+    static func tensorList(config c: GemmaConfig, quant: SynthQuant, routing: SynthRouting = .spread) throws -> [SynthTensor] {
         let table = TensorTable.table(for: c)
         let attnVCount = table.filter { if case .vProj = $0.tensor { return true } else { return false } }.count
         var attnVIndex = 0
@@ -157,12 +226,16 @@ public struct SyntheticModel: Sendable {
             case .layerScalar, .routerScale, .routerPerExpertScale:
                 out.append(SynthTensor(name: name, dims: dims, type: .f32, initializer: .constant(1)))
                 continue
-            case .routerProj:
-                out.append(SynthTensor(name: name, dims: dims, type: .f32, initializer: .gaussian(std: 1 / h.squareRoot())))
+            case let .routerProj(l):
+                out.append(SynthTensor(name: name, dims: dims, type: .f32,
+                                       initializer: .router(std: 1, strength: routing == .decisive ? plantedStrength : 0, layer: l)))
                 continue
             case .postAttentionNorm, .postFeedforwardNorm:
                 let s = max(1, (h / Float(8 * c.numHiddenLayers)).squareRoot())
                 out.append(SynthTensor(name: name, dims: dims, type: .f32, initializer: .norm(scale: s, jitter: 0.1)))
+                continue
+            case .finalNorm where routing == .decisive:
+                out.append(SynthTensor(name: name, dims: dims, type: .f32, initializer: .normZeroed(jitter: 0.1, zeroed: sharedDimensions)))
                 continue
             default:
                 if spec.shape.count == 1 {
@@ -197,7 +270,8 @@ public struct SyntheticModel: Sendable {
             guard dims[0] % type.blockSize == 0 else {
                 throw SynthError("tensor \(name): \(dims[0]) columns are not whole \(type) blocks")
             }
-            out.append(SynthTensor(name: name, dims: dims, type: type, initializer: .gaussian(std: std)))
+            let shared = routing == .decisive && spec.tensor == .embedTokens
+            out.append(SynthTensor(name: name, dims: dims, type: type, initializer: shared ? .gaussianShared(std: std) : .gaussian(std: std)))
         }
         if c.generation == .gemma4, c.layerTypes.contains(.full) {
             let fullDim = c.headDim(for: .full)
@@ -291,6 +365,51 @@ public struct SyntheticModel: Sendable {
         return w
     }
 
+    /// The generator of tensor `index`'s values.
+    static func random(tensor index: Int, seed: UInt64) -> SynthRandom {
+        SynthRandom(seed: SynthRandom.mix(seed, UInt64(index) &+ 0x5EED))
+    }
+
+    /// `v / |v|`, or empty for an empty or zero vector.
+    static func unit(_ v: [Float]) -> [Float] {
+        let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        return norm > 0 ? v.map { $0 / norm } : []
+    }
+
+    /// The values of a tensor drawn value by value (F32: norms, scalars, the router), as `write`
+    /// stores them. `direction`: the unit shared vector of decisive routing (else empty).
+    func floatValues(of t: SynthTensor, rng: inout SynthRandom, seed: UInt64, direction: [Float]) -> [Float] {
+        let count = t.dims.reduce(1, *)
+        var values = [Float](repeating: 0, count: count)
+        for i in 0..<count {
+            switch t.initializer {
+            case let .gaussian(std), let .gaussianShared(std): values[i] = rng.normal() * std
+            case let .router(std, _, _): values[i] = rng.normal() * std
+            case let .norm(scale, jitter): values[i] = scale * (1 + jitter * rng.normal())
+            case let .normZeroed(jitter, zeroed):
+                let n = rng.normal()
+                values[i] = i < zeroed ? 0 : 1 + jitter * n
+            case let .constant(v): values[i] = v
+            case let .ropeFreqs(rotated): values[i] = i < rotated ? 1 : 1e30
+            }
+        }
+        if case let .router(_, strength, layer) = t.initializer, strength > 0, !direction.isEmpty {
+            let h = t.dims[0]
+            for e in plantedExperts(layer: layer, seed: seed) {
+                for j in 0..<h { values[e * h + j] += strength * direction[j] }
+            }
+        }
+        return values
+    }
+
+    /// A tensor's values as `write` stores them, for F32 tensors (tests).
+    public func floatValues(ofTensor name: String, seed: UInt64) -> [Float]? {
+        guard let index = tensors.firstIndex(where: { $0.name == name }), tensors[index].type == .f32 else { return nil }
+        var rng = Self.random(tensor: index, seed: seed)
+        let direction = routing == .decisive ? Self.unit(sharedVector(seed: seed)) : []
+        return floatValues(of: tensors[index], rng: &rng, seed: seed, direction: direction)
+    }
+
     /// Writes the file: header, then every tensor from the block banks in chunks.
     /// `progress(done, total)` is called after each chunk with data bytes written so far.
     public func write(to path: String, tokenizer: GGUFFile, seed: UInt64, progress: (Int, Int) -> Void = { _, _ in }) throws {
@@ -301,26 +420,40 @@ public struct SyntheticModel: Sendable {
         var banks: [BankKey: BlockBank] = [:]
         let chunkCap = 8 << 20
         var chunk = [UInt8](repeating: 0, count: chunkCap)
+        let shared = routing == .decisive ? sharedVector(seed: seed) : []
+        let direction = Self.unit(shared)
         for (index, t) in tensors.enumerated() {
-            var rng = SynthRandom(seed: SynthRandom.mix(seed, UInt64(index) &+ 0x5EED))
+            var rng = Self.random(tensor: index, seed: seed)
             switch t.initializer {
-            case let .gaussian(std) where t.type != .f32:
-                let key = BankKey(type: t.type, std: std)
-                if banks[key] == nil { banks[key] = try BlockBank(type: t.type, std: std, seed: seed) }
-                let bank = banks[key]!
-                let unitBytes = bank.unitBytes
+            case _ where t.initializer.drawsBlocks && t.type != .f32:
+                // One bank, or (shared) one per column block, each with its slice of the vector.
+                var columnBanks: [BlockBank] = []
+                switch t.initializer {
+                case let .gaussianShared(std):
+                    let unitValues = max(t.type.blockSize, 32)
+                    for j in 0..<(t.dims[0] / unitValues) {
+                        columnBanks.append(try BlockBank(type: t.type, std: std, seed: seed,
+                                                         mean: Array(shared[(j * unitValues)..<((j + 1) * unitValues)])))
+                    }
+                case let .gaussian(std):
+                    let key = BankKey(type: t.type, std: std)
+                    if banks[key] == nil { banks[key] = try BlockBank(type: t.type, std: std, seed: seed) }
+                    columnBanks = [banks[key]!]
+                default: break
+                }
+                let unitBytes = columnBanks[0].unitBytes
                 let units = t.byteCount / unitBytes
                 let perChunk = chunkCap / unitBytes
                 var u = 0
                 while u < units {
                     let n = min(perChunk, units - u)
                     chunk.withUnsafeMutableBytes { dst in
-                        bank.bytes.withUnsafeBytes { src in
-                            let d = dst.baseAddress!, s = src.baseAddress!
-                            let mask = UInt64(bank.count - 1)
-                            for i in 0..<n {
-                                let pick = Int(rng.next() & mask)
-                                (d + i * unitBytes).copyMemory(from: s + pick * unitBytes, byteCount: unitBytes)
+                        let d = dst.baseAddress!
+                        for i in 0..<n {
+                            let bank = columnBanks[(u + i) % columnBanks.count]
+                            let pick = Int(rng.next() & UInt64(bank.count - 1))
+                            bank.bytes.withUnsafeBytes { src in
+                                (d + i * unitBytes).copyMemory(from: src.baseAddress! + pick * unitBytes, byteCount: unitBytes)
                             }
                         }
                     }
@@ -330,16 +463,7 @@ public struct SyntheticModel: Sendable {
                     progress(done, total)
                 }
             default:
-                let count = t.dims.reduce(1, *)
-                var values = [Float](repeating: 0, count: count)
-                for i in 0..<count {
-                    switch t.initializer {
-                    case let .gaussian(std): values[i] = rng.normal() * std
-                    case let .norm(scale, jitter): values[i] = scale * (1 + jitter * rng.normal())
-                    case let .constant(v): values[i] = v
-                    case let .ropeFreqs(rotated): values[i] = i < rotated ? 1 : 1e30
-                    }
-                }
+                let values = floatValues(of: t, rng: &rng, seed: seed, direction: direction)
                 try values.withUnsafeBytes { try sink.write(tensor: index, at: 0, $0) }
                 done += t.byteCount
                 progress(done, total)
@@ -365,12 +489,14 @@ struct BlockBank {
     /// Values quantized per bank: 2^18 (1024 Q4_K blocks, 8192 Q8_0 blocks).
     static let valuesPerBank = 1 << 18
 
-    init(type: WeightType, std: Float, seed: UInt64) throws {
+    /// `mean` (one unit's values, or empty): added to every block, a column block's share of a
+    /// vector every row carries.
+    init(type: WeightType, std: Float, seed: UInt64, mean: [Float] = []) throws {
         let unitValues = max(type.blockSize, 32)
         unitBytes = type.rowBytes(unitValues)!
         count = Self.valuesPerBank / unitValues
         var rng = SynthRandom(seed: SynthRandom.mix(seed, UInt64(type.rawValue) << 32 | UInt64(std.bitPattern)))
-        let values = (0..<Self.valuesPerBank).map { _ in rng.normal() * std }
+        let values = (0..<Self.valuesPerBank).map { i in rng.normal() * std + (mean.isEmpty ? 0 : mean[i % unitValues]) }
         var out = [UInt8](repeating: 0, count: count * unitBytes)
         try values.withUnsafeBufferPointer { v in
             try out.withUnsafeMutableBytes { try quantize(type, v.baseAddress!, count: v.count, into: $0.baseAddress!) }

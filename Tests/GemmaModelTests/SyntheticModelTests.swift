@@ -163,4 +163,83 @@ struct SyntheticModelTests {
         #expect(logits.count == 2048 && logits.allSatisfy(\.isFinite))
         #expect(std > 0.2 && range > 2, "std \(std) range \(range)")
     }
+
+    /// Decisive routing (`synth --router decisive`, for comparing implementations on the MoE
+    /// preset): with the file's own router rows and shared vector, residuals built as the
+    /// forward pass builds them (sqrt(H) x (embedding row + shared vector), plus branches of RMS
+    /// up to sqrt(H / 4), the last layer's) route every token to the planted experts through
+    /// `MoERouter.route`, with the 9th expert at least e^3 less probable than the 8th (a 3-logit
+    /// margin: rounding differences between implementations move logits by ~1e-2). Spread
+    /// routing, on the same residuals without the shared part, gives routing logits of standard
+    /// deviation ~1 and choices that differ between tokens. The embedding bank carries the
+    /// shared vector and the final norm blanks its dimensions (so it never reaches the logits).
+    @Test func decisiveRoutingPicksThePlantedExpertsByAMargin() throws {
+        let seed: UInt64 = 7
+        let dec = try SyntheticModel(preset: "gemma-4-26b-a4b", quant: .q4_k, layers: 2, routing: .decisive)
+        let spread = try SyntheticModel(preset: "gemma-4-26b-a4b", quant: .q4_k, layers: 2)
+        #expect(throws: SynthError.self) { try SyntheticModel(preset: "gemma-3-1b", quant: .q4_k, routing: .decisive) }
+        let h = dec.config.hiddenSize, e = try #require(dec.config.numExperts), k = try #require(dec.config.topKExperts)
+        let shared = dec.sharedVector(seed: seed)
+        let k0 = SyntheticModel.sharedDimensions
+        #expect(shared[k0...].allSatisfy { $0 == 0 } && shared[..<k0].allSatisfy { abs($0) == 1 })
+        let finalNorm = try #require(dec.floatValues(ofTensor: "output_norm.weight", seed: seed))
+        #expect(finalNorm[..<k0].allSatisfy { $0 == 0 } && finalNorm[k0...].allSatisfy { $0 > 0.5 })
+        #expect(try #require(spread.floatValues(ofTensor: "output_norm.weight", seed: seed))[..<k0].allSatisfy { $0 > 0.5 })
+
+        // The embedding's first column block comes from a bank whose blocks carry the vector.
+        let embed = try #require(dec.tensors.first { $0.name == "token_embd.weight" })
+        #expect(embed.initializer == .gaussianShared(std: 1 / Float(h).squareRoot()))
+        let bank = try BlockBank(type: embed.type, std: 1 / Float(h).squareRoot(), seed: seed, mean: Array(shared[0..<256]))
+        var sums = [Double](repeating: 0, count: 256)
+        var block = [Float](repeating: 0, count: 256)
+        bank.bytes.withUnsafeBytes { raw in
+            for b in 0..<bank.count {
+                dequantize(embed.type, raw.baseAddress! + b * bank.unitBytes, count: 256, into: &block)
+                for j in 0..<256 { sums[j] += Double(block[j]) }
+            }
+        }
+        let meanError = (0..<256).map { abs(sums[$0] / Double(bank.count) - Double(shared[$0])) }.max() ?? 1
+        #expect(meanError < 0.02, "bank column means off the shared vector by \(meanError)")
+
+        var rng = SynthRandom(seed: 99)
+        let tokens = 32, branchRMS = (Float(h) / 4).squareRoot()
+        func residuals(withShared: Bool) -> [Float] {
+            (0..<(tokens * h)).map { i in
+                Float(h).squareRoot() * (rng.normal() / Float(h).squareRoot() + (withShared ? shared[i % h] : 0)) + branchRMS * rng.normal()
+            }
+        }
+        let pool = ThreadPool(threads: 1)
+        func route(_ m: SyntheticModel, layer: Int, _ x: [Float]) throws -> (indices: [[Int]], probs: [[Float]], logitStd: Float) {
+            let w = try #require(m.floatValues(ofTensor: "blk.\(layer).ffn_gate_inp.weight", seed: seed))
+            #expect(w.count == e * h)
+            let router = try MoERouter(proj: try WeightMatrix.f32(rows: e, cols: h, values: w),
+                                       scale: [Float](repeating: 1, count: h), perExpertScale: [Float](repeating: 1, count: e))
+            var idx = [Int32](repeating: 0, count: tokens * k), wt = [Float](repeating: 0, count: tokens * k)
+            var z = [Float](repeating: 0, count: tokens * h), probs = [Float](repeating: 0, count: tokens * e)
+            router.route(x, tokens: tokens, topK: k, eps: 1e-6, indices: &idx, weights: &wt, z: &z, logits: &probs, pool: pool)
+            // Logits from the probabilities (softmax is shift-invariant: log p differs by a constant per token).
+            var varSum: Float = 0
+            for t in 0..<tokens {
+                let l = probs[(t * e)..<((t + 1) * e)].map { Foundation.log(max($0, 1e-30)) }
+                let mean = l.reduce(0, +) / Float(e)
+                varSum += l.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(e)
+            }
+            return ((0..<tokens).map { t in idx[(t * k)..<((t + 1) * k)].map(Int.init) },
+                    (0..<tokens).map { t in Array(probs[(t * e)..<((t + 1) * e)]) }, (varSum / Float(tokens)).squareRoot())
+        }
+        for layer in 0..<2 {
+            let planted = dec.plantedExperts(layer: layer, seed: seed)
+            #expect(planted.count == k && Set(planted).count == k && planted.allSatisfy { $0 >= 0 && $0 < e })
+            let r = try route(dec, layer: layer, residuals(withShared: true))
+            for t in 0..<tokens {
+                #expect(r.indices[t].sorted() == planted, "layer \(layer) token \(t): \(r.indices[t].sorted()) against \(planted)")
+                let p = r.probs[t].sorted(by: >)
+                #expect(p[k - 1] / p[k] > Foundation.exp(3), "layer \(layer) token \(t): margin \(Foundation.log(p[k - 1] / p[k])) logits")
+            }
+            let s = try route(spread, layer: layer, residuals(withShared: false))
+            #expect(s.logitStd > 0.5 && s.logitStd < 2, "spread routing logit std \(s.logitStd)")
+            #expect(Set(s.indices.map { $0.sorted() }).count > tokens / 2, "spread routing should vary between tokens")
+        }
+        #expect(dec.plantedExperts(layer: 0, seed: seed) != dec.plantedExperts(layer: 1, seed: seed))
+    }
 }

@@ -67,5 +67,9 @@ import GemmaTestSupport
         #expect(layers.status != 0 && layers.stderr.contains("--layers must be in 1...26"), "\(layers.all)")
         let tok = try GemmaNodeBinary.run(["synth", "--config", "gemma-3-1b", "--dry-run", "--tokenizer", "/nonexistent.gguf"])
         #expect(tok.status != 0 && tok.stderr.contains("cannot read the tokenizer source"), "\(tok.all)")
+        let router = try GemmaNodeBinary.run(["synth", "--config", "gemma-4-26b-a4b", "--router", "sharp", "--dry-run"])
+        #expect(router.status != 0 && router.stderr.contains("--router must be spread or decisive"), "\(router.all)")
+        let dense = try GemmaNodeBinary.run(["synth", "--config", "gemma-3-1b", "--router", "decisive", "--dry-run"])
+        #expect(dense.status != 0 && dense.stderr.contains("decisive routing applies to MoE presets only"), "\(dense.all)")
     }
 }

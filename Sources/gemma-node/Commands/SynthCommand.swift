@@ -20,6 +20,11 @@ struct SynthCommand: ParsableCommand {
     @Option(name: .customLong("quant"), help: "Weight encoding: q4_k (llama.cpp's Q4_K_M mix), q8_0 or bf16.")
     var quant: String = "q4_k"
 
+    @Option(name: .customLong("router"), help: ArgumentHelp(
+        "MoE presets: spread (random router rows, tokens spread over the experts as in a real model) or decisive (per layer, top-k planted experts every token picks by a margin of several logits, so rounding cannot change the choice: for comparing implementations, e.g. Scripts/crosscheck_llamacpp.py).",
+        valueName: "spread|decisive"))
+    var router: String = "spread"
+
     @Option(name: .customLong("seed"), help: "Random seed: the same seed writes the same bytes.")
     var seed: UInt64 = 0
 
@@ -42,12 +47,14 @@ struct SynthCommand: ParsableCommand {
         if SynthQuant(rawValue: quant.lowercased()) == nil { throw ValidationError("--quant must be q4_k, q8_0 or bf16, got \(quant)") }
         if !dryRun && output == nil { throw ValidationError("give the file to write with -o (or --dry-run)") }
         if let layers, layers < 1 { throw ValidationError("--layers must be at least 1, got \(layers)") }
+        if SynthRouting(rawValue: router.lowercased()) == nil { throw ValidationError("--router must be spread or decisive, got \(router)") }
     }
 
     func run() throws {
         let q = SynthQuant(rawValue: quant.lowercased()) ?? .q4_k
         let model: SyntheticModel
-        do { model = try SyntheticModel(preset: preset, quant: q, layers: layers, vocab: vocab) } catch { throw SynthCommandError(message: "\(error)") }
+        let routing = SynthRouting(rawValue: router.lowercased()) ?? .spread
+        do { model = try SyntheticModel(preset: preset, quant: q, layers: layers, vocab: vocab, routing: routing) } catch { throw SynthCommandError(message: "\(error)") }
         let tokPath = tokenizer ?? DefaultModel.path().path
         let tokFile: GGUFFile
         do { tokFile = try GGUFFile(path: tokPath) } catch {
