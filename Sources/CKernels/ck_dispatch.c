@@ -273,8 +273,11 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
         int kgemm = !gemm && ck_gemmk_applies(lv, type, cols, tokens);
         int gemm2 = !gemm && !kgemm && ck_gemm2_applies(lv, type, cols, tokens);
         int q5pre = !gemm && !kgemm && !gemm2 && ck_q5pre_applies(lv, type, cols);
+        // AVX2 Q5_0 prefill reads the activations laid out as for q5pre (ck_gemm_avx2.c).
+        int gemm2_q5 = gemm2 && type == CK_Q5_0;
         size_t act_bytes = (arb * (size_t)tokens + 63) & ~(size_t)63;
-        size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens) : q5pre ? ck_q5pre_bytes(lv, cols) * (size_t)tokens : 0;
+        size_t pair_bytes = gemm ? ck_gemm_act_bytes(cols, tokens)
+                            : q5pre || gemm2_q5 ? ck_q5pre_bytes(lv, cols) * (size_t)tokens : 0;
         size_t row_bytes_g = gemm    ? ck_gemm_row_bytes(cols)
                              : kgemm ? ck_gemmk_row_bytes(cols)
                              : gemm2 ? ck_gemm2_row_bytes(type, cols)
@@ -300,8 +303,14 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
         }
         if (gemm2) {
             ck_gemm2_prepare(type, s, arb, tokens, cols);  // K-quants: the path's transposed layout
+            if (gemm2_q5) {
+                for (int64_t t = 0; t < tokens; t++)
+                    ck_q5pre_prepare(lv, s + t * arb, cols, s + act_bytes + (size_t)t * ck_q5pre_bytes(lv, cols));
+                m.act = s + act_bytes;
+                m.act_stride = ck_q5pre_bytes(lv, cols);
+            }
             m.gemm2 = 1;
-            m.gemm_rows = s + act_bytes;
+            m.gemm_rows = s + act_bytes + pair_bytes;
             m.gemm_row_bytes = row_bytes_g;
         }
         if (kgemm) {

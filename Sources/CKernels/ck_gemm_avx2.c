@@ -9,9 +9,12 @@
 //   vpmaddwd with ones or with the lane's int16 scale), and integer sums of them are exact, so
 //   hoisting the weight decoding or adding chunks in another order cannot change a lane;
 // - the float operations are the same, in the same order, on the same values:
-//   Q8_0/Q5_0: block j goes into accumulator j % 4 for j < 4 * (nb / 4), the tail blocks into
+//   Q8_0: block j goes into accumulator j % 4 for j < 4 * (nb / 4), the tail blocks into
 //     accumulator 0, acc = fma(set1(d * a.d), float(p), acc), result
 //     hsum8((acc0 + acc1) + (acc2 + acc3))  (CK_BLOCKS4);
+//   Q5_0: the pair form of ck_q5.c (blocks 2p and 2p + 1 in the two halves of one vector, lanes
+//     of eight products, acc[p & 1] = fma(d_w * d_a per half, float(lanes), acc[p & 1]), result
+//     hsum8(acc0 + acc1)), from the decoded pair (the same lo and hi bytes, the same d);
 //   Q4_K / Q6_K (one activation scale a.d[j] per sub-block j of 32 values): the lanes of
 //     sub-blocks 4g..4g+3 as hsub4 sums them (here from weights and activations stored
 //     transposed per group, g2_transpose4, so four vpmaddwd products added give the same
@@ -51,13 +54,14 @@ typedef struct {
 _Static_assert(sizeof(g2_ksb) == 384, "g2_ksb");
 
 // Decoded bytes per row (rounded up to 32: every row of a tile starts aligned): K-quants nsb
-// records; Q5_0 32 unsigned bytes per block, then one float per block; Q8_0 |w| and w (64
-// bytes) per block, then the floats.
+// records; Q5_0 per pair of blocks lo and hi (ck_q5_unpack2_avx2, 64 bytes), then two floats
+// per pair (d of both blocks; a missing odd last block has d = 0); Q8_0 |w| and w (64 bytes)
+// per block, then the floats.
 static size_t g2_row_bytes(uint32_t type, int64_t cols) {
     size_t n;
     switch (type) {
     case CK_Q4_K: case CK_Q6_K: n = (size_t)(cols / 256) * sizeof(g2_ksb); break;
-    case CK_Q5_0: n = (size_t)(cols / 32) * 36; break;
+    case CK_Q5_0: n = (size_t)((cols / 32 + 1) / 2) * 72; break;
     case CK_Q8_0: n = (size_t)(cols / 32) * 68; break;
     default: return 0;
     }
@@ -127,20 +131,24 @@ static G2_TARGET void g2_decode_q6_K(const blk_q6_K *b, int64_t nsb, g2_ksb *o) 
     }
 }
 
-// Q5_0: the one-token kernel's QEXPR (nibbles32 | bits32) as 32 unsigned bytes, then d.
+// Q5_0: per pair of blocks the one-token kernel's lo and hi (ck_q5_unpack2_avx2), then d of
+// both blocks as floats (an odd last block pairs with zero bytes and d = 0, as there).
 static G2_TARGET void g2_decode_q5_0(const blk_q5_0 *b, int64_t nb, uint8_t *o) {
-    float *d = (float *)(o + 32 * nb);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    for (int64_t j = 0; j < nb; j++) {
-        __m128i x = _mm_loadu_si128((const __m128i *)b[j].qs);
-        __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
-        __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)ck_ld32(b[j].qh)), spread);
-        h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit), _mm256_set1_epi8(0x10));
-        _mm256_store_si256((__m256i *)(o + 32 * j), _mm256_or_si256(v, h));
-        d[j] = ck_h2f_f16c(&b[j].d);
+    const int64_t pairs = (nb + 1) / 2;
+    float *d = (float *)(o + 64 * pairs);
+    for (int64_t p = 0; p < pairs; p++) {
+        const uint8_t *r = (const uint8_t *)&b[2 * p];
+        const int full = 2 * p + 1 < nb;
+        __m128i x = full ? _mm_insert_epi64(_mm_loadl_epi64((const __m128i *)r), (long long)ck_ld64(r + 22), 1)
+                         : _mm_loadl_epi64((const __m128i *)r);
+        __m256i v = full ? _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(r + 28)), _mm_loadu_si128((const __m128i *)(r + 6)))
+                         : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(r + 6)));
+        __m256i lo, hi;
+        ck_q5_unpack2_avx2(x, v, &lo, &hi);
+        _mm256_store_si256((__m256i *)(o + 64 * p), lo);
+        _mm256_store_si256((__m256i *)(o + 64 * p + 32), hi);
+        d[2 * p] = ck_h2f_f16c(&b[2 * p].d);
+        d[2 * p + 1] = full ? ck_h2f_f16c(&b[2 * p + 1].d) : 0.0f;
     }
 }
 
@@ -218,37 +226,61 @@ G2_INLINE void g2_dot_q6_K(const g2_ksb *sb, int64_t nsb, const uint8_t *act, si
     for (int t = 0; t < N; t++) out[t] = ck_hsum8_avx(acc[t]);
 }
 
-// 32-block formats: block j of token t into acc[t][j % 4] (tail blocks: acc[t][0]).
-#define G2_STEP32(KIND, j, k)                                                                   \
+// Q5_0 in pair form: decoded pair P (blocks 2P, 2P + 1) against each token's laid-out pair
+// (ck_q5pre2, written by ck_q5pre_prepare; an odd last block's pair has zeros for B, as the
+// decoded weights and d do), into acc[t][k] (k = P & 1): q5pre2_dot's operations.
+#define G2_Q5P(P, k)                                                                            \
     {                                                                                           \
-        const __m256i u = _mm256_load_si256((const __m256i *)(s + (KIND == CK_Q8_0 ? 64 : 32) * (j))); \
+        const __m256i lo = _mm256_load_si256((const __m256i *)(s + 64 * (P)));                  \
+        const __m256i hi = _mm256_load_si256((const __m256i *)(s + 64 * (P) + 32));             \
+        const __m256 dw = _mm256_set_m128(_mm_set1_ps(dv[2 * (P) + 1]), _mm_set1_ps(dv[2 * (P)])); \
+        for (int t = 0; t < N; t++) {                                                           \
+            const ck_q5pre2 *pa = (const ck_q5pre2 *)(act + (size_t)t * stride) + (P);          \
+            __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)pa->aL)), \
+                                           _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)pa->aH))); \
+            __m256i q = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)pa->seed), _mm256_madd_epi16(s16, ones)); \
+            acc[t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(pa->as)), _mm256_cvtepi32_ps(q), acc[t][k]); \
+        }                                                                                       \
+    }
+
+G2_INLINE void g2_dot_q5_0(const uint8_t *s, int64_t nb, const uint8_t *act, size_t stride, int N, float *out) {
+    const int64_t pairs = (nb + 1) / 2;
+    const float *dv = (const float *)(s + 64 * pairs);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][2];
+    for (int t = 0; t < N; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 2 <= pairs; p += 2) { G2_Q5P(p, 0) G2_Q5P(p + 1, 1) }
+    if (p < pairs) G2_Q5P(p, 0)
+    for (int t = 0; t < N; t++) out[t] = ck_hsum8_avx(_mm256_add_ps(acc[t][0], acc[t][1]));
+}
+#undef G2_Q5P
+
+// Q8_0: block j of token t into acc[t][j % 4] (tail blocks: acc[t][0]).
+#define G2_STEP32(j, k)                                                                         \
+    {                                                                                           \
+        const __m256i u = _mm256_load_si256((const __m256i *)(s + 64 * (j)));                   \
         const float dw = dv[j];                                                                 \
         for (int t = 0; t < N; t++) {                                                           \
             const ck_q8a *a = (const ck_q8a *)(act + (size_t)t * stride) + (j);                 \
             __m256i qa = _mm256_loadu_si256((const __m256i *)a->q);                             \
-            __m256i p;                                                                          \
-            if (KIND == CK_Q8_0) {                                                              \
-                const __m256i w = _mm256_load_si256((const __m256i *)(s + 64 * (j) + 32));      \
-                p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(qa, w)), ones);  \
-            } else {                                                                            \
-                p = _mm256_add_epi32(_mm256_zextsi128_si256(_mm_cvtsi32_si128(-16 * a->sum)),   \
-                                     _mm256_madd_epi16(_mm256_maddubs_epi16(u, qa), ones));     \
-            }                                                                                   \
+            const __m256i w = _mm256_load_si256((const __m256i *)(s + 64 * (j) + 32));          \
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(qa, w)), ones); \
             acc[t][k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a->d), _mm256_cvtepi32_ps(p), acc[t][k]); \
         }                                                                                       \
     }
 
-G2_INLINE void g2_dot_b32(int kind, const uint8_t *s, int64_t nb, const uint8_t *act, size_t stride, int N, float *out) {
-    const float *dv = (const float *)(s + (kind == CK_Q8_0 ? 64 : 32) * nb);
+G2_INLINE void g2_dot_q8_0(const uint8_t *s, int64_t nb, const uint8_t *act, size_t stride, int N, float *out) {
+    const float *dv = (const float *)(s + 64 * nb);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2][4];
     for (int t = 0; t < N; t++)
         for (int k = 0; k < 4; k++) acc[t][k] = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
-        G2_STEP32(kind, i, 0) G2_STEP32(kind, i + 1, 1) G2_STEP32(kind, i + 2, 2) G2_STEP32(kind, i + 3, 3)
+        G2_STEP32(i, 0) G2_STEP32(i + 1, 1) G2_STEP32(i + 2, 2) G2_STEP32(i + 3, 3)
     }
-    for (; i < nb; i++) G2_STEP32(kind, i, 0)
+    for (; i < nb; i++) G2_STEP32(i, 0)
     for (int t = 0; t < N; t++)
         out[t] = ck_hsum8_avx(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
 }
@@ -267,22 +299,24 @@ typedef void (*g2_pass_fn)(const uint8_t *s, int64_t nblk, const uint8_t *act, s
 #define N 1
 G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 1)
 G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 1)
-G2_PASS(q5_0, g2_dot_b32(CK_Q5_0, s, nblk, act, stride, N, out), 1)
-G2_PASS(q8_0, g2_dot_b32(CK_Q8_0, s, nblk, act, stride, N, out), 1)
+G2_PASS(q5_0, g2_dot_q5_0(s, nblk, act, stride, N, out), 1)
+G2_PASS(q8_0, g2_dot_q8_0(s, nblk, act, stride, N, out), 1)
 #undef N
 #define N 2
 G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 2)
 G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 2)
-G2_PASS(q5_0, g2_dot_b32(CK_Q5_0, s, nblk, act, stride, N, out), 2)
-G2_PASS(q8_0, g2_dot_b32(CK_Q8_0, s, nblk, act, stride, N, out), 2)
+G2_PASS(q5_0, g2_dot_q5_0(s, nblk, act, stride, N, out), 2)
+G2_PASS(q8_0, g2_dot_q8_0(s, nblk, act, stride, N, out), 2)
 #undef N
 #define N 3
 G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 3)
 G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 3)
+G2_PASS(q5_0, g2_dot_q5_0(s, nblk, act, stride, N, out), 3)
 #undef N
 #define N 4
 G2_PASS(q4_K, g2_dot_q4_K((const g2_ksb *)s, nblk, act, stride, N, out), 4)
 G2_PASS(q6_K, g2_dot_q6_K((const g2_ksb *)s, nblk, act, stride, N, out), 4)
+G2_PASS(q5_0, g2_dot_q5_0(s, nblk, act, stride, N, out), 4)
 #undef N
 #undef G2_PASS
 
@@ -291,13 +325,13 @@ static G2_TARGET void g2_rows(uint32_t type, const uint8_t *w, size_t row_bytes,
                               int64_t y_stride) {
     static const g2_pass_fn q4[5] = {0, g2_pass_q4_K_1, g2_pass_q4_K_2, g2_pass_q4_K_3, g2_pass_q4_K_4};
     static const g2_pass_fn q6[5] = {0, g2_pass_q6_K_1, g2_pass_q6_K_2, g2_pass_q6_K_3, g2_pass_q6_K_4};
-    static const g2_pass_fn q5[3] = {0, g2_pass_q5_0_1, g2_pass_q5_0_2};
+    static const g2_pass_fn q5[5] = {0, g2_pass_q5_0_1, g2_pass_q5_0_2, g2_pass_q5_0_3, g2_pass_q5_0_4};
     static const g2_pass_fn q8[3] = {0, g2_pass_q8_0_1, g2_pass_q8_0_2};
     const int kquant = type == CK_Q4_K || type == CK_Q6_K;
     const g2_pass_fn *pass = type == CK_Q4_K ? q4 : type == CK_Q6_K ? q6 : type == CK_Q5_0 ? q5 : q8;
-    // Tokens per pass: four for the K-quants (two accumulators per token), two for the
-    // 32-block formats (four accumulators per token: the one-token kernel's chains).
-    const int maxn = kquant ? 4 : 2;
+    // Tokens per pass: four for the K-quants and Q5_0 (two accumulators per token), two for
+    // Q8_0 (four accumulators per token: the one-token kernel's chains).
+    const int maxn = kquant || type == CK_Q5_0 ? 4 : 2;
     const int64_t nblk = kquant ? cols / 256 : cols / 32;
     const size_t dec = g2_row_bytes(type, cols);
     const size_t ahead = ck_prefetch_bytes();

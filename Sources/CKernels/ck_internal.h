@@ -110,8 +110,13 @@ float ck_q8_0_f32_avx512(const void *w, const float *x, int64_t n);
 float ck_q8_0_f32_neon(const void *w, const float *x, int64_t n);
 
 // Q5_0 decode with activations laid out once per matmul (ck_q5.c): AVX-512 VBMI, bit-identical
-// to dot_q5_0_512, and AVX2, bit-identical to dot_q5_0_avx2. Layout: ck_q5pre_bytes(level,
+// to dot_q5_0_512, and AVX2, bit-identical to ck_q5_0_dot_avx2. Layout: ck_q5pre_bytes(level,
 // cols) per token, 64-byte aligned; ck_q5pre_kernel(level) dots a row with it.
+/// AVX2 layout, per block pair (2p, 2p+1): aL = a[2p].q[0..15] then a[2p+1].q[0..15]; aH =
+/// values 16-31 of each; as = a[2p].d four times, a[2p+1].d four times; seed = -16 * sum(a) in
+/// lanes 0 and 4. An odd last block's pair has zeros for the missing block. Read by
+/// q5pre2_dot (ck_q5.c) and the prefill GEMM (ck_gemm_avx2.c) alike.
+typedef struct { int8_t aL[32], aH[32]; float as[8]; int32_t seed[8]; } ck_q5pre2;  // 128 bytes
 int ck_q5pre_applies(int level, uint32_t type, int64_t cols);
 size_t ck_q5pre_bytes(int level, int64_t cols);
 void ck_q5pre_prepare(int level, const void *act, int64_t cols, void *out);
@@ -137,6 +142,30 @@ static inline __attribute__((target("avx2,fma,f16c"))) float ck_h2f_f16c(const v
         (v)[2] = PFX##_unpacklo_epi64(ck_t1_, ck_t3_);                                  \
         (v)[3] = PFX##_unpackhi_epi64(ck_t1_, ck_t3_);                                  \
     } while (0)
+/// Q5_0 at the AVX2 level, two blocks per 256-bit vector (ck_q5.c's one-token and laid-out
+/// decode kernels, ck_gemm_avx2.c's prefill path, which must see the same bytes). x: the first
+/// 8 bytes of block A (d, qh, 2 quant bytes) and of block B in its two 64-bit halves; v: A's 16
+/// quant bytes | B's. Out: *lo = values 0-15 of A | of B, *hi = values 16-31 of each, as
+/// unsigned u = nibble | fifth bit << 4 (0..31). A missing block B (a row's odd last block) is
+/// zero bytes in both x and v, and gives zeros.
+static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+void ck_q5_unpack2_avx2(__m128i x, __m256i v, __m256i *lo, __m256i *hi) {
+    // Byte k of lo's lane (block) takes qh byte k / 8 (x bytes 2, 3 and 10, 11), hi's qh
+    // bytes 2, 3 (x bytes 4, 5 and 12, 13); then bit k % 8 of it, as 0x10 or 0.
+    const __m256i spread_l = _mm256_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+                                              10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11);
+    const __m256i spread_h = _mm256_setr_epi8(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5,
+                                              12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
+    const __m256i y = _mm256_broadcastsi128_si256(x);
+    const __m256i hl = _mm256_and_si256(_mm256_shuffle_epi8(y, spread_l), bit);
+    const __m256i hh = _mm256_and_si256(_mm256_shuffle_epi8(y, spread_h), bit);
+    *lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_cmpeq_epi8(hl, bit), b4));
+    *hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(_mm256_cmpeq_epi8(hh, bit), b4));
+}
+/// The AVX2 Q5_0 dot in pair form (ck_q5.c): any number of 32-value blocks.
+float ck_q5_0_dot_avx2(const void *w, const void *act, int64_t n);
 static inline __attribute__((target("avx2,fma,f16c"))) float ck_hsum8_avx(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -236,11 +236,15 @@ static CK_TARGET float CK_NAME(dot_q5_0_512)(const void *w, const void *act, int
 CK_QOFF_DOT(q4_0, blk_q4_0, QEXPR, OFF)
 #undef QEXPR
 #undef OFF
+#if CK_VNNI
+// The AVX-512 level's Q5_0 tail block (dot_q5_0_512). The AVX2 level's Q5_0 kernel is
+// ck_q5_0_dot_avx2 (ck_q5.c: two blocks per vector, the form its prefill path shares).
 #define OFF 16
 #define QEXPR(j) _mm256_or_si256(CK_NAME(nibbles32)(b[j].qs), CK_NAME(bits32)(b[j].qh))
 CK_QOFF_DOT(q5_0, blk_q5_0, QEXPR, OFF)
 #undef QEXPR
 #undef OFF
+#endif
 #undef STEP
 #undef CK_QOFF_DOT
 
@@ -571,7 +575,7 @@ ck_dot_fn CK_NAME(ck_kernel)(uint32_t type) {
     case CK_Q5_0: return CK_NAME(dot_q5_0_512);
 #else
     case CK_Q8_0: return CK_NAME(dot_q8_0);
-    case CK_Q5_0: return CK_NAME(dot_q5_0);
+    case CK_Q5_0: return ck_q5_0_dot_avx2;
 #endif
     case CK_Q4_0: return CK_NAME(dot_q4_0);
     case CK_Q4_1: return CK_NAME(dot_q4_1);

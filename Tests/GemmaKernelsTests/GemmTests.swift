@@ -12,7 +12,7 @@ import GemmaTestSupport
     func gemmEqualsPerRowDots(_ type: WeightType, _ level: KernelLevel) throws {
         guard level.isSupported else { return }
         var rng = SplitMix64(seed: 7 + UInt64(type.rawValue))
-        for cols in [640, 128, 192, 576, 96] {  // 576 and 192: an odd number of block pairs; 96: fewer blocks than one AVX2 group of four
+        for cols in [640, 128, 192, 576, 96, 160] {  // 576 and 192: an odd number of block pairs; 96: fewer blocks than one AVX2 group of four; 96 and 160: an odd block count (AVX2 Q5_0's last block paired with zeros)
             let rows = 53
             let m = try WeightMatrix(type: type, rows: rows, cols: cols)
             for r in 0..<rows {

@@ -281,8 +281,9 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
     /// paths with activations laid out once per matmul (ck_q5.c): VBMI at the AVX-512 level,
     /// and at the AVX2 level when the columns are whole groups of four blocks (128, 384: one
     /// and three loop steps); 192 columns (three block pairs) take the VBMI path's odd last
-    /// pair and the AVX2 level's ordinary kernel.
-    @Test(arguments: [(WeightType.q8_0, 96), (.q5_0, 96), (.q5_0, 128), (.q5_0, 192), (.q5_0, 384), (.q8_0, 128), (.q4_K, 512), (.q6_K, 512),
+    /// pair and the AVX2 level's ordinary (pair form) kernel; 96 and 160 columns (three and
+    /// five blocks) its odd last block, paired with zeros, into accumulator 1 and 0.
+    @Test(arguments: [(WeightType.q8_0, 96), (.q5_0, 96), (.q5_0, 128), (.q5_0, 160), (.q5_0, 192), (.q5_0, 384), (.q8_0, 128), (.q4_K, 512), (.q6_K, 512),
                       (.f32, 96), (.bf16, 96), (.q4_1, 96), (.q5_K, 512)])
     func matmulEqualsPerRowDots(_ type: WeightType, _ cols: Int) throws {
         var rng = SplitMix64(seed: 99 + UInt64(type.rawValue))
