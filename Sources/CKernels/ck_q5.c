@@ -1,6 +1,6 @@
 // Q5_0 decode kernels with the activation side laid out once per matmul, bit-identical to the
 // one-token kernels of their level: AVX-512 VBMI (Ice Lake and later) to dot_q5_0_512, AVX2 to
-// dot_q5_0_avx2.
+// ck_q5_0_dot_avx2 (defined here too: the AVX2 level's pair form, below).
 //
 // Q5_0 is a third of the default model's layer bytes (q, k, gate, up) and its one-token kernel
 // spent ~35 instructions per block pair: 13 to unpack the weights and the rest rebuilding the
