@@ -3,8 +3,8 @@
 // (unsigned weight bytes exactly as the one-token kernel feeds them to vpmaddubsw, the per-lane
 // int16 scales, the f16 scales as floats), then dotted with every token.
 //
-// Bit-identical, per token, to the AVX2 one-token kernels of ck_x86_body.h (dot_q8_0,
-// dot_q5_0, dot_q4_K, dot_q6_K built with CK_VNNI 0; batch invariance, issue 6):
+// Bit-identical, per token, to the AVX2 one-token kernels (ck_x86_body.h's dot_q8_0, dot_q4_K,
+// dot_q6_K built with CK_VNNI 0, and ck_q5.c's ck_q5_0_dot_avx2; batch invariance, issue 6):
 // - the int32 lanes are formed by the same instructions on the same bytes (vpmaddubsw, then
 //   vpmaddwd with ones or with the lane's int16 scale), and integer sums of them are exact, so
 //   hoisting the weight decoding or adding chunks in another order cannot change a lane;

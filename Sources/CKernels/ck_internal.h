@@ -219,10 +219,14 @@ void ck_gemmk_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0
                    const uint8_t *act, size_t act_stride, int64_t tokens, void *row_scratch, float *y, int64_t y_stride);
 
 // Multi-token paths at the AVX2 level (ck_gemm_avx2.c): Q8_0, Q5_0, Q4_K, Q6_K rows decoded once
-// per matmul, bit-identical per token to the AVX2 one-token kernels. Activations are the usual
-// ck_q8a / ck_q8k rows; row_scratch holds ck_gemm2_row_bytes(type, cols) per thread.
+// per matmul, bit-identical per token to the AVX2 one-token kernels. Activations: Q8_0 the usual
+// ck_q8a rows; Q4_K/Q6_K ck_q8k rows after ck_gemm2_prepare; Q5_0 NOT ck_q8a rows but each
+// token's ck_q5pre2 pairs (ck_q5pre_prepare(CK_LEVEL_AVX2, ...), act_stride =
+// ck_q5pre_bytes(CK_LEVEL_AVX2, cols); ck_matmul lays them out). row_scratch holds
+// ck_gemm2_row_bytes(type, cols) per thread.
 int ck_gemm2_applies(int level, uint32_t type, int64_t cols, int64_t tokens);
-// Q4_K/Q6_K activations: quant bytes transposed in place for this path (a no-op for the others).
+// Q4_K/Q6_K activations: quant bytes transposed in place for this path (a no-op for the others;
+// Q5_0's layout is ck_q5pre_prepare's, see above).
 void ck_gemm2_prepare(uint32_t type, uint8_t *act, size_t act_stride, int64_t tokens, int64_t cols);
 size_t ck_gemm2_row_bytes(uint32_t type, int64_t cols);
 void ck_gemm2_rows(uint32_t type, const uint8_t *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t cols,

@@ -48,8 +48,9 @@ size_t ck_q5pre_bytes(int level, int64_t cols) {
 
 #define CK_Q5_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 
-// GEMMA_NODE_Q5PRE=0 turns both paths off (A/B runs). VBMI: the AVX-512 level, whole block
-// pairs. AVX2: whole groups of four blocks (two pairs per loop step, one per accumulator pair).
+// GEMMA_NODE_Q5PRE=0 turns both decode paths off (A/B runs; the AVX2 prefill GEMM reads the
+// laid-out form regardless). VBMI: the AVX-512 level, whole block pairs. AVX2: whole groups of
+// four blocks (two pairs per loop step, one per accumulator).
 int ck_q5pre_applies(int level, uint32_t type, int64_t cols) {
     static int off = -1, vbmi = -1;
     if (vbmi < 0) {

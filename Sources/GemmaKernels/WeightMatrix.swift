@@ -73,7 +73,10 @@ public final class AlignedBuffer: @unchecked Sendable {
     /// slices of 64-256 KiB (an expert's gate or up rows at 4 ranks, read and then stacked)
     /// otherwise came from the allocator's heap, which fragmented around them: the synthetic
     /// 26B-A4B MoE at 4 ranks peaked at 4,543 MiB per rank while loading against 4,088 with
-    /// every such slice mapped (docs/LARGE_MODELS.md). Rounding to whole pages costs under 6%.
+    /// every such slice mapped (docs/LARGE_MODELS.md). Rounding to whole pages costs at most
+    /// 6.25%. Each such buffer is its own mapping: the 26B-A4B MoE holds ~7,900 weight buffers
+    /// per rank (two per expert and layer) against vm.max_map_count's default of 65,530, and a
+    /// failed mmap falls back to the allocator.
     public static let weightMapThreshold = 64 << 10
     /// Weight mappings this large ask for transparent huge pages (`madvise(MADV_HUGEPAGE)`; the
     /// kernel then backs every 2 MiB-aligned range fully inside the mapping with one huge page,

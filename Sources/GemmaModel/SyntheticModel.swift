@@ -271,6 +271,10 @@ public struct SyntheticModel: Sendable {
                 throw SynthError("tensor \(name): \(dims[0]) columns are not whole \(type) blocks")
             }
             let shared = routing == .decisive && spec.tensor == .embedTokens
+            // One bank per column block: the row must be whole units (BF16 draws 32 values at once).
+            if shared && (type == .f32 || dims[0] % max(type.blockSize, 32) != 0) {
+                throw SynthError("decisive routing needs \(name) in a block type of whole 32-value units, got \(type) with \(dims[0]) columns")
+            }
             out.append(SynthTensor(name: name, dims: dims, type: type, initializer: shared ? .gaussianShared(std: std) : .gaussian(std: std)))
         }
         if c.generation == .gemma4, c.layerTypes.contains(.full) {
@@ -377,13 +381,15 @@ public struct SyntheticModel: Sendable {
     }
 
     /// The values of a tensor drawn value by value (F32: norms, scalars, the router), as `write`
-    /// stores them. `direction`: the unit shared vector of decisive routing (else empty).
-    func floatValues(of t: SynthTensor, rng: inout SynthRandom, seed: UInt64, direction: [Float]) -> [Float] {
+    /// stores them. `shared`: decisive routing's shared vector (else empty).
+    func floatValues(of t: SynthTensor, rng: inout SynthRandom, seed: UInt64, shared: [Float]) -> [Float] {
+        let direction = Self.unit(shared)
         let count = t.dims.reduce(1, *)
         var values = [Float](repeating: 0, count: count)
         for i in 0..<count {
             switch t.initializer {
-            case let .gaussian(std), let .gaussianShared(std): values[i] = rng.normal() * std
+            case let .gaussian(std): values[i] = rng.normal() * std
+            case let .gaussianShared(std): values[i] = rng.normal() * std + (shared.isEmpty ? 0 : shared[i % shared.count])
             case let .router(std, _, _): values[i] = rng.normal() * std
             case let .norm(scale, jitter): values[i] = scale * (1 + jitter * rng.normal())
             case let .normZeroed(jitter, zeroed):
@@ -406,8 +412,7 @@ public struct SyntheticModel: Sendable {
     public func floatValues(ofTensor name: String, seed: UInt64) -> [Float]? {
         guard let index = tensors.firstIndex(where: { $0.name == name }), tensors[index].type == .f32 else { return nil }
         var rng = Self.random(tensor: index, seed: seed)
-        let direction = routing == .decisive ? Self.unit(sharedVector(seed: seed)) : []
-        return floatValues(of: tensors[index], rng: &rng, seed: seed, direction: direction)
+        return floatValues(of: tensors[index], rng: &rng, seed: seed, shared: routing == .decisive ? sharedVector(seed: seed) : [])
     }
 
     /// Writes the file: header, then every tensor from the block banks in chunks.
@@ -421,7 +426,6 @@ public struct SyntheticModel: Sendable {
         let chunkCap = 8 << 20
         var chunk = [UInt8](repeating: 0, count: chunkCap)
         let shared = routing == .decisive ? sharedVector(seed: seed) : []
-        let direction = Self.unit(shared)
         for (index, t) in tensors.enumerated() {
             var rng = Self.random(tensor: index, seed: seed)
             switch t.initializer {
@@ -463,7 +467,7 @@ public struct SyntheticModel: Sendable {
                     progress(done, total)
                 }
             default:
-                let values = floatValues(of: t, rng: &rng, seed: seed, direction: direction)
+                let values = floatValues(of: t, rng: &rng, seed: seed, shared: shared)
                 try values.withUnsafeBytes { try sink.write(tensor: index, at: 0, $0) }
                 done += t.byteCount
                 progress(done, total)

@@ -33,18 +33,20 @@ struct PerplexityOutput: Decodable {
 
     /// Fast kernels (int8 activations, f16 KV cache) over 127 positions against truth. Measured
     /// on this fixture (docs/FIDELITY.md) since the K-quant inputs are rounded per 32 values:
-    /// mean KL 0.0064-0.0075 at 1, 2 and 4 ranks, max KL 0.078-0.085, top-1 agreement
+    /// mean KL 0.0064-0.0075 at 1, 2 and 4 ranks, max KL 0.078-0.085 (native level), top-1 agreement
     /// 96.1-97.6%, perplexity within 2% of truth's (per 256, before: mean KL 0.0136-0.0175, max
     /// 0.17-0.29); llama.cpp on the same model over 1,023 positions of the same text is at mean
     /// KL 0.016. The limits are twice the measured mean KL (summation order and kernel level move
     /// it by tens of percent between machines), 3 more top-1 misses than the worst run, and a 5%
     /// perplexity band; the exact mode below shows the model math itself is at 1e-11.
-    /// The max over 127 positions is a tail statistic: two equally exact roundings of the AVX2
-    /// level's Q5_0 (session 15's pair form and the kernel before it) gave per-position KLs that
-    /// correlate only 0.45, mean KL 0.0081 both, max 0.089 and 0.237 (one position; its 90th and
-    /// 95th percentiles fell, 0.035 -> 0.017 and 0.038 -> 0.031), and the native level 0.103 at
-    /// 2 ranks. Its limit is 0.3: a kernel that is wrong rather than differently rounded moves
-    /// the mean and the top-1 agreement, which keep the tight limits.
+    /// The max over 127 positions is a tail statistic. At 2 ranks under GEMMA_NODE_KERNELS=avx2,
+    /// two equally exact roundings of the AVX2 level's Q5_0 gave per-position KLs that correlate
+    /// only 0.45: the kernel before session 15 max 0.089, the pair form since max 0.237 (one
+    /// position, 41, which had 0.038 before; position 107 went 0.089 -> 0.026), with mean KL
+    /// 0.0081 for both and the pair form's 90th / 95th percentiles lower (0.035 -> 0.017,
+    /// 0.038 -> 0.031); the native level gave 0.103 on the same run. Its limit follows the rule
+    /// of the others, twice the worst measured: 0.5. A kernel that is wrong rather than
+    /// differently rounded moves the mean and the top-1 agreement, which keep tight limits.
     @Test(arguments: [1, 2, 4])
     func fastKernelsAreCloseToTruth(ranks: Int) throws {
         let out = try perplexity(ranks: ranks, base: "truth_c128.gnlogits")
@@ -52,7 +54,7 @@ struct PerplexityOutput: Decodable {
               + "top-10 |logit diff| \(out.top10_abs_logit_diff), perplexity \(out.perplexity) (truth \(out.base_perplexity))")
         #expect(out.positions == 127)
         #expect(out.kl_mean < 0.015)
-        #expect(out.kl_max < 0.3)
+        #expect(out.kl_max < 0.5)
         #expect(out.top1_agreement >= 0.94)
         #expect(abs(out.perplexity / out.base_perplexity - 1) < 0.05)
     }
