@@ -49,8 +49,8 @@ size_t ck_q5pre_bytes(int level, int64_t cols) {
 #define CK_Q5_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
 
 // GEMMA_NODE_Q5PRE=0 turns both decode paths off (A/B runs; the AVX2 prefill GEMM reads the
-// laid-out form regardless). VBMI: the AVX-512 level, whole block pairs. AVX2: whole groups of
-// four blocks (two pairs per loop step, one per accumulator).
+// laid-out form regardless). VBMI: the AVX-512 level, whole block pairs. AVX2: any whole number
+// of blocks (an odd last block as in ck_q5_0_dot_avx2).
 int ck_q5pre_applies(int level, uint32_t type, int64_t cols) {
     static int off = -1, vbmi = -1;
     if (vbmi < 0) {
@@ -59,7 +59,7 @@ int ck_q5pre_applies(int level, uint32_t type, int64_t cols) {
     }
     if (type != CK_Q5_0 || cols <= 0 || ck_env_off("GEMMA_NODE_Q5PRE", &off) || !ck_level_supported(level)) return 0;
     if (level == CK_LEVEL_AVX512) return vbmi && cols % 64 == 0;
-    if (level == CK_LEVEL_AVX2) return cols % 128 == 0;
+    if (level == CK_LEVEL_AVX2) return cols % 32 == 0;
     return 0;
 }
 
@@ -110,7 +110,7 @@ void ck_q5pre_prepare(int level, const void *act, int64_t cols, void *out) {
 CK_Q5_AVX2_TARGET static float q5pre2_dot(const void *w, const void *pre, int64_t cols) {
     const uint8_t *row = w;
     const ck_q5pre2 *p = pre;
-    const int64_t pairs = cols / 64;  // even: ck_q5pre_applies asks for cols % 128 == 0
+    const int64_t nb = cols / 32, full = nb / 2;
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i d_idx = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);  // halves 0 and 4 of x: the two d
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
@@ -120,8 +120,19 @@ CK_Q5_AVX2_TARGET static float q5pre2_dot(const void *w, const void *pre, int64_
         __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b + 28)), _mm_loadu_si128((const __m128i *)(b + 6))); \
         Q5_PAIR2(x, v, _mm256_load_si256((const __m256i *)p[j].aL), _mm256_load_si256((const __m256i *)p[j].aH), \
                  _mm256_load_si256((const __m256i *)p[j].seed), _mm256_load_ps(p[j].as), acc) }
-    for (int64_t j = 0; j < pairs; j += 2) { Q5_PRE(j, acc0); Q5_PRE(j + 1, acc1); }
+    int64_t j = 0;
+    for (; j + 2 <= full; j += 2) { Q5_PRE(j, acc0); Q5_PRE(j + 1, acc1); }
+    if (j < full) { Q5_PRE(j, acc0); j++; }
 #undef Q5_PRE
+    if (nb & 1) {  // the odd last block: its own bytes only (B is zeros in p[j] and here)
+        const uint8_t *b = row + 44 * j;
+        __m128i x = _mm_loadl_epi64((const __m128i *)b);
+        __m256i v = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b + 6)));
+        __m256i aL = _mm256_load_si256((const __m256i *)p[j].aL), aH = _mm256_load_si256((const __m256i *)p[j].aH);
+        __m256i seed = _mm256_load_si256((const __m256i *)p[j].seed);
+        __m256 as = _mm256_load_ps(p[j].as);
+        if (j & 1) Q5_PAIR2(x, v, aL, aH, seed, as, acc1) else Q5_PAIR2(x, v, aL, aH, seed, as, acc0)
+    }
     return ck_hsum8_avx(_mm256_add_ps(acc0, acc1));
 }
 

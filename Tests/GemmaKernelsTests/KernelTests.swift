@@ -278,11 +278,11 @@ let cLevels: [KernelLevel] = [.scalar, .avx2, .avx512, .neon].filter(\.isSupport
     /// The driver must give exactly what ck_dot gives per (row, token): same kernel, same
     /// quantized activations, whatever the threads, row grouping or strides.
     /// 32-block formats also run at 128 columns (an even block count), where Q5_0 takes the
-    /// paths with activations laid out once per matmul (ck_q5.c): VBMI at the AVX-512 level,
-    /// and at the AVX2 level when the columns are whole groups of four blocks (128, 384: one
-    /// and three loop steps); 192 columns (three block pairs) take the VBMI path's odd last
-    /// pair and the AVX2 level's ordinary (pair form) kernel; 96 and 160 columns (three and
-    /// five blocks) its odd last block, paired with zeros, into accumulator 1 and 0.
+    /// paths with activations laid out once per matmul (ck_q5.c): VBMI at the AVX-512 level
+    /// (whole block pairs), and at the AVX2 level for any block count (128, 384: one and three
+    /// loop steps; 192 columns, three block pairs: the VBMI path's and the AVX2 path's odd last
+    /// pair; 96 and 160 columns, three and five blocks: the AVX2 pair form's odd last block,
+    /// paired with zeros, into accumulator 1 and 0), each against ck_dot's one-token kernel.
     @Test(arguments: [(WeightType.q8_0, 96), (.q5_0, 96), (.q5_0, 128), (.q5_0, 160), (.q5_0, 192), (.q5_0, 384), (.q8_0, 128), (.q4_K, 512), (.q6_K, 512),
                       (.f32, 96), (.bf16, 96), (.q4_1, 96), (.q5_K, 512)])
     func matmulEqualsPerRowDots(_ type: WeightType, _ cols: Int) throws {
