@@ -294,21 +294,20 @@ int ck_matmul(ck_pool *pool, int level, uint32_t type, const void *w, size_t row
             m.gemm_rows = s + act_bytes + pair_bytes;
             m.gemm_row_bytes = row_bytes_g;
         }
-        if (q5pre) {
-            for (int64_t t = 0; t < tokens; t++)
-                ck_q5pre_prepare(lv, s + t * arb, cols, s + act_bytes + (size_t)t * ck_q5pre_bytes(lv, cols));
-            m.q5pre = s + act_bytes;
-            m.q5pre_stride = ck_q5pre_bytes(lv, cols);
-            m.q5dot = ck_q5pre_kernel(lv);
+        if (q5pre || gemm2_q5) {  // Q5_0 activations laid out once per matmul (ck_q5.c)
+            const size_t pb = ck_q5pre_bytes(lv, cols);
+            for (int64_t t = 0; t < tokens; t++) ck_q5pre_prepare(lv, s + t * arb, cols, s + act_bytes + (size_t)t * pb);
+            if (q5pre) {
+                m.q5pre = s + act_bytes;
+                m.q5pre_stride = pb;
+                m.q5dot = ck_q5pre_kernel(lv);
+            } else {  // the AVX2 prefill path reads them in place of the ck_q8a rows
+                m.act = s + act_bytes;
+                m.act_stride = pb;
+            }
         }
         if (gemm2) {
             ck_gemm2_prepare(type, s, arb, tokens, cols);  // K-quants: the path's transposed layout
-            if (gemm2_q5) {
-                for (int64_t t = 0; t < tokens; t++)
-                    ck_q5pre_prepare(lv, s + t * arb, cols, s + act_bytes + (size_t)t * ck_q5pre_bytes(lv, cols));
-                m.act = s + act_bytes;
-                m.act_stride = ck_q5pre_bytes(lv, cols);
-            }
             m.gemm2 = 1;
             m.gemm_rows = s + act_bytes + pair_bytes;
             m.gemm_row_bytes = row_bytes_g;

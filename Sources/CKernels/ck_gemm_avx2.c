@@ -137,13 +137,9 @@ static G2_TARGET void g2_decode_q5_0(const blk_q5_0 *b, int64_t nb, uint8_t *o) 
     const int64_t pairs = (nb + 1) / 2;
     float *d = (float *)(o + 64 * pairs);
     for (int64_t p = 0; p < pairs; p++) {
-        const uint8_t *r = (const uint8_t *)&b[2 * p];
         const int full = 2 * p + 1 < nb;
-        __m128i x = full ? _mm_insert_epi64(_mm_loadl_epi64((const __m128i *)r), (long long)ck_ld64(r + 22), 1)
-                         : _mm_loadl_epi64((const __m128i *)r);
-        __m256i v = full ? _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(r + 28)), _mm_loadu_si128((const __m128i *)(r + 6)))
-                         : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(r + 6)));
-        __m256i lo, hi;
+        __m256i v, lo, hi;
+        __m128i x = ck_q5_load2_avx2((const uint8_t *)&b[2 * p], full, &v);
         ck_q5_unpack2_avx2(x, v, &lo, &hi);
         _mm256_store_si256((__m256i *)(o + 64 * p), lo);
         _mm256_store_si256((__m256i *)(o + 64 * p + 32), hi);

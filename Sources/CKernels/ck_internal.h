@@ -164,6 +164,17 @@ void ck_q5_unpack2_avx2(__m128i x, __m256i v, __m256i *lo, __m256i *hi) {
     *lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_cmpeq_epi8(hl, bit), b4));
     *hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(_mm256_cmpeq_epi8(hh, bit), b4));
 }
+/// The x and v of ck_q5_unpack2_avx2 for the pair whose block A starts at b (B at b + 22);
+/// full = 0: A is a row's odd last block, B reads as zeros (nothing past A is touched).
+static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+__m128i ck_q5_load2_avx2(const uint8_t *b, int full, __m256i *v) {
+    if (!full) {
+        *v = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b + 6)));
+        return _mm_loadl_epi64((const __m128i *)b);
+    }
+    *v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b + 28)), _mm_loadu_si128((const __m128i *)(b + 6)));
+    return _mm_insert_epi64(_mm_loadl_epi64((const __m128i *)b), (long long)ck_ld64(b + 22), 1);
+}
 /// The AVX2 Q5_0 dot in pair form (ck_q5.c): any number of 32-value blocks.
 float ck_q5_0_dot_avx2(const void *w, const void *act, int64_t n);
 static inline __attribute__((target("avx2,fma,f16c"))) float ck_hsum8_avx(__m256 v) {

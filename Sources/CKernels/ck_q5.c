@@ -115,9 +115,8 @@ CK_Q5_AVX2_TARGET static float q5pre2_dot(const void *w, const void *pre, int64_
     const __m256i d_idx = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);  // halves 0 and 4 of x: the two d
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
 #define Q5_PRE(j, acc) {                                                                         \
-        const uint8_t *b = row + 44 * (j);                                                       \
-        __m128i x = _mm_insert_epi64(_mm_loadl_epi64((const __m128i *)b), (long long)ck_ld64(b + 22), 1); \
-        __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b + 28)), _mm_loadu_si128((const __m128i *)(b + 6))); \
+        __m256i v;                                                                               \
+        __m128i x = ck_q5_load2_avx2(row + 44 * (j), 1, &v);                                     \
         Q5_PAIR2(x, v, _mm256_load_si256((const __m256i *)p[j].aL), _mm256_load_si256((const __m256i *)p[j].aH), \
                  _mm256_load_si256((const __m256i *)p[j].seed), _mm256_load_ps(p[j].as), acc) }
     int64_t j = 0;
@@ -125,9 +124,8 @@ CK_Q5_AVX2_TARGET static float q5pre2_dot(const void *w, const void *pre, int64_
     if (j < full) { Q5_PRE(j, acc0); j++; }
 #undef Q5_PRE
     if (nb & 1) {  // the odd last block: its own bytes only (B is zeros in p[j] and here)
-        const uint8_t *b = row + 44 * j;
-        __m128i x = _mm_loadl_epi64((const __m128i *)b);
-        __m256i v = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b + 6)));
+        __m256i v;
+        __m128i x = ck_q5_load2_avx2(row + 44 * j, 0, &v);
         __m256i aL = _mm256_load_si256((const __m256i *)p[j].aL), aH = _mm256_load_si256((const __m256i *)p[j].aH);
         __m256i seed = _mm256_load_si256((const __m256i *)p[j].seed);
         __m256 as = _mm256_load_ps(p[j].as);
@@ -146,10 +144,9 @@ CK_Q5_AVX2_TARGET float ck_q5_0_dot_avx2(const void *w, const void *act, int64_t
     const __m256i d_idx = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
 #define Q5_ONE(j, acc) {                                                                         \
-        const uint8_t *b = row + 44 * (j);                                                       \
         const ck_q8a *a0 = &a[2 * (j)], *a1 = &a[2 * (j) + 1];                                   \
-        __m128i x = _mm_insert_epi64(_mm_loadl_epi64((const __m128i *)b), (long long)ck_ld64(b + 22), 1); \
-        __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b + 28)), _mm_loadu_si128((const __m128i *)(b + 6))); \
+        __m256i v;                                                                               \
+        __m128i x = ck_q5_load2_avx2(row + 44 * (j), 1, &v);                                     \
         __m256i aL = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)a1->q), _mm_loadu_si128((const __m128i *)a0->q)); \
         __m256i aH = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(a1->q + 16)), _mm_loadu_si128((const __m128i *)(a0->q + 16))); \
         __m256i seed = _mm256_setr_epi32(-16 * a0->sum, 0, 0, 0, -16 * a1->sum, 0, 0, 0);       \
@@ -160,10 +157,9 @@ CK_Q5_AVX2_TARGET float ck_q5_0_dot_avx2(const void *w, const void *act, int64_t
     if (j < full) { Q5_ONE(j, acc0); j++; }
 #undef Q5_ONE
     if (nb & 1) {  // the odd last block: pair j with zeros, accumulator j & 1
-        const uint8_t *b = row + 44 * j;
         const ck_q8a *a0 = &a[2 * j];
-        __m128i x = _mm_loadl_epi64((const __m128i *)b);
-        __m256i v = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b + 6)));
+        __m256i v;
+        __m128i x = ck_q5_load2_avx2(row + 44 * j, 0, &v);
         __m256i aL = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)a0->q));
         __m256i aH = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(a0->q + 16)));
         __m256i seed = _mm256_setr_epi32(-16 * a0->sum, 0, 0, 0, 0, 0, 0, 0);
