@@ -88,6 +88,12 @@ public enum SynthInit: Sendable, Equatable {
     /// Gemma 4 proportional RoPE divisors: 1 for the first `rotated` pairs, 1e30 after.
     case ropeFreqs(rotated: Int)
 
+    /// `.gaussian` of the same std for `.gaussianShared` (the noise its banks draw), else self.
+    var plain: SynthInit {
+        if case let .gaussianShared(std) = self { return .gaussian(std: std) }
+        return self
+    }
+
     /// Filled from block banks (a quantized or BF16 tensor); F32 tensors are drawn value by value.
     var drawsBlocks: Bool {
         switch self {
@@ -430,34 +436,35 @@ public struct SyntheticModel: Sendable {
             var rng = Self.random(tensor: index, seed: seed)
             switch t.initializer {
             case _ where t.initializer.drawsBlocks && t.type != .f32:
-                // One bank, or (shared) one per column block, each with its slice of the vector.
-                var columnBanks: [BlockBank] = []
-                switch t.initializer {
-                case let .gaussianShared(std):
+                // One bank, or (shared) one per column block, each with its slice of the vector
+                // (a column whose slice is all zero uses the plain bank: the same bytes).
+                guard case let .gaussian(std) = t.initializer.plain else { break }
+                let key = BankKey(type: t.type, std: std)
+                if banks[key] == nil { banks[key] = try BlockBank(type: t.type, std: std, seed: seed) }
+                let plain = banks[key]!
+                var columnBanks = [plain]
+                if case .gaussianShared = t.initializer {
                     let unitValues = max(t.type.blockSize, 32)
-                    for j in 0..<(t.dims[0] / unitValues) {
-                        columnBanks.append(try BlockBank(type: t.type, std: std, seed: seed,
-                                                         mean: Array(shared[(j * unitValues)..<((j + 1) * unitValues)])))
+                    columnBanks = try (0..<(t.dims[0] / unitValues)).map { j in
+                        let mean = Array(shared[(j * unitValues)..<((j + 1) * unitValues)])
+                        return mean.allSatisfy { $0 == 0 } ? plain : try BlockBank(type: t.type, std: std, seed: seed, mean: mean)
                     }
-                case let .gaussian(std):
-                    let key = BankKey(type: t.type, std: std)
-                    if banks[key] == nil { banks[key] = try BlockBank(type: t.type, std: std, seed: seed) }
-                    columnBanks = [banks[key]!]
-                default: break
                 }
-                let unitBytes = columnBanks[0].unitBytes
+                // The banks' blocks side by side, so the loop below reads one buffer.
+                let unitBytes = plain.unitBytes, bankCount = plain.count, bankBytes = bankCount * unitBytes
+                let allBanks = columnBanks.count == 1 ? plain.bytes : columnBanks.flatMap(\.bytes)
                 let units = t.byteCount / unitBytes
                 let perChunk = chunkCap / unitBytes
                 var u = 0
                 while u < units {
                     let n = min(perChunk, units - u)
                     chunk.withUnsafeMutableBytes { dst in
-                        let d = dst.baseAddress!
-                        for i in 0..<n {
-                            let bank = columnBanks[(u + i) % columnBanks.count]
-                            let pick = Int(rng.next() & UInt64(bank.count - 1))
-                            bank.bytes.withUnsafeBytes { src in
-                                (d + i * unitBytes).copyMemory(from: src.baseAddress! + pick * unitBytes, byteCount: unitBytes)
+                        allBanks.withUnsafeBytes { src in
+                            let d = dst.baseAddress!, s = src.baseAddress!
+                            let mask = UInt64(bankCount - 1), columns = columnBanks.count
+                            for i in 0..<n {
+                                let pick = Int(rng.next() & mask)
+                                (d + i * unitBytes).copyMemory(from: s + ((u + i) % columns) * bankBytes + pick * unitBytes, byteCount: unitBytes)
                             }
                         }
                     }
