@@ -60,9 +60,16 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
 /// Owned, 64-byte-aligned raw memory. Allocated once at load, freed when the last reference goes.
 public final class AlignedBuffer: @unchecked Sendable {
     public let byteCount: Int
-    public let pointer: UnsafeMutableRawPointer
-    /// Whether the buffer is its own anonymous mapping (else it came from the allocator).
-    public let mapped: Bool
+    /// The bytes. Fixed, except that `WeightArena.pack` moves a loaded shard's small weight
+    /// buffers once, before the shard computes anything (readers take it at every call).
+    public private(set) var pointer: UnsafeMutableRawPointer
+    /// Whether the buffer is its own anonymous mapping (else it came from the allocator or
+    /// lives in a `WeightArena`).
+    public private(set) var mapped: Bool
+    /// Whether this is a weight buffer (`hugePages: true`): `WeightArena.pack` moves only those.
+    public let isWeight: Bool
+    /// The arena holding the bytes after `WeightArena.pack` (kept alive by every buffer in it).
+    public private(set) var arena: WeightArena?
 
     /// Buffers this large get their own anonymous mapping: zero pages until first written, so
     /// scratch sized for the worst case (e.g. maxBatchTokens = 512 activations, ~19 MB at one
@@ -76,7 +83,8 @@ public final class AlignedBuffer: @unchecked Sendable {
     /// every such slice mapped (docs/LARGE_MODELS.md). Rounding to whole pages costs at most
     /// 6.25%. Each such buffer is its own mapping: the 26B-A4B MoE holds ~7,900 weight buffers
     /// per rank (two per expert and layer) against vm.max_map_count's default of 65,530, and a
-    /// failed mmap falls back to the allocator.
+    /// failed mmap falls back to the allocator. Once loaded, `WeightArena.pack` moves them (all
+    /// weights below `hugePageThreshold`) into one mapping.
     public static let weightMapThreshold = 64 << 10
     /// Weight mappings this large ask for transparent huge pages (`madvise(MADV_HUGEPAGE)`; the
     /// kernel then backs every 2 MiB-aligned range fully inside the mapping with one huge page,
@@ -95,6 +103,7 @@ public final class AlignedBuffer: @unchecked Sendable {
     /// transparent huge pages from `hugePageThreshold` (see there).
     public init(byteCount: Int, hugePages: Bool = false) {
         self.byteCount = byteCount
+        self.isWeight = hugePages
         if byteCount >= (hugePages ? Self.weightMapThreshold : Self.mapThreshold),
            let p = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
             pointer = p  // page-aligned, so 64-byte aligned
@@ -111,10 +120,95 @@ public final class AlignedBuffer: @unchecked Sendable {
             mapped = false
         }
     }
-    deinit { if mapped { munmap(pointer, byteCount) } else { pointer.deallocate() } }
+    deinit { release() }
+
+    /// Frees the bytes this buffer owns (none when they live in an arena).
+    private func release() {
+        if arena != nil { return }
+        if mapped { munmap(pointer, byteCount) } else { pointer.deallocate() }
+    }
+
+    /// Copies the bytes to `destination` inside `arena`, frees the old ones, and reads from
+    /// there from now on.
+    fileprivate func move(to destination: UnsafeMutableRawPointer, in arena: WeightArena) {
+        destination.copyMemory(from: pointer, byteCount: byteCount)
+        release()
+        pointer = destination
+        mapped = false
+        self.arena = arena
+    }
 
     public func floats(count: Int? = nil) -> UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(start: pointer.assumingMemoryBound(to: Float.self), count: count ?? byteCount / 4)
+    }
+}
+
+/// One anonymous mapping, 2 MiB-aligned and advised to use transparent huge pages, holding a
+/// loaded shard's small weight buffers side by side, in the order given (`pack`).
+///
+/// Weight buffers of 4 MiB and more get huge pages in their own mappings; smaller ones cannot
+/// (a 2 MiB page needs a 2 MiB-aligned range inside one mapping), and those are most of a
+/// layer's matrices: 68 MB of the default model's 246 MB of weights per token on 4 KiB pages,
+/// ~17,000 page walks per decoded token, and the hardware prefetchers stop at the end of every
+/// matrix. Packed, a rank's layer weights are one run of huge pages in reading order.
+/// Moving happens once, after loading, buffer by buffer (each old copy is freed right after
+/// it is copied), so the peak grows by at most one buffer and one huge page; the buffers are
+/// packed 64-byte aligned, so the 4 KiB rounding of their separate mappings is gone too.
+/// The mapping is unmapped when the last buffer in it goes.
+public final class WeightArena: @unchecked Sendable {
+    /// The whole mapping (unmapped in deinit) and where the packed bytes start (2 MiB-aligned).
+    private let mapping: UnsafeMutableRawPointer
+    private let mappingBytes: Int
+    public let base: UnsafeMutableRawPointer
+    /// Bytes packed.
+    public let byteCount: Int
+
+    private init(mapping: UnsafeMutableRawPointer, mappingBytes: Int, base: UnsafeMutableRawPointer, byteCount: Int) {
+        self.mapping = mapping
+        self.mappingBytes = mappingBytes
+        self.base = base
+        self.byteCount = byteCount
+    }
+    deinit { munmap(mapping, mappingBytes) }
+
+    static let hugePageBytes = 2 << 20
+
+    /// Whether `pack` moves `buffer`: a weight buffer below `AlignedBuffer.hugePageThreshold`
+    /// (larger ones have their own huge pages), not yet packed, not empty.
+    static func packs(_ buffer: AlignedBuffer) -> Bool {
+        buffer.isWeight && buffer.arena == nil && buffer.byteCount > 0 && buffer.byteCount < AlignedBuffer.hugePageThreshold
+    }
+
+    /// Moves the buffers that qualify (`packs`; each once, in the order given) into one new
+    /// arena. Returns the arena, nil when nothing qualifies, huge pages are off
+    /// (`GEMMA_NODE_HUGEPAGES=0`, or `GEMMA_NODE_PACK_WEIGHTS=0` for this step alone) or the
+    /// mapping fails (the buffers then stay where they are). Call it before any other thread
+    /// reads the buffers' pointers.
+    @discardableResult
+    public static func pack(_ buffers: [AlignedBuffer]) -> WeightArena? {
+        guard AlignedBuffer.hugePagesWanted, getenv("GEMMA_NODE_PACK_WEIGHTS").map({ String(cString: $0) }) != "0" else { return nil }
+        var seen = Set<ObjectIdentifier>()
+        var chosen: [(AlignedBuffer, Int)] = []
+        var total = 0
+        for b in buffers where packs(b) && seen.insert(ObjectIdentifier(b)).inserted {
+            chosen.append((b, total))
+            total += (b.byteCount + 63) & ~63
+        }
+        guard total > 0 else { return nil }
+        #if os(Linux)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let used = (total + page - 1) / page * page
+        let mappingBytes = used + hugePageBytes
+        guard let m = mmap(nil, mappingBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), m != MAP_FAILED else { return nil }
+        let start = (Int(bitPattern: m) + hugePageBytes - 1) & ~(hugePageBytes - 1)
+        let base = UnsafeMutableRawPointer(bitPattern: start)!
+        _ = madvise(base, used, MADV_HUGEPAGE)  // advice only: no error to handle
+        let arena = WeightArena(mapping: m, mappingBytes: mappingBytes, base: base, byteCount: total)
+        for (b, offset) in chosen { b.move(to: base + offset, in: arena) }
+        return arena
+        #else
+        return nil
+        #endif
     }
 }
 

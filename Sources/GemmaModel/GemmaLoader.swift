@@ -95,6 +95,7 @@ extension GemmaShard {
         do { shard = try loadLocal(path: path, comm: comm, options: options) } catch { failure = error }
         try comm.agree(failure)
         guard let shard else { throw GemmaLoadError.badOptions("loader returned nothing") }
+        WeightArena.pack(shard.weightBuffers)  // small matrices onto huge pages, in reading order
         releaseFreeHeapMemory()  // the loading temporaries' freed heap (see there)
         return shard
     }
@@ -349,27 +350,45 @@ extension GemmaShard {
         return read
     }
 
-    /// Bytes of weights this rank holds.
-    public var weightBytes: Int {
-        var total = embedding.weight.byteCount + (lmHead?.weight.byteCount ?? 0) + finalNorm.count * 4
+    /// Every weight buffer this rank holds, in the order a decode step reads them (embedding,
+    /// PLE model projection, per layer attention, MLP, experts, PLE injection; then the LM
+    /// head and the PLE table), for `WeightArena.pack`. A buffer may appear twice (tied).
+    var weightBuffers: [AlignedBuffer] {
+        var out: [AlignedBuffer] = [embedding.weight.storage]
+        if let ple { out.append(ple.modelProjection.storage) }
         for l in layers {
-            total += [l.q.weight, l.k.weight, l.v.weight, l.o.weight, l.gate.weight, l.up.weight, l.down.weight].reduce(0) { $0 + $1.byteCount }
-            total += 4 * (l.inputNorm.count + l.postAttentionNorm.count + l.preFeedforwardNorm.count + l.postFeedforwardNorm.count + l.qNorm.count + l.kNorm.count)
+            out += [l.q.weight, l.k.weight, l.v.weight, l.o.weight, l.gate.weight, l.up.weight, l.down.weight].map(\.storage)
+            if let m = l.moe {
+                out.append(m.router.proj.storage)
+                for e in m.experts { out += [e.gateUp.storage, e.down.storage] }
+            }
+            if let p = l.ple { out += [p.gate.storage, p.projection.storage] }
         }
-        return total + gemma4ExtraWeightBytes
+        if let lmHead { out.append(lmHead.weight.storage) }
+        if let ple { out.append(ple.table.weight.storage) }
+        return out
     }
 
-    /// Bytes of the Gemma 4 weights the per-layer sum above does not list (PLE table share, PLE
-    /// projections, layer scalars, MoE blocks).
-    var gemma4ExtraWeightBytes: Int {
+    /// Bytes of weights this rank holds: its weight buffers (`weightBuffers`, so a matrix
+    /// missing there would show as a difference from the planner's figure) and its f32 norms
+    /// and scalars.
+    public var weightBytes: Int {
+        var seen = Set<ObjectIdentifier>()
         var total = 0
-        if let ple { total += ple.table.weight.byteCount + ple.modelProjection.byteCount + 4 * ple.projectionNorm.count }
+        for b in weightBuffers where seen.insert(ObjectIdentifier(b)).inserted { total += b.byteCount }
+        var floats = finalNorm.count
         for l in layers {
-            if let p = l.ple { total += p.gate.byteCount + p.projection.byteCount + 4 * p.postNorm.count }
-            if config.hasLayerScalar { total += 4 }
-            if let m = l.moe { total += m.expertBytes + m.replicatedBytes + 4 * (l.postFeedforwardNorm1.count + l.postFeedforwardNorm2.count) }
+            floats += l.inputNorm.count + l.postAttentionNorm.count + l.preFeedforwardNorm.count + l.postFeedforwardNorm.count
+            floats += l.qNorm.count + l.kNorm.count
+            if let p = l.ple { floats += p.postNorm.count }
+            if config.hasLayerScalar { floats += 1 }
+            if let m = l.moe {
+                floats += m.router.scale.count + m.router.perExpertScale.count + m.preNorm.count
+                floats += l.postFeedforwardNorm1.count + l.postFeedforwardNorm2.count
+            }
         }
-        return total
+        if let ple { floats += ple.projectionNorm.count }
+        return total + 4 * floats
     }
 
     /// Bytes of K and V this rank caches per token of one slot.

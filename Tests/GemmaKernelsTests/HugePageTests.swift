@@ -61,4 +61,63 @@ import Testing
         #expect(!scratch.mapped)
         #expect(Int(bitPattern: slice.storage.pointer) % 64 == 0)
     }
+
+    /// WeightArena.pack moves the small weight buffers, each once and in the order given, into
+    /// one 2 MiB-aligned mapping advised for huge pages, 64-byte aligned side by side with
+    /// their bytes unchanged; large weights (their own huge pages) and scratch stay put; the
+    /// mapping lives until the last buffer in it goes.
+    @Test func packMovesSmallWeightsIntoOneHugePageArena() throws {
+        #if os(Linux)
+        guard AlignedBuffer.hugePagesWanted else { return }  // GEMMA_NODE_HUGEPAGES=0: pack is off by design
+        func filled(_ m: WeightMatrix, _ seed: UInt8) -> WeightMatrix {
+            for i in 0..<m.byteCount { m.storage.pointer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)), toByteOffset: i, as: UInt8.self) }
+            return m
+        }
+        func bytes(_ b: AlignedBuffer) -> [UInt8] { Array(UnsafeRawBufferPointer(start: b.pointer, count: b.byteCount)) }
+        // 253,440 B (own mapping), 1,088 B (from the allocator), 680 B x 3 rows (not a multiple
+        // of 64), and a 4.25 MiB matrix that keeps its own mapping.
+        let a = filled(try WeightMatrix(type: .q4_K, rows: 160, cols: 2816), 1)
+        let b = filled(try WeightMatrix(type: .q8_0, rows: 1, cols: 1024), 2)
+        let c = filled(try WeightMatrix(type: .q8_0, rows: 3, cols: 640), 3)
+        let big = filled(try WeightMatrix(type: .q8_0, rows: 4096, cols: 1024), 4)
+        let scratch = AlignedBuffer(byteCount: 100_000)
+        let before = [a, b, c, big].map { bytes($0.storage) }
+        let bigPointer = big.storage.pointer, scratchPointer = scratch.pointer
+        weak var weakArena: WeightArena?
+        do {
+            let arena = try #require(WeightArena.pack([a.storage, b.storage, a.storage, c.storage, big.storage, scratch]))
+            weakArena = arena
+            #expect(Int(bitPattern: arena.base) % (2 << 20) == 0)
+            #expect(arena.byteCount == 253_440 + 1_088 + 2_048)  // c: 2,040 bytes rounded up to 64
+            #expect(a.storage.pointer == arena.base)
+            #expect(b.storage.pointer == arena.base + 253_440)
+            #expect(c.storage.pointer == arena.base + 253_440 + 1_088)
+            for m in [a, b, c] { #expect(m.storage.arena === arena && !m.storage.mapped) }
+            #expect(big.storage.pointer == bigPointer && big.storage.arena == nil)
+            #expect(scratch.pointer == scratchPointer && scratch.arena == nil)
+            #expect([a, b, c, big].map { bytes($0.storage) } == before)
+            let flags = try #require(Self.vmFlags(containing: arena.base))
+            #expect(flags.contains("hg"), "flags \(flags)")
+            // Packed buffers are not packed again.
+            #expect(WeightArena.pack([a.storage, b.storage]) == nil)
+        }
+        #expect(weakArena != nil)  // a, b and c still hold it
+        _ = [a, b, c].map { $0.rows }
+        #endif
+    }
+
+    /// The arena is unmapped when the last buffer in it goes.
+    @Test func arenaGoesWithItsLastBuffer() throws {
+        #if os(Linux)
+        guard AlignedBuffer.hugePagesWanted else { return }
+        weak var weakArena: WeightArena?
+        do {
+            let m = try WeightMatrix(type: .q8_0, rows: 64, cols: 1024)
+            weakArena = WeightArena.pack([m.storage])
+            #expect(weakArena != nil)
+            #expect(m.storage.arena != nil)
+        }
+        #expect(weakArena == nil)
+        #endif
+    }
 }
