@@ -57,7 +57,8 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     }
 }
 
-/// Owned, 64-byte-aligned raw memory. Allocated once at load, freed when the last reference goes.
+/// Owned, 64-byte-aligned raw memory. Allocated once at load, freed when the last reference
+/// goes (a weight buffer packed into a `WeightArena`: when the arena's last buffer goes).
 public final class AlignedBuffer: @unchecked Sendable {
     public let byteCount: Int
     /// The bytes. Fixed, except that `WeightArena.pack` moves a loaded shard's small weight
@@ -179,14 +180,24 @@ public final class WeightArena: @unchecked Sendable {
         buffer.isWeight && buffer.arena == nil && buffer.byteCount > 0 && buffer.byteCount < AlignedBuffer.hugePageThreshold
     }
 
+    /// Whether `pack` moves anything: not with `GEMMA_NODE_HUGEPAGES=0`, nor with
+    /// `GEMMA_NODE_PACK_WEIGHTS=0` (this step alone, for A/B runs); Linux only (MADV_HUGEPAGE).
+    public static let packingWanted: Bool = {
+        #if os(Linux)
+        return AlignedBuffer.hugePagesWanted && getenv("GEMMA_NODE_PACK_WEIGHTS").map({ String(cString: $0) }) != "0"
+        #else
+        return false
+        #endif
+    }()
+
     /// Moves the buffers that qualify (`packs`; each once, in the order given) into one new
-    /// arena. Returns the arena, nil when nothing qualifies, huge pages are off
-    /// (`GEMMA_NODE_HUGEPAGES=0`, or `GEMMA_NODE_PACK_WEIGHTS=0` for this step alone) or the
-    /// mapping fails (the buffers then stay where they are). Call it before any other thread
-    /// reads the buffers' pointers.
+    /// arena, back to back, each 64-byte aligned. Returns the arena; nil when nothing
+    /// qualifies, packing is off (`packingWanted`) or the mapping fails (the buffers then stay
+    /// where they are). Call it before any other thread reads the buffers' pointers.
     @discardableResult
     public static func pack(_ buffers: [AlignedBuffer]) -> WeightArena? {
-        guard AlignedBuffer.hugePagesWanted, getenv("GEMMA_NODE_PACK_WEIGHTS").map({ String(cString: $0) }) != "0" else { return nil }
+        #if os(Linux)
+        guard packingWanted else { return nil }
         var seen = Set<ObjectIdentifier>()
         var chosen: [(AlignedBuffer, Int)] = []
         var total = 0
@@ -195,7 +206,6 @@ public final class WeightArena: @unchecked Sendable {
             total += (b.byteCount + 63) & ~63
         }
         guard total > 0 else { return nil }
-        #if os(Linux)
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let used = (total + page - 1) / page * page
         let mappingBytes = used + hugePageBytes

@@ -352,7 +352,8 @@ extension GemmaShard {
 
     /// Every weight buffer this rank holds, in the order a decode step reads them (embedding,
     /// PLE model projection, per layer attention, MLP, experts, PLE injection; then the LM
-    /// head and the PLE table), for `WeightArena.pack`. A buffer may appear twice (tied).
+    /// head and the PLE table), for `WeightArena.pack`. A tied LM head is the embedding
+    /// (`lmHead` nil), so no buffer is listed twice.
     var weightBuffers: [AlignedBuffer] {
         var out: [AlignedBuffer] = [embedding.weight.storage]
         if let ple { out.append(ple.modelProjection.storage) }

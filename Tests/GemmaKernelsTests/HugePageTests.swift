@@ -68,7 +68,7 @@ import Testing
     /// mapping lives until the last buffer in it goes.
     @Test func packMovesSmallWeightsIntoOneHugePageArena() throws {
         #if os(Linux)
-        guard AlignedBuffer.hugePagesWanted else { return }  // GEMMA_NODE_HUGEPAGES=0: pack is off by design
+        guard WeightArena.packingWanted else { return }  // GEMMA_NODE_HUGEPAGES=0 or GEMMA_NODE_PACK_WEIGHTS=0: off by design
         func filled(_ m: WeightMatrix, _ seed: UInt8) -> WeightMatrix {
             for i in 0..<m.byteCount { m.storage.pointer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)), toByteOffset: i, as: UInt8.self) }
             return m
@@ -109,7 +109,7 @@ import Testing
     /// The arena is unmapped when the last buffer in it goes.
     @Test func arenaGoesWithItsLastBuffer() throws {
         #if os(Linux)
-        guard AlignedBuffer.hugePagesWanted else { return }
+        guard WeightArena.packingWanted else { return }
         weak var weakArena: WeightArena?
         do {
             let m = try WeightMatrix(type: .q8_0, rows: 64, cols: 1024)

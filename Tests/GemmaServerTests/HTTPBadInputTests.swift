@@ -164,10 +164,11 @@ final class HTTPHarness {
 
     /// Sends one request on a fresh connection and reads the whole response. Sending times out
     /// after 120 s (as in refusedBodyIsReadThenTheConnectionCloses), which only turns a hang into
-    /// a failure: once, in a full-suite run with every core busy with mpirun jobs, the
-    /// 10 MB request of bodiesOverTheLimitAre413WithOrWithoutALength got no response at all; the
-    /// default 5 s send timeout, which a client starved of CPU can hit mid-send, is the likely
-    /// cause (not reproduced: with three busy loops on the two cores it passes in 0.14 s).
+    /// a failure. These suites run alone (Scripts/test.sh): in one `swift test` with the mpirun
+    /// suites, whose synchronous waits hold Swift's cooperative threads (2 on 2 cores), the
+    /// server's request tasks are not scheduled for minutes, and the 10 MB request of
+    /// bodiesOverTheLimitAre413WithOrWithoutALength then gets no answer (seen twice that way,
+    /// 291 s; alone, even beside six busy loops on the two cores, it passes in 0.1-0.2 s).
     func post(_ path: String, _ body: [UInt8], contentLength: Bool = true) throws -> RawResponse {
         let c = try RawHTTPConnection(port: port, sendTimeout: 120)
         c.send(Self.request(path, body: body, contentLength: contentLength))
