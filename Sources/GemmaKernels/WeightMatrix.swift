@@ -153,8 +153,10 @@ public final class AlignedBuffer: @unchecked Sendable {
 /// ~17,000 page walks per decoded token, and the hardware prefetchers stop at the end of every
 /// matrix. Packed, a rank's layer weights are one run of huge pages in reading order.
 /// Moving happens once, after loading, buffer by buffer (each old copy is freed right after
-/// it is copied), so the peak grows by at most one buffer and one huge page; the buffers are
-/// packed 64-byte aligned, so the 4 KiB rounding of their separate mappings is gone too.
+/// it is copied; those below 64 KiB go back to the allocator's heap, which the loader's
+/// `releaseFreeHeapMemory` returns just after), so the peak grows by about one buffer and one
+/// huge page; the buffers are packed 64-byte aligned, so the 4 KiB rounding of their separate
+/// mappings is gone too.
 /// The mapping is unmapped when the last buffer in it goes.
 public final class WeightArena: @unchecked Sendable {
     /// The whole mapping (unmapped in deinit) and where the packed bytes start (2 MiB-aligned).

@@ -374,9 +374,7 @@ extension GemmaShard {
     /// missing there would show as a difference from the planner's figure) and its f32 norms
     /// and scalars.
     public var weightBytes: Int {
-        var seen = Set<ObjectIdentifier>()
-        var total = 0
-        for b in weightBuffers where seen.insert(ObjectIdentifier(b)).inserted { total += b.byteCount }
+        let total = weightBuffers.reduce(0) { $0 + $1.byteCount }  // no buffer is listed twice
         var floats = finalNorm.count
         for l in layers {
             floats += l.inputNorm.count + l.postAttentionNorm.count + l.preFeedforwardNorm.count + l.postFeedforwardNorm.count
